@@ -1,0 +1,1 @@
+"""The emulated GPU: one service-time model shared by the Triton model, the simulator and the scheduler."""

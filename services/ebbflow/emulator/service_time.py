@@ -1,0 +1,106 @@
+"""Service time of one batch on an emulated LLM replica.
+
+This is the ONE function that the Triton model (deploy/model-repository/llm),
+the simulator and the scheduler's capacity bootstrap all call, so the physics
+they assume cannot drift apart. It is pure: no clock, no I/O beyond loading a
+profile file by name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Latency profile of one model on one GPU type (see the profile file for sources)."""
+
+    name: str
+    prefill_base_s: float
+    """Fixed cost of a prefill pass, seconds."""
+    prefill_s_per_token: float
+    """Prefill cost per prompt token, seconds."""
+    decode_step_base_s: float
+    """One decode step for a single sequence, seconds."""
+    decode_step_s_per_extra_sequence: float
+    """Extra decode-step time per additional sequence in the batch, seconds."""
+    model_load_s: float
+    """Cold start: process start to model ready, seconds."""
+    kv_cache_tokens: int
+    """KV-cache capacity of one replica, tokens."""
+    instance_throughput_scaling: tuple[float, ...]
+    """Replica throughput with n instances relative to one instance, n = 1, 2, ..."""
+
+    def throughput_scaling(self, instances: int) -> float:
+        """Relative throughput with `instances` concurrent model instances (concave, flat past the table)."""
+        if instances < 1:
+            raise ValueError(f"instances must be >= 1, got {instances}")
+        table = self.instance_throughput_scaling
+        return table[min(instances, len(table)) - 1]
+
+
+@dataclass(frozen=True)
+class ServiceTime:
+    """How long a batch occupies one model instance, in emulated (unscaled) seconds."""
+
+    total_s: float
+    ttft_s: float
+    """Time to first token: prefill of the batch plus one decode step."""
+    tpot_s: float
+    """Time per output token after the first."""
+
+
+def load_profile(name: str) -> Profile:
+    """Load a bundled profile by name (a file in ebbflow/emulator/profiles/)."""
+    path = resources.files("ebbflow.emulator") / "profiles" / f"{name}.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"unknown latency profile {name!r}: no file {name}.json in ebbflow/emulator/profiles") from None
+    return Profile(
+        name=raw["name"],
+        prefill_base_s=float(raw["prefill_base_s"]),
+        prefill_s_per_token=float(raw["prefill_s_per_token"]),
+        decode_step_base_s=float(raw["decode_step_base_s"]),
+        decode_step_s_per_extra_sequence=float(raw["decode_step_s_per_extra_sequence"]),
+        model_load_s=float(raw["model_load_s"]),
+        kv_cache_tokens=int(raw["kv_cache_tokens"]),
+        instance_throughput_scaling=tuple(float(x) for x in raw["instance_throughput_scaling"]),
+    )
+
+
+def service_time(
+    prompt_tokens: Sequence[int],
+    output_tokens: Sequence[int],
+    profile: Profile,
+    instances: int = 1,
+    speed_factor: float = 1.0,
+) -> ServiceTime:
+    """Service time of one batch: request i has prompt_tokens[i] and output_tokens[i].
+
+    The batch is prefilled together, then decoded in lock-step until its
+    longest request is done (a Triton batch, not continuous batching). With n
+    instances sharing the GPU each instance runs at scaling(n)/n of full speed,
+    so the replica's total throughput follows the profile's concave curve.
+    speed_factor < 1 models a slower GPU.
+    """
+    if len(prompt_tokens) != len(output_tokens):
+        raise ValueError("prompt_tokens and output_tokens must have one entry per request")
+    if speed_factor <= 0:
+        raise ValueError(f"speed_factor must be > 0, got {speed_factor}")
+    batch = len(prompt_tokens)
+    if batch == 0:
+        return ServiceTime(0.0, 0.0, 0.0)
+    prefill_s = profile.prefill_base_s + profile.prefill_s_per_token * sum(max(0, p) for p in prompt_tokens)
+    step_s = profile.decode_step_base_s + profile.decode_step_s_per_extra_sequence * (batch - 1)
+    steps = max(max(output_tokens), 0)
+    slowdown = instances / profile.throughput_scaling(instances) / speed_factor
+    ttft_s = (prefill_s + (step_s if steps else 0.0)) * slowdown
+    return ServiceTime(
+        total_s=(prefill_s + steps * step_s) * slowdown,
+        ttft_s=ttft_s,
+        tpot_s=step_s * slowdown,
+    )

@@ -1,0 +1,1 @@
+"""What all services share: config, NATS bus, gRPC server kit, telemetry, process supervisor."""

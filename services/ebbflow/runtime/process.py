@@ -1,0 +1,106 @@
+"""Child processes that die with their parent and stop in order.
+
+Children stay in ebbflow's process group (so SIGTERM to the group reaches
+them) and get PR_SET_PDEATHSIG, so a SIGKILLed parent leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass
+class ChildProcess:
+    """A started child: its OS process and where it logs."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    argv: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.returncode is None
+
+    async def stop(self, timeout_s: float, sig: int = signal.SIGTERM) -> int:
+        """Send `sig`, wait up to timeout_s, then SIGKILL. Returns the exit code."""
+        if self.running:
+            try:
+                self.process.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("%s (pid %d) ignored %s for %.0f s; killing it", self.name, self.pid, signal.Signals(sig).name, timeout_s)
+                self.process.kill()
+        return await self.process.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        """Last lines of the child's log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+async def spawn(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> ChildProcess:
+    """Start argv with output appended to log_path; the child dies with this process."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd) if cwd else None,
+            preexec_fn=_die_with_parent,
+        )
+    log.debug("started %s (pid %d): %s", name, process.pid, " ".join(argv))
+    return ChildProcess(name=name, process=process, log_path=log_path, argv=tuple(argv))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def venv_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for children: this interpreter's bin first on PATH, its LIBDIR on LD_LIBRARY_PATH.
+
+    Works when ebbflow runs by absolute path without an activated venv.
+    """
+    import sys
+    import sysconfig
+
+    env = dict(os.environ if base is None else base)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [libdir, env.get("LD_LIBRARY_PATH", "")] if p)
+    return env

@@ -1,0 +1,110 @@
+"""Starting a real `tritonserver` from the nvidia-pytriton wheel, with its quirks handled.
+
+- The Python-backend stub links libpython3.X: it must match the interpreter
+  running ebbflow, so we assemble a backend folder with the matching stub and
+  put LIBDIR and the wheel's bundled libraries on LD_LIBRARY_PATH.
+- The stub finds packages through PATH: the venv's bin goes first, or another
+  interpreter's numpy yields empty outputs with no error.
+- tritonserver waits up to 30 s on shutdown for clients: pass --exit-timeout-secs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from importlib import util
+from pathlib import Path
+
+from ebbflow import REPO_ROOT
+from ebbflow.runtime.errors import ConfigError
+from ebbflow.runtime.process import venv_environment
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    binary: Path
+    python_backend: Path
+    stub: Path
+    libs: Path
+
+
+def find_triton() -> TritonInstall:
+    """Locate tritonserver and the Python backend inside the installed nvidia-pytriton wheel."""
+    spec = util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise ConfigError("nvidia-pytriton is not installed: run `make install` (it ships the tritonserver binary)")
+    package = Path(spec.origin).parent
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    install = TritonInstall(
+        binary=package / "tritonserver" / "bin" / "tritonserver",
+        python_backend=package / "tritonserver" / "backends" / "python",
+        stub=package / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub",
+        libs=package.parent / "nvidia_pytriton.libs",
+    )
+    for path in (install.binary, install.python_backend, install.stub):
+        if not path.exists():
+            raise ConfigError(f"tritonserver part missing at {path}: this Python ({version}) may not be supported by nvidia-pytriton")
+    return install
+
+
+def prepare_backend_dir(install: TritonInstall, state_dir: Path) -> Path:
+    """A --backend-directory whose python backend carries the stub built for this interpreter."""
+    backend_dir = state_dir / "triton-backends"
+    python_dir = backend_dir / "python"
+    stub_target = python_dir / "triton_python_backend_stub"
+    if not stub_target.exists():
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for item in install.python_backend.iterdir():
+            if item.is_file():
+                shutil.copy2(item, python_dir / item.name)
+        shutil.copy2(install.stub, stub_target)
+    return backend_dir
+
+
+def default_model_repository() -> Path:
+    return REPO_ROOT / "deploy" / "model-repository"
+
+
+@dataclass(frozen=True)
+class TritonLaunch:
+    """Everything needed to start one replica."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def triton_launch(
+    install: TritonInstall,
+    backend_dir: Path,
+    model_repository: Path,
+    models: list[str],
+    grpc_port: int,
+    http_port: int,
+    metrics_port: int,
+    exit_timeout_s: int,
+    extra_env: dict[str, str] | None = None,
+) -> TritonLaunch:
+    argv = [
+        str(install.binary),
+        f"--model-repository={model_repository}",
+        f"--backend-directory={backend_dir}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={model}" for model in models),
+        f"--grpc-port={grpc_port}",
+        f"--http-port={http_port}",
+        f"--metrics-port={metrics_port}",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
+        "--metrics-interval-ms=1000",
+        f"--exit-timeout-secs={exit_timeout_s}",
+        "--log-verbose=0",
+        "--strict-readiness=true",
+    ]
+    env = venv_environment()
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in [env.get("LD_LIBRARY_PATH", ""), str(install.libs)] if p)
+    # The emulated model imports ebbflow.emulator: make the package importable for the stub.
+    services_dir = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = ":".join(p for p in [services_dir, env.get("PYTHONPATH", "")] if p)
+    env.update(extra_env or {})
+    return TritonLaunch(argv=argv, env=env)

@@ -1,0 +1,54 @@
+from ebbflow.v1 import load_pb2 as _load_pb2
+from ebbflow.v1 import registry_pb2 as _registry_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ModelStatus(_message.Message):
+    __slots__ = ("name", "desired_replicas", "ready_replicas", "starting_replicas", "draining_replicas", "in_flight", "arrival_rps", "generation", "last_decision_reason", "last_decision_unix_s", "load_status", "min_replicas", "max_replicas", "replicas")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    READY_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    STARTING_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ARRIVAL_RPS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    LAST_DECISION_REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_DECISION_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    LOAD_STATUS_FIELD_NUMBER: _ClassVar[int]
+    MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    desired_replicas: int
+    ready_replicas: int
+    starting_replicas: int
+    draining_replicas: int
+    in_flight: float
+    arrival_rps: float
+    generation: int
+    last_decision_reason: str
+    last_decision_unix_s: float
+    load_status: _load_pb2.DataStatus
+    min_replicas: int
+    max_replicas: int
+    replicas: _containers.RepeatedCompositeFieldContainer[_registry_pb2.ReplicaEntry]
+    def __init__(self, name: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., starting_replicas: _Optional[int] = ..., draining_replicas: _Optional[int] = ..., in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., generation: _Optional[int] = ..., last_decision_reason: _Optional[str] = ..., last_decision_unix_s: _Optional[float] = ..., load_status: _Optional[_Union[_load_pb2.DataStatus, str]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_registry_pb2.ReplicaEntry, _Mapping]]] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("models", "router_address")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
+    router_address: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., router_address: _Optional[str] = ...) -> None: ...
