@@ -1,0 +1,1 @@
+"""The actuator: makes actual replicas match the desired state."""

@@ -1,0 +1,286 @@
+"""The local actuator: real `tritonserver` processes on this machine, the embedded default.
+
+Level-triggered: every tick (and on every desired-state change) the pure
+`reconcile` compares desired with actual and the shell starts or drains
+replicas. It is the only writer of the replica registry, and it announces a
+replica READY only after Triton's own model-readiness endpoint says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import aiohttp
+from google.protobuf.message import DecodeError
+from nats.js.errors import NoKeysError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ebbflow.actuator.core import ActualReplica, Phase, reconcile
+from ebbflow.runtime import subjects
+from ebbflow.runtime.bus import Bus, watch_bucket
+from ebbflow.runtime.config import ActuatorConfig
+from ebbflow.runtime.process import ChildProcess, free_port, spawn
+from ebbflow.runtime.triton import default_model_repository, find_triton, prepare_backend_dir, triton_launch
+from ebbflow.v1 import registry_pb2, scheduling_pb2
+
+log = logging.getLogger(__name__)
+
+_STATE_BY_PHASE = {
+    Phase.STARTING: registry_pb2.REPLICA_STATE_STARTING,
+    Phase.READY: registry_pb2.REPLICA_STATE_READY,
+    Phase.DRAINING: registry_pb2.REPLICA_STATE_DRAINING,
+    Phase.STOPPED: registry_pb2.REPLICA_STATE_STOPPED,
+    Phase.FAILED: registry_pb2.REPLICA_STATE_FAILED,
+}
+_EVENT_BY_PHASE = {
+    Phase.STARTING: registry_pb2.LIFECYCLE_EVENT_KIND_STARTING,
+    Phase.READY: registry_pb2.LIFECYCLE_EVENT_KIND_READY,
+    Phase.DRAINING: registry_pb2.LIFECYCLE_EVENT_KIND_DRAINING,
+    Phase.STOPPED: registry_pb2.LIFECYCLE_EVENT_KIND_STOPPED,
+    Phase.FAILED: registry_pb2.LIFECYCLE_EVENT_KIND_FAILED,
+}
+
+
+@dataclass
+class ManagedReplica:
+    entry: registry_pb2.ReplicaEntry
+    phase: Phase = Phase.STARTING
+    child: ChildProcess | None = None
+    task: asyncio.Task[None] | None = None
+    stopping: bool = False
+    started_s: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> str:
+        return subjects.replica_key(self.entry.model, self.entry.replica_id)
+
+
+class ActuatorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.replicas = Gauge("ebbflow_actuator_replicas", "Replicas by model and phase", ["model", "phase"], registry=registry)
+        self.cold_start = Gauge("ebbflow_actuator_last_cold_start_seconds", "Start command to model ready, last replica", ["model"], registry=registry)
+        self.failures = Counter("ebbflow_actuator_replica_failures", "Replicas that died or never became ready", ["model"], registry=registry)
+
+
+class LocalActuator:
+    def __init__(
+        self,
+        config: ActuatorConfig,
+        bus: Bus,
+        state_dir: Path,
+        metrics: ActuatorMetrics,
+        say: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.config = config
+        self.bus = bus
+        self.state_dir = state_dir
+        self.metrics = metrics
+        self.say = say
+        self.install = find_triton()
+        self.backend_dir = prepare_backend_dir(self.install, state_dir)
+        self.repository = Path(config.model_repository) if config.model_repository else default_model_repository()
+        self.desired: dict[str, scheduling_pb2.DesiredState] = {}
+        self.replicas: dict[str, ManagedReplica] = {}
+        self._kick = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._drains: set[asyncio.Task[None]] = set()
+
+    # ---- registry -----------------------------------------------------------
+
+    async def _record(self, replica: ManagedReplica, phase: Phase, message: str = "") -> None:
+        replica.phase = phase
+        replica.entry.state = _STATE_BY_PHASE[phase]
+        self._export()
+        if not self.bus.nc.is_connected:
+            # NATS is gone (e.g. the whole process group got SIGTERM): don't stall shutdown on timeouts.
+            log.warning("NATS unavailable: %s is %s but the registry was not updated", replica.key, phase.value)
+            return
+        try:
+            if phase == Phase.STOPPED:
+                await self.bus.replicas.delete(replica.key)
+            else:
+                await self.bus.replicas.put(replica.key, replica.entry.SerializeToString())
+            event = registry_pb2.LifecycleEvent(kind=_EVENT_BY_PHASE[phase], replica=replica.entry, time_unix_s=time.time(), message=message)
+            await self.bus.js.publish(subjects.lifecycle_subject(replica.entry.model), event.SerializeToString())
+        except Exception as error:  # NATS away: the registry catches up on the next write
+            log.warning("recording %s as %s failed: %s", replica.key, phase.value, error)
+
+    def _export(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for replica in self.replicas.values():
+            key = (replica.entry.model, replica.phase.value)
+            counts[key] = counts.get(key, 0) + 1
+        for model in {r.entry.model for r in self.replicas.values()} | set(self.desired):
+            for phase in Phase:
+                self.metrics.replicas.labels(model, phase.value).set(counts.get((model, phase.value), 0))
+
+    async def forget_previous_run(self) -> None:
+        """Registry entries left by an earlier run point at processes that died with it (PR_SET_PDEATHSIG).
+
+        Call before anything reads the registry, so nobody routes to them.
+        """
+        try:
+            keys = await self.bus.replicas.keys()
+        except NoKeysError:
+            return
+        for key in keys:
+            await self.bus.replicas.delete(key)
+
+    # ---- one replica's life ---------------------------------------------------
+
+    async def _start(self, model: str, desired: scheduling_pb2.DesiredState) -> None:
+        replica_id = uuid.uuid4().hex[:8]
+        entry = registry_pb2.ReplicaEntry(
+            model=model,
+            replica_id=replica_id,
+            host="127.0.0.1",
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_port=free_port(),
+            instances=desired.vertical.instances_per_replica or 1,
+            max_batch_size=desired.vertical.max_batch_size,
+            applied_generation=desired.generation,
+            started_at_unix_s=time.time(),
+            speed_factor=1.0,
+        )
+        replica = ManagedReplica(entry=entry)
+        self.replicas[replica.key] = replica
+        await self._record(replica, Phase.STARTING)
+        replica.task = asyncio.create_task(self._live(replica), name=f"replica {replica.key}")
+
+    async def _live(self, replica: ManagedReplica) -> None:
+        entry = replica.entry
+        launch = triton_launch(
+            self.install,
+            self.backend_dir,
+            self.repository,
+            [entry.model],
+            entry.grpc_port,
+            entry.http_port,
+            entry.metrics_port,
+            self.config.exit_timeout_s,
+            {"EBBFLOW_TIME_SCALE": str(self.config.time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor)},
+        )
+        log_path = self.state_dir / "logs" / f"triton-{entry.model}-{entry.replica_id}.log"
+        try:
+            replica.child = await spawn(f"tritonserver {replica.key}", launch.argv, log_path, launch.env)
+            entry.pid = replica.child.pid
+            if await self._wait_ready(replica):
+                cold_start_s = time.monotonic() - replica.started_s
+                entry.ready_at_unix_s = time.time()
+                self.metrics.cold_start.labels(entry.model).set(cold_start_s)
+                self.say(f"replica {replica.key} serving on {entry.host}:{entry.grpc_port} (cold start {cold_start_s:.1f} s)")
+                await self._record(replica, Phase.READY, f"cold start {cold_start_s:.1f} s")
+                    code = await replica.child.process.wait()
+            if not replica.stopping:
+                self.metrics.failures.labels(entry.model).inc()
+                await self._record(replica, Phase.FAILED, f"tritonserver exited with code {code}; see {log_path}")
+                self.say(f"replica {replica.key} died (exit code {code}); replacing it")
+        except Exception as error:
+            log.exception("replica %s failed", replica.key)
+            await self._record(replica, Phase.FAILED, str(error))
+            if replica.child is not None:
+                await replica.child.stop(1.0)
+        finally:
+            if not replica.stopping:
+                await self._record(replica, Phase.STOPPED)
+                self.replicas.pop(replica.key, None)
+                self._kick.set()
+
+    async def _wait_ready(self, replica: ManagedReplica) -> bool:
+        """Poll Triton's model-readiness endpoint until ready, process exit or ready_timeout_s."""
+        assert replica.child is not None and self._session is not None
+        url = f"http://{replica.entry.host}:{replica.entry.http_port}/v2/models/{replica.entry.model}/ready"
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        while replica.child.running and not replica.stopping:
+            try:
+                async with self._session.get(url) as response:
+                    if response.status == 200:
+                        return True
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                log.warning("replica %s not ready after %.0f s; stopping it", replica.key, self.config.ready_timeout_s)
+                await replica.child.stop(self.config.exit_timeout_s)
+                return False
+            await asyncio.sleep(0.1)
+        return False
+
+    async def _drain(self, replica: ManagedReplica, propagation_s: float) -> None:
+        """DESIGN.md "Drain": mark draining, let routers notice, then SIGTERM (Triton finishes in-flight work), then SIGKILL."""
+        replica.stopping = True
+        await self._record(replica, Phase.DRAINING)
+        if propagation_s > 0:
+            await asyncio.sleep(propagation_s)
+        if replica.child is not None:
+            await replica.child.stop(self.config.exit_timeout_s + 5)
+        if replica.task is not None:
+            await asyncio.gather(replica.task, return_exceptions=True)
+        await self._record(replica, Phase.STOPPED)
+        self.replicas.pop(replica.key, None)
+
+    # ---- reconcile -----------------------------------------------------------
+
+    def _on_desired(self, key: str, value: bytes, revision: int) -> None:
+        try:
+            desired = scheduling_pb2.DesiredState.FromString(value)
+        except DecodeError:
+            log.warning("ignoring undecodable desired state for %s", key)
+            return
+        desired.generation = revision
+        self.desired[key] = desired
+        self._kick.set()
+
+    def _on_desired_deleted(self, key: str) -> None:
+        self.desired.pop(key, None)
+        self._kick.set()
+
+    async def reconcile_once(self) -> None:
+        models = set(self.desired) | {r.entry.model for r in self.replicas.values()}
+        for model in sorted(models):
+            desired = self.desired.get(model)
+            target = desired.horizontal.replicas if desired else 0
+            mine = [r for r in self.replicas.values() if r.entry.model == model]
+            actions = reconcile(target, [ActualReplica(r.entry.replica_id, r.phase, r.started_s) for r in mine])
+            if actions.empty:
+                continue
+            log.info("%s: %s", model, actions.reason)
+            for _ in range(actions.start):
+                await self._start(model, desired or scheduling_pb2.DesiredState(model=model))
+            for replica_id in actions.drain:
+                replica = self.replicas[subjects.replica_key(model, replica_id)]
+                replica.stopping = True
+                task = asyncio.create_task(self._drain(replica, self.config.drain_propagation_s), name=f"drain {replica.key}")
+                self._drains.add(task)
+                task.add_done_callback(self._drains.discard)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+        watcher = asyncio.create_task(watch_bucket(self.bus.desired, self._on_desired, self._on_desired_deleted, stop=stop))
+        try:
+            while not stop.is_set():
+                await self.reconcile_once()
+                self._kick.clear()
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._kick.wait())]
+                await asyncio.wait(waiters, timeout=self.config.reconcile_interval_s, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Stop every replica in parallel (routers are already gone, so no propagation wait)."""
+        replicas = list(self.replicas.values())
+        await asyncio.gather(
+            *(self._drain(r, 0.0) for r in replicas if not r.stopping), *list(self._drains), return_exceptions=True
+        )
+        await asyncio.gather(*(r.task for r in replicas if r.task is not None), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,266 @@
+"""`ebbflow up | status | demo`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+# Children are started with fork+exec; grpc's fork handlers only warn about it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
+
+from ebbflow.runtime.config import Config, load_config, with_router_port
+from ebbflow.runtime.errors import AlreadyRunningError, EbbflowError
+from ebbflow.v1 import load_pb2, registry_pb2, status_pb2, status_pb2_grpc
+
+STATE_FILE = "state.json"
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("EBBFLOW_STATE_DIR"):
+        return Path(os.environ["EBBFLOW_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ebbflow"
+
+
+def say(line: str, stream: TextIO = sys.stdout) -> None:
+    """ebbflow's own short terminal lines (child processes log to files)."""
+    print(f"{time.strftime('%H:%M:%S')} {line}", file=stream, flush=True)
+
+
+# ---- up -----------------------------------------------------------------------
+
+
+class StateDirLock:
+    """One `ebbflow up` per state directory, enforced by an advisory lock that dies with the process."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise AlreadyRunningError(
+                f"another ebbflow up (pid {holder}) is using state directory {state_dir}; stop it or pass another --state-dir"
+            ) from None
+        self._file.truncate(0)
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def release(self) -> None:
+        self._file.close()
+
+
+def _configure_logging(state_dir: Path, verbose: bool) -> None:
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / "ebbflow.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.ERROR)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root.addHandler(console)
+
+
+async def _up(config: Config, state_dir: Path, nats_url: str | None) -> int:
+    from ebbflow.runtime.nats_server import start_nats_server
+    from ebbflow.stack import Stack
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    nats_child = None
+    stack: Stack | None = None
+    try:
+        if nats_url is None:
+            nats_child, nats_url = await start_nats_server(state_dir)
+            say(f"nats-server with JetStream at {nats_url}")
+        stack = Stack(config, nats_url, state_dir, say)
+        addresses = await stack.start()
+        (state_dir / STATE_FILE).write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "nats_url": nats_url,
+                    "router": addresses.router,
+                    "control": addresses.control,
+                    "metrics": addresses.metrics,
+                }
+            )
+        )
+        say(f"router listening on {addresses.router}; status API {addresses.control}; metrics http://{addresses.metrics}/metrics")
+        serving = [m.model for m in config.models if m.min_replicas > 0]
+        waiter = asyncio.ensure_future(stack.wait_serving(serving, config.actuator.ready_timeout_s))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if waiter.done() and waiter.exception() is None:
+            say(f"ebbflow ready: Triton gRPC clients can use {addresses.router} (models: {', '.join(m.model for m in config.models)})")
+        elif waiter.done():
+            say(f"error: models did not come up: {waiter.exception() or 'timeout'}; see {state_dir / 'logs'}", sys.stderr)
+            return 1
+        else:
+            waiter.cancel()
+        await stop.wait()
+        say("stopping")
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)  # a second Ctrl-C during shutdown must not restart anything
+            signal.signal(sig, signal.SIG_IGN)
+        if stack is not None:
+            await stack.stop()
+        if nats_child is not None:
+            await nats_child.stop(5.0)
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        say("stopped")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    config = load_config(Path(args.config) if args.config else None)
+    if args.router_port is not None:
+        config = with_router_port(config, args.router_port)
+    if args.time_scale is not None:
+        from dataclasses import replace
+
+        config = replace(config, actuator=replace(config.actuator, time_scale=args.time_scale))
+    lock = StateDirLock(state_dir)
+    try:
+        _configure_logging(state_dir, args.verbose)
+        return asyncio.run(_up(config, state_dir, args.nats_url))
+    finally:
+        lock.release()
+
+
+# ---- status -------------------------------------------------------------------
+
+
+def _read_state(state_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((state_dir / STATE_FILE).read_text()))
+    except FileNotFoundError:
+        raise EbbflowError(f"no running ebbflow up found in state directory {state_dir}; start one with `ebbflow up` or pass --state-dir") from None
+
+
+def fetch_status(state_dir: Path, model: str = "", timeout_s: float = 5.0) -> status_pb2.GetStatusResponse:
+    state = _read_state(state_dir)
+    with grpc.insecure_channel(state["control"]) as channel:
+        stub = status_pb2_grpc.StatusServiceStub(channel)
+        try:
+            return stub.GetStatus(status_pb2.GetStatusRequest(model=model), timeout=timeout_s)
+        except grpc.RpcError as error:
+            raise EbbflowError(f"ebbflow up at {state['control']} did not answer: {error.details()}") from None
+
+
+def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
+    return {
+        "router": response.router_address,
+        "models": [
+            {
+                "name": m.name,
+                "desired_replicas": m.desired_replicas,
+                "ready_replicas": m.ready_replicas,
+                "starting_replicas": m.starting_replicas,
+                "draining_replicas": m.draining_replicas,
+                "min_replicas": m.min_replicas,
+                "max_replicas": m.max_replicas,
+                "in_flight": round(m.in_flight, 3),
+                "arrival_rps": round(m.arrival_rps, 3),
+                "load_status": load_pb2.DataStatus.Name(m.load_status).removeprefix("DATA_STATUS_").lower(),
+                "generation": m.generation,
+                "last_decision_reason": m.last_decision_reason,
+                "last_decision_unix_s": m.last_decision_unix_s,
+                "replicas": [
+                    {
+                        "id": r.replica_id,
+                        "state": registry_pb2.ReplicaState.Name(r.state).removeprefix("REPLICA_STATE_").lower(),
+                        "address": f"{r.host}:{r.grpc_port}",
+                        "instances": r.instances,
+                        "pid": r.pid,
+                    }
+                    for r in m.replicas
+                ],
+            }
+            for m in response.models
+        ],
+    }
+
+
+def status_table(response: status_pb2.GetStatusResponse) -> str:
+    header = f"{'MODEL':<16} {'DESIRED':>7} {'READY':>5} {'START':>5} {'DRAIN':>5} {'IN_FLIGHT':>9} {'ARRIVAL_RPS':>11} {'GEN':>4}  LAST DECISION"
+    lines = [f"router: {response.router_address}", header]
+    for m in response.models:
+        lines.append(
+            f"{m.name:<16} {m.desired_replicas:>7} {m.ready_replicas:>5} {m.starting_replicas:>5} {m.draining_replicas:>5} "
+            f"{m.in_flight:>9.2f} {m.arrival_rps:>11.2f} {m.generation:>4}  {m.last_decision_reason}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    response = fetch_status(Path(args.state_dir), args.model or "")
+    print(json.dumps(status_json(response), indent=2) if args.json else status_table(response))
+    return 0
+
+
+# ---- main ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ebbflow", description="Autoscaling control plane for NVIDIA Triton inference fleets")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the whole embedded stack (nats-server, router, collector, scheduler, local actuator)")
+    up.add_argument("--config", help="YAML config file (policies under `models:`); defaults are built in")
+    up.add_argument("--state-dir", default=str(default_state_dir()), help="state, logs and lock (default: %(default)s)")
+    up.add_argument("--router-port", type=int, help="router port (default 8001; 0 picks a free port)")
+    up.add_argument("--nats-url", help="use this NATS server instead of starting one")
+    up.add_argument("--time-scale", type=float, help="emulated seconds x this (faster demos and tests)")
+    up.add_argument("-v", "--verbose", action="store_true", help="debug logging in <state-dir>/logs/ebbflow.log")
+    up.set_defaults(func=cmd_up)
+
+    status = sub.add_parser("status", help="per-model replicas, load and last decision of a running `ebbflow up`")
+    status.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("model", nargs="?", help="only this model")
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
+    demo.add_argument("--duration-s", type=float, default=150.0, help="length of the load ramp (default: %(default)s)")
+    demo.add_argument("--peak-clients", type=int, default=24, help="concurrent clients at the peak (default: %(default)s)")
+    demo.set_defaults(func=lambda args: __import__("ebbflow.demo", fromlist=["run"]).run(args))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EbbflowError as error:
+        print(f"ebbflow: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The collector: the live load picture from router telemetry and Triton /metrics."""

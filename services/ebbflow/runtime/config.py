@@ -1,0 +1,204 @@
+"""One validated configuration, built once at the edge (YAML file + environment) and passed down."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ebbflow.runtime.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    port: int = 8001
+    """TCP port of the Triton-protocol front (0 picks a free one)."""
+    host: str = "127.0.0.1"
+    """Address the router listens on."""
+    telemetry_interval_s: float = 1.0
+    """How often arrivals, in-flight and latency are published, seconds (0.1-10)."""
+    hold_timeout_s: float = 60.0
+    """Longest a request waits for a starting replica before UNAVAILABLE, seconds."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest request or response the router accepts, bytes."""
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    interval_s: float = 1.0
+    """Scrape and publish interval, seconds (0.1-10)."""
+    scrape_timeout_s: float = 0.8
+    """Timeout of one /metrics scrape, seconds; must be below interval_s."""
+    stale_after_s: float = 3.0
+    """Data older than this is stale (never read as zero), seconds."""
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    interval_s: float = 1.0
+    """Decision tick, seconds (0.1-60)."""
+
+
+@dataclass(frozen=True)
+class ActuatorConfig:
+    model_repository: str = ""
+    """Triton model repository; empty means the repository's deploy/model-repository."""
+    time_scale: float = 1.0
+    """Emulated seconds are multiplied by this (tests and demos run faster), (0, 10]."""
+    reconcile_interval_s: float = 1.0
+    """Level-triggered reconcile tick, seconds."""
+    ready_timeout_s: float = 300.0
+    """A replica not ready by then is failed and replaced, seconds."""
+    drain_propagation_s: float = 1.0
+    """Wait after marking a replica draining, so routers stop sending to it, seconds."""
+    drain_timeout_s: float = 30.0
+    """Longest wait for in-flight requests to finish before SIGTERM, seconds."""
+    exit_timeout_s: int = 10
+    """tritonserver --exit-timeout-secs, then SIGKILL."""
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """Per-model scaling policy (mirrors ebbflow.v1.ScalingPolicy)."""
+
+    model: str
+    min_replicas: int = 1
+    """Replicas never go below this (>= 0)."""
+    max_replicas: int = 4
+    """Replicas never go above this (>= min_replicas, >= 1)."""
+    target_in_flight_per_replica: float = 4.0
+    """Reactive target of in-flight requests per replica (> 0)."""
+    scale_down_delay_s: float = 30.0
+    """Scale down only after the lower recommendation held this long (>= 0)."""
+    instances_per_replica: int = 1
+    """Triton model instances per replica (1-16)."""
+    max_batch_size: int = 8
+    """Triton max_batch_size per replica (1-1024)."""
+
+    def validate(self) -> "ModelPolicy":
+        problems = []
+        if not self.model or not all(c.isalnum() or c in "_-" for c in self.model):
+            problems.append(f"model name {self.model!r} must be non-empty letters, digits, '_' or '-'")
+        if self.min_replicas < 0:
+            problems.append(f"min_replicas must be >= 0, got {self.min_replicas}")
+        if self.max_replicas < max(1, self.min_replicas):
+            problems.append(f"max_replicas must be >= max(1, min_replicas), got {self.max_replicas}")
+        if not self.target_in_flight_per_replica > 0:
+            problems.append(f"target_in_flight_per_replica must be > 0, got {self.target_in_flight_per_replica}")
+        if self.scale_down_delay_s < 0:
+            problems.append(f"scale_down_delay_s must be >= 0, got {self.scale_down_delay_s}")
+        if not 1 <= self.instances_per_replica <= 16:
+            problems.append(f"instances_per_replica must be 1-16, got {self.instances_per_replica}")
+        if not 1 <= self.max_batch_size <= 1024:
+            problems.append(f"max_batch_size must be 1-1024, got {self.max_batch_size}")
+        if problems:
+            raise ConfigError(f"invalid policy for model {self.model!r}: " + "; ".join(problems))
+        return self
+
+
+@dataclass(frozen=True)
+class Config:
+    router: RouterConfig = field(default_factory=RouterConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
+    models: tuple[ModelPolicy, ...] = (ModelPolicy(model="llm"),)
+
+
+def _section(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
+    raw = dict(raw or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        target = known[name].type
+        try:
+            if target in ("int", int):
+                values[name] = int(value)
+            elif target in ("float", float):
+                values[name] = float(value)
+            else:
+                values[name] = str(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.{name} must be a {target}, got {value!r}") from None
+    return cls(**values)
+
+
+def _check_ranges(config: Config) -> None:
+    c = config.collector
+    if not 0.1 <= c.interval_s <= 10:
+        raise ConfigError(f"collector.interval_s must be 0.1-10, got {c.interval_s}")
+    if not 0 < c.scrape_timeout_s < c.interval_s:
+        raise ConfigError("collector.scrape_timeout_s must be > 0 and below collector.interval_s")
+    if not 0.1 <= config.router.telemetry_interval_s <= 10:
+        raise ConfigError(f"router.telemetry_interval_s must be 0.1-10, got {config.router.telemetry_interval_s}")
+    if not 0 < config.actuator.time_scale <= 10:
+        raise ConfigError(f"actuator.time_scale must be in (0, 10], got {config.actuator.time_scale}")
+    if not 0 <= config.router.port <= 65535:
+        raise ConfigError(f"router.port must be 0-65535, got {config.router.port}")
+
+
+def parse_config(raw: Mapping[str, Any]) -> Config:
+    """Build a validated Config from a mapping shaped like the YAML file."""
+    known = {"router", "collector", "scheduler", "actuator", "models"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown top-level section(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    models_raw = raw.get("models")
+    models: tuple[ModelPolicy, ...] = Config().models
+    if models_raw is not None:
+        if not isinstance(models_raw, Mapping):
+            raise ConfigError("models must map a model name to its policy")
+        models = tuple(
+            _section(ModelPolicy, {"model": name, **(policy or {})}, f"models.{name}").validate() for name, policy in models_raw.items()
+        )
+    config = Config(
+        router=_section(RouterConfig, raw.get("router"), "router"),
+        collector=_section(CollectorConfig, raw.get("collector"), "collector"),
+        scheduler=_section(SchedulerConfig, raw.get("scheduler"), "scheduler"),
+        actuator=_section(ActuatorConfig, raw.get("actuator"), "actuator"),
+        models=models,
+    )
+    _check_ranges(config)
+    return config
+
+
+ENV_PREFIX = "EBBFLOW_"
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """EBBFLOW_<SECTION>__<SETTING>=value, e.g. EBBFLOW_ACTUATOR__TIME_SCALE=0.1."""
+    overrides: dict[str, dict[str, str]] = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and "__" in key:
+            section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
+            if section in ("router", "collector", "scheduler", "actuator"):
+                overrides.setdefault(section, {})[name] = value
+    return overrides
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML file (if any), apply environment overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        raw = loaded
+    for section, values in _env_overrides(os.environ if environ is None else environ).items():
+        raw[section] = {**(raw.get(section) or {}), **values}
+    return parse_config(raw)
+
+
+def with_router_port(config: Config, port: int) -> Config:
+    return replace(config, router=replace(config.router, port=port))

@@ -1,0 +1,1 @@
+"""The scheduler: turns load and policies into desired state."""

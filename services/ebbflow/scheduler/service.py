@@ -1,0 +1,207 @@
+"""The scheduler's shell: policies into KV, load snapshots in, desired state out (compare-and-set).
+
+The generation of a desired state is the KV revision it was written at, so it
+is monotonic, survives restarts and stops two schedulers from interleaving:
+a write based on a stale revision fails and is recomputed on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ebbflow.runtime import subjects
+from ebbflow.runtime.bus import Bus
+from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.scheduler.core import LoadView, ScalingState, decide
+from ebbflow.v1 import load_pb2, policy_pb2, scheduling_pb2
+
+log = logging.getLogger(__name__)
+
+# A snapshot older than this many collector intervals is stale: hold.
+STALE_AFTER_S = 3.0
+WAKEUP_MEMORY_S = 2.0
+
+
+def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
+    return policy_pb2.ScalingPolicy(
+        model=policy.model,
+        min_replicas=policy.min_replicas,
+        max_replicas=policy.max_replicas,
+        target_in_flight_per_replica=policy.target_in_flight_per_replica,
+        scale_down_delay_s=policy.scale_down_delay_s,
+        instances_per_replica=policy.instances_per_replica,
+        max_batch_size=policy.max_batch_size,
+    )
+
+
+def policy_from_proto(message: policy_pb2.ScalingPolicy) -> ModelPolicy:
+    return ModelPolicy(
+        model=message.model,
+        min_replicas=message.min_replicas,
+        max_replicas=message.max_replicas,
+        target_in_flight_per_replica=message.target_in_flight_per_replica,
+        scale_down_delay_s=message.scale_down_delay_s,
+        instances_per_replica=message.instances_per_replica or 1,
+        max_batch_size=message.max_batch_size or 8,
+    ).validate()
+
+
+async def import_policies(bus: Bus, policies: tuple[ModelPolicy, ...]) -> None:
+    """Write the config file's policies into the `policies` bucket, logging what changed."""
+    for policy in policies:
+        value = policy_to_proto(policy.validate()).SerializeToString()
+        try:
+            old = await bus.policies.get(policy.model)
+            if old.value == value:
+                continue
+            log.info("policy of %s changed by the config file", policy.model)
+        except KeyNotFoundError:
+            log.info("policy of %s imported from the config file", policy.model)
+        await bus.policies.put(policy.model, value)
+
+
+@dataclass
+class Received:
+    load: LoadView
+    at_s: float
+
+
+class SchedulerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter("ebbflow_scheduler_decisions", "Desired-state changes written", ["model"], registry=registry)
+        self.desired = Gauge("ebbflow_scheduler_desired_replicas", "Desired replicas in force", ["model"], registry=registry)
+        self.holds = Counter("ebbflow_scheduler_holds", "Ticks that held because load data was missing or stale", ["model"], registry=registry)
+        self.conflicts = Counter("ebbflow_scheduler_cas_conflicts", "Desired-state writes refused by compare-and-set", ["model"], registry=registry)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, bus: Bus, view: RegistryView, metrics: SchedulerMetrics) -> None:
+        self.config = config
+        self.bus = bus
+        self.view = view
+        self.metrics = metrics
+        self._loads: dict[str, Received] = {}
+        self._woken_until: dict[str, float] = {}
+        self._states: dict[str, ScalingState] = {}
+        self._wake = asyncio.Event()
+
+    async def _on_load(self, msg) -> None:  # type: ignore[no-untyped-def]
+        try:
+            snapshot = load_pb2.LoadSnapshot.FromString(msg.data)
+        except DecodeError:
+            return
+        fresh = snapshot.status == load_pb2.DATA_STATUS_FRESH
+        self._loads[snapshot.model] = Received(
+            LoadView(fresh=fresh, in_flight=snapshot.in_flight, arrival_rps=snapshot.arrival_rps, reason=snapshot.status_reason), time.monotonic()
+        )
+
+    async def _on_wakeup(self, msg) -> None:  # type: ignore[no-untyped-def]
+        model = msg.subject.rsplit(".", 1)[-1]
+        first = self._woken_until.get(model, 0.0) < time.monotonic()
+        self._woken_until[model] = time.monotonic() + WAKEUP_MEMORY_S
+        if first:
+            self._wake.set()  # evaluate at once, not at the next tick
+
+    def _load(self, model: str, now: float) -> LoadView | None:
+        received = self._loads.get(model)
+        if received is None:
+            return None
+        if now - received.at_s > STALE_AFTER_S:
+            return LoadView(False, 0.0, 0.0, f"no load snapshot from the collector for {now - received.at_s:.0f} s")
+        return received.load
+
+    async def _current(self, model: str) -> tuple[scheduling_pb2.DesiredState | None, int]:
+        try:
+            entry = await self.bus.desired.get(model)
+        except KeyNotFoundError:
+            return None, 0
+        try:
+            return scheduling_pb2.DesiredState.FromString(entry.value or b""), entry.revision or 0
+        except DecodeError:
+            log.warning("desired state of %s is undecodable; it will be rewritten", model)
+            return None, entry.revision or 0
+
+    async def evaluate(self, model: str, policy: ModelPolicy) -> None:
+        now = time.monotonic()
+        current, revision = await self._current(model)
+        current_replicas = current.horizontal.replicas if current else 0
+        state = self._states.get(model)
+        if state is None:
+            # A fresh (or restarted) scheduler must not scale down before the delay has passed.
+            state = ScalingState(((now, current_replicas),)) if current else ScalingState()
+        load = self._load(model, now)
+        woken = self._woken_until.get(model, 0.0) >= now
+        decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken)
+        if not decision.valid:
+            self.metrics.holds.labels(model).inc()
+        unchanged = current is not None and decision.replicas == current_replicas and current.vertical.instances_per_replica == policy.instances_per_replica
+        if current is not None and (not decision.valid or unchanged):
+            return
+        reason = decision.reason if current is not None else f"initial: {policy.min_replicas} replica(s) from min_replicas"
+        desired = scheduling_pb2.DesiredState(
+            model=model,
+            horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas if current is not None else policy.min_replicas),
+            vertical=scheduling_pb2.VerticalDecision(instances_per_replica=policy.instances_per_replica, max_batch_size=policy.max_batch_size),
+            reason=reason,
+            decided_at_unix_s=time.time(),
+        )
+        try:
+            if current is None and revision == 0:
+                generation = await self.bus.desired.create(model, desired.SerializeToString())
+            else:
+                generation = await self.bus.desired.update(model, desired.SerializeToString(), last=revision)
+        except KeyWrongLastSequenceError:
+            self.metrics.conflicts.labels(model).inc()
+            log.warning("desired state of %s changed under us (another scheduler?); recomputing next tick", model)
+            return
+        except Exception as error:  # the JetStream "key exists" error on create races too
+            log.warning("writing desired state of %s failed: %s", model, error)
+            return
+        desired.generation = generation
+        self.metrics.decisions.labels(model).inc()
+        self.metrics.desired.labels(model).set(desired.horizontal.replicas)
+        log.info("%s: %d -> %d replicas (generation %d): %s", model, current_replicas, desired.horizontal.replicas, generation, reason)
+        record = scheduling_pb2.ScalingDecision(
+            model=model,
+            generation=generation,
+            previous_replicas=current_replicas,
+            desired=desired,
+            inputs=scheduling_pb2.DecisionInputs(
+                in_flight=load.in_flight if load else 0.0,
+                arrival_rps=load.arrival_rps if load else 0.0,
+                current_replicas=current_replicas,
+                window_recommendations=decision.window,
+            ),
+        )
+        await self.bus.js.publish(
+            subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{generation}"}
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        subscriptions = [
+            await self.bus.nc.subscribe(f"{subjects.LOAD}.*", cb=self._on_load),
+            await self.bus.nc.subscribe(f"{subjects.WAKEUP}.*", cb=self._on_wakeup),
+        ]
+        try:
+            while not stop.is_set():
+                for model, message in list(self.view.policies.items()):
+                    try:
+                        await self.evaluate(model, policy_from_proto(message))
+                    except Exception:
+                        log.exception("evaluating %s failed; holding", model)
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+                await asyncio.wait(waiters, timeout=self.config.interval_s, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            for subscription in subscriptions:
+                await subscription.unsubscribe()

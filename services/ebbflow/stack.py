@@ -1,0 +1,114 @@
+"""The services of one control plane, composed in one process: what `ebbflow up` runs.
+
+Start order doesn't matter for correctness (everything watches KV), but this
+order makes the first request succeed soonest. Stop order follows the house
+style: health NOT_SERVING, stop gRPC with a grace period, cancel loops, stop
+replicas, drain NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Coroutine
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from ebbflow.actuator.local import ActuatorMetrics, LocalActuator
+from ebbflow.collector.service import Collector, CollectorMetrics
+from ebbflow.router.server import SERVICE, Router, RouterMetrics
+from ebbflow.runtime.bus import Bus, connect
+from ebbflow.runtime.config import Config
+from ebbflow.runtime.grpc_server import GrpcServer
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, import_policies
+from ebbflow.status import StatusService
+from ebbflow.v1 import status_pb2, status_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Addresses:
+    router: str
+    control: str
+    metrics: str
+
+
+class Stack:
+    def __init__(self, config: Config, nats_url: str, state_dir: Path, say: Callable[[str], None] = lambda line: None) -> None:
+        self.config = config
+        self.nats_url = nats_url
+        self.state_dir = state_dir
+        self.say = say
+        self.registry = CollectorRegistry()
+        self.stop_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.bus: Bus | None = None
+
+    def _spawn(self, name: str, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+
+        def report(done: asyncio.Task[Any]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.error("%s stopped with an error", name, exc_info=done.exception())
+
+        task.add_done_callback(report)
+        self._tasks.append(task)
+
+    async def start(self) -> Addresses:
+        self.bus = bus = await connect(self.nats_url, name="ebbflow")
+        await import_policies(bus, self.config.models)
+        self.actuator = LocalActuator(self.config.actuator, bus, self.state_dir, ActuatorMetrics(self.registry), self.say)
+        await self.actuator.forget_previous_run()
+        self.view = RegistryView()
+        self._spawn("registry view", self.view.run(bus, self.stop_event))
+        await asyncio.wait_for(asyncio.gather(self.view.replicas_loaded.wait(), self.view.policies_loaded.wait()), 10)
+
+        self._spawn("actuator", self.actuator.run(self.stop_event))
+        self.collector = Collector(self.config.collector, bus, self.view, CollectorMetrics(self.registry))
+        self._spawn("collector", self.collector.run(self.stop_event))
+        self.scheduler = Scheduler(self.config.scheduler, bus, self.view, SchedulerMetrics(self.registry))
+        self._spawn("scheduler", self.scheduler.run(self.stop_event))
+
+        self.router = Router(self.config.router, bus, self.view, RouterMetrics(self.registry))
+        self.router_server = GrpcServer([SERVICE], self.config.router.max_message_bytes)
+        self.router_server.server.add_generic_rpc_handlers((self.router.handler(),))
+        router_port = self.router_server.bind(self.config.router.host, self.config.router.port)
+        await self.router_server.start()
+        self._spawn("router telemetry", self.router.publish_telemetry(self.stop_event))
+        router_address = f"{self.config.router.host}:{router_port}"
+
+        self.control_server = GrpcServer([status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name])
+        status_pb2_grpc.add_StatusServiceServicer_to_server(
+            StatusService(self.view, self.actuator.desired, self.collector.latest, router_address), self.control_server.server
+        )
+        control_port = self.control_server.bind("127.0.0.1", 0)
+        await self.control_server.start()
+        self.metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        return Addresses(router_address, f"127.0.0.1:{control_port}", f"127.0.0.1:{self.metrics_server.server_port}")
+
+    async def wait_serving(self, models: list[str], timeout_s: float) -> None:
+        """Return once the router sees a ready replica of each model."""
+        async def all_ready() -> None:
+            while not all(self.view.ready(m) for m in models):
+                await self.view.wait_changed(0.5)
+
+        await asyncio.wait_for(all_ready(), timeout_s)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if hasattr(self, "router_server"):
+            await self.router_server.stop(grace_s=5.0)
+            await self.router.close()
+        if hasattr(self, "control_server"):
+            await self.control_server.stop(grace_s=1.0)
+        if hasattr(self, "metrics_server"):
+            self.metrics_server.shutdown()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "actuator"):
+            await self.actuator.shutdown()
+        if self.bus is not None:
+            await self.bus.close()
