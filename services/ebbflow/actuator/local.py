@@ -165,6 +165,7 @@ class LocalActuator:
             entry.http_port,
             entry.metrics_port,
             self.config.exit_timeout_s,
+            f"ebbflow_{entry.replica_id}_",
             {"EBBFLOW_TIME_SCALE": str(self.config.time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor)},
         )
         log_path = self.state_dir / "logs" / f"triton-{entry.model}-{entry.replica_id}.log"
@@ -177,7 +178,7 @@ class LocalActuator:
                 self.metrics.cold_start.labels(entry.model).set(cold_start_s)
                 self.say(f"replica {replica.key} serving on {entry.host}:{entry.grpc_port} (cold start {cold_start_s:.1f} s)")
                 await self._record(replica, Phase.READY, f"cold start {cold_start_s:.1f} s")
-                    code = await replica.child.process.wait()
+            code = await replica.child.process.wait()
             if not replica.stopping:
                 self.metrics.failures.labels(entry.model).inc()
                 await self._record(replica, Phase.FAILED, f"tritonserver exited with code {code}; see {log_path}")

@@ -6,6 +6,10 @@
 - The stub finds packages through PATH: the venv's bin goes first, or another
   interpreter's numpy yields empty outputs with no error.
 - tritonserver waits up to 30 s on shutdown for clients: pass --exit-timeout-secs.
+- Python-backend stubs talk to their server through /dev/shm regions named
+  from a prefix; two servers with the same prefix corrupt each other's
+  messages ("Received unexpected response from Python backend stub"), so each
+  replica gets its own prefix.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def triton_launch(
     http_port: int,
     metrics_port: int,
     exit_timeout_s: int,
+    shm_prefix: str,
     extra_env: dict[str, str] | None = None,
 ) -> TritonLaunch:
     argv = [
@@ -100,6 +105,7 @@ def triton_launch(
         f"--exit-timeout-secs={exit_timeout_s}",
         "--log-verbose=0",
         "--strict-readiness=true",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
     ]
     env = venv_environment()
     env["LD_LIBRARY_PATH"] = ":".join(p for p in [env.get("LD_LIBRARY_PATH", ""), str(install.libs)] if p)
