@@ -1,0 +1,67 @@
+"""The reactive rule, on a fake clock: no sleeps, no I/O."""
+
+import pytest
+
+from ebbflow.runtime.config import ModelPolicy
+from ebbflow.scheduler.core import LoadView, ScalingState, decide, recommend
+
+POLICY = ModelPolicy(model="llm", min_replicas=1, max_replicas=5, target_in_flight_per_replica=4, scale_down_delay_s=30)
+
+
+def fresh(in_flight: float) -> LoadView:
+    return LoadView(fresh=True, in_flight=in_flight, arrival_rps=in_flight * 10)
+
+
+@pytest.mark.parametrize("in_flight,expected", [(0, 1), (3.9, 1), (4.0, 1), (4.01, 2), (12, 3), (100, 5)])
+def test_recommend_is_ceil_within_bounds(in_flight, expected):
+    assert recommend(in_flight, POLICY) == expected
+
+
+def test_load_below_one_replicas_target_never_scales_out():
+    state, current = ScalingState(), 1
+    for t in range(120):
+        decision, state = decide(fresh(3.5), POLICY, state, current, float(t))
+        assert decision.valid and decision.replicas == 1
+
+
+def test_scale_up_is_immediate():
+    decision, _ = decide(fresh(17), POLICY, ScalingState(), 1, 0.0)
+    assert decision.replicas == 5 and "scale up" in decision.reason
+
+
+def test_scale_down_waits_for_the_delay_then_takes_the_window_max():
+    state, current = ScalingState(), 1
+    decision, state = decide(fresh(16), POLICY, state, current, 0.0)
+    current = decision.replicas
+    assert current == 4
+    for t in range(1, 30):
+        decision, state = decide(fresh(2), POLICY, state, current, float(t))
+        assert decision.replicas == 4, f"scaled down after {t} s"
+    assert "waiting to scale down" in decision.reason
+    decision, state = decide(fresh(2), POLICY, state, current, 30.5)
+    assert decision.replicas == 1 and "scale down" in decision.reason
+
+
+def test_a_short_dip_does_not_scale_down():
+    state, current = ScalingState(), 3
+    decision, state = decide(fresh(12), POLICY, state, current, 0.0)
+    decision, state = decide(fresh(0), POLICY, state, current, 10.0)
+    decision, state = decide(fresh(12), POLICY, state, current, 20.0)
+    decision, state = decide(fresh(0), POLICY, state, current, 45.0)
+    assert decision.replicas == 3  # the recommendation of 3 at t=20 is still inside the window
+
+
+@pytest.mark.parametrize("load", [None, LoadView(fresh=False, in_flight=0.0, arrival_rps=0.0, reason="collector silent")])
+def test_missing_or_stale_data_holds_never_scales_down(load):
+    decision, state = decide(load, POLICY, ScalingState(), 4, 100.0)
+    assert not decision.valid
+    assert decision.replicas == 4
+    assert decision.reason.startswith("hold")
+
+
+def test_held_requests_wake_a_model_at_zero():
+    policy = ModelPolicy(model="llm", min_replicas=0, max_replicas=3)
+    decision, _ = decide(None, policy, ScalingState(), 0, 0.0, woken=True)
+    assert decision.valid and decision.replicas == 1
+    decision, _ = decide(fresh(0), policy, ScalingState(), 0, 0.0, woken=True)
+    assert decision.replicas == 1 and "scale from zero" in decision.reason
