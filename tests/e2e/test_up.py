@@ -1,0 +1,141 @@
+"""`ebbflow up` as a user starts it: by absolute path, venv not activated, on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
+
+from ebbflow.runtime.process import free_port
+from tests.conftest import expected_output, llm_inputs
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+EBBFLOW = Path(sys.executable).parent / "ebbflow"
+
+
+def user_environment() -> dict[str, str]:
+    """A shell that never activated the venv: no VIRTUAL_ENV, the venv's bin not on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p).resolve() != EBBFLOW.parent.resolve())
+    return env
+
+
+class Up:
+    def __init__(self, state_dir: Path, config: Path, port: int) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=user_environment(),
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def wait_line(self, word: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            if word in line:
+                return line
+        raise AssertionError(f"no line with {word!r}; output so far:\n{''.join(self.output)}")
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ebbflow.yaml"
+    path.write_text("actuator:\n  time_scale: 0.02\n  exit_timeout_s: 3\nmodels:\n  llm:\n    min_replicas: 1\n    max_replicas: 2\n")
+    return path
+
+
+def run_cli(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EBBFLOW), *args], capture_output=True, text=True, timeout=timeout_s, env=user_environment())
+
+
+def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_path: Path, config_file: Path):
+    state_dir = tmp_path / "state"
+    port = free_port()
+    up = Up(state_dir, config_file, port)
+    try:
+        ready_line = up.wait_line("ready", 120)
+        assert f"127.0.0.1:{port}" in ready_line
+        children = [p.pid for p in psutil.Process(up.process.pid).children(recursive=True)]
+        assert len(children) >= 2, "expected nats-server and at least one tritonserver"
+
+        # (a) an unchanged Triton client pointed at the router gets the model's real output.
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("llm")
+        prompt = "ebbflow routes this prompt to a real tritonserver"
+        result = client.infer("llm", llm_inputs(prompt, 12))
+        assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output(prompt, 12)
+        assert client.get_model_metadata("llm").name == "llm"
+
+        # Bad input: precise codes, and the router stays up.
+        with pytest.raises(InferenceServerException) as unknown:
+            client.infer("no_such_model", llm_inputs("x", 1))
+        assert unknown.value.status() == "StatusCode.NOT_FOUND" and "no_such_model" in unknown.value.message()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError) as malformed:
+                channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(b"\x0a\xff\x01garbage", timeout=5)
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(InferenceServerException) as refused:
+            client.unload_model("llm")
+        assert refused.value.status() == "StatusCode.PERMISSION_DENIED"
+        with pytest.raises(InferenceServerException) as streaming:
+            stream = triton_grpc.InferInput("stream", [1, 1], "BOOL")
+            stream.set_data_from_numpy(__import__("numpy").array([[True]]))
+            client.infer("llm", [*llm_inputs("x", 1), stream])
+        assert streaming.value.status() == "StatusCode.INVALID_ARGUMENT" and "llm_stream" in streaming.value.message()
+        assert client.infer("llm", llm_inputs("still serving", 2)).as_numpy("text_output").reshape(-1)[0].decode() == "still serving"
+
+        # A second `ebbflow up` on the same state directory or port fails at once with a clear message.
+        second = run_cli("up", "--state-dir", str(state_dir), "--router-port", str(free_port()))
+        assert second.returncode != 0 and "another ebbflow up" in second.stderr
+        third = run_cli("up", "--state-dir", str(tmp_path / "other"), "--router-port", str(port), timeout_s=60)
+        assert third.returncode != 0 and "in use" in third.stderr
+
+        # `ebbflow status --json` finds the running stack through the state directory alone.
+        status = run_cli("status", "--json", "--state-dir", str(state_dir))
+        assert status.returncode == 0, status.stderr
+        (model,) = json.loads(status.stdout)["models"]
+        assert model["name"] == "llm" and model["desired_replicas"] == 1 and model["ready_replicas"] == 1
+        assert "min_replicas" in model["last_decision_reason"]
+        table = run_cli("status", "--state-dir", str(state_dir))
+        assert "llm" in table.stdout and "DESIRED" in table.stdout
+    finally:
+        up.process.send_signal(signal.SIGTERM)
+        code = up.process.wait(timeout=40)
+    assert code == 0, "".join(up.output)
+    assert sum("ready" in line for line in up.output) == 1, "exactly one line may contain 'ready'"
+    leftovers = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not leftovers, f"processes left after SIGTERM: {leftovers}"
+
+
+def test_status_without_a_running_stack_is_a_clear_error(tmp_path: Path):
+    result = run_cli("status", "--state-dir", str(tmp_path / "nothing"))
+    assert result.returncode == 2
+    assert "no running ebbflow up found" in result.stderr
