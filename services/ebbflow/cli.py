@@ -14,10 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-# Children are started with fork+exec; grpc's fork handlers only warn about it.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
-import grpc  # noqa: E402
+import grpc
 
 from ebbflow.runtime.config import Config, load_config, with_router_port
 from ebbflow.runtime.errors import AlreadyRunningError, EbbflowError
@@ -79,6 +76,21 @@ def _configure_logging(state_dir: Path, verbose: bool) -> None:
     root.addHandler(console)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail at once, before starting anything, when the router port is taken."""
+    if port == 0:
+        return
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise AlreadyRunningError(
+                f"cannot listen on {host}:{port}: {error.strerror} (another ebbflow up?); pick another with --router-port"
+            ) from None
+
+
 async def _up(config: Config, state_dir: Path, nats_url: str | None) -> int:
     from ebbflow.runtime.nats_server import start_nats_server
     from ebbflow.stack import Stack
@@ -88,6 +100,7 @@ async def _up(config: Config, state_dir: Path, nats_url: str | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    _check_port_free(config.router.host, config.router.port)
     nats_child = None
     stack: Stack | None = None
     try:

@@ -29,8 +29,10 @@ class Bus:
     replicas: KeyValue
     desired: KeyValue
     policies: KeyValue
+    closing: list[bool]
 
     async def close(self) -> None:
+        self.closing.append(True)
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
@@ -57,16 +59,18 @@ async def _on_error(error: Exception) -> None:
     log.debug("NATS: %s", error)
 
 
-async def _on_disconnected() -> None:
-    log.warning("NATS disconnected; reconnecting (load data goes stale, so scaling holds)")
-
-
 async def _on_reconnected() -> None:
     log.warning("NATS reconnected")
 
 
 async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
     """Connect and make sure every bucket and stream exists (idempotent, any service may start first)."""
+    closing: list[bool] = []
+
+    async def _on_disconnected() -> None:
+        if not closing:
+            log.warning("NATS disconnected; reconnecting (load data goes stale, so scaling holds)")
+
     try:
         nc = await nats.connect(
             url,
@@ -88,6 +92,7 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
         replicas=await _bucket(js, subjects.REPLICAS_BUCKET, history=1),
         desired=await _bucket(js, subjects.DESIRED_BUCKET, history=16),
         policies=await _bucket(js, subjects.POLICIES_BUCKET, history=16),
+        closing=closing,
     )
     await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, max_msgs=100_000)
     await _stream(js, subjects.LIFECYCLE_STREAM, subjects.LIFECYCLE, max_msgs=100_000)
