@@ -11,18 +11,22 @@ Prints one JSON line, then a readable table. Needs no traces.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import statistics
-import sys
-import tempfile
-import time
-from dataclasses import replace
-from pathlib import Path
+import os
 
-import tritonclient.grpc as triton_grpc
-import tritonclient.grpc.aio as triton_aio
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # before grpc is imported: replicas are forked while gRPC runs
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import tritonclient.grpc as triton_grpc  # noqa: E402
+import tritonclient.grpc.aio as triton_aio  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
