@@ -133,9 +133,6 @@ class Router:
 
     # ---- forwarding ---------------------------------------------------------
 
-    def _model_of(self, request: bytes) -> str:
-        return read_model_name(request)
-
     async def _forward(self, method: str, request: bytes, context: grpc.aio.ServicerContext, count: bool) -> bytes:
         try:
             model = read_model_name(request)
@@ -264,7 +261,6 @@ class Router:
         models = []
         for model in sorted(self.view.known_models() | set(self._meters)):
             meter = self._meters.setdefault(model, ModelMeter(window_start_s=now_s))
-            window_s = now_s - meter.window_start_s
             stats = meter.close_window(now_s)
             models.append(
                 load_pb2.ModelTelemetry(
