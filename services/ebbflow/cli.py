@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
-    demo.add_argument("--duration-s", type=float, default=150.0, help="length of the load ramp (default: %(default)s)")
+    demo.add_argument("--duration-s", type=float, default=120.0, help="length of the load ramp (default: %(default)s)")
     demo.add_argument("--peak-clients", type=int, default=24, help="concurrent clients at the peak (default: %(default)s)")
     demo.set_defaults(func=lambda args: __import__("ebbflow.demo", fromlist=["run"]).run(args))
     return parser
