@@ -28,12 +28,10 @@ from pathlib import Path  # noqa: E402
 import tritonclient.grpc as triton_grpc  # noqa: E402
 import tritonclient.grpc.aio as triton_aio  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ebbflow.runtime.config import ActuatorConfig, Config, ModelPolicy, RouterConfig  # noqa: E402
 from ebbflow.runtime.nats_server import start_nats_server  # noqa: E402
 from ebbflow.stack import Stack  # noqa: E402
-from tests.conftest import llm_inputs  # noqa: E402
+from ebbflow.demo import llm_inputs  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -6,25 +6,11 @@ import asyncio
 from pathlib import Path
 from typing import AsyncIterator
 
-import numpy as np
 import pytest
 import pytest_asyncio
-from tritonclient.grpc import InferInput
 
+from ebbflow.demo import expected_output, llm_inputs  # noqa: F401 - shared with the tests
 from ebbflow.runtime.nats_server import start_nats_server
-
-
-def llm_inputs(prompt: str, max_tokens: int) -> list[InferInput]:
-    text = InferInput("text_input", [1, 1], "BYTES")
-    text.set_data_from_numpy(np.array([[prompt.encode()]], dtype=np.object_))
-    tokens = InferInput("max_tokens", [1, 1], "INT32")
-    tokens.set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
-    return [text, tokens]
-
-
-def expected_output(prompt: str, max_tokens: int) -> str:
-    words = prompt.split()
-    return " ".join(words[i % len(words)] for i in range(max_tokens))
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -25,6 +25,7 @@ from ebbflow.actuator.core import ActualReplica, Phase, reconcile
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, watch_bucket
 from ebbflow.runtime.config import ActuatorConfig
+from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import ChildProcess, free_port, spawn
 from ebbflow.runtime.triton import default_model_repository, find_triton, prepare_backend_dir, triton_launch
 from ebbflow.v1 import registry_pb2, scheduling_pb2
@@ -268,10 +269,7 @@ class LocalActuator:
             while not stop.is_set():
                 await self.reconcile_once()
                 self._kick.clear()
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._kick.wait())]
-                await asyncio.wait(waiters, timeout=self.config.reconcile_interval_s, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
+                await wait_any(self.config.reconcile_interval_s, stop, self._kick)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.core import LoadView, ScalingState, decide
 from ebbflow.v1 import load_pb2, policy_pb2, scheduling_pb2
@@ -198,10 +199,7 @@ class Scheduler:
                     except Exception:
                         log.exception("evaluating %s failed; holding", model)
                 self._wake.clear()
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-                await asyncio.wait(waiters, timeout=self.config.interval_s, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
+                await wait_any(self.config.interval_s, stop, self._wake)
         finally:
             for subscription in subscriptions:
                 await subscription.unsubscribe()
