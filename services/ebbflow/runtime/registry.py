@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Callable
 
 from google.protobuf.message import DecodeError
 
@@ -57,33 +58,28 @@ class RegistryView:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _put_replica(self, key: str, value: bytes, revision: int) -> None:
-        try:
-            self.replicas[key] = registry_pb2.ReplicaEntry.FromString(value)
-        except DecodeError:
-            log.warning("ignoring undecodable registry entry %s", key)
-            return
-        self._notify()
+    def _mirror(self, target: dict[str, Any], parse: Callable[[bytes], Any], kind: str) -> tuple[Callable[[str, bytes, int], None], Callable[[str], None]]:
+        """Watch callbacks that keep `target` equal to a bucket's contents."""
 
-    def _delete_replica(self, key: str) -> None:
-        if self.replicas.pop(key, None) is not None:
+        def put(key: str, value: bytes, revision: int) -> None:
+            try:
+                target[key] = parse(value)
+            except DecodeError:
+                log.warning("ignoring undecodable %s %s", kind, key)
+                return
             self._notify()
 
-    def _put_policy(self, key: str, value: bytes, revision: int) -> None:
-        try:
-            self.policies[key] = policy_pb2.ScalingPolicy.FromString(value)
-        except DecodeError:
-            log.warning("ignoring undecodable policy %s", key)
-            return
-        self._notify()
+        def delete(key: str) -> None:
+            if target.pop(key, None) is not None:
+                self._notify()
 
-    def _delete_policy(self, key: str) -> None:
-        if self.policies.pop(key, None) is not None:
-            self._notify()
+        return put, delete
 
     async def run(self, bus: Bus, stop: asyncio.Event) -> None:
         """Watch both buckets until stop is set."""
+        on_replica = self._mirror(self.replicas, registry_pb2.ReplicaEntry.FromString, "registry entry")
+        on_policy = self._mirror(self.policies, policy_pb2.ScalingPolicy.FromString, "policy")
         await asyncio.gather(
-            watch_bucket(bus.replicas, self._put_replica, self._delete_replica, self.replicas_loaded, stop),
-            watch_bucket(bus.policies, self._put_policy, self._delete_policy, self.policies_loaded, stop),
+            watch_bucket(bus.replicas, *on_replica, self.replicas_loaded, stop),
+            watch_bucket(bus.policies, *on_policy, self.policies_loaded, stop),
         )
