@@ -111,7 +111,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             models=(ModelPolicy(model="llm", min_replicas=1, max_replicas=1),),
         )
         stack = Stack(fast, url, state / "overhead")
-        stack.addresses = await stack.start()
+        await stack.start()
         await stack.wait_serving(["llm"], 60)
         results.update(await measure_overhead(stack, args.requests))
         await stack.stop()
@@ -124,7 +124,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             models=(ModelPolicy(model="llm", min_replicas=1, max_replicas=2, target_in_flight_per_replica=2, scale_down_delay_s=60),),
         )
         stack = Stack(scaled, url, state / "step")
-        stack.addresses = await stack.start()
+        await stack.start()
         started = time.monotonic()
         await stack.wait_serving(["llm"], 60)
         results["first_replica_cold_start_s"] = time.monotonic() - started

@@ -9,7 +9,8 @@ from typing import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from ebbflow.demo import expected_output, llm_inputs  # noqa: F401 - shared with the tests
+from ebbflow.demo import llm_inputs  # noqa: F401 - shared with the tests
+from ebbflow.emulator.tokens import expected_text as expected_output  # noqa: F401
 from ebbflow.runtime.nats_server import start_nats_server
 
 

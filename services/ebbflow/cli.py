@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -80,8 +82,6 @@ def _check_port_free(host: str, port: int) -> None:
     """Fail at once, before starting anything, when the router port is taken."""
     if port == 0:
         return
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((host, port))
@@ -153,8 +153,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.router_port is not None:
         config = with_router_port(config, args.router_port)
     if args.time_scale is not None:
-        from dataclasses import replace
-
         config = replace(config, actuator=replace(config.actuator, time_scale=args.time_scale))
     lock = StateDirLock(state_dir)
     try:

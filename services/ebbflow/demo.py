@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
@@ -23,6 +23,7 @@ from tritonclient.grpc import InferInput
 
 from ebbflow import REPO_ROOT
 from ebbflow.cli import fetch_status
+from ebbflow.emulator.tokens import expected_text
 
 PROMPT = "the emulated model echoes these words back as its output tokens one per step"
 
@@ -33,11 +34,6 @@ def llm_inputs(prompt: str, max_tokens: int) -> list[InferInput]:
     tokens = InferInput("max_tokens", [1, 1], "INT32")
     tokens.set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
     return [text, tokens]
-
-
-def expected_output(prompt: str, max_tokens: int) -> str:
-    words = prompt.split()
-    return " ".join(words[i % len(words)] for i in range(max_tokens))
 
 
 def clients_at(t_s: float, duration_s: float, peak: int) -> int:
@@ -53,9 +49,9 @@ class Load:
         self.wrong = 0
         self.last_error = ""
 
-    async def client(self, index: int, active: "callable[[int], bool]") -> None:  # type: ignore[valid-type]
+    async def client(self, index: int, active: Callable[[int], bool]) -> None:
         client = triton_aio.InferenceServerClient(self.address)
-        expected = expected_output(PROMPT, 64)
+        expected = expected_text(PROMPT, 64)
         try:
             while True:
                 if not active(index):
@@ -141,6 +137,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"logs kept in {state_dir / 'logs'}")
     return 0 if scaled and load.wrong == 0 else 1
 
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -43,10 +44,17 @@ class Stack:
         self.nats_url = nats_url
         self.state_dir = state_dir
         self.say = say
-        self.registry = CollectorRegistry()
+        self.metrics_registry = CollectorRegistry()
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        # Set as start() brings each part up, so stop() after a failed start stops only what runs.
         self.bus: Bus | None = None
+        self.actuator: LocalActuator | None = None
+        self.router: Router | None = None
+        self.router_server: GrpcServer | None = None
+        self.control_server: GrpcServer | None = None
+        self.metrics_server: WSGIServer | None = None
+        self.addresses: Addresses | None = None
 
     def _spawn(self, name: str, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -59,36 +67,38 @@ class Stack:
         self._tasks.append(task)
 
     async def start(self) -> Addresses:
+        """Bring every part up; the addresses are also kept on `self.addresses`."""
         self.bus = bus = await connect(self.nats_url, name="ebbflow")
         await import_policies(bus, self.config.models)
-        self.actuator = LocalActuator(self.config.actuator, bus, self.state_dir, ActuatorMetrics(self.registry), self.say)
-        await self.actuator.forget_previous_run()
+        self.actuator = actuator = LocalActuator(self.config.actuator, bus, self.state_dir, ActuatorMetrics(self.metrics_registry), self.say)
+        await actuator.forget_previous_run()
         self.view = RegistryView()
         self._spawn("registry view", self.view.run(bus, self.stop_event))
         await asyncio.wait_for(asyncio.gather(self.view.replicas_loaded.wait(), self.view.policies_loaded.wait()), 10)
 
-        self._spawn("actuator", self.actuator.run(self.stop_event))
-        self.collector = Collector(self.config.collector, bus, self.view, CollectorMetrics(self.registry))
+        self._spawn("actuator", actuator.run(self.stop_event))
+        self.collector = Collector(self.config.collector, bus, self.view, CollectorMetrics(self.metrics_registry))
         self._spawn("collector", self.collector.run(self.stop_event))
-        self.scheduler = Scheduler(self.config.scheduler, bus, self.view, SchedulerMetrics(self.registry))
+        self.scheduler = Scheduler(self.config.scheduler, bus, self.view, SchedulerMetrics(self.metrics_registry))
         self._spawn("scheduler", self.scheduler.run(self.stop_event))
 
-        self.router = Router(self.config.router, bus, self.view, RouterMetrics(self.registry))
-        self.router_server = GrpcServer([SERVICE], self.config.router.max_message_bytes)
-        self.router_server.server.add_generic_rpc_handlers((self.router.handler(),))
-        router_port = self.router_server.bind(self.config.router.host, self.config.router.port)
-        await self.router_server.start()
-        self._spawn("router telemetry", self.router.publish_telemetry(self.stop_event))
+        self.router = router = Router(self.config.router, bus, self.view, RouterMetrics(self.metrics_registry))
+        self.router_server = router_server = GrpcServer([SERVICE], self.config.router.max_message_bytes)
+        router_server.server.add_generic_rpc_handlers((router.handler(),))
+        router_port = router_server.bind(self.config.router.host, self.config.router.port)
+        await router_server.start()
+        self._spawn("router telemetry", router.publish_telemetry(self.stop_event))
         router_address = f"{self.config.router.host}:{router_port}"
 
-        self.control_server = GrpcServer([status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name])
+        self.control_server = control_server = GrpcServer([status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name])
         status_pb2_grpc.add_StatusServiceServicer_to_server(
-            StatusService(self.view, self.actuator.desired, self.collector.latest, router_address), self.control_server.server
+            StatusService(self.view, actuator.desired, self.collector.latest, router_address), control_server.server
         )
-        control_port = self.control_server.bind("127.0.0.1", 0)
-        await self.control_server.start()
-        self.metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=self.registry)
-        return Addresses(router_address, f"127.0.0.1:{control_port}", f"127.0.0.1:{self.metrics_server.server_port}")
+        control_port = control_server.bind("127.0.0.1", 0)
+        await control_server.start()
+        self.metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=self.metrics_registry)
+        self.addresses = Addresses(router_address, f"127.0.0.1:{control_port}", f"127.0.0.1:{self.metrics_server.server_port}")
+        return self.addresses
 
     async def wait_serving(self, models: list[str], timeout_s: float) -> None:
         """Return once the router sees a ready replica of each model."""
@@ -100,15 +110,16 @@ class Stack:
 
     async def stop(self) -> None:
         self.stop_event.set()
-        if hasattr(self, "router_server"):
+        if self.router_server is not None:
             await self.router_server.stop(grace_s=5.0)
+        if self.router is not None:
             await self.router.close()
-        if hasattr(self, "control_server"):
+        if self.control_server is not None:
             await self.control_server.stop(grace_s=1.0)
-        if hasattr(self, "metrics_server"):
+        if self.metrics_server is not None:
             self.metrics_server.shutdown()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if hasattr(self, "actuator"):
+        if self.actuator is not None:
             await self.actuator.shutdown()
         if self.bus is not None:
             await self.bus.close()

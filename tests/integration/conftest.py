@@ -52,7 +52,7 @@ async def make_stack(nats_url: str, tmp_path: Path) -> AsyncIterator:
         await reset_jetstream(nats_url)
         stack = Stack(stack_config(policy), nats_url, tmp_path / f"state{len(stacks)}")
         stacks.append(stack)
-        stack.addresses = await stack.start()
+        await stack.start()
         await stack.wait_serving([policy.model], timeout_s=60)
         return stack
 

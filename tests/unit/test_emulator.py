@@ -55,3 +55,11 @@ def test_empty_batch_costs_nothing():
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown latency profile 'h100-nope'"):
         load_profile("h100-nope")
+
+
+def test_output_tokens_cycle_through_the_prompt():
+    from ebbflow.emulator.tokens import expected_text
+
+    assert expected_text("a b c", 5) == "a b c a b"
+    assert expected_text("", 2) == "<empty> <empty>"
+    assert expected_text("x", 0) == ""

@@ -65,3 +65,19 @@ def test_held_requests_wake_a_model_at_zero():
     assert decision.valid and decision.replicas == 1
     decision, _ = decide(fresh(0), policy, ScalingState(), 0, 0.0, woken=True)
     assert decision.replicas == 1 and "scale from zero" in decision.reason
+
+
+def test_a_restarted_scheduler_waits_a_full_delay_before_scaling_down():
+    from ebbflow.scheduler.core import resume_state
+
+    state = resume_state(current=4, now_s=100.0)
+    decision, state = decide(fresh(0), POLICY, state, 4, 110.0)
+    assert decision.replicas == 4
+    decision, _ = decide(fresh(0), POLICY, state, 4, 131.0)
+    assert decision.replicas == 1
+
+
+def test_initial_decision_is_the_floor():
+    from ebbflow.scheduler.core import initial_decision
+
+    assert initial_decision(ModelPolicy(model="llm", min_replicas=2, max_replicas=5)).replicas == 2

@@ -249,7 +249,9 @@ class LocalActuator:
             desired = self.desired.get(model)
             target = desired.horizontal.replicas if desired else 0
             mine = [r for r in self.replicas.values() if r.entry.model == model]
-            actions = reconcile(target, [ActualReplica(r.entry.replica_id, r.phase, r.started_s) for r in mine])
+            # A replica chosen for draining is on its way out even before its drain task has run.
+            actual = [ActualReplica(r.entry.replica_id, Phase.DRAINING if r.stopping else r.phase, r.started_s) for r in mine]
+            actions = reconcile(target, actual)
             if actions.empty:
                 continue
             log.info("%s: %s", model, actions.reason)

@@ -17,9 +17,8 @@ WANTED = (
     b"nv_inference_pending_request_count",
     b"nv_inference_count",
     b"nv_inference_exec_count",
-    b"nv_inference_request_success",
 )
-COUNTERS = ("nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success")
+COUNTERS = ("nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_count", "nv_inference_exec_count")
 
 
 def parse_metrics(text: bytes, model: str) -> dict[str, float]:

@@ -16,7 +16,7 @@ from ebbflow.router.core import LATENCY_BUCKETS_S, histogram_quantile
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import CollectorConfig
-from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.registry import READY, RegistryView
 from ebbflow.v1 import load_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Collector:
         ready = self.view.ready(model)
         replicas = []
         for entry in ready:
-            track = self._tracks.get(f"{entry.model}.{entry.replica_id}", ReplicaTrack())
+            track = self._tracks.get(subjects.replica_key(entry.model, entry.replica_id), ReplicaTrack())
             last = track.current.time_s if track.current else None
             rates = track.rates or ReplicaRates(0.0, 0.0, 0.0, 0.0, 0.0)
             replicas.append(
@@ -140,7 +140,7 @@ class Collector:
             await subscription.unsubscribe()
 
     async def tick(self, session: aiohttp.ClientSession) -> None:
-        ready = {f"{r.model}.{r.replica_id}": r for r in self.view.replicas.values() if r.state == registry_pb2.REPLICA_STATE_READY}
+        ready = {key: r for key, r in self.view.replicas.items() if r.state == READY}
         for key in set(self._tracks) - set(ready):
             del self._tracks[key]
         await asyncio.gather(*(self._scrape(session, key, replica) for key, replica in ready.items()))

@@ -63,13 +63,12 @@ class Router:
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self._in_flight: dict[str, int] = {}
         self._meters: dict[str, ModelMeter] = {}
-        self._held: dict[str, int] = {}
         self._rotation = itertools.count()
 
     # ---- replica selection -------------------------------------------------
 
     def _channel(self, replica: registry_pb2.ReplicaEntry) -> grpc.aio.Channel:
-        key = f"{replica.model}.{replica.replica_id}"
+        key = subjects.replica_key(replica.model, replica.replica_id)
         address = f"{replica.host}:{replica.grpc_port}"
         cached = self._channels.get(key)
         if cached is None or cached[0] != address:
@@ -91,7 +90,7 @@ class Router:
                 asyncio.get_running_loop().create_task(channel.close())
 
     def _pick(self, model: str, exclude: set[str]) -> registry_pb2.ReplicaEntry | None:
-        ready = {f"{r.model}.{r.replica_id}": r for r in self.view.ready(model)}
+        ready = {subjects.replica_key(r.model, r.replica_id): r for r in self.view.ready(model)}
         candidates = [Candidate(key, self._in_flight.get(key, 0)) for key in ready if key not in exclude]
         chosen = pick_replica(candidates, next(self._rotation))
         return ready[chosen.key] if chosen else None
@@ -105,7 +104,6 @@ class Router:
         remaining = context.time_remaining()
         if remaining is not None:
             deadline = min(deadline, time.monotonic() + remaining)
-        self._held[model] = self._held.get(model, 0) + 1
         self.metrics.held.labels(model).inc()
         try:
             while True:
@@ -118,7 +116,6 @@ class Router:
                 if replica is not None:
                     return replica
         finally:
-            self._held[model] -= 1
             self.metrics.held.labels(model).dec()
         starting = sum(1 for r in self.view.of_model(model) if r.state == STARTING)
         if remaining is not None and remaining <= self.config.hold_timeout_s:
@@ -141,8 +138,8 @@ class Router:
         if model not in self.view.known_models():
             known = ", ".join(sorted(self.view.known_models())) or "none"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{model}'; models served here: {known}")
-        meter = self._meters.setdefault(model, ModelMeter(window_start_s=time.monotonic()))
         started = time.monotonic()
+        meter = self._meter(model, started)
         if count:
             meter.accept(started)
             self.metrics.in_flight.labels(model).inc()
@@ -168,7 +165,7 @@ class Router:
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if not k.startswith((":", "grpc-")))
         while True:
             replica = await self._wait_for_replica(model, tried, context)
-            key = f"{replica.model}.{replica.replica_id}"
+            key = subjects.replica_key(replica.model, replica.replica_id)
             tried.add(key)
             call = self._channel(replica).unary_unary(f"/{SERVICE}/{method}")
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
@@ -256,12 +253,17 @@ class Router:
 
     # ---- telemetry ----------------------------------------------------------
 
+    def _meter(self, model: str, now_s: float) -> ModelMeter:
+        meter = self._meters.get(model)
+        if meter is None:
+            meter = self._meters[model] = ModelMeter(window_start_s=now_s)
+        return meter
+
     def telemetry(self, now_s: float, wall_s: float) -> load_pb2.RouterTelemetry:
         """Close the window for every known model (zero arrivals included: no data is not zero load)."""
         models = []
         for model in sorted(self.view.known_models() | set(self._meters)):
-            meter = self._meters.setdefault(model, ModelMeter(window_start_s=now_s))
-            stats = meter.close_window(now_s)
+            stats = self._meter(model, now_s).close_window(now_s)
             models.append(
                 load_pb2.ModelTelemetry(
                     model=model,

@@ -128,8 +128,6 @@ async def watch_bucket(
                 continue
             if not isinstance(entry, KeyValue.Entry):  # stop sentinel
                 return
-            if loaded is not None and not loaded.is_set() and getattr(watcher, "_init_done", False):
-                loaded.set()
             if entry.operation in ("DEL", "PURGE") or entry.value is None:
                 result = on_delete(entry.key)
             else:

@@ -40,6 +40,8 @@ class CollectorConfig:
 class SchedulerConfig:
     interval_s: float = 1.0
     """Decision tick, seconds (0.1-60)."""
+    stale_after_s: float = 3.0
+    """A load snapshot older than this is stale and the scheduler holds, seconds."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,8 @@ class ActuatorConfig:
     """A replica not ready by then is failed and replaced, seconds."""
     drain_propagation_s: float = 1.0
     """Wait after marking a replica draining, so routers stop sending to it, seconds."""
-    drain_timeout_s: float = 30.0
-    """Longest wait for in-flight requests to finish before SIGTERM, seconds."""
     exit_timeout_s: int = 10
-    """tritonserver --exit-timeout-secs, then SIGKILL."""
+    """Drain bound: tritonserver --exit-timeout-secs lets in-flight requests finish, then SIGKILL, seconds."""
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class GrpcServer:
             ("grpc.max_send_message_length", max_message_bytes),
         ]
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(service_names)
         reflection.enable_server_reflection([*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
@@ -96,6 +96,4 @@ class GrpcServer:
 
     async def _set_serving(self, status: int) -> None:
         for name in ["", *self.service_names]:
-            result = self.health.set(name, status)
-            if hasattr(result, "__await__"):
-                await result
+            await self.health.set(name, status)

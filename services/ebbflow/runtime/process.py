@@ -11,6 +11,9 @@ import ctypes
 import logging
 import os
 import signal
+import socket
+import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -83,8 +86,6 @@ async def spawn(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (the OS picks it)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -95,9 +96,6 @@ def venv_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
     Works when ebbflow runs by absolute path without an activated venv.
     """
-    import sys
-    import sysconfig
-
     env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])

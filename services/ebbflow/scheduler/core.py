@@ -51,6 +51,20 @@ def recommend(in_flight: float, policy: ModelPolicy) -> int:
     return min(policy.max_replicas, max(policy.min_replicas, raw))
 
 
+def initial_decision(policy: ModelPolicy) -> Decision:
+    """The first desired state of a model nobody has decided for yet: its floor."""
+    return Decision(True, policy.min_replicas, f"initial: {policy.min_replicas} replica(s) from min_replicas", policy.min_replicas)
+
+
+def resume_state(current: int, now_s: float) -> ScalingState:
+    """State for a scheduler that starts (or restarts) with `current` replicas in force.
+
+    Counting the replicas in force as a fresh recommendation means a restart
+    never scales down before a full scale-down delay has passed.
+    """
+    return ScalingState(((now_s, current),))
+
+
 def decide(load: LoadView | None, policy: ModelPolicy, state: ScalingState, current: int, now_s: float, woken: bool = False) -> tuple[Decision, ScalingState]:
     """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held."""
     if load is None or not load.fresh:

@@ -21,13 +21,11 @@ from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.core import LoadView, ScalingState, decide
+from ebbflow.scheduler.core import LoadView, ScalingState, decide, initial_decision, resume_state
 from ebbflow.v1 import load_pb2, policy_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
-# A snapshot older than this many collector intervals is stale: hold.
-STALE_AFTER_S = 3.0
 WAKEUP_MEMORY_S = 2.0
 
 
@@ -115,7 +113,7 @@ class Scheduler:
         received = self._loads.get(model)
         if received is None:
             return None
-        if now - received.at_s > STALE_AFTER_S:
+        if now - received.at_s > self.config.stale_after_s:
             return LoadView(False, 0.0, 0.0, f"no load snapshot from the collector for {now - received.at_s:.0f} s")
         return received.load
 
@@ -133,25 +131,27 @@ class Scheduler:
     async def evaluate(self, model: str, policy: ModelPolicy) -> None:
         now = time.monotonic()
         current, revision = await self._current(model)
-        current_replicas = current.horizontal.replicas if current else 0
-        state = self._states.get(model)
-        if state is None:
-            # A fresh (or restarted) scheduler must not scale down before the delay has passed.
-            state = ScalingState(((now, current_replicas),)) if current else ScalingState()
         load = self._load(model, now)
-        woken = self._woken_until.get(model, 0.0) >= now
-        decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken)
-        if not decision.valid:
-            self.metrics.holds.labels(model).inc()
-        unchanged = current is not None and decision.replicas == current_replicas and current.vertical.instances_per_replica == policy.instances_per_replica
-        if current is not None and (not decision.valid or unchanged):
-            return
-        reason = decision.reason if current is not None else f"initial: {policy.min_replicas} replica(s) from min_replicas"
+        if current is None:
+            decision = initial_decision(policy)
+            current_replicas = 0
+        else:
+            current_replicas = current.horizontal.replicas
+            # A fresh (or restarted) scheduler must not scale down before the delay has passed.
+            state = self._states.get(model) or resume_state(current_replicas, now)
+            woken = self._woken_until.get(model, 0.0) >= now
+            decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken)
+            if not decision.valid:
+                self.metrics.holds.labels(model).inc()
+                return
+            vertical = (current.vertical.instances_per_replica, current.vertical.max_batch_size)
+            if decision.replicas == current_replicas and vertical == (policy.instances_per_replica, policy.max_batch_size):
+                return
         desired = scheduling_pb2.DesiredState(
             model=model,
-            horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas if current is not None else policy.min_replicas),
+            horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas),
             vertical=scheduling_pb2.VerticalDecision(instances_per_replica=policy.instances_per_replica, max_batch_size=policy.max_batch_size),
-            reason=reason,
+            reason=decision.reason,
             decided_at_unix_s=time.time(),
         )
         try:
@@ -169,7 +169,7 @@ class Scheduler:
         desired.generation = generation
         self.metrics.decisions.labels(model).inc()
         self.metrics.desired.labels(model).set(desired.horizontal.replicas)
-        log.info("%s: %d -> %d replicas (generation %d): %s", model, current_replicas, desired.horizontal.replicas, generation, reason)
+        log.info("%s: %d -> %d replicas (generation %d): %s", model, current_replicas, desired.horizontal.replicas, generation, decision.reason)
         record = scheduling_pb2.ScalingDecision(
             model=model,
             generation=generation,

@@ -1,8 +1,8 @@
 """Emulated LLM for Triton's Python backend.
 
 One prompt token is one whitespace-separated word; the model emits exactly
-`max_tokens` tokens: output token i is prompt word i modulo the prompt length
-(or "<empty>" for an empty prompt), so results are deterministic and checkable.
+`max_tokens` tokens chosen by ebbflow.emulator.tokens, so results are
+deterministic and checkable.
 Time passes by sleeping for service_time(...) x time_scale, never spinning.
 """
 
@@ -14,17 +14,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ebbflow.emulator.service_time import load_profile, service_time
+from ebbflow.emulator.tokens import emit_tokens
 
 
 def _parameter(config, key, default):
     value = config.get("parameters", {}).get(key, {}).get("string_value")
     return default if value in (None, "") else value
-
-
-def emit_tokens(prompt_words, count):
-    if not prompt_words:
-        return ["<empty>"] * count
-    return [prompt_words[i % len(prompt_words)] for i in range(count)]
 
 
 class TritonPythonModel:
