@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ebbflow.actuator.local import ActuatorMetrics, LocalActuator
 from ebbflow.collector.service import Collector, CollectorMetrics
-from ebbflow.router.server import SERVICE, Router, RouterMetrics
+from ebbflow.router.worker import RouterService, RouterWorkers
 from ebbflow.runtime.bus import Bus, connect
 from ebbflow.runtime.config import Config
 from ebbflow.runtime.grpc_server import GrpcServer
+from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, import_policies
 from ebbflow.status import StatusService
@@ -50,8 +52,8 @@ class Stack:
         # Set as start() brings each part up, so stop() after a failed start stops only what runs.
         self.bus: Bus | None = None
         self.actuator: LocalActuator | None = None
-        self.router: Router | None = None
-        self.router_server: GrpcServer | None = None
+        self.router: RouterService | None = None
+        self.router_workers: RouterWorkers | None = None
         self.control_server: GrpcServer | None = None
         self.metrics_server: WSGIServer | None = None
         self.addresses: Addresses | None = None
@@ -72,9 +74,10 @@ class Stack:
         await import_policies(bus, self.config.models)
         self.actuator = actuator = LocalActuator(self.config.actuator, bus, self.state_dir, ActuatorMetrics(self.metrics_registry), self.say)
         await actuator.forget_previous_run()
+        await actuator.publish_model_configs()
         self.view = RegistryView()
         self._spawn("registry view", self.view.run(bus, self.stop_event))
-        await asyncio.wait_for(asyncio.gather(self.view.replicas_loaded.wait(), self.view.policies_loaded.wait()), 10)
+        await self.view.wait_loaded(10)
 
         self._spawn("actuator", actuator.run(self.stop_event))
         self.collector = Collector(self.config.collector, bus, self.view, CollectorMetrics(self.metrics_registry))
@@ -82,13 +85,17 @@ class Stack:
         self.scheduler = Scheduler(self.config.scheduler, bus, self.view, SchedulerMetrics(self.metrics_registry))
         self._spawn("scheduler", self.scheduler.run(self.stop_event))
 
-        self.router = router = Router(self.config.router, bus, self.view, RouterMetrics(self.metrics_registry))
-        self.router_server = router_server = GrpcServer([SERVICE], self.config.router.max_message_bytes)
-        router_server.server.add_generic_rpc_handlers((router.handler(),))
-        router_port = router_server.bind(self.config.router.host, self.config.router.port)
-        await router_server.start()
-        self._spawn("router telemetry", router.publish_telemetry(self.stop_event))
-        router_address = f"{self.config.router.host}:{router_port}"
+        router_config = self.config.router
+        if router_config.workers == 1:
+            self.router = RouterService(router_config, bus, self.view, self.metrics_registry)
+            router_port = await self.router.start()
+        else:
+            router_port = router_config.port or free_port(router_config.host)
+            metrics_dir = self.state_dir / "router-metrics"
+            self.router_workers = RouterWorkers(replace(router_config, port=router_port), self.nats_url, self.state_dir, metrics_dir)
+            await self.router_workers.start()
+            MultiProcessCollector(self.metrics_registry, path=str(metrics_dir))
+        router_address = f"{router_config.host}:{router_port}"
 
         self.control_server = control_server = GrpcServer([status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name])
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -110,10 +117,10 @@ class Stack:
 
     async def stop(self) -> None:
         self.stop_event.set()
-        if self.router_server is not None:
-            await self.router_server.stop(grace_s=5.0)
         if self.router is not None:
-            await self.router.close()
+            await self.router.stop(grace_s=5.0)
+        if self.router_workers is not None:
+            await self.router_workers.stop()
         if self.control_server is not None:
             await self.control_server.stop(grace_s=1.0)
         if self.metrics_server is not None:

@@ -27,7 +27,7 @@ from ebbflow.runtime.bus import Bus, watch_bucket
 from ebbflow.runtime.config import ActuatorConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import ChildProcess, free_port, spawn
-from ebbflow.runtime.triton import default_model_repository, find_triton, prepare_backend_dir, triton_launch
+from ebbflow.runtime.triton import default_model_repository, find_triton, prepare_backend_dir, read_model_configs, triton_launch
 from ebbflow.v1 import registry_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,11 @@ class LocalActuator:
             return
         for key in keys:
             await self.bus.replicas.delete(key)
+
+    async def publish_model_configs(self) -> None:
+        """Put each repository model's config in the `models` bucket, so routers answer metadata at zero replicas."""
+        for name, config in read_model_configs(self.repository).items():
+            await self.bus.models.put(name, config.SerializeToString())
 
     # ---- one replica's life ---------------------------------------------------
 

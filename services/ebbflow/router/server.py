@@ -1,9 +1,10 @@
 """The router's shell: serves `inference.GRPCInferenceService` and forwards to Triton replicas.
 
-ModelInfer and the per-model calls cross as bytes: the router reads only the
-model name off the wire (router.core.read_model_name) and never decodes
-tensors. Everything else about where a request goes is decided by the pure
-`pick_replica`.
+Requests and responses cross as bytes: the router reads the model name and
+request id off the wire (router.core.read_request_head) and never decodes
+tensors. Where a request goes is decided by the pure `pick_replica` over a
+snapshot of the ready replicas, which a follower task keeps current from the
+registry (so the request path does no registry work).
 """
 
 from __future__ import annotations
@@ -12,190 +13,491 @@ import asyncio
 import itertools
 import logging
 import os
+import random
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import grpc
+from opentelemetry import propagate, trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import model_config_pb2, service_pb2
 
 from ebbflow import __version__
-from ebbflow.router.core import LATENCY_BUCKETS_S, Candidate, MalformedRequest, ModelMeter, pick_replica, read_model_name
+from ebbflow.router.core import (
+    LATENCY_BUCKETS_S,
+    Candidate,
+    Ejector,
+    HoldQueue,
+    MalformedRequest,
+    ModelMeter,
+    QueueFull,
+    RequestHead,
+    RetryBudget,
+    Routing,
+    pick_replica,
+    read_request_head,
+)
+from ebbflow.router.refusal import Refusal
+from ebbflow.router.streaming import StreamRelay
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig
-from ebbflow.runtime.registry import STARTING, RegistryView
-from ebbflow.v1 import load_pb2, registry_pb2
+from ebbflow.runtime.loops import wait_any
+from ebbflow.runtime.registry import DRAINING, READY, STARTING, RegistryView
+from ebbflow.v1 import load_pb2, policy_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 
-# Upstream failures that happened before the replica did any work: safe to retry elsewhere.
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
+# Upstream failures where the replica did no work we could lose: safe to resend elsewhere.
+_RETRYABLE = grpc.StatusCode.UNAVAILABLE
+_ROUTING = {
+    policy_pb2.ROUTING_POLICY_UNSPECIFIED: Routing.LEAST_OUTSTANDING,
+    policy_pb2.ROUTING_POLICY_LEAST_OUTSTANDING: Routing.LEAST_OUTSTANDING,
+    policy_pb2.ROUTING_POLICY_POWER_OF_TWO: Routing.POWER_OF_TWO,
+    policy_pb2.ROUTING_POLICY_ROUND_ROBIN: Routing.ROUND_ROBIN,
+}
+_BUCKETS = LATENCY_BUCKETS_S[::4] + (float("inf"),)
 
 
 class RouterMetrics:
-    """Prometheus metrics of the router, on an injected registry."""
+    """Prometheus metrics of the router, on an injected registry (gauges sum over worker processes)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter("ebbflow_router_requests", "Requests handled, by model and gRPC code", ["model", "code"], registry=registry)
-        self.in_flight = Gauge("ebbflow_router_in_flight", "Requests between accept and end of response", ["model"], registry=registry)
-        self.latency = Histogram(
-            "ebbflow_router_request_duration_seconds",
-            "End-to-end request latency at the router",
-            ["model"],
-            buckets=LATENCY_BUCKETS_S[::4] + (float("inf"),),
-            registry=registry,
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        def gauge(name: str, help: str, labels: list[str]) -> Gauge:
+            return Gauge(name, help, labels, registry=registry, multiprocess_mode="livesum")
+
+        def histogram(name: str, help: str, labels: list[str]) -> Histogram:
+            return Histogram(name, help, labels, buckets=_BUCKETS, registry=registry)
+
+        self.requests = Counter("ebbflow_router_requests", "Requests answered, by model and gRPC code", ["model", "code"], registry=registry)
+        self.latency = histogram("ebbflow_router_request_duration_seconds", "Accept to last response byte at the router", ["model"])
+        self.in_flight = gauge("ebbflow_router_in_flight", "Requests between accept and end of response", ["model"])
+        self.upstream = Counter(
+            "ebbflow_router_upstream_requests", "Calls to replicas, by replica and gRPC code", ["model", "replica", "code"], registry=registry
         )
-        self.retries = Counter("ebbflow_router_retries", "Requests retried on another replica", ["model"], registry=registry)
-        self.held = Gauge("ebbflow_router_held", "Requests waiting for a ready replica", ["model"], registry=registry)
+        self.upstream_latency = histogram("ebbflow_router_upstream_duration_seconds", "Time a replica took to answer", ["model", "replica"])
+        self.upstream_in_flight = gauge("ebbflow_router_upstream_in_flight", "Calls outstanding on a replica", ["model", "replica"])
+        self.held = gauge("ebbflow_router_held", "Requests waiting for a ready replica", ["model"])
+        self.hold_wait = histogram("ebbflow_router_hold_wait_seconds", "Time requests waited for a ready replica (cold start)", ["model"])
+        self.retries = Counter("ebbflow_router_retries", "Requests resent to another replica", ["model"], registry=registry)
+        self.rejections = Counter("ebbflow_router_rejections", "Requests refused before reaching a replica, by reason", ["model", "reason"], registry=registry)
+        self.ejections = Counter("ebbflow_router_ejections", "Replicas taken out of routing after repeated failures", ["model", "replica"], registry=registry)
+        self.ttft = histogram("ebbflow_router_ttft_seconds", "Streaming: request sent to first response", ["model"])
+        self.tpot = histogram("ebbflow_router_tpot_seconds", "Streaming: time between consecutive responses of one request", ["model"])
+
+
+@dataclass
+class ModelInstruments:
+    """One model's metric children, bound once so the request path does no label lookups."""
+
+    metrics: RouterMetrics
+    model: str
+    in_flight: Any = None
+    latency: Any = None
+    codes: dict[grpc.StatusCode, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.in_flight = self.metrics.in_flight.labels(self.model)
+        self.latency = self.metrics.latency.labels(self.model)
+
+    def answered(self, code: grpc.StatusCode, seconds: float) -> None:
+        child = self.codes.get(code)
+        if child is None:
+            child = self.codes[code] = self.metrics.requests.labels(self.model, code.name)
+        child.inc()
+        self.latency.observe(seconds)
+
+
+@dataclass
+class Upstream:
+    """One replica as this router uses it: a channel, cached callables and its own in-flight count."""
+
+    key: str
+    entry: registry_pb2.ReplicaEntry
+    channel: grpc.aio.Channel
+    metrics: RouterMetrics
+    in_flight: int = 0
+    acked_in_flight: int | None = None
+    _calls: dict[str, Any] = field(default_factory=dict)
+    _codes: dict[grpc.StatusCode, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.in_flight_gauge = self.metrics.upstream_in_flight.labels(self.entry.model, self.entry.replica_id)
+        self.latency = self.metrics.upstream_latency.labels(self.entry.model, self.entry.replica_id)
+
+    @property
+    def address(self) -> str:
+        return f"{self.entry.host}:{self.entry.grpc_port}"
+
+    def unary(self, method: str) -> Any:
+        call = self._calls.get(method)
+        if call is None:
+            call = self._calls[method] = self.channel.unary_unary(f"/{SERVICE}/{method}")
+        return call
+
+    def stream(self) -> Any:
+        return self.channel.stream_stream(f"/{SERVICE}/ModelStreamInfer")
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        self.in_flight_gauge.inc()
+
+    def end(self, code: grpc.StatusCode, seconds: float) -> None:
+        self.in_flight -= 1
+        self.in_flight_gauge.dec()
+        self.latency.observe(seconds)
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self.metrics.upstream.labels(self.entry.model, self.entry.replica_id, code.name)
+        child.inc()
+
+
+@dataclass
+class HeldModel:
+    """Requests of one model waiting for a ready replica, in arrival order."""
+
+    queue: HoldQueue
+    waiters: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    waker: asyncio.Task[None] | None = None
+
+
+def _forwardable(context: grpc.aio.ServicerContext) -> list[tuple[str, str | bytes]]:
+    return [(k, v) for k, v in context.invocation_metadata() or () if not k.startswith((":", "grpc-"))]
 
 
 class Router:
-    def __init__(self, config: RouterConfig, bus: Bus, view: RegistryView, metrics: RouterMetrics) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        bus: Bus,
+        view: RegistryView,
+        metrics: RouterMetrics,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self.config = config
         self.bus = bus
         self.view = view
         self.metrics = metrics
+        self.tracer = tracer
         self.router_id = f"{socket.gethostname()}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
-        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
-        self._in_flight: dict[str, int] = {}
+        self.upstreams: dict[str, Upstream] = {}
+        self._ready: dict[str, list[Upstream]] = {}
+        self._pending: dict[str, float] = {}
+        self._held: dict[str, HeldModel] = {}
         self._meters: dict[str, ModelMeter] = {}
-        self._rotation = itertools.count()
+        self._instruments: dict[str, ModelInstruments] = {}
+        self._ejector = Ejector(config.eject_after_failures, config.eject_s)
+        self._retry_budget = RetryBudget(config.retry_buffer_bytes)
+        self._counter = itertools.count()
+        self._random = random.Random()
+        self._background: set[asyncio.Task[Any]] = set()
 
-    # ---- replica selection -------------------------------------------------
+    # ---- following the registry ----------------------------------------------
 
-    def _channel(self, replica: registry_pb2.ReplicaEntry) -> grpc.aio.Channel:
-        key = subjects.replica_key(replica.model, replica.replica_id)
-        address = f"{replica.host}:{replica.grpc_port}"
-        cached = self._channels.get(key)
-        if cached is None or cached[0] != address:
-            channel = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    ("grpc.max_receive_message_length", self.config.max_message_bytes),
-                    ("grpc.max_send_message_length", self.config.max_message_bytes),
-                ],
-            )
-            self._channels[key] = (address, channel)
-            return channel
-        return cached[1]
+    def sync(self) -> None:
+        """Make the upstream table match the registry; release held requests; acknowledge drains."""
+        alive = {key for key, entry in self.view.replicas.items() if entry.state in (READY, DRAINING)}
+        for key in list(self.upstreams):
+            upstream = self.upstreams[key]
+            entry = self.view.replicas.get(key)
+            if key not in alive or entry is None or upstream.address != f"{entry.host}:{entry.grpc_port}":
+                del self.upstreams[key]
+                self._later(upstream.channel.close())
+        ready: dict[str, list[Upstream]] = {}
+        for key in alive:
+            entry = self.view.replicas[key]
+            upstream = self.upstreams.get(key)
+            if upstream is None:
+                upstream = self.upstreams[key] = Upstream(key, entry, self._open_channel(entry), self.metrics)
+            upstream.entry = entry
+            if entry.state == READY:
+                ready.setdefault(entry.model, []).append(upstream)
+            elif upstream.acked_in_flight is None:
+                self._acknowledge_drain(upstream)
+        self._ready = ready
+        self._ejector.forget(alive)
+        for model, held in self._held.items():
+            if held.waiters and ready.get(model):
+                for ticket in held.queue.in_order():
+                    waiter = held.waiters.get(ticket)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
 
-    def _prune_channels(self) -> None:
-        for key in list(self._channels):
-            if key not in self.view.replicas:
-                _, channel = self._channels.pop(key)
-                asyncio.get_running_loop().create_task(channel.close())
+    def _open_channel(self, entry: registry_pb2.ReplicaEntry) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(
+            f"{entry.host}:{entry.grpc_port}",
+            options=[
+                ("grpc.max_receive_message_length", self.config.max_message_bytes),
+                ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ],
+        )
 
-    def _pick(self, model: str, exclude: set[str]) -> registry_pb2.ReplicaEntry | None:
-        ready = {subjects.replica_key(r.model, r.replica_id): r for r in self.view.ready(model)}
-        candidates = [Candidate(key, self._in_flight.get(key, 0)) for key in ready if key not in exclude]
-        chosen = pick_replica(candidates, next(self._rotation))
-        return ready[chosen.key] if chosen else None
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Keep the upstream table current: runs until stop is set."""
+        while not stop.is_set():
+            changed = self.view.changed
+            self.sync()
+            await wait_any(1.0, stop, changed)
 
-    async def _wait_for_replica(self, model: str, exclude: set[str], context: grpc.aio.ServicerContext) -> registry_pb2.ReplicaEntry:
-        """A ready replica of a known model, holding the request while none is (bounded)."""
-        replica = self._pick(model, exclude)
-        if replica is not None:
-            return replica
-        deadline = time.monotonic() + self.config.hold_timeout_s
+    def _acknowledge_drain(self, upstream: Upstream) -> None:
+        """DESIGN.md "Drain": this worker sends no new requests there; say how many of its own still run."""
+        upstream.acked_in_flight = upstream.in_flight
+        ack = registry_pb2.DrainAck(
+            router_id=self.router_id, model=upstream.entry.model, replica_id=upstream.entry.replica_id, in_flight=upstream.in_flight
+        )
+        self._later(self.bus.nc.publish(subjects.drain_ack_subject(upstream.entry.model, upstream.entry.replica_id), ack.SerializeToString()))
+
+    def _later(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def on_load(self, snapshot: load_pb2.LoadSnapshot) -> None:
+        """Triton's pending count per replica from the collector: a tie-breaker, never the main signal."""
+        for replica in snapshot.replicas:
+            self._pending[subjects.replica_key(snapshot.model, replica.replica_id)] = replica.pending_requests
+
+    # ---- picking and holding ----------------------------------------------------
+
+    def _routing(self, model: str) -> Routing:
+        policy = self.view.policies.get(model)
+        return _ROUTING.get(policy.routing, Routing.LEAST_OUTSTANDING) if policy else Routing.LEAST_OUTSTANDING
+
+    def pick(self, model: str, avoid: set[str] | frozenset[str] = frozenset()) -> Upstream | None:
+        ready = self._ready.get(model)
+        if not ready:
+            return None
+        by_key = {u.key: u for u in ready if u.key not in avoid}
+        if not by_key:
+            return None
+        now = time.monotonic()
+        candidates = self._ejector.usable([Candidate(k, u.in_flight, self._pending.get(k, 0.0)) for k, u in by_key.items()], now)
+        routing = self._routing(model)
+        draw = self._random.getrandbits(32) if routing is Routing.POWER_OF_TWO else next(self._counter)
+        chosen = pick_replica(candidates, draw, routing)
+        return by_key[chosen.key] if chosen else None
+
+    async def acquire(self, model: str, size: int, avoid: set[str], hold_until: float, context: grpc.aio.ServicerContext) -> Upstream:
+        """A ready replica not in `avoid`, holding the request (bounded) while there is none."""
+        while True:
+            upstream = self.pick(model, avoid)
+            if upstream is not None:
+                return upstream
+            await self._hold(model, size, hold_until, context)
+
+    async def _hold(self, model: str, size: int, hold_until: float, context: grpc.aio.ServicerContext) -> None:
+        held = self._held.get(model)
+        if held is None:
+            held = self._held[model] = HeldModel(HoldQueue(self.config.hold_max_requests, self.config.hold_max_bytes))
+        try:
+            ticket = held.queue.admit(size)
+        except QueueFull as full:
+            self.metrics.rejections.labels(model, "queue_full").inc()
+            raise Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"model '{model}' has no ready replica and its hold queue is full ({full}); retry with backoff",
+            ) from None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        held.waiters[ticket] = waiter
+        if held.waker is None or held.waker.done():
+            held.waker = asyncio.create_task(self._wake_while_held(model, held), name=f"wake {model}")
+        held_gauge = self.metrics.held.labels(model)
+        held_gauge.inc()
+        started = time.monotonic()
         remaining = context.time_remaining()
-        if remaining is not None:
-            deadline = min(deadline, time.monotonic() + remaining)
-        self.metrics.held.labels(model).inc()
+        client_until = started + remaining if remaining is not None else float("inf")
+        try:
+            await asyncio.wait_for(waiter, max(0.0, min(hold_until, client_until) - started))
+        except asyncio.TimeoutError:
+            starting = sum(1 for r in self.view.of_model(model) if r.state == STARTING)
+            if client_until <= hold_until:
+                self.metrics.rejections.labels(model, "client_deadline").inc()
+                message = f"the client deadline passed while waiting for a ready replica of model '{model}' ({starting} starting)"
+            else:
+                self.metrics.rejections.labels(model, "hold_timeout").inc()
+                message = (
+                    f"no ready replica of model '{model}' within the {self.config.hold_timeout_s:g} s hold limit "
+                    f"({starting} starting); the request was not sent; check `ebbflow status`"
+                )
+            raise Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, message) from None
+        finally:
+            held.queue.leave(ticket)
+            held.waiters.pop(ticket, None)
+            held_gauge.dec()
+            self.metrics.hold_wait.labels(model).observe(time.monotonic() - started)
+
+    async def _wake_while_held(self, model: str, held: HeldModel) -> None:
+        """Publish a wake-up at once and every second while requests of `model` are held."""
+        while held.waiters:
+            try:
+                await self.bus.nc.publish(subjects.wakeup_subject(model), model.encode())
+            except Exception as error:  # NATS away: the next second tries again
+                log.warning("publishing a wake-up for %s failed: %s", model, error)
+            await asyncio.sleep(1.0)
+
+    # ---- forwarding ---------------------------------------------------------------
+
+    def is_known(self, model: str) -> bool:
+        return model in self._ready or model in self.view.policies or model in self.view.known_models()
+
+    def known_list(self) -> str:
+        return ", ".join(sorted(self.view.known_models())) or "none"
+
+    def read_head(self, request: bytes) -> RequestHead:
+        """The request's model and id, or a Refusal for garbled bytes or a model nobody serves."""
+        try:
+            head = read_request_head(request)
+        except MalformedRequest as error:
+            self.metrics.rejections.labels("", "malformed").inc()
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {error}") from None
+        if not self.is_known(head.model):
+            self.metrics.rejections.labels("", "unknown_model").inc()
+            raise Refusal(grpc.StatusCode.NOT_FOUND, f"unknown model '{head.model}'; models served here: {self.known_list()}")
+        return head
+
+    def _instrument(self, model: str) -> ModelInstruments:
+        instruments = self._instruments.get(model)
+        if instruments is None:
+            instruments = self._instruments[model] = ModelInstruments(self.metrics, model)
+        return instruments
+
+    async def forward(
+        self, method: str, request: bytes, context: grpc.aio.ServicerContext, model: str, metadata: list[tuple[str, Any]], span: Any = None
+    ) -> bytes:
+        """One unary call on a replica, resent elsewhere after a failure before any response (bounded)."""
+        started = time.monotonic()
+        hold_until = started + self.config.hold_timeout_s
+        size = len(request)
+        keep_for_retry = self.config.max_retries > 0 and self._retry_budget.take(size)
+        avoid: set[str] = set()
+        attempt = 0
         try:
             while True:
-                await self.bus.nc.publish(subjects.wakeup_subject(model), model.encode())
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                await self.view.wait_changed(min(1.0, left))
-                replica = self._pick(model, exclude)
-                if replica is not None:
-                    return replica
+                upstream = self.pick(model, avoid) or await self.acquire(model, size, avoid, hold_until, context)
+                sent = time.monotonic()
+                upstream.begin()
+                code = grpc.StatusCode.OK
+                try:
+                    response = await upstream.unary(method)(request, timeout=context.time_remaining(), metadata=metadata)
+                    self._ejector.record(upstream.key, True, sent)
+                    if span is not None:
+                        span.set_attribute("ebbflow.replica", upstream.entry.replica_id)
+                        span.set_attribute("ebbflow.attempts", attempt + 1)
+                    return response
+                except grpc.aio.AioRpcError as error:
+                    code = error.code()
+                    if code != _RETRYABLE:
+                        raise Refusal(code, error.details() or f"replica {upstream.key} failed with {code.name}") from None
+                    if self._ejector.record(upstream.key, False, time.monotonic()):
+                        log.warning("replica %s ejected for %g s after repeated failures", upstream.key, self.config.eject_s)
+                        self.metrics.ejections.labels(model, upstream.entry.replica_id).inc()
+                    remaining = context.time_remaining()
+                    if not keep_for_retry or attempt >= self.config.max_retries or (remaining is not None and remaining <= 0):
+                        raise Refusal(code, f"replica {upstream.key} unavailable and no retry left: {error.details()}") from None
+                    log.info("replica %s of %s unavailable (%s); resending elsewhere", upstream.key, model, error.details())
+                    attempt += 1
+                    avoid.add(upstream.key)
+                    self.metrics.retries.labels(model).inc()
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                finally:
+                    upstream.end(code, time.monotonic() - sent)
+                    if upstream.acked_in_flight and upstream.in_flight == 0:
+                        self._acknowledge_drain(upstream)
         finally:
-            self.metrics.held.labels(model).dec()
-        starting = sum(1 for r in self.view.of_model(model) if r.state == STARTING)
-        if remaining is not None and remaining <= self.config.hold_timeout_s:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline passed while waiting for a ready replica of model '{model}' ({starting} starting)"
-            )
-        await context.abort(
-            grpc.StatusCode.UNAVAILABLE,
-            f"no ready replica of model '{model}' within {self.config.hold_timeout_s:.0f} s ({starting} starting); check `ebbflow status`",
-        )
-        raise AssertionError("unreachable")
+            if keep_for_retry:
+                self._retry_budget.give_back(size)
 
-    # ---- forwarding ---------------------------------------------------------
+    def _upstream_metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, Any]]:
+        metadata = _forwardable(context)
+        if self.tracer is not None:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            metadata = [(k, v) for k, v in metadata if k not in carrier] + list(carrier.items())
+        return metadata
 
-    async def _forward(self, method: str, request: bytes, context: grpc.aio.ServicerContext, count: bool) -> bytes:
+    # ---- handlers -------------------------------------------------------------------
+
+    async def model_infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            model = read_model_name(request)
-        except MalformedRequest as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {error}")
-        if model not in self.view.known_models():
-            known = ", ".join(sorted(self.view.known_models())) or "none"
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{model}'; models served here: {known}")
+            head = self.read_head(request)
+        except Refusal as refusal:
+            await context.abort(refusal.code, refusal.message)
+        model = head.model
+        instruments = self._instrument(model)
         started = time.monotonic()
         meter = self._meter(model, started)
-        if count:
-            meter.accept(started)
-            self.metrics.in_flight.labels(model).inc()
+        meter.accept(started)
+        instruments.in_flight.inc()
         code = grpc.StatusCode.OK
         try:
-            return await self._call_replicas(model, method, request, context)
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
+            if self.tracer is None:
+                return await self.forward("ModelInfer", request, context, model, _forwardable(context))
+            parent = propagate.extract(dict(_forwardable(context)))
+            with self.tracer.start_as_current_span("ModelInfer", context=parent, kind=trace.SpanKind.SERVER) as span:
+                span.set_attribute("ebbflow.model", model)
+                span.set_attribute("ebbflow.request_id", head.id)
+                try:
+                    return await self.forward("ModelInfer", request, context, model, self._upstream_metadata(context), span)
+                except Refusal as refusal:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, f"{refusal.code.name}: {refusal.message}"))
+                    raise
+        except Refusal as refusal:
+            code = refusal.code
+            await context.abort(refusal.code, refusal.message)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            if count:
-                now = time.monotonic()
-                meter.finish(now, now - started, ok=code == grpc.StatusCode.OK)
-                self.metrics.in_flight.labels(model).dec()
-                self.metrics.latency.labels(model).observe(now - started)
-                self.metrics.requests.labels(model, code.name).inc()
-
-    async def _call_replicas(self, model: str, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        tried: set[str] = set()
-        metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if not k.startswith((":", "grpc-")))
-        while True:
-            replica = await self._wait_for_replica(model, tried, context)
-            key = subjects.replica_key(replica.model, replica.replica_id)
-            tried.add(key)
-            call = self._channel(replica).unary_unary(f"/{SERVICE}/{method}")
-            self._in_flight[key] = self._in_flight.get(key, 0) + 1
-            try:
-                return await call(request, timeout=context.time_remaining(), metadata=metadata)
-            except grpc.aio.AioRpcError as error:
-                if error.code() in _RETRYABLE and self._pick(model, tried) is not None:
-                    log.info("replica %s of %s unavailable (%s); retrying on another", key, model, error.details())
-                    self.metrics.retries.labels(model).inc()
-                    continue
-                await context.abort(error.code(), error.details() or f"replica {key} failed with {error.code().name}")
-            finally:
-                self._in_flight[key] -= 1
-
-    # ---- handlers -----------------------------------------------------------
-
-    async def model_infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._forward("ModelInfer", request, context, count=True)
+            now = time.monotonic()
+            meter.finish(now, now - started, ok=code == grpc.StatusCode.OK)
+            instruments.in_flight.dec()
+            instruments.answered(code, now - started)
+        raise AssertionError("unreachable")  # context.abort raises
 
     async def model_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._forward("ModelMetadata", request, context, count=False)
+        """Forwarded to a replica; built from the model's config when none is ready (no need to wait for one)."""
+        return await self._answer(request, context, "ModelMetadata", lambda c: metadata_from_config(c).SerializeToString())
 
     async def model_config(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._forward("ModelConfig", request, context, count=False)
+        return await self._answer(request, context, "ModelConfig", lambda c: service_pb2.ModelConfigResponse(config=c).SerializeToString())
+
+    async def _answer(self, request: bytes, context: grpc.aio.ServicerContext, method: str, from_config: Callable[[Any], bytes]) -> bytes:
+        try:
+            model = self.read_head(request).model
+            config = self.view.model_configs.get(model)
+            if self._ready.get(model) or config is None:
+                return await self.forward(method, request, context, model, _forwardable(context))
+            return from_config(config)
+        except Refusal as refusal:
+            await context.abort(refusal.code, refusal.message)
+        raise AssertionError("unreachable")  # context.abort raises
 
     async def model_statistics(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._forward("ModelStatistics", request, context, count=False)
+        """Statistics summed over every ready replica (zeros at zero replicas)."""
+        try:
+            model = self.read_head(request).model
+        except Refusal as refusal:
+            await context.abort(refusal.code, refusal.message)
+        metadata = _forwardable(context)
+        ready = list(self._ready.get(model, ()))
+        answers = await asyncio.gather(
+            *(u.unary("ModelStatistics")(request, timeout=context.time_remaining(), metadata=metadata) for u in ready), return_exceptions=True
+        )
+        replies = [service_pb2.ModelStatisticsResponse.FromString(a) for a in answers if isinstance(a, bytes)]
+        if ready and not replies:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"no replica of '{model}' answered ModelStatistics: {answers[0]}")
+        return sum_statistics(model, replies).SerializeToString()
 
     async def model_ready(self, request: service_pb2.ModelReadyRequest, context: grpc.aio.ServicerContext) -> service_pb2.ModelReadyResponse:
-        return service_pb2.ModelReadyResponse(ready=bool(self.view.ready(request.name)))
+        """Ready when a replica is, or when the model has a policy: requests are then held while it scales from zero."""
+        policy = self.view.policies.get(request.name)
+        return service_pb2.ModelReadyResponse(ready=bool(self._ready.get(request.name)) or (policy is not None and policy.max_replicas > 0))
 
     async def server_live(self, request: Any, context: grpc.aio.ServicerContext) -> service_pb2.ServerLiveResponse:
         return service_pb2.ServerLiveResponse(live=True)
@@ -207,8 +509,9 @@ class Router:
         return service_pb2.ServerMetadataResponse(name="ebbflow-router", version=__version__, extensions=[])
 
     async def model_stream_infer(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming through the router is not available yet; use unary ModelInfer")
-        yield  # pragma: no cover - makes this an async generator
+        relay = StreamRelay(self, context)
+        async for response in relay.run(request_iterator):
+            yield response
 
     def refuse(self, code: grpc.StatusCode, message: str) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -234,7 +537,10 @@ class Router:
             "ServerMetadata": typed(self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
             "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
         }
-        admin = "models are loaded and unloaded by the ebbflow control plane (scheduler policies), not through the router"
+        admin = (
+            "models are loaded and unloaded by the ebbflow control plane, not through the router: "
+            "change the model's policy (KV bucket 'policies', or the config file's models section and `ebbflow up`)"
+        )
         for method in ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"):
             handlers[method] = raw(self.refuse(grpc.StatusCode.PERMISSION_DENIED, admin))
         shm = "shared memory is local to one replica and cannot cross the router; send tensors in the request"
@@ -251,7 +557,7 @@ class Router:
             handlers[method] = raw(self.refuse(grpc.StatusCode.UNIMPLEMENTED, f"{method} is per replica and not offered by the router"))
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
-    # ---- telemetry ----------------------------------------------------------
+    # ---- telemetry ----------------------------------------------------------------------
 
     def _meter(self, model: str, now_s: float) -> ModelMeter:
         meter = self._meters.get(model)
@@ -280,21 +586,76 @@ class Router:
 
     async def publish_telemetry(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), self.config.telemetry_interval_s)
+            await wait_any(self.config.telemetry_interval_s, stop)
+            if stop.is_set():
                 return
-            except asyncio.TimeoutError:
-                pass
             if not self.view.loaded:
                 continue
             message = self.telemetry(time.monotonic(), time.time())
-            self._prune_channels()
             try:
                 await self.bus.nc.publish(subjects.ROUTER_TELEMETRY, message.SerializeToString())
             except Exception as error:  # NATS down: telemetry is loss-tolerant, the next window follows
                 log.warning("publishing router telemetry failed: %s", error)
 
     async def close(self) -> None:
-        for _, channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
+        for upstream in self.upstreams.values():
+            await upstream.channel.close()
+        self.upstreams.clear()
+        self._ready.clear()
+        for task in list(self._background):
+            task.cancel()
+        for held in self._held.values():
+            if held.waker is not None:
+                held.waker.cancel()
+
+
+# ---- answers built from model configs -------------------------------------------------
+
+
+def _datatype(config_type: int) -> str:
+    name = model_config_pb2.DataType.Name(config_type).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def metadata_from_config(config: model_config_pb2.ModelConfig) -> service_pb2.ModelMetadataResponse:
+    """What Triton's ModelMetadata says for a model, built from its config (batching adds a leading -1)."""
+    batch = [-1] if config.max_batch_size > 0 else []
+
+    def tensors(items: Any) -> list[service_pb2.ModelMetadataResponse.TensorMetadata]:
+        return [
+            service_pb2.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=_datatype(t.data_type), shape=[*batch, *t.dims]) for t in items
+        ]
+
+    return service_pb2.ModelMetadataResponse(
+        name=config.name, versions=["1"], platform=config.platform or config.backend, inputs=tensors(config.input), outputs=tensors(config.output)
+    )
+
+
+def sum_statistics(model: str, replies: list[service_pb2.ModelStatisticsResponse]) -> service_pb2.ModelStatisticsResponse:
+    """One ModelStatisticsResponse with counts and durations summed over replicas, per model version."""
+    merged: dict[tuple[str, str], service_pb2.ModelStatistics] = {}
+    for reply in replies:
+        for stats in reply.model_stats:
+            key = (stats.name, stats.version)
+            total = merged.get(key)
+            if total is None:
+                merged[key] = total = service_pb2.ModelStatistics(name=stats.name, version=stats.version)
+            total.last_inference = max(total.last_inference, stats.last_inference)
+            total.inference_count += stats.inference_count
+            total.execution_count += stats.execution_count
+            for field_descriptor in service_pb2.InferStatistics.DESCRIPTOR.fields:
+                target = getattr(total.inference_stats, field_descriptor.name)
+                source = getattr(stats.inference_stats, field_descriptor.name)
+                target.count += source.count
+                target.ns += source.ns
+            by_size = {b.batch_size: b for b in total.batch_stats}
+            for batch in stats.batch_stats:
+                into = by_size.get(batch.batch_size)
+                if into is None:
+                    into = by_size[batch.batch_size] = total.batch_stats.add(batch_size=batch.batch_size)
+                for name in ("compute_input", "compute_infer", "compute_output"):
+                    getattr(into, name).count += getattr(batch, name).count
+                    getattr(into, name).ns += getattr(batch, name).ns
+    if not merged:
+        merged[(model, "1")] = service_pb2.ModelStatistics(name=model, version="1")
+    return service_pb2.ModelStatisticsResponse(model_stats=list(merged.values()))

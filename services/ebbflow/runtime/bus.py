@@ -29,6 +29,7 @@ class Bus:
     replicas: KeyValue
     desired: KeyValue
     policies: KeyValue
+    models: KeyValue
     closing: list[bool]
 
     async def close(self) -> None:
@@ -92,6 +93,7 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
         replicas=await _bucket(js, subjects.REPLICAS_BUCKET, history=1),
         desired=await _bucket(js, subjects.DESIRED_BUCKET, history=16),
         policies=await _bucket(js, subjects.POLICIES_BUCKET, history=16),
+        models=await _bucket(js, subjects.MODELS_BUCKET, history=1),
         closing=closing,
     )
     await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, max_msgs=100_000)

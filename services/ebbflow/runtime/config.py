@@ -20,10 +20,26 @@ class RouterConfig:
     """Address the router listens on."""
     telemetry_interval_s: float = 1.0
     """How often arrivals, in-flight and latency are published, seconds (0.1-10)."""
+    workers: int = 1
+    """Router processes sharing the port (SO_REUSEPORT); 1 serves from the control-plane process itself."""
     hold_timeout_s: float = 60.0
-    """Longest a request waits for a starting replica before UNAVAILABLE, seconds."""
+    """Longest a request waits for a ready replica (scale from zero) before DEADLINE_EXCEEDED, seconds."""
+    hold_max_requests: int = 1000
+    """Requests held per model while no replica is ready; more get RESOURCE_EXHAUSTED."""
+    hold_max_bytes: int = 256 * 1024 * 1024
+    """Bytes of requests held per model while no replica is ready; more get RESOURCE_EXHAUSTED."""
     max_message_bytes: int = 64 * 1024 * 1024
-    """Largest request or response the router accepts, bytes."""
+    """Largest request or response the router accepts, bytes (larger: RESOURCE_EXHAUSTED)."""
+    max_retries: int = 2
+    """Unary retries on another replica after a failure before any response (0 disables)."""
+    retry_buffer_bytes: int = 256 * 1024 * 1024
+    """Request bytes kept in memory for retries, over all requests in flight; a request beyond it is not retried."""
+    eject_after_failures: int = 3
+    """Consecutive connection-level failures that eject a replica from routing."""
+    eject_s: float = 10.0
+    """How long an ejected replica gets no requests, seconds."""
+    tracing: bool = False
+    """OpenTelemetry span per request through the process's tracer provider, trace context forwarded."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,9 @@ class ActuatorConfig:
     """Drain bound: tritonserver --exit-timeout-secs lets in-flight requests finish, then SIGKILL, seconds."""
 
 
+ROUTING_POLICIES = ("least_outstanding", "power_of_two", "round_robin")
+
+
 @dataclass(frozen=True)
 class ModelPolicy:
     """Per-model scaling policy (mirrors ebbflow.v1.ScalingPolicy)."""
@@ -77,6 +96,8 @@ class ModelPolicy:
     """Triton model instances per replica (1-16)."""
     max_batch_size: int = 8
     """Triton max_batch_size per replica (1-1024)."""
+    routing: str = "least_outstanding"
+    """How the router spreads requests over ready replicas: least_outstanding, power_of_two or round_robin."""
 
     def validate(self) -> "ModelPolicy":
         problems = []
@@ -94,6 +115,8 @@ class ModelPolicy:
             problems.append(f"instances_per_replica must be 1-16, got {self.instances_per_replica}")
         if not 1 <= self.max_batch_size <= 1024:
             problems.append(f"max_batch_size must be 1-1024, got {self.max_batch_size}")
+        if self.routing not in ROUTING_POLICIES:
+            problems.append(f"routing must be one of {', '.join(ROUTING_POLICIES)}, got {self.routing!r}")
         if problems:
             raise ConfigError(f"invalid policy for model {self.model!r}: " + "; ".join(problems))
         return self
@@ -108,6 +131,17 @@ class Config:
     models: tuple[ModelPolicy, ...] = (ModelPolicy(model="llm"),)
 
 
+def _boolean(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where} must be true or false, got {value!r}")
+
+
 def _section(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
     raw = dict(raw or {})
     known = {f.name: f for f in fields(cls)}
@@ -118,7 +152,9 @@ def _section(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
     for name, value in raw.items():
         target = known[name].type
         try:
-            if target in ("int", int):
+            if target in ("bool", bool):
+                values[name] = _boolean(value, f"{where}.{name}")
+            elif target in ("int", int):
                 values[name] = int(value)
             elif target in ("float", float):
                 values[name] = float(value)
@@ -139,6 +175,13 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError(f"router.telemetry_interval_s must be 0.1-10, got {config.router.telemetry_interval_s}")
     if not 0 < config.actuator.time_scale <= 10:
         raise ConfigError(f"actuator.time_scale must be in (0, 10], got {config.actuator.time_scale}")
+    r = config.router
+    if not 1 <= r.workers <= 64:
+        raise ConfigError(f"router.workers must be 1-64, got {r.workers}")
+    if r.hold_timeout_s <= 0 or r.hold_max_requests < 1 or r.hold_max_bytes < 1:
+        raise ConfigError("router.hold_timeout_s, hold_max_requests and hold_max_bytes must be positive")
+    if r.max_retries < 0 or r.retry_buffer_bytes < 0 or r.eject_after_failures < 1 or r.eject_s < 0:
+        raise ConfigError("router.max_retries, retry_buffer_bytes and eject_s must be >= 0 and eject_after_failures >= 1")
     if not 0 <= config.router.port <= 65535:
         raise ConfigError(f"router.port must be 0-65535, got {config.router.port}")
 

@@ -61,10 +61,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 class GrpcServer:
     """A grpc.aio server with health and reflection, bound to one address."""
 
-    def __init__(self, service_names: Iterable[str], max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, service_names: Iterable[str], max_message_bytes: int = 64 * 1024 * 1024, share_port: bool = False) -> None:
         options = [
-            # A second server on the same port must fail, not silently share it.
-            ("grpc.so_reuseport", 0),
+            # A second server on the same port must fail, not silently share it; only
+            # router workers started together share theirs (the kernel spreads connections).
+            ("grpc.so_reuseport", 1 if share_port else 0),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]

@@ -1,4 +1,4 @@
-"""A live, read-only view of the replica registry (KV bucket `replicas`) and the policies bucket.
+"""A live, read-only view of the replica registry (KV bucket `replicas`), policies and model configs.
 
 Router, collector and status watch the registry instead of asking the
 actuator, so start order and restarts don't matter: a watch delivers the
@@ -14,6 +14,8 @@ from typing import Any, Callable
 from google.protobuf.message import DecodeError
 
 from ebbflow.runtime.bus import Bus, watch_bucket
+from tritonclient.grpc import model_config_pb2
+
 from ebbflow.v1 import policy_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
@@ -29,13 +31,20 @@ class RegistryView:
     def __init__(self) -> None:
         self.replicas: dict[str, registry_pb2.ReplicaEntry] = {}
         self.policies: dict[str, policy_pb2.ScalingPolicy] = {}
+        self.model_configs: dict[str, model_config_pb2.ModelConfig] = {}
         self.replicas_loaded = asyncio.Event()
         self.policies_loaded = asyncio.Event()
+        self.model_configs_loaded = asyncio.Event()
         self._changed = asyncio.Event()
 
     @property
     def loaded(self) -> bool:
-        return self.replicas_loaded.is_set() and self.policies_loaded.is_set()
+        return self.replicas_loaded.is_set() and self.policies_loaded.is_set() and self.model_configs_loaded.is_set()
+
+    async def wait_loaded(self, timeout_s: float) -> None:
+        """Return once all three buckets have been read (TimeoutError after timeout_s)."""
+        events = (self.replicas_loaded, self.policies_loaded, self.model_configs_loaded)
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout_s)
 
     def ready(self, model: str) -> list[registry_pb2.ReplicaEntry]:
         return [r for r in self.replicas.values() if r.model == model and r.state == READY]
@@ -45,6 +54,11 @@ class RegistryView:
 
     def known_models(self) -> set[str]:
         return set(self.policies) | {r.model for r in self.replicas.values()}
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set by the next change: take it before reading the view, then wait on it."""
+        return self._changed
 
     async def wait_changed(self, timeout_s: float) -> None:
         """Return after the next change, or after timeout_s."""
@@ -76,10 +90,12 @@ class RegistryView:
         return put, delete
 
     async def run(self, bus: Bus, stop: asyncio.Event) -> None:
-        """Watch both buckets until stop is set."""
+        """Watch the three buckets until stop is set."""
         on_replica = self._mirror(self.replicas, registry_pb2.ReplicaEntry.FromString, "registry entry")
         on_policy = self._mirror(self.policies, policy_pb2.ScalingPolicy.FromString, "policy")
+        on_config = self._mirror(self.model_configs, model_config_pb2.ModelConfig.FromString, "model config")
         await asyncio.gather(
             watch_bucket(bus.replicas, *on_replica, self.replicas_loaded, stop),
             watch_bucket(bus.policies, *on_policy, self.policies_loaded, stop),
+            watch_bucket(bus.models, *on_config, self.model_configs_loaded, stop),
         )

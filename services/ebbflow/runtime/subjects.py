@@ -6,6 +6,7 @@ from __future__ import annotations
 ROUTER_TELEMETRY = "ebbflow.router.telemetry"
 LOAD = "ebbflow.load"  # LOAD.<model>: LoadSnapshot from the collector
 WAKEUP = "ebbflow.wakeup"  # WAKEUP.<model>: the router holds requests for a model
+DRAIN_ACK = "ebbflow.drain.ack"  # DRAIN_ACK.<model>.<replica_id>: DrainAck from a router worker
 
 
 def load_subject(model: str) -> str:
@@ -14,6 +15,10 @@ def load_subject(model: str) -> str:
 
 def wakeup_subject(model: str) -> str:
     return f"{WAKEUP}.{model}"
+
+
+def drain_ack_subject(model: str, replica_id: str) -> str:
+    return f"{DRAIN_ACK}.{model}.{replica_id}"
 
 
 # JetStream streams (must not be lost).
@@ -35,6 +40,7 @@ def lifecycle_subject(model: str) -> str:
 REPLICAS_BUCKET = "replicas"  # key <model>.<replica_id>: ReplicaEntry, written by the actuator
 DESIRED_BUCKET = "desired"  # key <model>: DesiredState, written by the scheduler (CAS)
 POLICIES_BUCKET = "policies"  # key <model>: ScalingPolicy
+MODELS_BUCKET = "models"  # key <model>: Triton ModelConfig from the repository, written by the actuator
 
 
 def replica_key(model: str, replica_id: str) -> str:

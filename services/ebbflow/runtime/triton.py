@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from importlib import util
 from pathlib import Path
 
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
 from ebbflow import REPO_ROOT
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.process import venv_environment
@@ -68,6 +71,20 @@ def prepare_backend_dir(install: TritonInstall, state_dir: Path) -> Path:
 
 def default_model_repository() -> Path:
     return REPO_ROOT / "deploy" / "model-repository"
+
+
+def read_model_configs(repository: Path) -> dict[str, model_config_pb2.ModelConfig]:
+    """Every model's config.pbtxt in a Triton repository, parsed (name defaults to the folder's)."""
+    configs: dict[str, model_config_pb2.ModelConfig] = {}
+    for path in sorted(repository.glob("*/config.pbtxt")):
+        try:
+            config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        except text_format.ParseError as error:
+            raise ConfigError(f"{path} is not a valid Triton model config: {error}") from None
+        if not config.name:
+            config.name = path.parent.name
+        configs[config.name] = config
+    return configs
 
 
 @dataclass(frozen=True)

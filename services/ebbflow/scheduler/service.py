@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 WAKEUP_MEMORY_S = 2.0
 
 
+ROUTING_TO_PROTO = {
+    "least_outstanding": policy_pb2.ROUTING_POLICY_LEAST_OUTSTANDING,
+    "power_of_two": policy_pb2.ROUTING_POLICY_POWER_OF_TWO,
+    "round_robin": policy_pb2.ROUTING_POLICY_ROUND_ROBIN,
+}
+ROUTING_FROM_PROTO = {value: name for name, value in ROUTING_TO_PROTO.items()}
+
+
 def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
     return policy_pb2.ScalingPolicy(
         model=policy.model,
@@ -38,6 +46,7 @@ def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
         scale_down_delay_s=policy.scale_down_delay_s,
         instances_per_replica=policy.instances_per_replica,
         max_batch_size=policy.max_batch_size,
+        routing=ROUTING_TO_PROTO[policy.routing],
     )
 
 
@@ -50,6 +59,7 @@ def policy_from_proto(message: policy_pb2.ScalingPolicy) -> ModelPolicy:
         scale_down_delay_s=message.scale_down_delay_s,
         instances_per_replica=message.instances_per_replica or 1,
         max_batch_size=message.max_batch_size or 8,
+        routing=ROUTING_FROM_PROTO.get(message.routing, "least_outstanding"),
     ).validate()
 
 

@@ -80,3 +80,15 @@ class LifecycleEvent(_message.Message):
     time_unix_s: float
     message: str
     def __init__(self, kind: _Optional[_Union[LifecycleEventKind, str]] = ..., replica: _Optional[_Union[ReplicaEntry, _Mapping]] = ..., time_unix_s: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class DrainAck(_message.Message):
+    __slots__ = ("router_id", "model", "replica_id", "in_flight")
+    ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    router_id: str
+    model: str
+    replica_id: str
+    in_flight: int
+    def __init__(self, router_id: _Optional[str] = ..., model: _Optional[str] = ..., replica_id: _Optional[str] = ..., in_flight: _Optional[int] = ...) -> None: ...

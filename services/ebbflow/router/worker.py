@@ -1,0 +1,151 @@
+"""Running the router: in the control-plane process, or as worker processes sharing one port.
+
+`RouterService` is the router with its server and loops. With `router.workers`
+above 1, `RouterWorkers` starts that many `python -m ebbflow.router.worker`
+processes bound to the same port with SO_REUSEPORT (the kernel spreads
+connections over them). Each worker keeps its own registry view and publishes
+its own telemetry under its own router id, which the collector merges; their
+Prometheus metrics are merged through prometheus_client's multiprocess
+directory, served by the parent's /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+from ebbflow.router.server import SERVICE, Router, RouterMetrics
+from ebbflow.runtime import subjects
+from ebbflow.runtime.bus import Bus, connect
+from ebbflow.runtime.config import RouterConfig
+from ebbflow.runtime.errors import UnavailableError
+from ebbflow.runtime.grpc_server import GrpcServer
+from ebbflow.runtime.process import ChildProcess, spawn, venv_environment
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.v1 import load_pb2
+
+log = logging.getLogger(__name__)
+
+
+class RouterService:
+    """One router: the Triton-protocol server, its registry follower, telemetry and load subscription."""
+
+    def __init__(self, config: RouterConfig, bus: Bus, view: RegistryView, registry: CollectorRegistry | None, share_port: bool = False) -> None:
+        tracer = trace.get_tracer("ebbflow.router") if config.tracing else None
+        self.router = Router(config, bus, view, RouterMetrics(registry), tracer)
+        self.server = GrpcServer([SERVICE], config.max_message_bytes, share_port=share_port)
+        self.server.server.add_generic_rpc_handlers((self.router.handler(),))
+        self.config = config
+        self.bus = bus
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._subscription: Any = None
+
+    async def start(self) -> int:
+        """Bind, start serving and following the registry; return the port."""
+        port = self.server.bind(self.config.host, self.config.port)
+        self.router.sync()
+        self._tasks = [
+            asyncio.create_task(self.router.follow(self._stop), name="router follower"),
+            asyncio.create_task(self.router.publish_telemetry(self._stop), name="router telemetry"),
+        ]
+
+        async def on_load(message: Any) -> None:
+            try:
+                self.router.on_load(load_pb2.LoadSnapshot.FromString(message.data))
+            except Exception as error:  # a bad snapshot only loses a tie-breaker
+                log.debug("ignoring a load snapshot: %s", error)
+
+        self._subscription = await self.bus.nc.subscribe(f"{subjects.LOAD}.*", cb=on_load)
+        await self.server.start()
+        return port
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        self._stop.set()
+        await self.server.stop(grace_s)
+        if self._subscription is not None:
+            try:
+                await self._subscription.unsubscribe()
+            except Exception as error:  # NATS already gone
+                log.debug("unsubscribing from load snapshots failed: %s", error)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.router.close()
+
+
+class RouterWorkers:
+    """`count` router processes sharing host:port, started and stopped together."""
+
+    def __init__(self, config: RouterConfig, nats_url: str, state_dir: Path, metrics_dir: Path) -> None:
+        self.config = config
+        self.nats_url = nats_url
+        self.state_dir = state_dir
+        self.metrics_dir = metrics_dir
+        self.children: list[ChildProcess] = []
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(parents=True)
+        ready_dir = self.state_dir / "router-ready"
+        shutil.rmtree(ready_dir, ignore_errors=True)
+        ready_dir.mkdir(parents=True)
+        env = venv_environment()
+        env.update(
+            PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir),
+            EBBFLOW_NATS_URL=self.nats_url,
+            EBBFLOW_ROUTER_CONFIG=json.dumps(asdict(self.config)),
+        )
+        for index in range(self.config.workers):
+            env["EBBFLOW_READY_FILE"] = str(ready_dir / f"worker-{index}")
+            argv = [sys.executable, "-m", "ebbflow.router.worker"]
+            self.children.append(await spawn(f"router worker {index}", argv, self.state_dir / "logs" / f"router-{index}.log", env))
+        deadline = time.monotonic() + timeout_s
+        while len(list(ready_dir.iterdir())) < len(self.children):
+            dead = [c for c in self.children if not c.running]
+            if dead:
+                raise UnavailableError(f"{dead[0].name} exited with code {dead[0].process.returncode}:\n{dead[0].tail()}")
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"router workers not serving after {timeout_s:.0f} s; see {self.state_dir / 'logs'}")
+            await asyncio.sleep(0.05)
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.pid for c in self.children]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop(10.0) for c in self.children), return_exceptions=True)
+
+
+async def _run_worker() -> None:
+    config = RouterConfig(**json.loads(os.environ["EBBFLOW_ROUTER_CONFIG"]))
+    bus = await connect(os.environ["EBBFLOW_NATS_URL"], name=f"ebbflow-router-{os.getpid()}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    view = RegistryView()
+    watcher = asyncio.create_task(view.run(bus, stop))
+    await view.wait_loaded(30)
+    service = RouterService(config, bus, view, CollectorRegistry(), share_port=True)
+    await service.start()
+    Path(os.environ["EBBFLOW_READY_FILE"]).touch()
+    await stop.wait()
+    await service.stop()
+    await asyncio.gather(watcher, return_exceptions=True)
+    await bus.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_run_worker())
