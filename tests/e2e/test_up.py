@@ -139,3 +139,51 @@ def test_status_without_a_running_stack_is_a_clear_error(tmp_path: Path):
     result = run_cli("status", "--state-dir", str(tmp_path / "nothing"))
     assert result.returncode == 2
     assert "no running ebbflow up found" in result.stderr
+
+
+def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(tmp_path: Path):
+    """Two router processes on one port; `llm_stream` starts at zero replicas and wakes on the first request."""
+    config = tmp_path / "workers.yaml"
+    config.write_text(
+        "router:\n  workers: 2\nactuator:\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
+        "models:\n  llm:\n    min_replicas: 1\n    max_replicas: 1\n  llm_stream:\n    min_replicas: 0\n    max_replicas: 1\n"
+    )
+    port = free_port()
+    up = Up(tmp_path / "state", config, port)
+    try:
+        listening = up.wait_line("metrics http://", 120)
+        metrics_url = listening.rsplit("metrics ", 1)[1].strip()
+        up.wait_line("ready", 120)
+        workers = [p for p in psutil.Process(up.process.pid).children() if "ebbflow.router.worker" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+
+        address = f"127.0.0.1:{port}"
+        for _ in range(20):  # new connections each time, so the kernel spreads them over both workers
+            client = triton_grpc.InferenceServerClient(address)
+            assert client.infer("llm", llm_inputs("spread me", 3)).as_numpy("text_output").reshape(-1)[0].decode() == "spread me spread"
+            client.close()
+
+        tokens: queue.Queue = queue.Queue()
+        client = triton_grpc.InferenceServerClient(address)
+        assert client.is_model_ready("llm_stream"), "a model that can scale from zero reports ready"
+        client.start_stream(callback=lambda result, error: tokens.put((result, error)))
+        client.async_stream_infer("llm_stream", llm_inputs("from zero to tokens", 6), request_id="z")
+        received = []
+        for _ in range(6):
+            result, error = tokens.get(timeout=90)
+            assert error is None, error
+            received.append(result.as_numpy("text_output").reshape(-1)[0].decode())
+        client.stop_stream()
+        client.close()
+        assert received == ["from", "zero", "to", "tokens", "from", "zero"]
+
+        import urllib.request
+
+        text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        served = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith('ebbflow_router_requests_total{code="OK",model="llm"}'))
+        assert served == 20, "the parent's /metrics sums both workers"
+        assert 'ebbflow_router_hold_wait_seconds_count{model="llm_stream"} 1.0' in text
+    finally:
+        up.process.send_signal(signal.SIGTERM)
+        code = up.process.wait(timeout=40)
+    assert code == 0, "".join(up.output)

@@ -11,7 +11,7 @@ from ebbflow.runtime.errors import ConfigError
 def test_defaults_are_valid():
     config = parse_config({})
     assert config.router.port == 8001
-    assert [m.model for m in config.models] == ["llm"]
+    assert [m.model for m in config.models] == ["llm", "llm_stream"]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import aiohttp
 from google.protobuf.message import DecodeError
@@ -28,7 +28,7 @@ from ebbflow.runtime.config import ActuatorConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import ChildProcess, free_port, spawn
 from ebbflow.runtime.triton import default_model_repository, find_triton, prepare_backend_dir, read_model_configs, triton_launch
-from ebbflow.v1 import registry_pb2, scheduling_pb2
+from ebbflow.v1 import load_pb2, registry_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class LocalActuator:
         self._kick = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._drains: set[asyncio.Task[None]] = set()
+        self._routers_seen: dict[str, float] = {}
 
     # ---- registry -----------------------------------------------------------
 
@@ -219,12 +220,51 @@ class LocalActuator:
             await asyncio.sleep(0.1)
         return False
 
-    async def _drain(self, replica: ManagedReplica, propagation_s: float) -> None:
-        """DESIGN.md "Drain": mark draining, let routers notice, then SIGTERM (Triton finishes in-flight work), then SIGKILL."""
+    def live_routers(self) -> set[str]:
+        """Router workers whose telemetry arrived in the last three seconds."""
+        now = time.monotonic()
+        return {router_id for router_id, seen in self._routers_seen.items() if now - seen < 3.0}
+
+    async def _on_router_telemetry(self, message: Any) -> None:
+        try:
+            self._routers_seen[load_pb2.RouterTelemetry.FromString(message.data).router_id] = time.monotonic()
+        except DecodeError:
+            log.debug("ignoring undecodable router telemetry")
+
+    async def _drain(self, replica: ManagedReplica, wait_for_routers: bool) -> None:
+        """DESIGN.md "Drain": mark draining; wait until every live router has acknowledged with nothing
+        in flight there (or drain_timeout_s; drain_propagation_s when no router is known); then SIGTERM
+        (Triton finishes in-flight work within --exit-timeout-secs), then SIGKILL."""
         replica.stopping = True
+        idle: dict[str, bool] = {}
+
+        async def on_ack(message: Any) -> None:
+            try:
+                ack = registry_pb2.DrainAck.FromString(message.data)
+            except DecodeError:
+                return
+            idle[ack.router_id] = ack.in_flight == 0
+
+        subscription = None
+        if wait_for_routers and self.bus.nc.is_connected:
+            subscription = await self.bus.nc.subscribe(subjects.drain_ack_subject(replica.entry.model, replica.entry.replica_id), cb=on_ack)
         await self._record(replica, Phase.DRAINING)
-        if propagation_s > 0:
-            await asyncio.sleep(propagation_s)
+        if wait_for_routers:
+            routers = self.live_routers()
+            if not routers:
+                await asyncio.sleep(self.config.drain_propagation_s)
+            else:
+                deadline = time.monotonic() + self.config.drain_timeout_s
+                while not all(idle.get(r) for r in routers) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    routers &= self.live_routers()  # a router that died owes no acknowledgement
+                if not all(idle.get(r) for r in routers):
+                    log.warning("drain of %s: routers %s did not report idle within %g s", replica.key, sorted(r for r in routers if not idle.get(r)), self.config.drain_timeout_s)
+        if subscription is not None:
+            try:
+                await subscription.unsubscribe()
+            except Exception as error:  # NATS away
+                log.debug("unsubscribing from drain acks failed: %s", error)
         if replica.child is not None:
             await replica.child.stop(self.config.exit_timeout_s + 5)
         if replica.task is not None:
@@ -265,13 +305,14 @@ class LocalActuator:
             for replica_id in actions.drain:
                 replica = self.replicas[subjects.replica_key(model, replica_id)]
                 replica.stopping = True
-                task = asyncio.create_task(self._drain(replica, self.config.drain_propagation_s), name=f"drain {replica.key}")
+                task = asyncio.create_task(self._drain(replica, wait_for_routers=True), name=f"drain {replica.key}")
                 self._drains.add(task)
                 task.add_done_callback(self._drains.discard)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         watcher = asyncio.create_task(watch_bucket(self.bus.desired, self._on_desired, self._on_desired_deleted, stop=stop))
+        telemetry = await self.bus.nc.subscribe(subjects.ROUTER_TELEMETRY, cb=self._on_router_telemetry)
         try:
             while not stop.is_set():
                 await self.reconcile_once()
@@ -280,12 +321,16 @@ class LocalActuator:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            try:
+                await telemetry.unsubscribe()
+            except Exception as error:  # NATS away
+                log.debug("unsubscribing from router telemetry failed: %s", error)
 
     async def shutdown(self) -> None:
         """Stop every replica in parallel (routers are already gone, so no propagation wait)."""
         replicas = list(self.replicas.values())
         await asyncio.gather(
-            *(self._drain(r, 0.0) for r in replicas if not r.stopping), *list(self._drains), return_exceptions=True
+            *(self._drain(r, wait_for_routers=False) for r in replicas if not r.stopping), *list(self._drains), return_exceptions=True
         )
         await asyncio.gather(*(r.task for r in replicas if r.task is not None), return_exceptions=True)
         if self._session is not None:

@@ -71,7 +71,9 @@ class ActuatorConfig:
     ready_timeout_s: float = 300.0
     """A replica not ready by then is failed and replaced, seconds."""
     drain_propagation_s: float = 1.0
-    """Wait after marking a replica draining, so routers stop sending to it, seconds."""
+    """Wait after marking a replica draining when no router is known to acknowledge it, seconds."""
+    drain_timeout_s: float = 30.0
+    """Longest wait for every router to acknowledge a drain with nothing left in flight there, seconds."""
     exit_timeout_s: int = 10
     """Drain bound: tritonserver --exit-timeout-secs lets in-flight requests finish, then SIGKILL, seconds."""
 
@@ -128,7 +130,7 @@ class Config:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
-    models: tuple[ModelPolicy, ...] = (ModelPolicy(model="llm"),)
+    models: tuple[ModelPolicy, ...] = (ModelPolicy(model="llm"), ModelPolicy(model="llm_stream", min_replicas=0, max_replicas=2))
 
 
 def _boolean(value: Any, where: str) -> bool:
