@@ -5,7 +5,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
-from ebbflow.router.core import LATENCY_BUCKETS_S, Candidate, MalformedRequest, ModelMeter, histogram_quantile, pick_replica, read_model_name
+from ebbflow.router.core import (
+    LATENCY_BUCKETS_S,
+    Candidate,
+    Ejector,
+    HoldQueue,
+    MalformedRequest,
+    ModelMeter,
+    QueueFull,
+    RetryBudget,
+    Routing,
+    histogram_quantile,
+    pick_replica,
+    read_model_name,
+    read_request_head,
+    read_stream_response,
+)
 
 
 def infer_request(model: str, payload: bytes = b"", version: str = "") -> bytes:
@@ -95,3 +110,95 @@ def test_histogram_quantile_uses_bucket_bounds():
     assert histogram_quantile(counts, 0.5) == LATENCY_BUCKETS_S[10]
     assert histogram_quantile(counts, 0.999) == LATENCY_BUCKETS_S[20]
     assert histogram_quantile([0] * 5, 0.5) == 0.0
+
+
+def test_the_request_head_has_model_and_id():
+    head = read_request_head(infer_request("llm", b"payload"))
+    assert (head.model, head.id) == ("llm", "req-1")
+    assert read_request_head(service_pb2.ModelMetadataRequest(name="llm", version="1").SerializeToString()).id == ""
+
+
+def stream_response(request_id: str, final: bool | None, error: str = "") -> bytes:
+    message = service_pb2.ModelStreamInferResponse(error_message=error)
+    message.infer_response.id = request_id
+    message.infer_response.raw_output_contents.append(b"\x05\x00\x00\x00token")
+    message.infer_response.parameters["other"].string_param = "x"
+    if final is not None:
+        message.infer_response.parameters["triton_final_response"].bool_param = final
+    return message.SerializeToString()
+
+
+@pytest.mark.parametrize("final", [True, False, None])
+def test_stream_responses_give_id_and_final_flag(final):
+    head = read_stream_response(stream_response("r7", final))
+    assert (head.id, head.final, head.error) == ("r7", bool(final), "")
+
+
+def test_a_stream_error_response_is_read():
+    head = read_stream_response(service_pb2.ModelStreamInferResponse(error_message="boom").SerializeToString())
+    assert head.error == "boom" and head.final
+
+
+def test_least_outstanding_uses_the_stale_pending_count_only_to_break_ties():
+    assert pick_replica([Candidate("a", 1, pending=0), Candidate("b", 0, pending=9)], 0).key == "b"
+    assert pick_replica([Candidate("a", 1, pending=0), Candidate("b", 1, pending=9)], 0).key == "a"
+
+
+def test_round_robin_visits_every_replica_in_turn():
+    candidates = [Candidate("c", 9), Candidate("a", 0), Candidate("b", 5)]
+    assert [pick_replica(candidates, n, Routing.ROUND_ROBIN).key for n in range(6)] == ["a", "b", "c", "a", "b", "c"]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=5), min_size=2, max_size=6), st.integers(min_value=0, max_value=2**32))
+def test_power_of_two_never_picks_the_more_loaded_of_its_pair(loads, draw):
+    candidates = [Candidate(f"r{i}", load) for i, load in enumerate(loads)]
+    chosen = pick_replica(candidates, draw, Routing.POWER_OF_TWO)
+    assert chosen is not None
+    assert chosen.in_flight <= sorted(loads)[-1]
+    # over all draws the single most loaded replica is never chosen when it is strictly the worst
+    worst = max(loads)
+    if loads.count(worst) == 1:
+        picks = {pick_replica(candidates, d, Routing.POWER_OF_TWO).key for d in range(len(loads) * (len(loads) - 1))}
+        assert f"r{loads.index(worst)}" not in picks
+
+
+def test_power_of_two_draws_every_pair():
+    candidates = [Candidate(k, 0) for k in "abcd"]
+    assert {pick_replica(candidates, d, Routing.POWER_OF_TWO).key for d in range(12)} == set("abcd")
+
+
+def test_a_replica_failing_in_a_row_is_ejected_for_a_while_and_all_ejected_means_use_all():
+    ejector = Ejector(after_failures=2, eject_s=10.0)
+    assert not ejector.record("a", ok=False, now_s=0.0)
+    assert ejector.record("a", ok=False, now_s=1.0)
+    candidates = [Candidate("a", 0), Candidate("b", 3)]
+    assert [c.key for c in ejector.usable(candidates, 5.0)] == ["b"]
+    assert [c.key for c in ejector.usable(candidates, 11.0)] == ["a", "b"]
+    ejector.record("b", ok=False, now_s=12.0)
+    assert not ejector.record("b", ok=True, now_s=12.5)
+    assert not ejector.record("b", ok=False, now_s=13.0), "a success resets the streak"
+    ejector.record("a", ok=False, now_s=20.0)
+    ejector.record("a", ok=False, now_s=20.0)
+    ejector.record("b", ok=False, now_s=20.0)
+    assert len(ejector.usable(candidates, 21.0)) == 2, "panic: with every replica ejected, use them all"
+
+
+def test_the_hold_queue_bounds_count_and_bytes_and_keeps_order():
+    queue = HoldQueue(max_requests=3, max_bytes=100)
+    first, second = queue.admit(40), queue.admit(40)
+    with pytest.raises(QueueFull, match="bytes"):
+        queue.admit(30)
+    third = queue.admit(20)
+    with pytest.raises(QueueFull, match="requests already held"):
+        queue.admit(1)
+    queue.leave(second)
+    assert queue.in_order() == [first, third] and (queue.count, queue.bytes) == (2, 60)
+    queue.leave(second)  # leaving twice changes nothing
+    assert (queue.count, queue.bytes) == (2, 60)
+
+
+def test_the_retry_budget_refuses_requests_beyond_it():
+    budget = RetryBudget(max_bytes=100)
+    assert budget.take(60) and not budget.take(50) and budget.take(40)
+    budget.give_back(60)
+    assert budget.held == 40 and budget.take(60)
