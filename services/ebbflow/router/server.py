@@ -165,8 +165,13 @@ class HeldModel:
     waker: asyncio.Task[None] | None = None
 
 
-def _forwardable(context: grpc.aio.ServicerContext) -> list[tuple[str, str | bytes]]:
-    return [(k, v) for k, v in context.invocation_metadata() or () if not k.startswith((":", "grpc-"))]
+_NOT_FORWARDED = (":", "grpc-", "user-agent")
+
+
+def _forwardable(context: grpc.aio.ServicerContext) -> list[tuple[str, str | bytes]] | None:
+    """The client's own metadata (auth, trace context, custom headers); None when there is none (cheaper to send)."""
+    metadata = [(k, v) for k, v in context.invocation_metadata() or () if not k.startswith(_NOT_FORWARDED)]
+    return metadata or None
 
 
 class Router:
@@ -271,6 +276,9 @@ class Router:
         ready = self._ready.get(model)
         if not ready:
             return None
+        if len(ready) == 1:  # the common small-fleet case needs no scoring
+            only = ready[0]
+            return None if only.key in avoid else only
         by_key = {u.key: u for u in ready if u.key not in avoid}
         if not by_key:
             return None
@@ -366,7 +374,7 @@ class Router:
         return instruments
 
     async def forward(
-        self, method: str, request: bytes, context: grpc.aio.ServicerContext, model: str, metadata: list[tuple[str, Any]], span: Any = None
+        self, method: str, request: bytes, context: grpc.aio.ServicerContext, model: str, metadata: list[tuple[str, Any]] | None, span: Any = None
     ) -> bytes:
         """One unary call on a replica, resent elsewhere after a failure before any response (bounded)."""
         started = time.monotonic()
@@ -413,13 +421,13 @@ class Router:
             if keep_for_retry:
                 self._retry_budget.give_back(size)
 
-    def _upstream_metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, Any]]:
-        metadata = _forwardable(context)
+    def _upstream_metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, Any]] | None:
+        metadata = _forwardable(context) or []
         if self.tracer is not None:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             metadata = [(k, v) for k, v in metadata if k not in carrier] + list(carrier.items())
-        return metadata
+        return metadata or None
 
     # ---- handlers -------------------------------------------------------------------
 
@@ -438,7 +446,7 @@ class Router:
         try:
             if self.tracer is None:
                 return await self.forward("ModelInfer", request, context, model, _forwardable(context))
-            parent = propagate.extract(dict(_forwardable(context)))
+            parent = propagate.extract(dict(_forwardable(context) or ()))
             with self.tracer.start_as_current_span("ModelInfer", context=parent, kind=trace.SpanKind.SERVER) as span:
                 span.set_attribute("ebbflow.model", model)
                 span.set_attribute("ebbflow.request_id", head.id)

@@ -147,5 +147,7 @@ async def _run_worker() -> None:
 
 
 if __name__ == "__main__":
+    import uvloop
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_run_worker())
+    uvloop.run(_run_worker())  # libuv's loop: measurably less CPU per proxied request (benchmarks/router_overhead.py)
