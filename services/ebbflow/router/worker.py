@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
 
 from ebbflow.router.server import SERVICE, Router, RouterMetrics
 from ebbflow.runtime import subjects
@@ -125,6 +125,8 @@ class RouterWorkers:
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop(10.0) for c in self.children), return_exceptions=True)
+        for child in self.children:
+            multiprocess.mark_process_dead(child.pid, str(self.metrics_dir))  # their live gauges stop counting
 
 
 async def _run_worker() -> None:
