@@ -16,7 +16,6 @@ from typing import AsyncIterator
 
 import aiohttp
 import grpc
-import numpy as np
 import pytest
 import pytest_asyncio
 import tritonclient.grpc as triton_grpc
