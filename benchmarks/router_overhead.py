@@ -64,7 +64,7 @@ def percentile(values: list[float], q: float) -> float:
 def echo_request(size: int = 64) -> bytes:
     request = service_pb2.ModelInferRequest(model_name="echo", id="bench")
     request.inputs.add(name="x", datatype="UINT8", shape=[size])
-    request.raw_input_contents.append(bytes(range(256))[:size] * (size // 256 + 1) if size > 256 else bytes(range(size)))
+    request.raw_input_contents.append(bytes(i % 256 for i in range(size)))
     return request.SerializeToString()
 
 

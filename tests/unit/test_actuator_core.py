@@ -1,6 +1,6 @@
 """Reconcile: desired count vs actual replicas."""
 
-from ebbflow.actuator.core import ActualReplica, Phase, reconcile
+from ebbflow.actuator.core import ActualReplica, Phase, live_routers, reconcile, routers_idle
 
 
 def replica(rid: str, phase: Phase, started: float = 0.0) -> ActualReplica:
@@ -23,3 +23,13 @@ def test_drains_starting_first_then_newest_ready():
 
 def test_zero_desired_drains_everything():
     assert set(reconcile(0, [replica("a", Phase.READY), replica("b", Phase.READY, 2.0)]).drain) == {"a", "b"}
+
+
+def test_a_drain_waits_for_live_routers_only_and_for_them_to_be_idle():
+    seen = {"r1": 10.0, "r2": 9.5, "gone": 5.0}
+    routers = live_routers(seen, now_s=11.0)
+    assert routers == {"r1", "r2"}
+    assert not routers_idle(routers, {"r1": True})
+    assert not routers_idle(routers, {"r1": True, "r2": False})
+    assert routers_idle(routers, {"r1": True, "r2": True, "gone": False})
+    assert routers_idle(set(), {})

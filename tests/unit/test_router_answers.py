@@ -2,7 +2,7 @@
 
 from tritonclient.grpc import service_pb2
 
-from ebbflow.router.server import metadata_from_config, sum_statistics
+from ebbflow.router.answers import metadata_from_config, sum_statistics
 from ebbflow.runtime.triton import default_model_repository, read_model_configs
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 
 class Phase(Enum):
@@ -52,3 +52,17 @@ def reconcile(desired_replicas: int, actual: Sequence[ActualReplica]) -> Actions
         chosen = tuple(r.replica_id for r in order[:extra])
         return Actions(0, chosen, f"{len(live)} live, {desired_replicas} desired: drain {', '.join(chosen)}")
     return Actions(0, (), "in sync")
+
+
+ROUTER_LIVENESS_S = 3.0
+"""A router whose telemetry (one message a second) is older than this is gone and owes no drain acknowledgement."""
+
+
+def live_routers(last_seen_s: Mapping[str, float], now_s: float) -> set[str]:
+    """Router workers heard from within ROUTER_LIVENESS_S of now_s."""
+    return {router_id for router_id, seen_s in last_seen_s.items() if now_s - seen_s < ROUTER_LIVENESS_S}
+
+
+def routers_idle(routers: Iterable[str], idle: Mapping[str, bool]) -> bool:
+    """Whether every one of `routers` acknowledged the drain with nothing of its own left in flight there."""
+    return all(idle.get(router_id, False) for router_id in routers)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,13 +20,21 @@ from google.protobuf.message import DecodeError
 from nats.js.errors import NoKeysError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ebbflow.actuator.core import ActualReplica, Phase, reconcile
+from ebbflow.actuator.core import ActualReplica, Phase, live_routers, reconcile, routers_idle
 from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus, watch_bucket
+from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
 from ebbflow.runtime.config import ActuatorConfig
 from ebbflow.runtime.loops import wait_any
-from ebbflow.runtime.process import ChildProcess, free_port, spawn
-from ebbflow.runtime.triton import default_model_repository, find_triton, prepare_backend_dir, read_model_configs, triton_launch
+from ebbflow.runtime.process import ChildProcess, spawn
+from ebbflow.runtime.triton import (
+    default_model_repository,
+    find_triton,
+    model_ready,
+    new_replica_entry,
+    prepare_backend_dir,
+    publish_model_configs,
+    replica_launch,
+)
 from ebbflow.v1 import load_pb2, registry_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -135,26 +142,16 @@ class LocalActuator:
             await self.bus.replicas.delete(key)
 
     async def publish_model_configs(self) -> None:
-        """Put each repository model's config in the `models` bucket, so routers answer metadata at zero replicas."""
-        for name, config in read_model_configs(self.repository).items():
-            await self.bus.models.put(name, config.SerializeToString())
+        await publish_model_configs(self.bus.models, self.repository)
 
     # ---- one replica's life ---------------------------------------------------
 
     async def _start(self, model: str, desired: scheduling_pb2.DesiredState) -> None:
-        replica_id = uuid.uuid4().hex[:8]
-        entry = registry_pb2.ReplicaEntry(
-            model=model,
-            replica_id=replica_id,
-            host="127.0.0.1",
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
+        entry = new_replica_entry(
+            model,
             instances=desired.vertical.instances_per_replica or 1,
             max_batch_size=desired.vertical.max_batch_size,
-            applied_generation=desired.generation,
-            started_at_unix_s=time.time(),
-            speed_factor=1.0,
+            generation=desired.generation,
         )
         replica = ManagedReplica(entry=entry)
         self.replicas[replica.key] = replica
@@ -163,18 +160,7 @@ class LocalActuator:
 
     async def _live(self, replica: ManagedReplica) -> None:
         entry = replica.entry
-        launch = triton_launch(
-            self.install,
-            self.backend_dir,
-            self.repository,
-            [entry.model],
-            entry.grpc_port,
-            entry.http_port,
-            entry.metrics_port,
-            self.config.exit_timeout_s,
-            f"ebbflow_{entry.replica_id}_",
-            {"EBBFLOW_TIME_SCALE": str(self.config.time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor)},
-        )
+        launch = replica_launch(self.install, self.backend_dir, self.repository, entry, self.config.exit_timeout_s, self.config.time_scale)
         log_path = self.state_dir / "logs" / f"triton-{entry.model}-{entry.replica_id}.log"
         try:
             replica.child = await spawn(f"tritonserver {replica.key}", launch.argv, log_path, launch.env)
@@ -204,26 +190,16 @@ class LocalActuator:
     async def _wait_ready(self, replica: ManagedReplica) -> bool:
         """Poll Triton's model-readiness endpoint until ready, process exit or ready_timeout_s."""
         assert replica.child is not None and self._session is not None
-        url = f"http://{replica.entry.host}:{replica.entry.http_port}/v2/models/{replica.entry.model}/ready"
         deadline = time.monotonic() + self.config.ready_timeout_s
         while replica.child.running and not replica.stopping:
-            try:
-                async with self._session.get(url) as response:
-                    if response.status == 200:
-                        return True
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                pass
+            if await model_ready(self._session, replica.entry):
+                return True
             if time.monotonic() > deadline:
                 log.warning("replica %s not ready after %.0f s; stopping it", replica.key, self.config.ready_timeout_s)
                 await replica.child.stop(self.config.exit_timeout_s)
                 return False
             await asyncio.sleep(0.1)
         return False
-
-    def live_routers(self) -> set[str]:
-        """Router workers whose telemetry arrived in the last three seconds."""
-        now = time.monotonic()
-        return {router_id for router_id, seen in self._routers_seen.items() if now - seen < 3.0}
 
     async def _on_router_telemetry(self, message: Any) -> None:
         try:
@@ -232,11 +208,25 @@ class LocalActuator:
             log.debug("ignoring undecodable router telemetry")
 
     async def _drain(self, replica: ManagedReplica, wait_for_routers: bool) -> None:
-        """DESIGN.md "Drain": mark draining; wait until every live router has acknowledged with nothing
-        in flight there (or drain_timeout_s; drain_propagation_s when no router is known); then SIGTERM
+        """DESIGN.md "Drain": mark draining and let the routers finish with it, then SIGTERM
         (Triton finishes in-flight work within --exit-timeout-secs), then SIGKILL."""
         replica.stopping = True
+        if wait_for_routers:
+            await self._drain_routers(replica)
+        else:
+            await self._record(replica, Phase.DRAINING)
+        if replica.child is not None:
+            await replica.child.stop(self.config.exit_timeout_s + 5)
+        if replica.task is not None:
+            await asyncio.gather(replica.task, return_exceptions=True)
+        await self._record(replica, Phase.STOPPED)
+        self.replicas.pop(replica.key, None)
+
+    async def _drain_routers(self, replica: ManagedReplica) -> None:
+        """Mark draining, then wait until every live router reports nothing of its own in flight there
+        (at most drain_timeout_s; drain_propagation_s when no router is known to answer)."""
         idle: dict[str, bool] = {}
+        acked = asyncio.Event()
 
         async def on_ack(message: Any) -> None:
             try:
@@ -244,33 +234,26 @@ class LocalActuator:
             except DecodeError:
                 return
             idle[ack.router_id] = ack.in_flight == 0
+            acked.set()
 
-        subscription = None
-        if wait_for_routers and self.bus.nc.is_connected:
-            subscription = await self.bus.nc.subscribe(subjects.drain_ack_subject(replica.entry.model, replica.entry.replica_id), cb=on_ack)
-        await self._record(replica, Phase.DRAINING)
-        if wait_for_routers:
-            routers = self.live_routers()
+        subject = subjects.drain_ack_subject(replica.entry.model, replica.entry.replica_id)
+        subscription = await self.bus.nc.subscribe(subject, cb=on_ack) if self.bus.nc.is_connected else None
+        try:
+            await self._record(replica, Phase.DRAINING)
+            routers = live_routers(self._routers_seen, time.monotonic())
             if not routers:
                 await asyncio.sleep(self.config.drain_propagation_s)
-            else:
-                deadline = time.monotonic() + self.config.drain_timeout_s
-                while not all(idle.get(r) for r in routers) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                    routers &= self.live_routers()  # a router that died owes no acknowledgement
-                if not all(idle.get(r) for r in routers):
-                    log.warning("drain of %s: routers %s did not report idle within %g s", replica.key, sorted(r for r in routers if not idle.get(r)), self.config.drain_timeout_s)
-        if subscription is not None:
-            try:
-                await subscription.unsubscribe()
-            except Exception as error:  # NATS away
-                log.debug("unsubscribing from drain acks failed: %s", error)
-        if replica.child is not None:
-            await replica.child.stop(self.config.exit_timeout_s + 5)
-        if replica.task is not None:
-            await asyncio.gather(replica.task, return_exceptions=True)
-        await self._record(replica, Phase.STOPPED)
-        self.replicas.pop(replica.key, None)
+                return
+            deadline = time.monotonic() + self.config.drain_timeout_s
+            while not routers_idle(routers, idle) and time.monotonic() < deadline:
+                acked.clear()
+                await wait_any(min(1.0, max(0.0, deadline - time.monotonic())), acked)
+                routers &= live_routers(self._routers_seen, time.monotonic())  # a router that died owes no acknowledgement
+            if not routers_idle(routers, idle):
+                busy = sorted(r for r in routers if not idle.get(r))
+                log.warning("drain of %s: routers %s did not report idle within %g s", replica.key, busy, self.config.drain_timeout_s)
+        finally:
+            await unsubscribe(subscription)
 
     # ---- reconcile -----------------------------------------------------------
 
@@ -321,10 +304,7 @@ class LocalActuator:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            try:
-                await telemetry.unsubscribe()
-            except Exception as error:  # NATS away
-                log.debug("unsubscribing from router telemetry failed: %s", error)
+            await unsubscribe(telemetry)
 
     async def shutdown(self) -> None:
         """Stop every replica in parallel (routers are already gone, so no propagation wait)."""

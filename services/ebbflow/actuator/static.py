@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import aiohttp
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.errors import UnavailableError
-from ebbflow.runtime.process import ChildProcess, free_port, spawn
-from ebbflow.runtime.triton import default_model_repository, find_triton, prepare_backend_dir, read_model_configs, triton_launch
+from ebbflow.runtime.process import ChildProcess, spawn
+from ebbflow.runtime.triton import default_model_repository, find_triton, model_ready, new_replica_entry, prepare_backend_dir, publish_model_configs, replica_launch
 from ebbflow.v1 import registry_pb2
 
 
@@ -53,49 +52,20 @@ class StaticReplicas:
         self.replicas: list[StaticReplica] = []
 
     async def publish_model_configs(self) -> None:
-        for name, config in read_model_configs(self.repository).items():
-            await self.bus.models.put(name, config.SerializeToString())
+        await publish_model_configs(self.bus.models, self.repository)
 
     async def start(self, model: str, speed_factor: float = 1.0, register: bool = True, ready_timeout_s: float = 60.0) -> StaticReplica:
         """Start one replica, wait until Triton says the model is ready, and (by default) register it READY."""
-        entry = registry_pb2.ReplicaEntry(
-            model=model,
-            replica_id=uuid.uuid4().hex[:8],
-            host="127.0.0.1",
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-            instances=1,
-            speed_factor=speed_factor,
-            started_at_unix_s=time.time(),
-        )
-        launch = triton_launch(
-            self.install,
-            self.backend_dir,
-            self.repository,
-            [model],
-            entry.grpc_port,
-            entry.http_port,
-            entry.metrics_port,
-            5,
-            f"ebbflow_{entry.replica_id}_",
-            {"EBBFLOW_TIME_SCALE": str(self.time_scale), "EBBFLOW_SPEED_FACTOR": str(speed_factor)},
-        )
+        entry = new_replica_entry(model, speed_factor=speed_factor)
+        launch = replica_launch(self.install, self.backend_dir, self.repository, entry, 5, self.time_scale)
         child = await spawn(f"tritonserver {model}.{entry.replica_id}", launch.argv, self.state_dir / "logs" / f"triton-{entry.replica_id}.log", launch.env)
         replica = StaticReplica(entry, child)
         self.replicas.append(replica)
-        url = f"http://{entry.host}:{entry.http_port}/v2/models/{model}/ready"
         deadline = time.monotonic() + ready_timeout_s
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
-            while True:
+            while not await model_ready(session, entry):
                 if not child.running:
                     raise UnavailableError(f"tritonserver for {model} exited with code {child.process.returncode}:\n{child.tail()}")
-                try:
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            break
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    pass
                 if time.monotonic() > deadline:
                     raise UnavailableError(f"tritonserver for {model} not ready after {ready_timeout_s:.0f} s:\n{child.tail()}")
                 await asyncio.sleep(0.1)
@@ -108,9 +78,6 @@ class StaticReplicas:
     async def set_state(self, replica: StaticReplica, state: int) -> None:
         replica.entry.state = state  # type: ignore[assignment]
         await self.bus.replicas.put(replica.key, replica.entry.SerializeToString())
-
-    async def unregister(self, replica: StaticReplica) -> None:
-        await self.bus.replicas.delete(replica.key)
 
     def kill(self, replica: StaticReplica) -> None:
         """SIGKILL without touching the registry: what a crash looks like to the router."""

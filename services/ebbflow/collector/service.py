@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ebbflow.collector.core import ReplicaRates, RouterWindow, Scrape, is_stale, merge_router_windows, parse_metrics, replica_rates
 from ebbflow.router.core import LATENCY_BUCKETS_S, histogram_quantile
 from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus
+from ebbflow.runtime.bus import Bus, unsubscribe
+from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.config import CollectorConfig
 from ebbflow.runtime.registry import READY, RegistryView
 from ebbflow.v1 import load_pb2, registry_pb2
@@ -130,14 +131,11 @@ class Collector:
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 while not stop.is_set():
-                    try:
-                        await asyncio.wait_for(stop.wait(), self.config.interval_s)
-                        return
-                    except asyncio.TimeoutError:
-                        pass
-                    await self.tick(session)
+                    await wait_any(self.config.interval_s, stop)
+                    if not stop.is_set():
+                        await self.tick(session)
         finally:
-            await subscription.unsubscribe()
+            await unsubscribe(subscription)
 
     async def tick(self, session: aiohttp.ClientSession) -> None:
         ready = {key: r for key, r in self.view.replicas.items() if r.state == READY}

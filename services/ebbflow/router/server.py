@@ -22,9 +22,10 @@ from typing import Any, Awaitable, Callable
 import grpc
 from opentelemetry import propagate, trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from tritonclient.grpc import model_config_pb2, service_pb2
+from tritonclient.grpc import service_pb2
 
 from ebbflow import __version__
+from ebbflow.router.answers import metadata_from_config, sum_statistics
 from ebbflow.router.core import (
     LATENCY_BUCKETS_S,
     Candidate,
@@ -43,10 +44,10 @@ from ebbflow.router.refusal import Refusal
 from ebbflow.router.streaming import StreamRelay
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
-from ebbflow.runtime.config import RouterConfig
+from ebbflow.runtime.config import RouterConfig, routing_from_proto
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import DRAINING, READY, STARTING, RegistryView
-from ebbflow.v1 import load_pb2, policy_pb2, registry_pb2
+from ebbflow.v1 import load_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,6 @@ SERVICE = "inference.GRPCInferenceService"
 
 # Upstream failures where the replica did no work we could lose: safe to resend elsewhere.
 _RETRYABLE = grpc.StatusCode.UNAVAILABLE
-_ROUTING = {
-    policy_pb2.ROUTING_POLICY_UNSPECIFIED: Routing.LEAST_OUTSTANDING,
-    policy_pb2.ROUTING_POLICY_LEAST_OUTSTANDING: Routing.LEAST_OUTSTANDING,
-    policy_pb2.ROUTING_POLICY_POWER_OF_TWO: Routing.POWER_OF_TWO,
-    policy_pb2.ROUTING_POLICY_ROUND_ROBIN: Routing.ROUND_ROBIN,
-}
 _BUCKETS = LATENCY_BUCKETS_S[::4] + (float("inf"),)
 
 
@@ -91,25 +86,31 @@ class RouterMetrics:
 
 
 @dataclass
-class ModelInstruments:
-    """One model's metric children, bound once so the request path does no label lookups."""
+class ModelBooks:
+    """One model's accounting: the telemetry meter and its metric children, bound once (no label lookups per request)."""
 
     metrics: RouterMetrics
     model: str
-    in_flight: Any = None
-    latency: Any = None
-    codes: dict[grpc.StatusCode, Any] = field(default_factory=dict)
+    meter: ModelMeter
+    _codes: dict[grpc.StatusCode, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.in_flight = self.metrics.in_flight.labels(self.model)
         self.latency = self.metrics.latency.labels(self.model)
 
-    def answered(self, code: grpc.StatusCode, seconds: float) -> None:
-        child = self.codes.get(code)
-        if child is None:
-            child = self.codes[code] = self.metrics.requests.labels(self.model, code.name)
-        child.inc()
+    def accept(self, now_s: float) -> None:
+        self.meter.accept(now_s)
+        self.in_flight.inc()
+
+    def answered(self, code: grpc.StatusCode, now_s: float, accepted_s: float) -> None:
+        seconds = now_s - accepted_s
+        self.meter.finish(now_s, seconds, ok=code == grpc.StatusCode.OK)
+        self.in_flight.dec()
         self.latency.observe(seconds)
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self.metrics.requests.labels(self.model, code.name)
+        child.inc()
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Upstream:
     metrics: RouterMetrics
     in_flight: int = 0
     acked_in_flight: int | None = None
+    """None until this router acknowledged the replica's drain; then what was in flight at the last acknowledgement."""
     _calls: dict[str, Any] = field(default_factory=dict)
     _codes: dict[grpc.StatusCode, Any] = field(default_factory=dict)
 
@@ -191,10 +193,10 @@ class Router:
         self.router_id = f"{socket.gethostname()}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         self.upstreams: dict[str, Upstream] = {}
         self._ready: dict[str, list[Upstream]] = {}
+        self._routing: dict[str, Routing] = {}
         self._pending: dict[str, float] = {}
         self._held: dict[str, HeldModel] = {}
-        self._meters: dict[str, ModelMeter] = {}
-        self._instruments: dict[str, ModelInstruments] = {}
+        self._books: dict[str, ModelBooks] = {}
         self._ejector = Ejector(config.eject_after_failures, config.eject_s)
         self._retry_budget = RetryBudget(config.retry_buffer_bytes)
         self._counter = itertools.count()
@@ -204,17 +206,16 @@ class Router:
     # ---- following the registry ----------------------------------------------
 
     def sync(self) -> None:
-        """Make the upstream table match the registry; release held requests; acknowledge drains."""
-        alive = {key for key, entry in self.view.replicas.items() if entry.state in (READY, DRAINING)}
-        for key in list(self.upstreams):
-            upstream = self.upstreams[key]
-            entry = self.view.replicas.get(key)
-            if key not in alive or entry is None or upstream.address != f"{entry.host}:{entry.grpc_port}":
+        """Make the upstream table and routing policies match the view; release held requests; acknowledge drains."""
+        self._routing = {model: Routing(routing_from_proto(policy.routing)) for model, policy in self.view.policies.items()}
+        alive = {key: entry for key, entry in self.view.replicas.items() if entry.state in (READY, DRAINING)}
+        for key, upstream in list(self.upstreams.items()):
+            entry = alive.get(key)
+            if entry is None or upstream.address != f"{entry.host}:{entry.grpc_port}":
                 del self.upstreams[key]
                 self._later(upstream.channel.close())
         ready: dict[str, list[Upstream]] = {}
-        for key in alive:
-            entry = self.view.replicas[key]
+        for key, entry in alive.items():
             upstream = self.upstreams.get(key)
             if upstream is None:
                 upstream = self.upstreams[key] = Upstream(key, entry, self._open_channel(entry), self.metrics)
@@ -224,7 +225,7 @@ class Router:
             elif upstream.acked_in_flight is None:
                 self._acknowledge_drain(upstream)
         self._ready = ready
-        self._ejector.forget(alive)
+        self._ejector.forget(set(alive))
         for model, held in self._held.items():
             if held.waiters and ready.get(model):
                 for ticket in held.queue.in_order():
@@ -268,10 +269,6 @@ class Router:
 
     # ---- picking and holding ----------------------------------------------------
 
-    def _routing(self, model: str) -> Routing:
-        policy = self.view.policies.get(model)
-        return _ROUTING.get(policy.routing, Routing.LEAST_OUTSTANDING) if policy else Routing.LEAST_OUTSTANDING
-
     def pick(self, model: str, avoid: set[str] | frozenset[str] = frozenset()) -> Upstream | None:
         ready = self._ready.get(model)
         if not ready:
@@ -284,7 +281,7 @@ class Router:
             return None
         now = time.monotonic()
         candidates = self._ejector.usable([Candidate(k, u.in_flight, self._pending.get(k, 0.0)) for k, u in by_key.items()], now)
-        routing = self._routing(model)
+        routing = self._routing.get(model, Routing.LEAST_OUTSTANDING)
         draw = self._random.getrandbits(32) if routing is Routing.POWER_OF_TWO else next(self._counter)
         chosen = pick_replica(candidates, draw, routing)
         return by_key[chosen.key] if chosen else None
@@ -350,7 +347,7 @@ class Router:
     # ---- forwarding ---------------------------------------------------------------
 
     def is_known(self, model: str) -> bool:
-        return model in self._ready or model in self.view.policies or model in self.view.known_models()
+        return model in self.view.policies or model in self.view.known_models()  # the first test is the cheap common case
 
     def known_list(self) -> str:
         return ", ".join(sorted(self.view.known_models())) or "none"
@@ -367,11 +364,17 @@ class Router:
             raise Refusal(grpc.StatusCode.NOT_FOUND, f"unknown model '{head.model}'; models served here: {self.known_list()}")
         return head
 
-    def _instrument(self, model: str) -> ModelInstruments:
-        instruments = self._instruments.get(model)
-        if instruments is None:
-            instruments = self._instruments[model] = ModelInstruments(self.metrics, model)
-        return instruments
+    def books(self, model: str, now_s: float) -> ModelBooks:
+        books = self._books.get(model)
+        if books is None:
+            books = self._books[model] = ModelBooks(self.metrics, model, ModelMeter(window_start_s=now_s))
+        return books
+
+    def finished(self, upstream: Upstream, code: grpc.StatusCode, seconds: float) -> None:
+        """A call on `upstream` ended; a draining replica hears once this router has nothing left there."""
+        upstream.end(code, seconds)
+        if upstream.acked_in_flight and upstream.in_flight == 0:
+            self._acknowledge_drain(upstream)
 
     async def forward(
         self, method: str, request: bytes, context: grpc.aio.ServicerContext, model: str, metadata: list[tuple[str, Any]] | None, span: Any = None
@@ -414,20 +417,19 @@ class Router:
                     code = grpc.StatusCode.CANCELLED
                     raise
                 finally:
-                    upstream.end(code, time.monotonic() - sent)
-                    if upstream.acked_in_flight and upstream.in_flight == 0:
-                        self._acknowledge_drain(upstream)
+                    self.finished(upstream, code, time.monotonic() - sent)
         finally:
             if keep_for_retry:
                 self._retry_budget.give_back(size)
 
-    def _upstream_metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, Any]] | None:
-        metadata = _forwardable(context) or []
-        if self.tracer is not None:
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            metadata = [(k, v) for k, v in metadata if k not in carrier] + list(carrier.items())
-        return metadata or None
+    def upstream_metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, Any]] | None:
+        """The client's metadata for the replica, with this process's trace context when tracing."""
+        metadata = _forwardable(context)
+        if self.tracer is None:
+            return metadata
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return [(k, v) for k, v in metadata or () if k not in carrier] + list(carrier.items())
 
     # ---- handlers -------------------------------------------------------------------
 
@@ -437,11 +439,9 @@ class Router:
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.message)
         model = head.model
-        instruments = self._instrument(model)
         started = time.monotonic()
-        meter = self._meter(model, started)
-        meter.accept(started)
-        instruments.in_flight.inc()
+        books = self.books(model, started)
+        books.accept(started)
         code = grpc.StatusCode.OK
         try:
             if self.tracer is None:
@@ -451,7 +451,7 @@ class Router:
                 span.set_attribute("ebbflow.model", model)
                 span.set_attribute("ebbflow.request_id", head.id)
                 try:
-                    return await self.forward("ModelInfer", request, context, model, self._upstream_metadata(context), span)
+                    return await self.forward("ModelInfer", request, context, model, self.upstream_metadata(context), span)
                 except Refusal as refusal:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, f"{refusal.code.name}: {refusal.message}"))
                     raise
@@ -462,10 +462,7 @@ class Router:
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            now = time.monotonic()
-            meter.finish(now, now - started, ok=code == grpc.StatusCode.OK)
-            instruments.in_flight.dec()
-            instruments.answered(code, now - started)
+            books.answered(code, time.monotonic(), started)
         raise AssertionError("unreachable")  # context.abort raises
 
     async def model_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -567,17 +564,11 @@ class Router:
 
     # ---- telemetry ----------------------------------------------------------------------
 
-    def _meter(self, model: str, now_s: float) -> ModelMeter:
-        meter = self._meters.get(model)
-        if meter is None:
-            meter = self._meters[model] = ModelMeter(window_start_s=now_s)
-        return meter
-
     def telemetry(self, now_s: float, wall_s: float) -> load_pb2.RouterTelemetry:
         """Close the window for every known model (zero arrivals included: no data is not zero load)."""
         models = []
-        for model in sorted(self.view.known_models() | set(self._meters)):
-            stats = self._meter(model, now_s).close_window(now_s)
+        for model in sorted(self.view.known_models() | set(self._books)):
+            stats = self.books(model, now_s).meter.close_window(now_s)
             models.append(
                 load_pb2.ModelTelemetry(
                     model=model,
@@ -615,55 +606,3 @@ class Router:
         for held in self._held.values():
             if held.waker is not None:
                 held.waker.cancel()
-
-
-# ---- answers built from model configs -------------------------------------------------
-
-
-def _datatype(config_type: int) -> str:
-    name = model_config_pb2.DataType.Name(config_type).removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
-
-
-def metadata_from_config(config: model_config_pb2.ModelConfig) -> service_pb2.ModelMetadataResponse:
-    """What Triton's ModelMetadata says for a model, built from its config (batching adds a leading -1)."""
-    batch = [-1] if config.max_batch_size > 0 else []
-
-    def tensors(items: Any) -> list[service_pb2.ModelMetadataResponse.TensorMetadata]:
-        return [
-            service_pb2.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=_datatype(t.data_type), shape=[*batch, *t.dims]) for t in items
-        ]
-
-    return service_pb2.ModelMetadataResponse(
-        name=config.name, versions=["1"], platform=config.platform or config.backend, inputs=tensors(config.input), outputs=tensors(config.output)
-    )
-
-
-def sum_statistics(model: str, replies: list[service_pb2.ModelStatisticsResponse]) -> service_pb2.ModelStatisticsResponse:
-    """One ModelStatisticsResponse with counts and durations summed over replicas, per model version."""
-    merged: dict[tuple[str, str], service_pb2.ModelStatistics] = {}
-    for reply in replies:
-        for stats in reply.model_stats:
-            key = (stats.name, stats.version)
-            total = merged.get(key)
-            if total is None:
-                merged[key] = total = service_pb2.ModelStatistics(name=stats.name, version=stats.version)
-            total.last_inference = max(total.last_inference, stats.last_inference)
-            total.inference_count += stats.inference_count
-            total.execution_count += stats.execution_count
-            for field_descriptor in service_pb2.InferStatistics.DESCRIPTOR.fields:
-                target = getattr(total.inference_stats, field_descriptor.name)
-                source = getattr(stats.inference_stats, field_descriptor.name)
-                target.count += source.count
-                target.ns += source.ns
-            by_size = {b.batch_size: b for b in total.batch_stats}
-            for batch in stats.batch_stats:
-                into = by_size.get(batch.batch_size)
-                if into is None:
-                    into = by_size[batch.batch_size] = total.batch_stats.add(batch_size=batch.batch_size)
-                for name in ("compute_input", "compute_infer", "compute_output"):
-                    getattr(into, name).count += getattr(batch, name).count
-                    getattr(into, name).ns += getattr(batch, name).ns
-    if not merged:
-        merged[(model, "1")] = service_pb2.ModelStatistics(name=model, version="1")
-    return service_pb2.ModelStatisticsResponse(model_stats=list(merged.values()))

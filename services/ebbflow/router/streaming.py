@@ -23,7 +23,7 @@ from ebbflow.router.core import MalformedRequest, read_request_head, read_stream
 from ebbflow.router.refusal import Refusal
 
 if TYPE_CHECKING:
-    from ebbflow.router.server import ModelInstruments, Router, Upstream
+    from ebbflow.router.server import ModelBooks, Router, Upstream
 
 _END = object()
 
@@ -42,7 +42,7 @@ class _Link:
     model: str
     upstream: "Upstream"
     call: Any
-    instruments: "ModelInstruments"
+    books: "ModelBooks"
     decoupled: bool
     owed: dict[str, collections.deque[_Sent]] = field(default_factory=dict)
     pump: asyncio.Task[None] | None = None
@@ -58,7 +58,7 @@ class StreamRelay:
         self.context = context
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self.links: dict[str, _Link] = {}
-        self.metadata = router._upstream_metadata(context)
+        self.metadata = router.upstream_metadata(context)
         self._parts = 0
         self._hold_until = time.monotonic() + router.config.hold_timeout_s
 
@@ -103,8 +103,7 @@ class StreamRelay:
                 now = time.monotonic()
                 link.owed.setdefault(head.id, collections.deque()).append(_Sent(sent_s=now))
                 link.upstream.begin()
-                link.instruments.in_flight.inc()
-                self.router._meter(head.model, now).accept(now)
+                link.books.accept(now)
                 await link.call.write(raw)
             for link in self.links.values():
                 await link.call.done_writing()
@@ -119,7 +118,8 @@ class StreamRelay:
         upstream = await self.router.acquire(model, size, set(), self._hold_until, self.context)
         config = self.router.view.model_configs.get(model)
         decoupled = bool(config and config.model_transaction_policy.decoupled)
-        link = _Link(model, upstream, upstream.stream()(metadata=self.metadata, timeout=self.context.time_remaining()), self.router._instrument(model), decoupled)
+        call = upstream.stream()(metadata=self.metadata, timeout=self.context.time_remaining())
+        link = _Link(model, upstream, call, self.router.books(model, time.monotonic()), decoupled)
         self.links[model] = link
         self._parts += 1
         link.pump = asyncio.create_task(self._pump(link))
@@ -160,10 +160,8 @@ class StreamRelay:
             self._finish(link, sent, grpc.StatusCode.INTERNAL if head.error else grpc.StatusCode.OK, now)
 
     def _finish(self, link: _Link, sent: _Sent, code: grpc.StatusCode, now: float) -> None:
-        link.upstream.end(code, now - sent.sent_s)
-        link.instruments.in_flight.dec()
-        link.instruments.answered(code, now - sent.sent_s)
-        self.router._meter(link.model, now).finish(now, now - sent.sent_s, ok=code == grpc.StatusCode.OK)
+        self.router.finished(link.upstream, code, now - sent.sent_s)
+        link.books.answered(code, now, sent.sent_s)
 
     def _settle(self, link: _Link, code: grpc.StatusCode) -> None:
         """The stream ended: whatever it still owed ends with `code`."""

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 
 from ebbflow.router.server import SERVICE, Router, RouterMetrics
 from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus, connect
+from ebbflow.runtime.bus import Bus, connect, unsubscribe
 from ebbflow.runtime.config import RouterConfig
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.grpc_server import GrpcServer
@@ -75,11 +75,7 @@ class RouterService:
     async def stop(self, grace_s: float = 5.0) -> None:
         self._stop.set()
         await self.server.stop(grace_s)
-        if self._subscription is not None:
-            try:
-                await self._subscription.unsubscribe()
-            except Exception as error:  # NATS already gone
-                log.debug("unsubscribing from load snapshots failed: %s", error)
+        await unsubscribe(self._subscription)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.router.close()
 

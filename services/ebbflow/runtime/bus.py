@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
@@ -99,6 +100,16 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
     await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, max_msgs=100_000)
     await _stream(js, subjects.LIFECYCLE_STREAM, subjects.LIFECYCLE, max_msgs=100_000)
     return bus
+
+
+async def unsubscribe(subscription: Subscription | None) -> None:
+    """End a core NATS subscription; at shutdown NATS may already be gone, which is fine."""
+    if subscription is None:
+        return
+    try:
+        await subscription.unsubscribe()
+    except Exception as error:
+        log.debug("unsubscribing from %s failed: %s", subscription.subject, error)
 
 
 OnPut = Callable[[str, bytes, int], Awaitable[None] | None]

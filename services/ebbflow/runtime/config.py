@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import yaml
 
 from ebbflow.runtime.errors import ConfigError
+from ebbflow.v1 import policy_pb2
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,22 @@ class ActuatorConfig:
     """Drain bound: tritonserver --exit-timeout-secs lets in-flight requests finish, then SIGKILL, seconds."""
 
 
-ROUTING_POLICIES = ("least_outstanding", "power_of_two", "round_robin")
+_ROUTING_PREFIX = "ROUTING_POLICY_"
+ROUTING_POLICIES = tuple(
+    name.removeprefix(_ROUTING_PREFIX).lower() for name in policy_pb2.RoutingPolicy.keys() if name != "ROUTING_POLICY_UNSPECIFIED"
+)
+"""Routing policy names as the config file spells them, from the proto enum (one list for config, proto and router)."""
+
+
+def routing_to_proto(name: str) -> int:
+    return policy_pb2.RoutingPolicy.Value(_ROUTING_PREFIX + name.upper())
+
+
+def routing_from_proto(value: int) -> str:
+    """The config name of a proto routing value; unspecified (or unknown) is the default, least_outstanding."""
+    if value == policy_pb2.ROUTING_POLICY_UNSPECIFIED or value not in policy_pb2.RoutingPolicy.values():
+        return ROUTING_POLICIES[0]
+    return policy_pb2.RoutingPolicy.Name(value).removeprefix(_ROUTING_PREFIX).lower()
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from importlib import util
 from pathlib import Path
 
+import aiohttp
 from google.protobuf import text_format
+from nats.js.kv import KeyValue
 from tritonclient.grpc import model_config_pb2
 
 from ebbflow import REPO_ROOT
 from ebbflow.runtime.errors import ConfigError
-from ebbflow.runtime.process import venv_environment
+from ebbflow.runtime.process import free_port, venv_environment
+from ebbflow.v1 import registry_pb2
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,41 @@ def read_model_configs(repository: Path) -> dict[str, model_config_pb2.ModelConf
     return configs
 
 
+async def publish_model_configs(models: KeyValue, repository: Path) -> None:
+    """Put each repository model's config in the `models` bucket, so routers answer metadata at zero replicas."""
+    for name, config in read_model_configs(repository).items():
+        await models.put(name, config.SerializeToString())
+
+
+def new_replica_entry(
+    model: str, speed_factor: float = 1.0, instances: int = 1, max_batch_size: int = 0, generation: int = 0
+) -> registry_pb2.ReplicaEntry:
+    """A registry entry for a replica about to start on this host, with fresh ports and id."""
+    return registry_pb2.ReplicaEntry(
+        model=model,
+        replica_id=uuid.uuid4().hex[:8],
+        host="127.0.0.1",
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+        instances=instances,
+        max_batch_size=max_batch_size,
+        applied_generation=generation,
+        started_at_unix_s=time.time(),
+        speed_factor=speed_factor,
+    )
+
+
+async def model_ready(session: aiohttp.ClientSession, entry: registry_pb2.ReplicaEntry) -> bool:
+    """One probe of the replica's Triton model-readiness endpoint (False while it cannot answer)."""
+    url = f"http://{entry.host}:{entry.http_port}/v2/models/{entry.model}/ready"
+    try:
+        async with session.get(url) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return False
+
+
 @dataclass(frozen=True)
 class TritonLaunch:
     """Everything needed to start one replica."""
@@ -131,3 +172,21 @@ def triton_launch(
     env["PYTHONPATH"] = ":".join(p for p in [services_dir, env.get("PYTHONPATH", "")] if p)
     env.update(extra_env or {})
     return TritonLaunch(argv=argv, env=env)
+
+
+def replica_launch(
+    install: TritonInstall, backend_dir: Path, repository: Path, entry: registry_pb2.ReplicaEntry, exit_timeout_s: int, time_scale: float
+) -> TritonLaunch:
+    """The tritonserver of one registry entry: its ports, its own shared-memory prefix, the emulator's time scale and speed."""
+    return triton_launch(
+        install,
+        backend_dir,
+        repository,
+        [entry.model],
+        entry.grpc_port,
+        entry.http_port,
+        entry.metrics_port,
+        exit_timeout_s,
+        f"ebbflow_{entry.replica_id}_",
+        {"EBBFLOW_TIME_SCALE": str(time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor)},
+    )

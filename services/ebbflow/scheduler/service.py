@@ -17,8 +17,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus
-from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+from ebbflow.runtime.bus import Bus, unsubscribe
+from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, routing_from_proto, routing_to_proto
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.core import LoadView, ScalingState, decide, initial_decision, resume_state
@@ -27,14 +27,6 @@ from ebbflow.v1 import load_pb2, policy_pb2, scheduling_pb2
 log = logging.getLogger(__name__)
 
 WAKEUP_MEMORY_S = 2.0
-
-
-ROUTING_TO_PROTO = {
-    "least_outstanding": policy_pb2.ROUTING_POLICY_LEAST_OUTSTANDING,
-    "power_of_two": policy_pb2.ROUTING_POLICY_POWER_OF_TWO,
-    "round_robin": policy_pb2.ROUTING_POLICY_ROUND_ROBIN,
-}
-ROUTING_FROM_PROTO = {value: name for name, value in ROUTING_TO_PROTO.items()}
 
 
 def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
@@ -46,7 +38,7 @@ def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
         scale_down_delay_s=policy.scale_down_delay_s,
         instances_per_replica=policy.instances_per_replica,
         max_batch_size=policy.max_batch_size,
-        routing=ROUTING_TO_PROTO[policy.routing],
+        routing=routing_to_proto(policy.routing),
     )
 
 
@@ -59,7 +51,7 @@ def policy_from_proto(message: policy_pb2.ScalingPolicy) -> ModelPolicy:
         scale_down_delay_s=message.scale_down_delay_s,
         instances_per_replica=message.instances_per_replica or 1,
         max_batch_size=message.max_batch_size or 8,
-        routing=ROUTING_FROM_PROTO.get(message.routing, "least_outstanding"),
+        routing=routing_from_proto(message.routing),
     ).validate()
 
 
@@ -212,4 +204,4 @@ class Scheduler:
                 await wait_any(self.config.interval_s, stop, self._wake)
         finally:
             for subscription in subscriptions:
-                await subscription.unsubscribe()
+                await unsubscribe(subscription)
