@@ -5,7 +5,8 @@
    model (no work, so the proxies' cost is what shows) at concurrency 1, 8,
    32 and 64 against: the replica directly, benchmarks/naive_proxy.py, and
    the router (`--router-workers` processes sharing one port). Targets are
-   interleaved per concurrency, so machine noise hits all alike. CPU per
+   interleaved per concurrency over `--rounds` rounds (each round a different
+   target goes first) and pooled, so machine noise hits all alike. CPU per
    request is summed over every proxy process from /proc.
 2. Routing policies. Three `llm` replicas, one 4x slower (the emulator's
    speed factor); closed-loop clients through the router under each routing
@@ -13,7 +14,7 @@
 
 Prints one JSON line, then readable tables. Needs no traces.
 
-    .venv/bin/python benchmarks/router_overhead.py [--seconds 4] [--router-workers 1]
+    .venv/bin/python benchmarks/router_overhead.py [--seconds 2] [--rounds 3] [--router-workers 1]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import grpc  # noqa: E402
@@ -101,19 +103,34 @@ async def closed_loop(address: str, payload: bytes, concurrency: int, seconds: f
     return latencies, errors
 
 
-async def measure(address: str, pids: list[int], payload: bytes, concurrency: int, seconds: float) -> dict[str, float]:
+@dataclass
+class Tally:
+    """One target at one concurrency, pooled over rounds."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+    def result(self, has_processes: bool) -> dict[str, float]:
+        n = len(self.latencies_ms)
+        return {
+            "p50_ms": percentile(self.latencies_ms, 0.5),
+            "p99_ms": percentile(self.latencies_ms, 0.99),
+            "rps": n / self.wall_s if self.wall_s else 0.0,
+            "errors": self.errors,
+            "cpu_ms_per_request": self.cpu_s * 1e3 / n if has_processes and n else 0.0,
+        }
+
+
+async def measure(tally: Tally, address: str, pids: list[int], payload: bytes, concurrency: int, seconds: float) -> None:
     await closed_loop(address, payload, concurrency, min(1.0, seconds / 4))  # warm connections and caches
     cpu_before, wall_before = cpu_seconds(pids), time.perf_counter()
     latencies, errors = await closed_loop(address, payload, concurrency, seconds)
-    wall = time.perf_counter() - wall_before
-    cpu = cpu_seconds(pids) - cpu_before
-    return {
-        "p50_ms": percentile(latencies, 0.5),
-        "p99_ms": percentile(latencies, 0.99),
-        "rps": len(latencies) / wall,
-        "errors": errors,
-        "cpu_ms_per_request": cpu * 1e3 / len(latencies) if pids and latencies else 0.0,
-    }
+    tally.wall_s += time.perf_counter() - wall_before
+    tally.cpu_s += cpu_seconds(pids) - cpu_before
+    tally.latencies_ms += latencies
+    tally.errors += errors
 
 
 async def put_policy(bus: Bus, model: str, **fields: object) -> None:
@@ -147,9 +164,15 @@ async def run(args: argparse.Namespace) -> dict:
         targets = {"direct": (echo.address, []), "naive_proxy": (f"127.0.0.1:{proxy_port}", [proxy.pid]), "router": (router_address, workers.pids)}
         payload = echo_request()
         overhead = []
+        names = list(targets)
         for concurrency in args.concurrency:
-            for name, (address, pids) in targets.items():
-                result = await measure(address, pids, payload, concurrency, args.seconds)
+            tallies = {name: Tally() for name in names}
+            for round_index in range(args.rounds):
+                for name in names[round_index % len(names) :] + names[: round_index % len(names)]:  # rotate who goes first
+                    address, pids = targets[name]
+                    await measure(tallies[name], address, pids, payload, concurrency, args.seconds)
+            for name in names:
+                result = tallies[name].result(bool(targets[name][1]))
                 overhead.append({"concurrency": concurrency, "target": name, **result})
                 print(f"  c={concurrency:<3} {name:<12} p50 {result['p50_ms']:.2f} ms  {result['rps']:.0f} req/s", file=sys.stderr)
 
@@ -164,14 +187,14 @@ async def run(args: argparse.Namespace) -> dict:
             await put_policy(bus, "llm", routing=routing)
             await asyncio.sleep(0.5)
             before = await served_by(slow.address)
-            latencies, errors = await closed_loop(router_address, llm_request("a short prompt of six words", 40), args.policy_clients, args.seconds * 2)
+            latencies, errors = await closed_loop(router_address, llm_request("a short prompt of six words", 40), args.policy_clients, args.seconds * args.rounds)
             slow_count = await served_by(slow.address) - before
             policies.append(
                 {
                     "routing": routing,
                     "p50_ms": percentile(latencies, 0.5),
                     "p99_ms": percentile(latencies, 0.99),
-                    "rps": len(latencies) / (args.seconds * 2),
+                    "rps": len(latencies) / (args.seconds * args.rounds),
                     "errors": errors,
                     "slow_replica_share": slow_count / max(1, len(latencies)),
                 }
@@ -214,7 +237,8 @@ def summarize(result: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per target and concurrency")
+    parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per target, concurrency and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per concurrency (targets take turns going first)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--router-workers", type=int, default=1, help="router processes sharing the port")
     parser.add_argument("--llm-time-scale", type=float, default=0.02, help="emulated time scale of the llm replicas in the policy comparison")
