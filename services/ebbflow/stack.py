@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ebbflow.actuator.local import ActuatorMetrics, LocalActuator
+from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.router.worker import RouterService, RouterWorkers
 from ebbflow.runtime.bus import Bus, connect
@@ -28,7 +29,7 @@ from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, import_policies
 from ebbflow.status import StatusService
-from ebbflow.v1 import status_pb2, status_pb2_grpc
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, status_pb2, status_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,13 @@ class Stack:
             MultiProcessCollector(self.metrics_registry, path=str(metrics_dir))
         router_address = f"{router_config.host}:{router_port}"
 
-        self.control_server = control_server = GrpcServer([status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name])
+        self.control_server = control_server = GrpcServer(
+            [status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name, collector_pb2.DESCRIPTOR.services_by_name["CollectorService"].full_name]
+        )
         status_pb2_grpc.add_StatusServiceServicer_to_server(
             StatusService(self.view, actuator.desired, self.collector.latest, router_address), control_server.server
         )
+        collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), control_server.server)
         control_port = control_server.bind("127.0.0.1", 0)
         await control_server.start()
         self.metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=self.metrics_registry)

@@ -1,4 +1,14 @@
-"""The collector's shell: scrape ready replicas, merge router telemetry, publish LoadSnapshots."""
+"""The collector's shell: scrape ready replicas, merge router telemetry, publish and keep LoadSnapshots.
+
+Every `interval_s`, on a fixed cadence:
+1. scrape every ready replica's /metrics concurrently (keep-alive, timeout);
+2. build each model's LoadSnapshot (last interval plus trailing windows);
+3. publish it on NATS, hand it to WatchSnapshots streams, export it on
+   /metrics, and add a row to the model's history.
+History rows go to JetStream every `history_flush_s` (fine rows) and at each
+completed coarse step, and are read back at start, so a restarted collector
+still answers GetHistory for the time before it.
+"""
 
 from __future__ import annotations
 
@@ -8,41 +18,133 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+import numpy as np
 from google.protobuf.message import DecodeError
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from nats.js.api import DeliverPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ebbflow.collector.core import ReplicaRates, RouterWindow, Scrape, is_stale, merge_router_windows, parse_metrics, replica_rates
+from ebbflow.collector.core import ReplicaRates, ReplicaTrack, RouterWindow, combine_replicas, merge_router_windows, scrape_of
+from ebbflow.collector.history import ModelHistory, Rows, WindowStats, from_chunk, row, to_chunk
+from ebbflow.collector.metrics_text import parse_metrics_text
 from ebbflow.router.core import LATENCY_BUCKETS_S, histogram_quantile
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe
-from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.config import CollectorConfig
+from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import READY, RegistryView
-from ebbflow.v1 import load_pb2, registry_pb2
+from ebbflow.v1 import collector_pb2, load_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
 
 FRESH = load_pb2.DATA_STATUS_FRESH
 STALE = load_pb2.DATA_STATUS_STALE
 UNKNOWN = load_pb2.DATA_STATUS_UNKNOWN
-
-
-@dataclass
-class ReplicaTrack:
-    """Scrape history of one replica: the last two successful scrapes and the rates between them."""
-
-    previous: Scrape | None = None
-    current: Scrape | None = None
-    rates: ReplicaRates | None = None
+BOUNDS = LATENCY_BUCKETS_S
+WATCH_QUEUE = 16
 
 
 class CollectorMetrics:
+    """The collector's own health and the load picture, re-exported for dashboards (README "Metrics")."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.scrape_errors = Counter("ebbflow_collector_scrape_errors", "Failed /metrics scrapes", ["model", "replica"], registry=registry)
-        self.arrival_rps = Gauge("ebbflow_model_arrival_rps", "Requests offered per second (demand)", ["model"], registry=registry)
-        self.in_flight = Gauge("ebbflow_model_in_flight", "Time-averaged in-flight requests at the routers", ["model"], registry=registry)
-        self.ready_replicas = Gauge("ebbflow_model_ready_replicas", "Ready replicas", ["model"], registry=registry)
-        self.fresh = Gauge("ebbflow_model_load_fresh", "1 when the model's load data is fresh, else 0", ["model"], registry=registry)
+        def model_gauge(name: str, help_text: str) -> Gauge:
+            return Gauge(f"ebbflow_model_{name}", help_text, ["model"], registry=registry)
+
+        def replica_gauge(name: str, help_text: str) -> Gauge:
+            return Gauge(f"ebbflow_replica_{name}", help_text, ["model", "replica"], registry=registry)
+
+        self.scrapes = Counter("ebbflow_collector_scrapes", "Replica /metrics scrapes by result", ["result"], registry=registry)
+        self.scrape_seconds = Histogram(
+            "ebbflow_collector_scrape_seconds", "Wall time of one round of scrapes", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=registry
+        )
+        self.history_writes = Counter("ebbflow_collector_history_writes", "History chunks written to JetStream by result", ["result"], registry=registry)
+        self.model = {
+            "fresh": model_gauge("load_fresh", "1 when the model's router telemetry is fresh, else 0"),
+            "arrival_rps": model_gauge("arrival_rps", "Requests offered per second (demand), last interval"),
+            "in_flight": model_gauge("in_flight", "Time-averaged in-flight requests at the routers, last interval"),
+            "ready_replicas": model_gauge("ready_replicas", "Ready replicas"),
+            "stale_replicas": model_gauge("stale_replicas", "Ready replicas whose metrics are stale"),
+            "latency_p50_seconds": model_gauge("latency_p50_seconds", "Median router latency, last interval"),
+            "latency_p99_seconds": model_gauge("latency_p99_seconds", "99th percentile router latency, last interval"),
+            "in_system": model_gauge("in_system", "Requests inside Triton, summed over replicas"),
+            "queued": model_gauge("queued", "Requests queued inside Triton, summed over replicas"),
+            "pending_requests": model_gauge("pending_requests", "Triton pending requests, summed over replicas"),
+            "batch_efficiency": model_gauge("batch_efficiency", "Inferences per model execution"),
+            "inference_rps": model_gauge("inference_rps", "Inferences completed per second"),
+            "prompt_tokens_per_second": model_gauge("prompt_tokens_per_second", "Prompt tokens processed per second"),
+            "generated_tokens_per_second": model_gauge("generated_tokens_per_second", "Output tokens generated per second"),
+            "gpu_utilization": model_gauge("gpu_utilization", "Mean GPU utilisation of the model's replicas [0, 1]"),
+        }
+        self.window = {
+            "arrival_rps": Gauge("ebbflow_model_window_arrival_rps", "Requests offered per second over a trailing window", ["model", "window"], registry=registry),
+            "in_flight": Gauge("ebbflow_model_window_in_flight", "In-flight requests over a trailing window", ["model", "window"], registry=registry),
+            "latency_p99_seconds": Gauge("ebbflow_model_window_latency_p99_seconds", "99th percentile router latency over a trailing window", ["model", "window"], registry=registry),
+        }
+        self.replica = {
+            "fresh": replica_gauge("metrics_fresh", "1 when the replica's /metrics scrape is fresh, else 0"),
+            "scrape_age_seconds": replica_gauge("scrape_age_seconds", "Seconds since the last successful scrape"),
+            "in_system": replica_gauge("in_system", "Requests inside Triton"),
+            "queued": replica_gauge("queued", "Requests queued inside Triton"),
+            "pending_requests": replica_gauge("pending_requests", "Triton pending requests"),
+            "batch_efficiency": replica_gauge("batch_efficiency", "Inferences per model execution"),
+            "inference_rps": replica_gauge("inference_rps", "Inferences completed per second"),
+            "failure_rps": replica_gauge("failure_rps", "Failed requests per second"),
+            "kv_cache_usage": replica_gauge("kv_cache_usage", "KV-cache usage ratio"),
+            "gpu_utilization": replica_gauge("gpu_utilization", "Mean GPU utilisation [0, 1]"),
+            "gpu_memory_used_bytes": replica_gauge("gpu_memory_used_bytes", "GPU memory used"),
+            "cpu_utilization": replica_gauge("cpu_utilization", "Host CPU utilisation [0, 1]"),
+        }
+        self._replica_labels: set[tuple[str, str]] = set()
+
+    def export(self, snapshot: load_pb2.LoadSnapshot, windows_s: tuple[float, ...]) -> None:
+        model = snapshot.model
+        fresh = snapshot.status == FRESH
+        self.model["fresh"].labels(model).set(1.0 if fresh else 0.0)
+        self.model["ready_replicas"].labels(model).set(snapshot.ready_replicas)
+        self.model["stale_replicas"].labels(model).set(snapshot.stale_replicas)
+        if fresh:  # unknown load keeps its last exported value rather than dropping to zero
+            self.model["arrival_rps"].labels(model).set(snapshot.arrival_rps)
+            self.model["in_flight"].labels(model).set(snapshot.in_flight)
+            self.model["latency_p50_seconds"].labels(model).set(snapshot.latency_p50_s)
+            self.model["latency_p99_seconds"].labels(model).set(snapshot.latency_p99_s)
+        for name in ("in_system", "queued", "pending_requests", "batch_efficiency", "inference_rps", "gpu_utilization"):
+            self.model[name].labels(model).set(getattr(snapshot, name))
+        self.model["prompt_tokens_per_second"].labels(model).set(snapshot.prompt_tokens_per_s)
+        self.model["generated_tokens_per_second"].labels(model).set(snapshot.generated_tokens_per_s)
+        for window in snapshot.windows:
+            label = f"{window.window_s:g}s"
+            if window.fresh_intervals:
+                self.window["arrival_rps"].labels(model, label).set(window.arrival_rps)
+                self.window["in_flight"].labels(model, label).set(window.in_flight)
+                self.window["latency_p99_seconds"].labels(model, label).set(window.latency_p99_s)
+
+    def export_replicas(self, snapshots: list[load_pb2.LoadSnapshot]) -> None:
+        seen: set[tuple[str, str]] = set()
+        for snapshot in snapshots:
+            for replica in snapshot.replicas:
+                labels = (snapshot.model, replica.replica_id)
+                seen.add(labels)
+                self.replica["fresh"].labels(*labels).set(1.0 if replica.status == FRESH else 0.0)
+                self.replica["scrape_age_seconds"].labels(*labels).set(replica.age_s)
+                for name, gauge in self.replica.items():
+                    if name not in ("fresh", "scrape_age_seconds"):
+                        gauge.labels(*labels).set(getattr(replica, name))
+        for labels in self._replica_labels - seen:  # replicas gone from the registry leave the dashboards
+            for gauge in self.replica.values():
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
+        self._replica_labels = seen
+
+
+@dataclass
+class Unflushed:
+    """History rows not yet in JetStream (kept, bounded, while NATS is unavailable)."""
+
+    fine: list[Rows]
+    coarse: list[Rows]
 
 
 class Collector:
@@ -51,9 +153,92 @@ class Collector:
         self.bus = bus
         self.view = view
         self.metrics = metrics
+        self.windows_s = tuple(sorted(config.windows_s))
         self._windows: dict[str, dict[str, RouterWindow]] = {}
         self._tracks: dict[str, ReplicaTrack] = {}
+        self.history: dict[str, ModelHistory] = {}
+        self._unflushed: dict[str, Unflushed] = {}
         self.latest: dict[str, load_pb2.LoadSnapshot] = {}
+        self._watchers: set[asyncio.Queue[dict[str, load_pb2.LoadSnapshot]]] = set()
+        self.restored = asyncio.Event()
+
+    # -- history ---------------------------------------------------------------------------------
+
+    def _history(self, model: str) -> ModelHistory:
+        if model not in self.history:
+            c = self.config
+            self.history[model] = ModelHistory(c.interval_s, c.history_fine_s, c.history_coarse_step_s, c.history_keep_s, BOUNDS)
+        return self.history[model]
+
+    async def _ensure_streams(self) -> None:
+        c = self.config
+        for name, prefix, keep_s in (
+            (subjects.HISTORY_FINE_STREAM, subjects.HISTORY_FINE, c.history_fine_s),
+            (subjects.HISTORY_COARSE_STREAM, subjects.HISTORY_COARSE, c.history_keep_s),
+        ):
+            config = StreamConfig(name=name, subjects=[f"{prefix}.>"], max_age=keep_s)
+            try:
+                await self.bus.js.stream_info(name)
+                await self.bus.js.update_stream(config)
+            except NotFoundError:
+                await self.bus.js.add_stream(config)
+
+    async def _read_stream(self, stream: str, prefix: str) -> dict[str, list[Rows]]:
+        """Every persisted chunk of a history stream, by model, oldest first."""
+        found: dict[str, list[Rows]] = {}
+        info = await self.bus.js.stream_info(stream)
+        if not info.state.messages:
+            return found
+        subscription = await self.bus.js.subscribe(f"{prefix}.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        try:
+            while True:
+                try:
+                    message = await subscription.next_msg(timeout=2.0)
+                except asyncio.TimeoutError:
+                    break
+                try:
+                    chunk = collector_pb2.HistoryChunk.FromString(message.data)
+                except DecodeError:
+                    log.warning("skipping an undecodable history chunk on %s", message.subject)
+                else:
+                    found.setdefault(chunk.model, []).append(from_chunk(chunk, BOUNDS))
+                if message.metadata.num_pending == 0:
+                    break
+        finally:
+            await subscription.unsubscribe()
+        return found
+
+    async def restore_history(self) -> None:
+        """Refill every model's history from JetStream (after a restart)."""
+        fine = await self._read_stream(subjects.HISTORY_FINE_STREAM, subjects.HISTORY_FINE)
+        coarse = await self._read_stream(subjects.HISTORY_COARSE_STREAM, subjects.HISTORY_COARSE)
+        buckets = len(BOUNDS) + 1
+        for model in set(fine) | set(coarse):
+            self._history(model).restore(
+                Rows.concat(Rows.empty(buckets), *fine.get(model, [])), Rows.concat(Rows.empty(buckets), *coarse.get(model, []))
+            )
+        if fine or coarse:
+            log.info("history restored for %d model(s) from JetStream", len(set(fine) | set(coarse)))
+
+    async def flush_history(self, include_fine: bool = True) -> None:
+        """Write pending rows to JetStream; on failure they stay pending for the next flush."""
+        for model, pending in self._unflushed.items():
+            for tier, prefix, step in (("coarse", subjects.HISTORY_COARSE, self.config.history_coarse_step_s), ("fine", subjects.HISTORY_FINE, self.config.interval_s)):
+                blocks: list[Rows] = getattr(pending, tier)
+                if not blocks or (tier == "fine" and not include_fine):
+                    continue
+                rows = Rows.concat(*blocks)
+                try:
+                    await self.bus.js.publish(f"{prefix}.{model}", to_chunk(model, step, rows, BOUNDS).SerializeToString(), timeout=2.0)
+                except Exception as error:  # NATS away: keep the rows, bounded to what the ring holds anyway
+                    self.metrics.history_writes.labels("error").inc()
+                    log.warning("persisting %s history of %s failed (kept for the next try): %s", tier, model, error)
+                    setattr(pending, tier, [rows.since(rows.times[-1] - self.config.history_fine_s)])
+                    continue
+                self.metrics.history_writes.labels("ok").inc()
+                setattr(pending, tier, [])
+
+    # -- inputs ----------------------------------------------------------------------------------
 
     async def _on_telemetry(self, msg) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -74,43 +259,52 @@ class Collector:
             )
 
     async def _scrape(self, session: aiohttp.ClientSession, key: str, replica: registry_pb2.ReplicaEntry) -> None:
+        track = self._tracks.setdefault(key, ReplicaTrack(keep_s=max(self.windows_s) + self.config.interval_s))
         url = f"http://{replica.host}:{replica.metrics_port}/metrics"
         try:
             async with session.get(url) as response:
                 response.raise_for_status()
                 text = await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            self.metrics.scrape_errors.labels(replica.model, replica.replica_id).inc()
+            self.metrics.scrapes.labels("error").inc()
+            track.failed(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
             log.debug("scrape of %s failed: %s", url, error)
             return
-        track = self._tracks.setdefault(key, ReplicaTrack())
-        track.previous, track.current = track.current, Scrape(time.monotonic(), parse_metrics(text, replica.model))
-        if track.previous is not None:
-            track.rates = replica_rates(track.previous, track.current) or track.rates
+        self.metrics.scrapes.labels("ok").inc()
+        now = time.monotonic()
+        track.observe(scrape_of(parse_metrics_text(text), replica.model, now), now)
+
+    # -- the picture -----------------------------------------------------------------------------
+
+    def _replica_load(self, entry: registry_pb2.ReplicaEntry, now: float, window_s: float) -> tuple[load_pb2.ReplicaLoad, ReplicaRates | None]:
+        track = self._tracks.get(subjects.replica_key(entry.model, entry.replica_id)) or ReplicaTrack(keep_s=0.0)
+        fresh, reason = track.status(now, self.config.stale_after_s)
+        rates = track.rates(now, window_s)
+        values = rates or ReplicaRates()
+        load = load_pb2.ReplicaLoad(
+            replica_id=entry.replica_id,
+            address=f"{entry.host}:{entry.grpc_port}",
+            status=FRESH if fresh else STALE,
+            status_reason=reason,
+            age_s=now - track.last_success_s if track.last_success_s is not None else -1.0,
+            **{name: getattr(values, name) for name in REPLICA_FIELDS},
+        )
+        return load, rates
 
     def snapshot(self, model: str, now: float, wall: float) -> load_pb2.LoadSnapshot:
+        """The model's last interval, with a history row added and its trailing windows."""
         merged = merge_router_windows(model, self._windows.get(model, {}).values(), now, self.config.stale_after_s)
         ready = self.view.ready(model)
-        replicas = []
+        replicas, rates = [], []
         for entry in ready:
-            track = self._tracks.get(subjects.replica_key(entry.model, entry.replica_id), ReplicaTrack())
-            last = track.current.time_s if track.current else None
-            rates = track.rates or ReplicaRates(0.0, 0.0, 0.0, 0.0, 0.0)
-            replicas.append(
-                load_pb2.ReplicaLoad(
-                    replica_id=entry.replica_id,
-                    address=f"{entry.host}:{entry.grpc_port}",
-                    status=STALE if is_stale(last, now, self.config.stale_after_s) or track.rates is None else FRESH,
-                    in_system=rates.in_system,
-                    queued=rates.queued,
-                    pending_requests=rates.pending_requests,
-                    batch_efficiency=rates.batch_efficiency,
-                    inference_rps=rates.inference_rps,
-                    age_s=now - last if last is not None else -1.0,
-                )
-            )
+            load, replica_rates = self._replica_load(entry, now, self.config.interval_s)
+            replicas.append(load)
+            if replica_rates is not None:
+                rates.append(replica_rates)
+        triton = combine_replicas(rates)
         counts = merged.latency_counts
-        return load_pb2.LoadSnapshot(
+        stale = sum(1 for r in replicas if r.status != FRESH)
+        snapshot = load_pb2.LoadSnapshot(
             model=model,
             time_unix_s=wall,
             window_s=self.config.interval_s,
@@ -119,43 +313,113 @@ class Collector:
             arrival_rps=merged.arrival_rps,
             in_flight=merged.in_flight,
             ready_replicas=len(ready),
+            stale_replicas=stale,
             replicas=replicas,
             latency=load_pb2.LatencyHistogram(upper_bounds_s=LATENCY_BUCKETS_S, counts=counts, sum_s=merged.latency_sum_s),
             latency_p50_s=histogram_quantile(counts, 0.5),
+            latency_p90_s=histogram_quantile(counts, 0.9),
             latency_p99_s=histogram_quantile(counts, 0.99),
+            **{name: getattr(triton, name) for name in TRITON_FIELDS},
+        )
+        history = self._history(model)
+        values = {name: getattr(snapshot, name) for name in ("arrival_rps", "in_flight", "ready_replicas", *TRITON_FIELDS)}
+        values["fresh"] = 1.0 if merged.fresh else 0.0
+        latency = [0.0] * history.buckets
+        for i, count in enumerate(counts[: history.buckets]):
+            latency[i] = float(count)
+        interval = self.config.interval_s
+        new = Rows(np.array([wall - interval]), row(values, interval)[None, :], np.array([latency], dtype=np.float32))
+        completed = history.add(new)
+        pending = self._unflushed.setdefault(model, Unflushed([], []))
+        pending.fine.append(new)
+        if len(completed):
+            pending.coarse.append(completed)
+        for window_s in self.windows_s:
+            snapshot.windows.append(self._window(history.window(wall, window_s), ready, now))
+        return snapshot
+
+    def _window(self, stats: WindowStats, ready: list[registry_pb2.ReplicaEntry], now: float) -> load_pb2.WindowLoad:
+        counts = stats.latency.tolist()
+        return load_pb2.WindowLoad(
+            window_s=stats.window_s,
+            intervals=stats.intervals,
+            fresh_intervals=stats.fresh_intervals,
+            arrival_rps=stats.values["arrival_rps"],
+            in_flight=stats.values["in_flight"],
+            latency=load_pb2.LatencyHistogram(upper_bounds_s=LATENCY_BUCKETS_S, counts=[round(c) for c in counts]),
+            latency_p50_s=histogram_quantile(counts, 0.5),
+            latency_p90_s=histogram_quantile(counts, 0.9),
+            latency_p99_s=histogram_quantile(counts, 0.99),
+            ready_replicas_min=stats.ready_min,
+            ready_replicas_max=stats.ready_max,
+            replicas=[self._replica_load(entry, now, stats.window_s)[0] for entry in ready],
+            **{name: stats.values[name] for name in TRITON_FIELDS},
         )
 
+    # -- the loop --------------------------------------------------------------------------------
+
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._ensure_streams()
+            await self.restore_history()
+        except Exception as error:  # history is a convenience; the live picture must not wait for it
+            log.warning("history could not be restored from JetStream: %s", error)
+        self.restored.set()
         subscription = await self.bus.nc.subscribe(subjects.ROUTER_TELEMETRY, cb=self._on_telemetry)
         timeout = aiohttp.ClientTimeout(total=self.config.scrape_timeout_s)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=max(30.0, 3 * self.config.interval_s))
+        next_tick = time.monotonic()
+        next_flush = next_tick + self.config.history_flush_s
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
                 while not stop.is_set():
-                    await wait_any(self.config.interval_s, stop)
-                    if not stop.is_set():
-                        await self.tick(session)
+                    next_tick += self.config.interval_s
+                    await wait_any(max(0.0, next_tick - time.monotonic()), stop)
+                    if stop.is_set():
+                        break
+                    if time.monotonic() - next_tick > self.config.interval_s:  # fell behind: skip, don't burst
+                        next_tick = time.monotonic()
+                    await self.tick(session)
+                    if time.monotonic() >= next_flush:
+                        next_flush += self.config.history_flush_s
+                        await self.flush_history()
         finally:
             await unsubscribe(subscription)
+            await self.flush_history()
 
     async def tick(self, session: aiohttp.ClientSession) -> None:
         ready = {key: r for key, r in self.view.replicas.items() if r.state == READY}
         for key in set(self._tracks) - set(ready):
             del self._tracks[key]
+        started = time.monotonic()
         await asyncio.gather(*(self._scrape(session, key, replica) for key, replica in ready.items()))
+        self.metrics.scrape_seconds.observe(time.monotonic() - started)
         now, wall = time.monotonic(), time.time()
-        for model in sorted(self.view.known_models()):
+        snapshots = {}
+        for model in sorted(self.view.known_models() | set(self._windows)):
             snapshot = self.snapshot(model, now, wall)
+            snapshots[model] = snapshot
             self.latest[model] = snapshot
-            self._export(snapshot)
+            self.metrics.export(snapshot, self.windows_s)
             try:
                 await self.bus.nc.publish(subjects.load_subject(model), snapshot.SerializeToString())
             except Exception as error:  # loss-tolerant: the next interval publishes again
                 log.warning("publishing the load snapshot of %s failed: %s", model, error)
+        self.metrics.export_replicas(list(snapshots.values()))
+        for queue in self._watchers:
+            if queue.full():  # a slow watcher skips an interval rather than holding the collector up
+                queue.get_nowait()
+            queue.put_nowait(snapshots)
 
-    def _export(self, snapshot: load_pb2.LoadSnapshot) -> None:
-        fresh = snapshot.status == FRESH
-        self.metrics.fresh.labels(snapshot.model).set(1.0 if fresh else 0.0)
-        self.metrics.ready_replicas.labels(snapshot.model).set(snapshot.ready_replicas)
-        if fresh:
-            self.metrics.arrival_rps.labels(snapshot.model).set(snapshot.arrival_rps)
-            self.metrics.in_flight.labels(snapshot.model).set(snapshot.in_flight)
+    def watch(self) -> asyncio.Queue[dict[str, load_pb2.LoadSnapshot]]:
+        queue: asyncio.Queue[dict[str, load_pb2.LoadSnapshot]] = asyncio.Queue(maxsize=WATCH_QUEUE)
+        self._watchers.add(queue)
+        return queue
+
+    def unwatch(self, queue: asyncio.Queue[dict[str, load_pb2.LoadSnapshot]]) -> None:
+        self._watchers.discard(queue)
+
+
+TRITON_FIELDS = ("in_system", "queued", "pending_requests", "batch_efficiency", "inference_rps", "prompt_tokens_per_s", "generated_tokens_per_s", "gpu_utilization")
+REPLICA_FIELDS = tuple(name for name in ReplicaRates.__dataclass_fields__)
+

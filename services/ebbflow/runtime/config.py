@@ -51,6 +51,16 @@ class CollectorConfig:
     """Timeout of one /metrics scrape, seconds; must be below interval_s."""
     stale_after_s: float = 3.0
     """Data older than this is stale (never read as zero), seconds."""
+    windows_s: tuple[float, ...] = (6.0, 60.0)
+    """Trailing windows each snapshot also reports (Knative's panic and stable windows), seconds."""
+    history_fine_s: float = 3600.0
+    """How long history keeps one row per interval, seconds."""
+    history_coarse_step_s: float = 60.0
+    """Step of the long-term history rows, seconds."""
+    history_keep_s: float = 7 * 86400.0
+    """How long the long-term history is kept (in memory and in JetStream), seconds."""
+    history_flush_s: float = 10.0
+    """How often new history rows are persisted to JetStream, seconds."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,9 @@ def _section(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
                 values[name] = int(value)
             elif target in ("float", float):
                 values[name] = float(value)
+            elif target == "tuple[float, ...]":
+                items = value.split(",") if isinstance(value, str) else value
+                values[name] = tuple(float(item) for item in items)
             else:
                 values[name] = str(value)
         except (TypeError, ValueError):
@@ -189,6 +202,12 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError(f"collector.interval_s must be 0.1-10, got {c.interval_s}")
     if not 0 < c.scrape_timeout_s < c.interval_s:
         raise ConfigError("collector.scrape_timeout_s must be > 0 and below collector.interval_s")
+    if not c.windows_s or any(not c.interval_s <= w <= c.history_fine_s for w in c.windows_s):
+        raise ConfigError(f"collector.windows_s must each lie between interval_s and history_fine_s, got {list(c.windows_s)}")
+    if not c.interval_s <= c.history_coarse_step_s <= c.history_fine_s <= c.history_keep_s:
+        raise ConfigError("collector: need interval_s <= history_coarse_step_s <= history_fine_s <= history_keep_s")
+    if not 0 < c.history_flush_s <= c.history_fine_s:
+        raise ConfigError(f"collector.history_flush_s must be in (0, history_fine_s], got {c.history_flush_s}")
     if not 0.1 <= config.router.telemetry_interval_s <= 10:
         raise ConfigError(f"router.telemetry_interval_s must be 0.1-10, got {config.router.telemetry_interval_s}")
     if not 0 < config.actuator.time_scale <= 10:

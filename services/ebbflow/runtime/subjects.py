@@ -26,6 +26,10 @@ DECISIONS_STREAM = "DECISIONS"
 DECISIONS = "ebbflow.decisions"  # DECISIONS.<model>: ScalingDecision
 LIFECYCLE_STREAM = "LIFECYCLE"
 LIFECYCLE = "ebbflow.lifecycle"  # LIFECYCLE.<model>: LifecycleEvent
+HISTORY_FINE_STREAM = "HISTORY_FINE"
+HISTORY_FINE = "ebbflow.history.fine"  # HISTORY_FINE.<model>: HistoryChunk, one row per collector interval
+HISTORY_COARSE_STREAM = "HISTORY_COARSE"
+HISTORY_COARSE = "ebbflow.history.coarse"  # HISTORY_COARSE.<model>: HistoryChunk of long-term rows
 
 
 def decision_subject(model: str) -> str:
