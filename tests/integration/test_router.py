@@ -10,14 +10,10 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import grpc
 import pytest
-import pytest_asyncio
 import tritonclient.grpc as triton_grpc
 import tritonclient.grpc.aio as triton_aio
 from hypothesis import HealthCheck, given, settings
@@ -25,74 +21,17 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
-from ebbflow.actuator.static import StaticReplicas
 from ebbflow.emulator.tokens import emit_tokens
-from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus, connect
-from ebbflow.runtime.config import ModelPolicy, RouterConfig
-from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.service import policy_to_proto
 from ebbflow.v1 import registry_pb2
 from tests.conftest import expected_output, llm_inputs, wait_for
-from tests.integration.conftest import reset_jetstream
+from tests.integration.conftest import RouterBed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 PROMPT = "alpha beta gamma delta"
-TIME_SCALE = 0.05  # a 40-token llm answer takes ~26 ms
-
-
-@dataclass
-class RouterBed:
-    bus: Bus
-    view: RegistryView
-    replicas: StaticReplicas
-    routers: list[RouterService]
-    registries: list[CollectorRegistry]
-
-    async def policy(self, model: str, **fields: object) -> None:
-        await self.bus.policies.put(model, policy_to_proto(ModelPolicy(model=model, **fields).validate()).SerializeToString())  # type: ignore[arg-type]
-        await wait_for(lambda: model in self.view.policies, 5, f"policy of {model} in the view")
-
-    async def router(self, **settings_: object) -> str:
-        config = replace(RouterConfig(port=0, hold_timeout_s=20.0), **settings_)  # type: ignore[arg-type]
-        self.registries.append(CollectorRegistry())
-        service = RouterService(config, self.bus, self.view, self.registries[-1])
-        self.routers.append(service)
-        port = await service.start()
-        return f"127.0.0.1:{port}"
-
-    def metric(self, name: str, **labels: str) -> float:
-        """A sample from the newest router's metrics."""
-        return self.registries[-1].get_sample_value(name, labels) or 0.0
-
-    async def wait_routable(self, model: str, count: int) -> None:
-        await wait_for(lambda: all(len(r.router._ready.get(model, ())) == count for r in self.routers), 10, f"{count} routable {model}")
-
-
-@pytest_asyncio.fixture
-async def testbed(nats_url: str, tmp_path: Path) -> AsyncIterator[RouterBed]:
-    await reset_jetstream(nats_url)
-    bus = await connect(nats_url, name="router-test")
-    stop = asyncio.Event()
-    view = RegistryView()
-    watcher = asyncio.create_task(view.run(bus, stop))
-    await view.wait_loaded(10)
-    replicas = StaticReplicas(bus, tmp_path / "state", TIME_SCALE)
-    await replicas.publish_model_configs()
-    await wait_for(lambda: "llm_stream" in view.model_configs, 5, "model configs in the view")
-    bed = RouterBed(bus, view, replicas, [], [])
-    yield bed
-    for service in bed.routers:
-        await service.stop(grace_s=0.5)
-    await replicas.stop()
-    stop.set()
-    await asyncio.gather(watcher, return_exceptions=True)
-    await bus.close()
 
 
 async def closed_loop(address: str, clients: int, requests_each: int, max_tokens: int = 40) -> list[str]:

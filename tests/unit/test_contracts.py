@@ -3,7 +3,6 @@
 import ast
 import filecmp
 import importlib.util
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]

@@ -57,23 +57,35 @@ class StaticReplicas:
     async def start(self, model: str, speed_factor: float = 1.0, register: bool = True, ready_timeout_s: float = 60.0) -> StaticReplica:
         """Start one replica, wait until Triton says the model is ready, and (by default) register it READY."""
         entry = new_replica_entry(model, speed_factor=speed_factor)
-        launch = replica_launch(self.install, self.backend_dir, self.repository, entry, 5, self.time_scale)
-        child = await spawn(f"tritonserver {model}.{entry.replica_id}", launch.argv, self.state_dir / "logs" / f"triton-{entry.replica_id}.log", launch.env)
-        replica = StaticReplica(entry, child)
+        replica = StaticReplica(entry, await self._launch(entry, ready_timeout_s))
         self.replicas.append(replica)
+        if register:
+            await self.set_state(replica, registry_pb2.REPLICA_STATE_READY)
+        return replica
+
+    async def restart(self, replica: StaticReplica, ready_timeout_s: float = 60.0) -> None:
+        """Kill the replica's tritonserver and start a new one on the same ports, registry untouched:
+        what a supervisor restarting a crashed server looks like from outside (its counters start from zero)."""
+        replica.child.process.send_signal(signal.SIGKILL)
+        await replica.child.stop(5.0)
+        replica.child = await self._launch(replica.entry, ready_timeout_s)
+
+    async def _launch(self, entry: registry_pb2.ReplicaEntry, ready_timeout_s: float) -> ChildProcess:
+        launch = replica_launch(self.install, self.backend_dir, self.repository, entry, 5, self.time_scale)
+        name = f"tritonserver {entry.model}.{entry.replica_id}"
+        child = await spawn(name, launch.argv, self.state_dir / "logs" / f"triton-{entry.replica_id}.log", launch.env)
         deadline = time.monotonic() + ready_timeout_s
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
             while not await model_ready(session, entry):
                 if not child.running:
-                    raise UnavailableError(f"tritonserver for {model} exited with code {child.process.returncode}:\n{child.tail()}")
+                    raise UnavailableError(f"{name} exited with code {child.process.returncode}:\n{child.tail()}")
                 if time.monotonic() > deadline:
-                    raise UnavailableError(f"tritonserver for {model} not ready after {ready_timeout_s:.0f} s:\n{child.tail()}")
+                    await child.stop(5.0)
+                    raise UnavailableError(f"{name} not ready after {ready_timeout_s:.0f} s:\n{child.tail()}")
                 await asyncio.sleep(0.1)
         entry.pid = child.pid
         entry.ready_at_unix_s = time.time()
-        if register:
-            await self.set_state(replica, registry_pb2.REPLICA_STATE_READY)
-        return replica
+        return child
 
     async def set_state(self, replica: StaticReplica, state: int) -> None:
         replica.entry.state = state  # type: ignore[assignment]

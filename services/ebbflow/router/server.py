@@ -287,12 +287,17 @@ class Router:
         return by_key[chosen.key] if chosen else None
 
     async def acquire(self, model: str, size: int, avoid: set[str], hold_until: float, context: grpc.aio.ServicerContext) -> Upstream:
-        """A ready replica not in `avoid`, holding the request (bounded) while there is none."""
+        """A ready replica not in `avoid`, holding the request (bounded) while there is none.
+
+        A wake-up clears `avoid`: time has passed, and a replica that failed
+        may be back (restarted in place under the same registry entry).
+        """
         while True:
             upstream = self.pick(model, avoid)
             if upstream is not None:
                 return upstream
             await self._hold(model, size, hold_until, context)
+            avoid.clear()
 
     async def _hold(self, model: str, size: int, hold_until: float, context: grpc.aio.ServicerContext) -> None:
         held = self._held.get(model)
@@ -388,7 +393,10 @@ class Router:
         attempt = 0
         try:
             while True:
-                upstream = self.pick(model, avoid) or await self.acquire(model, size, avoid, hold_until, context)
+                upstream = self.pick(model, avoid)
+                if upstream is None:
+                    upstream = await self.acquire(model, size, avoid, hold_until, context)
+                    attempt = 0  # held until a replica was back: resends count afresh, the hold limit bounds them
                 sent = time.monotonic()
                 upstream.begin()
                 code = grpc.StatusCode.OK

@@ -1,0 +1,241 @@
+"""The collector with real parts: nats-server, tritonserver replicas, the router, unchanged Triton clients.
+
+Load goes through the real router; the collector scrapes the real replicas'
+/metrics; its API is called over gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import replace
+from typing import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+import tritonclient.grpc.aio as triton_aio
+from prometheus_client import CollectorRegistry
+
+from ebbflow.collector.api import CollectorApi
+from ebbflow.collector.service import Collector, CollectorMetrics
+from ebbflow.runtime.config import CollectorConfig
+from ebbflow.runtime.grpc_server import GrpcServer
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2
+from tests.conftest import llm_inputs, wait_for
+from tests.integration.conftest import RouterBed
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+FRESH, STALE = load_pb2.DATA_STATUS_FRESH, load_pb2.DATA_STATUS_STALE
+CONFIG = CollectorConfig(interval_s=0.5, scrape_timeout_s=0.3, stale_after_s=1.5, windows_s=(4.0, 30.0), history_flush_s=1.0)
+
+
+class RunningCollector:
+    """A collector task with its gRPC API on a free port."""
+
+    def __init__(self, bed: RouterBed, config: CollectorConfig) -> None:
+        self.registry = CollectorRegistry()
+        self.collector = Collector(config, bed.bus, bed.view, CollectorMetrics(self.registry))
+        self.stop = asyncio.Event()
+        self.server = GrpcServer([collector_pb2.DESCRIPTOR.services_by_name["CollectorService"].full_name])
+        collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), self.server.server)
+
+    async def start(self) -> collector_pb2_grpc.CollectorServiceStub:
+        self.task = asyncio.create_task(self.collector.run(self.stop))
+        port = self.server.bind("127.0.0.1", 0)
+        await self.server.start()
+        await asyncio.wait_for(self.collector.restored.wait(), 30)
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        return collector_pb2_grpc.CollectorServiceStub(self.channel)
+
+    async def close(self) -> None:
+        self.stop.set()
+        await self.task
+        await self.channel.close()
+        await self.server.stop(grace_s=0.2)
+
+
+@pytest_asyncio.fixture
+async def collectors(testbed: RouterBed) -> AsyncIterator:
+    running: list[RunningCollector] = []
+
+    async def make(config: CollectorConfig = CONFIG) -> tuple[RunningCollector, collector_pb2_grpc.CollectorServiceStub]:
+        collector = RunningCollector(testbed, config)
+        running.append(collector)
+        return collector, await collector.start()
+
+    yield make
+    for collector in running:
+        if not collector.stop.is_set():
+            await collector.close()
+
+
+async def open_loop(address: str, rate_rps: float, duration_s: float, max_tokens: int = 8) -> tuple[float, list[str]]:
+    """Requests at a fixed schedule (not sleep-drift), all awaited; returns (achieved send rate, errors)."""
+    client = triton_aio.InferenceServerClient(address)
+    errors: list[str] = []
+
+    async def one() -> None:
+        try:
+            await client.infer("llm", llm_inputs("alpha beta gamma", max_tokens))
+        except Exception as error:
+            errors.append(str(error))
+
+    loop = asyncio.get_running_loop()
+    start, tasks = loop.time(), []
+    while loop.time() - start < duration_s:
+        tasks.append(asyncio.create_task(one()))
+        await asyncio.sleep(max(0.0, start + len(tasks) / rate_rps - loop.time()))
+    sent_rate = len(tasks) / (loop.time() - start)
+    await asyncio.gather(*tasks)
+    await client.close()
+    return sent_rate, errors
+
+
+async def snapshots_during(stub: collector_pb2_grpc.CollectorServiceStub, work) -> list[load_pb2.LoadSnapshot]:  # type: ignore[no-untyped-def]
+    """Every llm snapshot WatchSnapshots delivers while `work` runs."""
+    seen: list[load_pb2.LoadSnapshot] = []
+
+    async def watch() -> None:
+        async for message in stub.WatchSnapshots(collector_pb2.WatchSnapshotsRequest(models=["llm"])):
+            seen.extend(message.snapshots)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await work
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    return seen
+
+
+async def test_arrivals_through_the_router_show_up_within_ten_percent(testbed: RouterBed, collectors) -> None:  # type: ignore[no-untyped-def]
+    await testbed.replicas.start("llm")
+    await testbed.policy("llm")
+    address = await testbed.router()
+    await testbed.wait_routable("llm", 1)
+    collector, stub = await collectors()
+
+    sender = asyncio.create_task(open_loop(address, rate_rps=40.0, duration_s=9.0))
+    await asyncio.sleep(7.0)  # the 4 s window lies inside the send
+    snapshot = (await stub.GetSnapshot(collector_pb2.GetSnapshotRequest(model="llm"))).snapshots[0]
+    sent_rate, errors = await sender
+    assert errors == []
+    window = snapshot.windows[0]
+    assert window.window_s == 4.0 and window.fresh_intervals == window.intervals >= 7
+    assert window.arrival_rps == pytest.approx(sent_rate, rel=0.10)
+    # Triton's side agrees: the replica completed what was sent.
+    assert window.replicas[0].request_rps == pytest.approx(sent_rate, rel=0.10)
+    assert window.replicas[0].status == FRESH and window.replicas[0].in_system > 0
+    assert snapshot.status == FRESH and snapshot.latency_p50_s > 0
+    assert snapshot.prompt_tokens_per_s > 0 and snapshot.generated_tokens_per_s > 0
+
+    # The same demand is in the history, and on /metrics for the dashboards.
+    history = await stub.GetHistory(collector_pb2.GetHistoryRequest(model="llm", start_unix_s=time.time() - 30, step_s=2.0))
+    arrivals = dict((s.name, list(s.values)) for s in history.series)["arrival_rps"]
+    busy = [v for v in arrivals if not math.isnan(v) and v > 0]
+    assert busy and max(busy) == pytest.approx(sent_rate, rel=0.25)
+    assert collector.registry.get_sample_value("ebbflow_model_window_arrival_rps", {"model": "llm", "window": "4s"}) > 0
+    assert collector.registry.get_sample_value("ebbflow_replica_metrics_fresh", {"model": "llm", "replica": window.replicas[0].replica_id}) == 1
+
+    # Clear errors for what cannot be answered.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.GetSnapshot(collector_pb2.GetSnapshotRequest(model="nope"))
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND and "known models" in refused.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.GetHistory(collector_pb2.GetHistoryRequest(model="llm", start_unix_s=100.0, end_unix_s=50.0))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.GetHistory(collector_pb2.GetHistoryRequest(model="llm", start_unix_s=1.0, end_unix_s=1e6, step_s=1.0))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most" in refused.value.details()
+
+
+async def test_reload_and_restart_on_the_same_port_give_no_negative_or_spiked_rate(testbed: RouterBed, collectors) -> None:  # type: ignore[no-untyped-def]
+    replica = await testbed.replicas.start("llm")
+    await testbed.policy("llm")
+    address = await testbed.router()
+    await testbed.wait_routable("llm", 1)
+    collector, stub = await collectors()
+    rate = 30.0
+
+    async def disturb() -> None:
+        sender = asyncio.create_task(open_loop(address, rate_rps=rate, duration_s=14.0))
+        await asyncio.sleep(4.0)
+        # Vertical scaling's move: reload through the repository API with a new instance count.
+        admin = triton_aio.InferenceServerClient(replica.address)
+        config = (await admin.get_model_config("llm", as_json=True))["config"]
+        config["instance_group"] = [{"count": 2, "kind": "KIND_CPU"}]
+        await admin.load_model("llm", config=json.dumps(config))
+        await admin.close()
+        await asyncio.sleep(3.0)
+        await testbed.replicas.restart(replica)  # same ports, counters from zero
+        _, errors = await sender
+        assert errors == []  # the router resends to the replica once it is back on its address
+
+    seen = await snapshots_during(stub, disturb())
+    assert len(seen) >= 20
+    ceiling = 2 * rate  # a spike of one interval's worth of history would be far above this
+    for snapshot in seen:
+        for load in [*snapshot.replicas, *(r for w in snapshot.windows for r in w.replicas)]:
+            for name in ("inference_rps", "request_rps", "in_system", "queued", "prompt_tokens_per_s"):
+                value = getattr(load, name)
+                assert 0 <= value, (name, value)
+            assert load.request_rps <= ceiling, load
+        assert 0 <= snapshot.inference_rps <= ceiling * 8  # inferences may batch; still bounded
+    assert any(r.counter_resets for s in seen for r in s.replicas), "the restart was never seen as a counter reset"
+
+
+async def test_a_replica_that_stops_answering_is_stale_with_its_last_values(testbed: RouterBed, collectors) -> None:  # type: ignore[no-untyped-def]
+    replica = await testbed.replicas.start("llm")
+    await testbed.policy("llm")
+    address = await testbed.router()
+    await testbed.wait_routable("llm", 1)
+    collector, stub = await collectors()
+    sent_rate, errors = await open_loop(address, rate_rps=30.0, duration_s=3.0)
+    assert errors == []
+    await asyncio.sleep(CONFIG.interval_s * 2)  # the scrape after the last completion
+    before = (await stub.GetSnapshot(collector_pb2.GetSnapshotRequest(model="llm"))).snapshots[0].windows[-1].replicas[0]
+    assert before.status == FRESH and before.request_rps > 0
+
+    os.kill(replica.child.pid, signal.SIGSTOP)  # still listening, never answering
+    try:
+        def stale() -> bool:
+            snapshot = collector.collector.latest["llm"]
+            return snapshot.replicas[0].status == STALE and snapshot.replicas[0].age_s > CONFIG.stale_after_s
+
+        await wait_for(stale, 10, "the replica to go stale")
+        during = collector.collector.latest["llm"]
+        assert during.stale_replicas == 1 and "ago" in during.replicas[0].status_reason
+        assert during.windows[-1].replicas[0].request_rps == pytest.approx(before.request_rps, rel=0.05)  # last values, not zero
+        assert collector.registry.get_sample_value("ebbflow_replica_metrics_fresh", {"model": "llm", "replica": replica.entry.replica_id}) == 0
+    finally:
+        os.kill(replica.child.pid, signal.SIGCONT)
+    await wait_for(lambda: collector.collector.latest["llm"].replicas[0].status == FRESH, 10, "the replica to be fresh again")
+
+
+async def test_history_survives_a_collector_restart(testbed: RouterBed, collectors) -> None:  # type: ignore[no-untyped-def]
+    await testbed.replicas.start("llm")
+    await testbed.policy("llm")
+    address = await testbed.router()
+    await testbed.wait_routable("llm", 1)
+    first, stub = await collectors()
+    started = time.time()
+    _, errors = await open_loop(address, rate_rps=20.0, duration_s=4.0)
+    assert errors == []
+    await asyncio.sleep(1.0)
+    await first.close()  # flushes what is pending
+    ended = time.time()
+    request = collector_pb2.GetHistoryRequest(model="llm", start_unix_s=started - 2, end_unix_s=ended, step_s=1.0)
+    before = first.collector.history["llm"].query(request.start_unix_s, request.end_unix_s, request.step_s)[1]
+
+    second, stub = await collectors(replace(CONFIG))
+    after = {s.name: list(s.values) for s in (await stub.GetHistory(request)).series}
+    known = [i for i, v in enumerate(before["arrival_rps"]) if not math.isnan(v)]
+    assert sum(1 for i in known if before["arrival_rps"][i] > 0) >= 3
+    for name in ("arrival_rps", "in_flight", "inference_rps", "latency_p99_s", "fresh"):
+        assert [after[name][i] for i in known] == pytest.approx([before[name][i] for i in known], nan_ok=True), name
