@@ -1,12 +1,14 @@
-"""`ebbflow up | status | demo`: the command line."""
+"""`ebbflow up | status | load | history | demo`: the command line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -14,13 +16,14 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 
 from ebbflow.runtime.config import Config, load_config, with_router_port
 from ebbflow.runtime.errors import AlreadyRunningError, EbbflowError
-from ebbflow.v1 import load_pb2, registry_pb2, status_pb2, status_pb2_grpc
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, registry_pb2, status_pb2, status_pb2_grpc
 
 STATE_FILE = "state.json"
 
@@ -233,6 +236,88 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- load and history (the collector's API) ------------------------------------
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '30s', '15m', '2h', '7d' -> seconds."""
+    text = text.strip().lower()
+    unit = DURATION_UNITS.get(text[-1:], None)
+    try:
+        value = float(text[:-1]) * unit if unit else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h, 7d)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a duration must not be negative: {text!r}")
+    return value
+
+
+def _collector_call(state_dir: Path, call: Callable[[collector_pb2_grpc.CollectorServiceStub], Any]) -> Any:
+    state = _read_state(state_dir)
+    with grpc.insecure_channel(state["control"]) as channel:
+        try:
+            return call(collector_pb2_grpc.CollectorServiceStub(channel))
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE) and error.details():
+                raise EbbflowError(error.details()) from None
+            raise EbbflowError(f"ebbflow up at {state['control']} did not answer: {error.details()}") from None
+
+
+def load_table(snapshots: list[load_pb2.LoadSnapshot]) -> str:
+    header = f"{'MODEL':<16} {'STATUS':<8} {'ARRIVAL_RPS':>11} {'IN_FLIGHT':>9} {'P50_MS':>7} {'P99_MS':>7} {'READY':>5} {'STALE':>5} {'IN_TRITON':>9} {'BATCH':>5}"
+    lines = [header]
+    for s in snapshots:
+        status = load_pb2.DataStatus.Name(s.status).removeprefix("DATA_STATUS_").lower()
+        lines.append(
+            f"{s.model:<16} {status:<8} {s.arrival_rps:>11.2f} {s.in_flight:>9.2f} {s.latency_p50_s * 1e3:>7.1f} {s.latency_p99_s * 1e3:>7.1f} "
+            f"{s.ready_replicas:>5} {s.stale_replicas:>5} {s.in_system:>9.2f} {s.batch_efficiency:>5.2f}"
+        )
+        for w in s.windows:
+            lines.append(
+                f"  {f'last {w.window_s:g}s':<14} {f'{w.fresh_intervals}/{w.intervals}':<8} {w.arrival_rps:>11.2f} {w.in_flight:>9.2f} "
+                f"{w.latency_p50_s * 1e3:>7.1f} {w.latency_p99_s * 1e3:>7.1f} {f'{w.ready_replicas_min}-{w.ready_replicas_max}':>5} {'':>5} {w.in_system:>9.2f} {w.batch_efficiency:>5.2f}"
+            )
+    return "\n".join(lines)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    if not args.watch:
+        response = _collector_call(state_dir, lambda stub: stub.GetSnapshot(collector_pb2.GetSnapshotRequest(model=args.model or ""), timeout=5.0))
+        snapshots = list(response.snapshots)
+        print(json.dumps([MessageToDict(s, preserving_proto_field_name=True) for s in snapshots], indent=2) if args.json else load_table(snapshots))
+        return 0
+
+    def watch(stub: collector_pb2_grpc.CollectorServiceStub) -> None:
+        for message in stub.WatchSnapshots(collector_pb2.WatchSnapshotsRequest(models=[args.model] if args.model else [])):
+            snapshots = list(message.snapshots)
+            if args.json:
+                print(json.dumps([MessageToDict(s, preserving_proto_field_name=True) for s in snapshots]), flush=True)
+            else:
+                print(load_table(snapshots) + "\n", flush=True)
+
+    _collector_call(state_dir, watch)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    end = time.time()
+    request = collector_pb2.GetHistoryRequest(model=args.model, start_unix_s=end - args.since, end_unix_s=end, step_s=args.step)
+    response = _collector_call(Path(args.state_dir), lambda stub: stub.GetHistory(request, timeout=10.0))
+    names = [series.name for series in response.series]
+    columns = [list(series.values) for series in response.series]
+    if args.json:
+        print(json.dumps({"model": response.model, "step_s": response.step_s, "time_unix_s": list(response.time_unix_s), "series": dict(zip(names, columns))}))
+        return 0
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["time_unix_s", *names])
+    for index, moment in enumerate(response.time_unix_s):
+        writer.writerow([f"{moment:.3f}", *("" if math.isnan(c[index]) else f"{c[index]:.6g}" for c in columns)])
+    return 0
+
+
 # ---- main ---------------------------------------------------------------------
 
 
@@ -254,6 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("model", nargs="?", help="only this model")
     status.set_defaults(func=cmd_status)
+
+    load = sub.add_parser("load", help="the collector's live load picture: per model, last interval and trailing windows")
+    load.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    load.add_argument("--json", action="store_true", help="the LoadSnapshot messages as JSON")
+    load.add_argument("--watch", action="store_true", help="print every new snapshot (Ctrl-C to stop)")
+    load.add_argument("model", nargs="?", help="only this model")
+    load.set_defaults(func=cmd_load)
+
+    history = sub.add_parser("history", help="a model's load history as CSV (NaN steps are empty): arrival_rps, latency, Triton load")
+    history.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    history.add_argument("--since", type=parse_duration, default=3600.0, help="how far back, e.g. 90s, 15m, 2h, 7d (default: 1h)")
+    history.add_argument("--step", type=parse_duration, default=0.0, help="spacing of the points (default: the finest stored)")
+    history.add_argument("--json", action="store_true", help="one JSON object instead of CSV")
+    history.add_argument("model")
+    history.set_defaults(func=cmd_history)
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
     demo.add_argument("--duration-s", type=float, default=120.0, help="length of the load ramp (default: %(default)s)")

@@ -161,6 +161,7 @@ class Collector:
         self.latest: dict[str, load_pb2.LoadSnapshot] = {}
         self._watchers: set[asyncio.Queue[dict[str, load_pb2.LoadSnapshot]]] = set()
         self.restored = asyncio.Event()
+        self._trimmed: set[str] = set()
 
     # -- history ---------------------------------------------------------------------------------
 
@@ -402,7 +403,7 @@ class Collector:
             self.latest[model] = snapshot
             self.metrics.export(snapshot, self.windows_s)
             try:
-                await self.bus.nc.publish(subjects.load_subject(model), snapshot.SerializeToString())
+                await self.bus.nc.publish(subjects.load_subject(model), self._fit_payload(snapshot))
             except Exception as error:  # loss-tolerant: the next interval publishes again
                 log.warning("publishing the load snapshot of %s failed: %s", model, error)
         self.metrics.export_replicas(list(snapshots.values()))
@@ -410,6 +411,26 @@ class Collector:
             if queue.full():  # a slow watcher skips an interval rather than holding the collector up
                 queue.get_nowait()
             queue.put_nowait(snapshots)
+
+    def _fit_payload(self, snapshot: load_pb2.LoadSnapshot) -> bytes:
+        """The snapshot as bytes within NATS's max payload: with very many replicas, the per-window
+        replica lists (then the replica list) are left out of the NATS copy; gRPC keeps them."""
+        data = snapshot.SerializeToString()
+        limit = self.bus.nc.max_payload
+        if len(data) <= limit:
+            return data
+        trimmed = load_pb2.LoadSnapshot()
+        trimmed.CopyFrom(snapshot)
+        for window in trimmed.windows:
+            del window.replicas[:]
+        data = trimmed.SerializeToString()
+        if len(data) > limit:
+            del trimmed.replicas[:]
+            data = trimmed.SerializeToString()
+        if snapshot.model not in self._trimmed:
+            self._trimmed.add(snapshot.model)
+            log.warning("the load snapshot of %s exceeds NATS's %d-byte payload limit: replica details are left out on NATS (GetSnapshot has them)", snapshot.model, limit)
+        return data
 
     def watch(self) -> asyncio.Queue[dict[str, load_pb2.LoadSnapshot]]:
         queue: asyncio.Queue[dict[str, load_pb2.LoadSnapshot]] = asyncio.Queue(maxsize=WATCH_QUEUE)
