@@ -126,6 +126,18 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         assert "min_replicas" in model["last_decision_reason"]
         table = run_cli("status", "--state-dir", str(state_dir))
         assert "llm" in table.stdout and "DESIRED" in table.stdout
+
+        # The collector's picture and history, through the CLI.
+        load = run_cli("load", "--json", "llm", "--state-dir", str(state_dir))
+        assert load.returncode == 0, load.stderr
+        (snapshot,) = json.loads(load.stdout)
+        assert snapshot["model"] == "llm" and snapshot["ready_replicas"] == 1 and len(snapshot["windows"]) == 2
+        history = run_cli("history", "--since", "2m", "--step", "10s", "llm", "--state-dir", str(state_dir))
+        assert history.returncode == 0, history.stderr
+        header, *rows = history.stdout.splitlines()
+        assert header.startswith("time_unix_s,arrival_rps,") and 12 <= len(rows) <= 13
+        unknown_model = run_cli("history", "nope", "--state-dir", str(state_dir))
+        assert unknown_model.returncode == 2 and "known models: llm" in unknown_model.stderr
     finally:
         up.process.send_signal(signal.SIGTERM)
         code = up.process.wait(timeout=40)
