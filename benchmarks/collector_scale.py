@@ -13,7 +13,8 @@ with a raised open-files limit. Its CPU comes from the OS (getrusage).
 Side by side in one run: the collector's fast /metrics reader against
 prometheus_client's full parser (the baseline) at the same endpoint count.
 "Kept at 1 Hz" means the ticks kept their 1 s cadence (>= 0.95 per second)
-and every endpoint's data was fresh at the end.
+with a median tick under 0.9 s (headroom), and every endpoint's data was
+fresh at the end.
 
 Prints one JSON line, then a readable table. Needs no traces.
 
@@ -217,7 +218,7 @@ async def orchestrate(args: argparse.Namespace) -> dict:
                             await register(nats_url, endpoints, models, port)
                             result = await asyncio.to_thread(run_collector, nats_url, args.seconds, parser)
                             result |= {"text": label, "parser": parser, "endpoints": endpoints}
-                            result["kept_1hz"] = result["ticks_per_s"] >= 0.95 and result["fresh_fraction"] == 1.0
+                            result["kept_1hz"] = result["ticks_per_s"] >= 0.95 and result["tick_p50_s"] < 0.9 and result["fresh_fraction"] == 1.0
                             results.append(result)
                             print(f"  {label:17} {parser:9} {endpoints:5} endpoints: cpu {result['cpu_fraction']:.2f} core, "
                                   f"{result['ticks_per_s']:.2f} ticks/s, fresh {result['fresh_fraction']:.2f}", file=sys.stderr)
