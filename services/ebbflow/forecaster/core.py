@@ -41,67 +41,119 @@ def pinball(y: float, forecast: float, quantile: float) -> float:
     return max(quantile * difference, (quantile - 1) * difference)
 
 
-@dataclass
 class Conformal:
-    """Quantiles from recent scaled errors of one model at one horizon step, with adaptive levels."""
+    """Quantiles from one model's recent scaled errors, per horizon step, with adaptive levels.
 
-    quantiles: tuple[float, ...] = QUANTILES
-    window: int = 200
-    gamma: float = 0.01
-    errors: deque = field(default_factory=lambda: deque(maxlen=200))
-    levels: dict[float, float] = field(default_factory=dict)
+    Errors live in a (horizon x window) ring; one sort per forecast gives
+    every horizon's quantiles.
+    """
 
-    def __post_init__(self) -> None:
-        self.errors = deque(maxlen=self.window)
-        self.levels = {q: q for q in self.quantiles}
+    def __init__(self, horizon: int, quantiles: Sequence[float] = QUANTILES, window: int = 200, gamma: float = 0.01, minimum: int = 10) -> None:
+        self.quantiles = tuple(quantiles)
+        self.window = window
+        self.gamma = gamma
+        self.minimum = minimum
+        self.errors = np.full((horizon, window), np.nan)
+        self.count = np.zeros(horizon, dtype=int)
+        self.levels = np.tile(np.asarray(self.quantiles, dtype=float), (horizon, 1))  # adapted per (step, quantile)
 
     @staticmethod
-    def scale(point: float, typical: float) -> float:
-        """Errors scale with the level of demand (Poisson-like counts grow like its square root)."""
-        return math.sqrt(max(point, 0.0) + 0.1 * typical + 1e-9) * math.sqrt(max(typical, 1e-9))
+    def scale(point: float | np.ndarray, typical: float) -> float | np.ndarray:
+        """Errors grow with demand, like Poisson counts (square root), floored by the series' typical level."""
+        typical = max(typical, 1e-6)
+        return np.sqrt(np.maximum(point, 0.0) + 0.25 * typical) * np.sqrt(typical)
 
-    def bounds(self, point: float, typical: float) -> dict[float, float]:
-        if len(self.errors) < 10:
-            return {q: point for q in self.quantiles} if q_ok(point) else {}
-        errors = np.fromiter(self.errors, dtype=float)
-        scale = self.scale(point, typical)
-        return {q: max(point + float(np.quantile(errors, min(max(self.levels[q], 0.0), 1.0))) * scale, 0.0) for q in self.quantiles}
+    def bounds(self, points: np.ndarray, typical: float) -> np.ndarray:
+        """(horizon x quantiles) bounds; NaN rows where the step has too few errors or no point."""
+        out = np.full((len(points), len(self.quantiles)), np.nan)
+        ready = (self.count >= self.minimum) & ~np.isnan(points)
+        if not ready.any():
+            return out
+        ordered = np.sort(self.errors[ready], axis=1)  # NaN (unfilled) sort last
+        n = np.minimum(self.count[ready], self.window)[:, None]
+        position = np.clip(self.levels[ready], 0.0, 1.0) * (n - 1)
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, n - 1)
+        rows = np.arange(len(ordered))[:, None]
+        fraction = position - low
+        quantile = ordered[rows, low] * (1 - fraction) + ordered[rows, high] * fraction
+        out[ready] = np.maximum(points[ready, None] + quantile * self.scale(points[ready], typical)[:, None], 0.0)
+        return out
 
-    def observe(self, y: float, point: float, typical: float, issued: dict[float, float]) -> None:
-        """The truth for a forecast issued earlier: adapt levels on whether it was covered, then keep its error."""
-        for q, bound in issued.items():
-            if q != 0.5:
-                missed = 1.0 if y > bound else 0.0
-                self.levels[q] = self.levels[q] + self.gamma * (missed - (1 - q))
-        self.errors.append((y - point) / self.scale(point, typical))
+    def observe(self, steps: np.ndarray, y: float, points: np.ndarray, typicals: np.ndarray, bounds: np.ndarray) -> None:
+        """The truth for forecasts issued earlier at these horizon steps: adapt levels on coverage, then keep the errors."""
+        complete = ~np.isnan(bounds).any(axis=1)
+        targets = np.asarray(self.quantiles)
+        if complete.any():
+            missed = (y > bounds[complete]).astype(float)
+            self.levels[steps[complete]] += self.gamma * (missed - (1 - targets))
+            self.levels[:, targets == 0.5] = 0.5  # the median stays the median
+        self.errors[steps, self.count[steps] % self.window] = (y - points) / self.scale(points, float(np.mean(typicals)))
+        self.count[steps] += 1
 
 
-def q_ok(value: float) -> bool:
-    return not math.isnan(value)
+class RollingMean:
+    """Mean of the last `window` values in O(1)."""
+
+    def __init__(self, window: int) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        if len(self.values) == self.values.maxlen:
+            self.total -= self.values[0]
+        self.values.append(value)
+        self.total += value
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return self.total / len(self.values) if self.values else math.nan
 
 
 @dataclass
 class Issued:
-    """One candidate's forecast issued at a step: point and quantiles per horizon step."""
+    """One candidate's forecast issued at a step: points and (horizon x quantiles) bounds."""
 
     step: int
     typical: float
     points: np.ndarray
-    bounds: list[dict[float, float]]
+    bounds: np.ndarray
 
 
 @dataclass
 class Candidate:
     model: Model
     refit_every: int
-    conformal: list[Conformal]
+    conformal: Conformal
     issued: deque = field(default_factory=deque)
-    losses: deque = field(default_factory=deque)
+    # Per horizon step, the mean loss over recent targets.
+    losses: list[RollingMean] = field(default_factory=list)
     fitted_at: int = -1
 
     @property
     def name(self) -> str:
         return self.model.name
+
+
+class Median(Model):
+    """The median of the other candidates' point forecasts (set by the selector each step)."""
+
+    name = "median_ensemble"
+
+    def __init__(self) -> None:
+        self.points = np.zeros(0)
+
+    def update(self, value: float) -> None:
+        pass
+
+    def fit(self, history: np.ndarray) -> None:
+        pass
+
+    def predict(self, horizon: int) -> np.ndarray:
+        return self.points[:horizon] if len(self.points) >= horizon else np.full(horizon, math.nan)
 
 
 @dataclass(frozen=True)
@@ -113,18 +165,32 @@ class ForecastResult:
     reason: str
     points: np.ndarray
     quantiles: dict[float, np.ndarray]
+    methods: tuple[str, ...] = ()  # the model behind each horizon step
 
 
-def default_models(horizon: int, season: int, max_history: int) -> list[Model]:
+def default_models(horizon: int, season: int, max_history: int, ma_windows: Sequence[int] = (6, 30)) -> list[Model]:
     """The candidate set: baselines, smoothing, ARIMA, and the learned model."""
-    models: list[Model] = [LastValue(), MovingAverage(6), MovingAverage(30), Ewma(), HoltWinters(), Arima(), LagRidge(horizon=horizon, season=season)]
+    models: list[Model] = [LastValue(), *(MovingAverage(w) for w in ma_windows), Ewma(), HoltWinters(), Arima(), LagRidge(horizon=horizon, season=season)]
     if season and 3 * season <= max_history:
         models.append(HoltWinters(season))
     return models
 
 
+def describe(methods: Sequence[str]) -> str:
+    """'ewma' or 'ewma@1-3,holt_winters_144@4-12'."""
+    runs: list[tuple[str, int, int]] = []
+    for step, method in enumerate(methods, start=1):
+        if runs and runs[-1][0] == method:
+            runs[-1] = (method, runs[-1][1], step)
+        else:
+            runs.append((method, step, step))
+    if len(runs) == 1:
+        return runs[0][0]
+    return ",".join(f"{m}@{a}" if a == b else f"{m}@{a}-{b}" for m, a, b in runs)
+
+
 class Selector:
-    """Rolling-origin selection and online calibration over one series."""
+    """Rolling-origin selection (per horizon step) and online calibration over one series."""
 
     def __init__(
         self,
@@ -147,23 +213,26 @@ class Selector:
         self.patience = patience
         self.max_history = max_history
         self.history: deque[float] = deque(maxlen=max_history)
+        self._known: deque[bool] = deque(maxlen=max_history)
+        self.known = 0
         self.step = -1
         make = models or (lambda: default_models(horizon, season, max_history))
+        self.median = Median()
         self.candidates = [
-            Candidate(m, refit_every, [Conformal(self.quantiles, calibration_window) for _ in range(horizon)], deque(maxlen=horizon), deque(maxlen=window))
-            for m in make()
+            Candidate(m, refit_every, Conformal(horizon, self.quantiles, calibration_window), deque(maxlen=horizon), [RollingMean(window) for _ in range(horizon)])
+            for m in [*make(), self.median]
         ]
-        self.selected: Candidate | None = None
+        self.selected: list[Candidate | None] = [None] * horizon
+        self._streak: list[tuple[str, int]] = [("", 0)] * horizon
         self.reason = "no observations yet"
-        self._streak: tuple[str, int] = ("", 0)
         self.negatives = 0
 
     # -- feeding ---------------------------------------------------------------------------------
 
     def typical(self) -> float:
-        """A robust level of the recent series, for scaling errors."""
-        known = [v for v in list(self.history)[-self.window :] if not math.isnan(v)]
-        return float(np.median(known)) if known else 1.0
+        """The recent mean level (robust to bursty zeros), for scaling errors."""
+        recent = [v for v in list(self.history)[-self.window :] if not math.isnan(v)]
+        return float(np.mean(recent)) if recent else 1.0
 
     def observe(self, value: float) -> ForecastResult:
         """Take the next observation (NaN if missing) and return the forecast issued after it."""
@@ -171,16 +240,22 @@ class Selector:
             self.negatives += 1  # demand cannot be negative: a broken input, read as missing
             value = math.nan
         self.step += 1
+        if len(self._known) == self._known.maxlen and self._known[0]:
+            self.known -= 1
         self.history.append(value)
+        self._known.append(not math.isnan(value))
+        self.known += not math.isnan(value)
+        typical = self.typical()
         if not math.isnan(value):
             for candidate in self.candidates:
-                self._score(candidate, value)
+                self._score(candidate, value, typical)
         history = None
-        typical = self.typical()
+        others = []
         for candidate in self.candidates:
-            known = self.known_count()
+            if candidate.model is self.median:
+                continue
             due = candidate.fitted_at < 0 or self.step - candidate.fitted_at >= candidate.refit_every
-            if known >= candidate.model.min_history and due:
+            if self.known >= candidate.model.min_history and due:
                 if history is None:
                     history = np.asarray(self.history, dtype=float)
                 try:
@@ -190,89 +265,104 @@ class Selector:
                 candidate.fitted_at = self.step
             else:
                 candidate.model.update(value)
-            self._issue(candidate, typical)
+            others.append(self._issue(candidate, typical))
+        complete = [points for points in others if not np.isnan(points).any()]
+        self.median.points = np.median(np.array(complete), axis=0) if len(complete) >= 3 else np.full(self.horizon, math.nan)
+        self._issue(self.candidates[-1], typical)
         self._select()
         return self.forecast()
 
-    def known_count(self) -> int:
-        return sum(1 for v in self.history if not math.isnan(v))
+    def _score(self, candidate: Candidate, y: float, typical: float) -> None:
+        due = [(self.step - issued.step - 1, issued) for issued in candidate.issued if 1 <= self.step - issued.step <= self.horizon]
+        due = [(h, issued) for h, issued in due if not math.isnan(issued.points[h])]
+        if not due:
+            return
+        steps = np.array([h for h, _ in due])
+        points = np.array([issued.points[h] for h, issued in due])
+        bounds = np.array([issued.bounds[h] for h, issued in due])
+        typicals = np.array([issued.typical for _, issued in due])
+        complete = ~np.isnan(bounds).any(axis=1)
+        if complete.any():
+            columns = [self.quantiles.index(q) for q in SCORED]
+            difference = y - bounds[complete][:, columns]
+            levels = np.asarray(SCORED)
+            losses = np.maximum(levels * difference, (levels - 1) * difference).mean(axis=1) / max(typical, 1e-9)
+            for h, loss in zip(steps[complete], losses):
+                candidate.losses[h].add(float(loss))
+        candidate.conformal.observe(steps, y, points, typicals, bounds)
 
-    def _score(self, candidate: Candidate, y: float) -> None:
-        losses = []
-        for issued in candidate.issued:
-            h = self.step - issued.step  # 1..horizon
-            if not 1 <= h <= self.horizon:
-                continue
-            point = float(issued.points[h - 1])
-            if math.isnan(point):
-                continue
-            bounds = issued.bounds[h - 1]
-            if bounds:
-                losses.append(sum(pinball(y, bounds[q], q) for q in SCORED if q in bounds) / len(SCORED))
-            candidate.conformal[h - 1].observe(y, point, issued.typical, bounds)
-        if losses:
-            scale = max(self.typical(), 1e-9)
-            candidate.losses.append(sum(losses) / len(losses) / scale)
-
-    def _issue(self, candidate: Candidate, typical: float) -> None:
+    def _issue(self, candidate: Candidate, typical: float) -> np.ndarray:
         try:
             points = np.asarray(candidate.model.predict(self.horizon), dtype=float)
         except Exception:
             points = np.full(self.horizon, math.nan)
-        bounds = [candidate.conformal[h].bounds(float(points[h]), typical) if not math.isnan(points[h]) else {} for h in range(self.horizon)]
-        candidate.issued.append(Issued(self.step, typical, points, bounds))
+        candidate.issued.append(Issued(self.step, typical, points, candidate.conformal.bounds(points, typical)))
+        return points
 
     # -- choosing --------------------------------------------------------------------------------
 
-    def _scored(self) -> list[tuple[float, Candidate]]:
-        needed = max(10, self.window // 3)
-        return sorted(((float(np.mean(c.losses)), c) for c in self.candidates if len(c.losses) >= needed), key=lambda pair: pair[0])
-
     def _select(self) -> None:
-        scored = self._scored()
-        if not scored:
-            fallback = next((c for c in self.candidates if c.issued and not math.isnan(c.issued[-1].points[0])), None)
-            self.selected = fallback
-            known = self.known_count()
+        needed = max(10, self.window // 3)
+        reasons = []
+        for h in range(self.horizon):
+            scored = sorted(
+                ((c.losses[h].mean, i, c) for i, c in enumerate(self.candidates) if len(c.losses[h]) >= needed and not math.isnan(c.issued[-1].bounds[h, 0])),
+                key=lambda entry: (entry[0], entry[1]),
+            )
+            current = self.selected[h]
+            if not scored:
+                fallback = next((c for c in self.candidates if c.issued and not math.isnan(c.issued[-1].points[h])), None)
+                self.selected[h] = fallback
+                reasons.append("fallback")
+                continue
+            best_loss, _, best = scored[0]
+            current_loss = next((loss for loss, _, c in scored if c is current), None)
+            if current is None or current_loss is None or best is current:
+                self.selected[h], self._streak[h] = best, ("", 0)
+                reasons.append("best")
+            elif best_loss < (1 - self.margin) * current_loss:
+                name, count = self._streak[h]
+                count = count + 1 if name == best.name else 1
+                self._streak[h] = (best.name, count)
+                if count >= self.patience:
+                    self.selected[h], self._streak[h] = best, ("", 0)
+                    reasons.append("switched")
+                else:
+                    reasons.append("kept")
+            else:
+                self._streak[h] = ("", 0)
+                reasons.append("kept")
+        if all(r == "fallback" for r in reasons):
             self.reason = (
-                f"fallback: {known} observation(s), too few scored forecasts to compare models yet"
-                if fallback is not None
+                f"fallback: {self.known} observation(s), too few scored forecasts to compare models yet"
+                if any(self.selected)
                 else "no observations yet"
             )
-            return
-        best_loss, best = scored[0]
-        current = self.selected
-        current_loss = next((loss for loss, c in scored if c is current), None)
-        if current is None or current_loss is None:
-            self.selected, self._streak = best, ("", 0)
-            self.reason = f"lowest pinball loss over the last {len(best.losses)} scored steps ({best_loss:.3f})"
-            return
-        if best is current:
-            self._streak = ("", 0)
-            self.reason = f"lowest pinball loss over the last {len(best.losses)} scored steps ({best_loss:.3f})"
-            return
-        if best_loss < (1 - self.margin) * current_loss:
-            name, count = self._streak
-            count = count + 1 if name == best.name else 1
-            self._streak = (best.name, count)
-            if count >= self.patience:
-                self.selected, self._streak = best, ("", 0)
-                self.reason = f"switched: pinball loss {best_loss:.3f} vs {current_loss:.3f} for {count} consecutive steps"
         else:
-            self._streak = ("", 0)
+            self.reason = f"per horizon step, the lowest mean pinball loss (p50, p90) over the last {self.window} scored targets, switching after {self.patience} consecutive wins by {self.margin:.0%}"
+            if "fallback" in reasons:
+                self.reason += f"; steps {', '.join(str(h + 1) for h, r in enumerate(reasons) if r == 'fallback')} still on a fallback"
 
     def forecast(self) -> ForecastResult:
-        chosen = self.selected
-        if chosen is None or not chosen.issued:
+        if not any(self.selected):
             return ForecastResult(self.step, "none", self.reason, np.full(self.horizon, math.nan), {})
-        issued = chosen.issued[-1]
-        quantiles = {q: np.array([b.get(q, math.nan) for b in issued.bounds]) for q in self.quantiles}
-        if any(not b for b in issued.bounds):  # not calibrated yet: the point forecast for every level, said so
-            quantiles = {q: issued.points.copy() for q in self.quantiles}
-            reason = f"{self.reason}; quantiles uncalibrated (fewer than 10 errors yet)"
-        else:
-            reason = self.reason
-        return ForecastResult(self.step, chosen.name, reason, issued.points.copy(), quantiles)
+        points = np.full(self.horizon, math.nan)
+        bounds = np.full((self.horizon, len(self.quantiles)), np.nan)
+        methods = []
+        for h, chosen in enumerate(self.selected):
+            if chosen is None or not chosen.issued:
+                methods.append("none")
+                continue
+            issued = chosen.issued[-1]
+            points[h], bounds[h] = issued.points[h], issued.bounds[h]
+            methods.append(chosen.name)
+        reason = self.reason
+        missing = np.isnan(bounds).any(axis=1) & ~np.isnan(points)
+        if missing.any():  # not calibrated yet: the point forecast for every level, said so
+            bounds[missing] = points[missing, None]
+            reason += "; some quantiles uncalibrated (fewer than 10 errors yet): the point forecast is given"
+        quantiles = {q: bounds[:, i].copy() for i, q in enumerate(self.quantiles)}
+        return ForecastResult(self.step, describe(methods), reason, points, quantiles, tuple(methods))
 
 
 def rebin(values: np.ndarray, factor: int) -> np.ndarray:

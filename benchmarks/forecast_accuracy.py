@@ -1,0 +1,234 @@
+"""Forecast accuracy and calibration on real LLM traces: the selector against each single model.
+
+Series (from --traces, default ../shared/traces):
+- Azure LLM 2023 code and conversation: arrivals counted in 10 s bins (req/s),
+  horizons 30, 60, 120 s (3, 6, 12 steps);
+- ServeGen language m-large, m-mid, m-small: total req/s per 10-min window
+  over 14 days, horizons 10 min to 2 h (1..12 steps), daily season of 144
+  bins; all-zero windows are collection gaps, so they are missing, not zero.
+
+Every series is replayed step by step through the forecaster's own Selector
+(the code the service runs). Each candidate model carries the same online
+conformal layer, so the single-model baselines below are "the model plus our
+calibration"; the `selected` row is what the forecaster publishes (model
+chosen by rolling-origin pinball loss). Scoring starts after a warm-up; every
+forecast is scored against data it never saw.
+
+Reported per series, horizon and method: MAE relative to the series mean,
+pinball loss at p50 and p90 (relative to the mean), p90 coverage with a 95 %
+Wilson interval, and the time of one forecaster update (all candidates
+updated and predicting; refits reported apart). Prints one JSON line, then
+readable tables.
+
+    .venv/bin/python benchmarks/forecast_accuracy.py [--traces ../shared/traces]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ebbflow.forecaster.core import Selector, default_models
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMPLE = ("last_value", "ewma")  # and every moving_average_<steps>
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    values: np.ndarray
+    step_s: float
+    horizons: tuple[int, ...]  # in steps
+    season: int
+    ma_windows: tuple[int, ...]
+    warmup: int
+    refit_every: int
+    bursty: bool  # goal (b) applies
+
+
+def azure(path: Path, name: str, bursty: bool) -> Series:
+    times = pd.to_datetime(pd.read_csv(path, usecols=["TIMESTAMP"])["TIMESTAMP"], format="ISO8601")
+    seconds = (times - times.iloc[0]).dt.total_seconds().to_numpy()
+    counts = np.bincount((seconds // 10).astype(int))
+    return Series(name, counts / 10.0, 10.0, (3, 6, 12), 0, (6, 30, 90), 90, 30, bursty)
+
+
+def servegen(path: Path, name: str) -> Series:
+    frame = pd.read_csv(path)
+    values = frame["total_rate_rps"].to_numpy(dtype=float).copy()
+    values[values == 0] = np.nan  # collection gaps
+    return Series(name, values, 600.0, (1, 3, 6, 12), 144, (1, 3, 6), 144, 36, True)
+
+
+def load_series(traces: Path) -> list[Series]:
+    found = []
+    for file, name, bursty in (("azure_llm_2023_code.csv", "azure code", True), ("azure_llm_2023_conv.csv", "azure conv", False)):
+        if (traces / file).exists():
+            found.append(azure(traces / file, name, bursty))
+    for model in ("m-large", "m-mid", "m-small"):
+        path = traces / "servegen" / f"servegen_language_{model}_total_rate_10min.csv"
+        if path.exists():
+            found.append(servegen(path, f"servegen {model}"))
+    return found
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (math.nan, math.nan)
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+def replay(series: Series) -> tuple[dict, dict]:
+    """Feed the series; per method, the forecasts (p50, p90) issued at each step; and update timings."""
+    horizon = max(series.horizons)
+    models = lambda: [m for m in default_models(horizon, series.season, 2000, series.ma_windows)]  # noqa: E731
+    selector = Selector(horizon=horizon, season=series.season, max_history=2000, refit_every=series.refit_every, models=models)
+    names = [c.name for c in selector.candidates]
+    n = len(series.values)
+    forecasts = {name: (np.full((n, horizon), np.nan), np.full((n, horizon), np.nan)) for name in [*names, "selected"]}
+    updates, refits = [], []
+    for t, value in enumerate(series.values):
+        fitted_before = [c.fitted_at for c in selector.candidates]
+        started = time.perf_counter()
+        result = selector.observe(float(value))
+        elapsed = time.perf_counter() - started
+        (refits if [c.fitted_at for c in selector.candidates] != fitted_before else updates).append(elapsed)
+        for candidate in selector.candidates:
+            issued = candidate.issued[-1]
+            if all(issued.bounds):
+                forecasts[candidate.name][0][t] = [b[0.5] for b in issued.bounds]
+                forecasts[candidate.name][1][t] = [b[0.9] for b in issued.bounds]
+        if result.quantiles and result.method != "none":
+            forecasts["selected"][0][t] = result.quantiles[0.5]
+            forecasts["selected"][1][t] = result.quantiles[0.9]
+    timing = {
+        "update_ms_p50": float(np.median(updates) * 1e3) if updates else math.nan,
+        "update_ms_p99": float(np.percentile(updates, 99) * 1e3) if updates else math.nan,
+        "refit_ms_mean": float(np.mean(refits) * 1e3) if refits else math.nan,
+        "amortized_ms": float((sum(updates) + sum(refits)) / n * 1e3),
+        "refits": len(refits),
+    }
+    return forecasts, timing
+
+
+def score(series: Series, forecasts: dict) -> list[dict]:
+    y = series.values
+    mean = float(np.nanmean(y[series.warmup :]))
+    rows = []
+    for h in series.horizons:
+        origins = np.arange(series.warmup, len(y) - h)
+        truth = y[origins + h]
+        # Score every method on the same targets: known truth and a forecast from every method.
+        usable = ~np.isnan(truth)
+        for p50, _ in forecasts.values():
+            usable &= ~np.isnan(p50[origins, h - 1])
+        for method, (p50s, p90s) in forecasts.items():
+            p50, p90, target = p50s[origins, h - 1][usable], p90s[origins, h - 1][usable], truth[usable]
+            hits = int(np.sum(target <= p90))
+            low, high = wilson(hits, len(target))
+            rows.append(
+                {
+                    "series": series.name,
+                    "horizon_steps": h,
+                    "horizon_s": h * series.step_s,
+                    "method": method,
+                    "n": int(len(target)),
+                    "rel_mae": float(np.mean(np.abs(target - p50)) / mean),
+                    "pinball_p50": float(np.mean(np.maximum(0.5 * (target - p50), -0.5 * (target - p50))) / mean),
+                    "pinball_p90": float(np.mean(np.maximum(0.9 * (target - p90), -0.1 * (target - p90))) / mean),
+                    "coverage_p90": hits / len(target) if len(target) else math.nan,
+                    "coverage_p90_low": low,
+                    "coverage_p90_high": high,
+                }
+            )
+    return rows
+
+
+def goals(rows: list[dict], series: list[Series]) -> dict:
+    """The issue's goals, checked per series and horizon."""
+    out: dict = {"selection_never_loses": [], "beats_simple_by_10pct": [], "p90_pinball_10pct_below_arima": []}
+    bursty = {s.name for s in series if s.bursty}
+    keys = sorted({(r["series"], r["horizon_steps"]) for r in rows})
+    for key in keys:
+        group = {r["method"]: r for r in rows if (r["series"], r["horizon_steps"]) == key}
+        selected = group["selected"]
+        singles = {m: r for m, r in group.items() if m != "selected"}
+        best = min(singles.values(), key=lambda r: r["rel_mae"])
+        out["selection_never_loses"].append({"series": key[0], "h": key[1], "ratio_to_best": selected["rel_mae"] / best["rel_mae"], "best": best["method"]})
+        if key[0] in bursty:
+            simple = min((r for m, r in singles.items() if m in SIMPLE or m.startswith("moving_average")), key=lambda r: r["rel_mae"])
+            out["beats_simple_by_10pct"].append({"series": key[0], "h": key[1], "ratio": selected["rel_mae"] / simple["rel_mae"], "simple": simple["method"]})
+            if "arima" in singles:
+                out["p90_pinball_10pct_below_arima"].append({"series": key[0], "h": key[1], "ratio": selected["pinball_p90"] / singles["arima"]["pinball_p90"]})
+    servegen = [r for r in rows if r["method"] == "selected" and r["series"].startswith("servegen")]
+    hits = sum(r["coverage_p90"] * r["n"] for r in servegen)
+    total = sum(r["n"] for r in servegen)
+    out["servegen_pooled_coverage_p90"] = {"coverage": hits / total if total else math.nan, "wilson": wilson(round(hits), total)}
+    out["azure_coverage_p90"] = [
+        {"series": r["series"], "h": r["horizon_steps"], "coverage": r["coverage_p90"]} for r in rows if r["method"] == "selected" and r["series"].startswith("azure")
+    ]
+    return out
+
+
+def tables(report: dict) -> str:
+    lines = []
+    for series in report["series"]:
+        lines.append(f"\n{series['name']} ({series['steps']} steps of {series['step_s']:g} s; update p50 {series['timing']['update_ms_p50']:.2f} ms, "
+                     f"p99 {series['timing']['update_ms_p99']:.2f} ms, refit {series['timing']['refit_ms_mean']:.0f} ms x{series['timing']['refits']})")
+        lines.append(f"  {'horizon':>8} {'method':<18} {'relMAE':>7} {'pin50':>7} {'pin90':>7} {'cov90':>6} {'(95% CI)':>13} {'n':>5}")
+        for r in [r for r in report["rows"] if r["series"] == series["name"]]:
+            lines.append(
+                f"  {r['horizon_s']:>7g}s {r['method']:<18} {r['rel_mae']:7.3f} {r['pinball_p50']:7.3f} {r['pinball_p90']:7.3f} {r['coverage_p90']:6.3f} "
+                f"({r['coverage_p90_low']:.2f}-{r['coverage_p90_high']:.2f}) {r['n']:5d}"
+            )
+    g = report["goals"]
+    lines.append("\nGoals")
+    worst = max(g["selection_never_loses"], key=lambda r: r["ratio_to_best"])
+    lines.append(f"  (a) selected MAE / best single in hindsight: worst {worst['ratio_to_best']:.3f} ({worst['series']}, h={worst['h']}, best {worst['best']}); "
+                 f"<= 1.02 on {sum(r['ratio_to_best'] <= 1.02 for r in g['selection_never_loses'])}/{len(g['selection_never_loses'])}")
+    for r in g["beats_simple_by_10pct"]:
+        lines.append(f"  (b) {r['series']:<18} h={r['h']:>2}: MAE / best simple ({r['simple']}) = {r['ratio']:.3f}")
+    for r in g["p90_pinball_10pct_below_arima"]:
+        lines.append(f"  (b) {r['series']:<18} h={r['h']:>2}: p90 pinball / ARIMA = {r['ratio']:.3f}")
+    pooled = g["servegen_pooled_coverage_p90"]
+    lines.append(f"  (c) ServeGen pooled p90 coverage {pooled['coverage']:.3f} (95% CI {pooled['wilson'][0]:.3f}-{pooled['wilson'][1]:.3f})")
+    for r in g["azure_coverage_p90"]:
+        lines.append(f"  (c) {r['series']} h={r['h']}: p90 coverage {r['coverage']:.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = ROOT.parent / "shared" / "traces"
+    parser.add_argument("--traces", type=Path, default=default if default.exists() else None, help="trace folder (default: ../shared/traces)")
+    args = parser.parse_args()
+    if args.traces is None or not args.traces.exists():
+        sys.exit("no trace folder: pass --traces DIR (see the README of the shared traces)")
+    all_series = load_series(args.traces)
+    if not all_series:
+        sys.exit(f"no known trace files under {args.traces}")
+    rows, summaries = [], []
+    for series in all_series:
+        print(f"replaying {series.name} ({len(series.values)} steps)...", file=sys.stderr)
+        forecasts, timing = replay(series)
+        rows += score(series, forecasts)
+        summaries.append({"name": series.name, "steps": len(series.values), "step_s": series.step_s, "timing": timing})
+    report = {"benchmark": "forecast_accuracy", "series": summaries, "rows": rows, "goals": goals(rows, all_series)}
+    print(json.dumps(report))
+    print(tables(report))
+
+
+if __name__ == "__main__":
+    main()
