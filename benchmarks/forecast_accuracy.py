@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ebbflow.forecaster.core import Selector, default_models
+from ebbflow.forecaster.core import Selector, default_models, replay, score_replay
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = ("last_value", "ewma")  # and every moving_average_<steps>
@@ -90,70 +90,45 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half, centre + half)
 
 
-def replay(series: Series) -> tuple[dict, dict]:
-    """Feed the series; per method, the forecasts (p50, p90) issued at each step; and update timings."""
+def replay_series(series: Series) -> tuple[list[dict], dict]:
+    """Feed the series through the forecaster's Selector; score every method on the same targets; time the updates."""
     horizon = max(series.horizons)
-    models = lambda: [m for m in default_models(horizon, series.season, 2000, series.ma_windows)]  # noqa: E731
-    selector = Selector(horizon=horizon, season=series.season, max_history=2000, refit_every=series.refit_every, models=models)
-    names = [c.name for c in selector.candidates]
-    n = len(series.values)
-    forecasts = {name: (np.full((n, horizon), np.nan), np.full((n, horizon), np.nan)) for name in [*names, "selected"]}
-    updates, refits = [], []
-    for t, value in enumerate(series.values):
-        fitted_before = [c.fitted_at for c in selector.candidates]
-        started = time.perf_counter()
-        result = selector.observe(float(value))
-        elapsed = time.perf_counter() - started
-        (refits if [c.fitted_at for c in selector.candidates] != fitted_before else updates).append(elapsed)
-        for candidate in selector.candidates:
-            issued = candidate.issued[-1]
-            if all(issued.bounds):
-                forecasts[candidate.name][0][t] = [b[0.5] for b in issued.bounds]
-                forecasts[candidate.name][1][t] = [b[0.9] for b in issued.bounds]
-        if result.quantiles and result.method != "none":
-            forecasts["selected"][0][t] = result.quantiles[0.5]
-            forecasts["selected"][1][t] = result.quantiles[0.9]
+    selector = Selector(
+        horizon=horizon,
+        season=series.season,
+        max_history=2000,
+        refit_every=series.refit_every,
+        models=lambda: default_models(horizon, series.season, 2000, series.ma_windows),
+    )
+    forecasts, timings = replay(selector, series.values, clock=time.perf_counter)
+    updates = [seconds for seconds, refit in timings if not refit]
+    refits = [seconds for seconds, refit in timings if refit]
     timing = {
         "update_ms_p50": float(np.median(updates) * 1e3) if updates else math.nan,
         "update_ms_p99": float(np.percentile(updates, 99) * 1e3) if updates else math.nan,
         "refit_ms_mean": float(np.mean(refits) * 1e3) if refits else math.nan,
-        "amortized_ms": float((sum(updates) + sum(refits)) / n * 1e3),
+        "amortized_ms": float(sum(seconds for seconds, _ in timings) / len(timings) * 1e3),
         "refits": len(refits),
     }
-    return forecasts, timing
-
-
-def score(series: Series, forecasts: dict) -> list[dict]:
-    y = series.values
-    mean = float(np.nanmean(y[series.warmup :]))
     rows = []
-    for h in series.horizons:
-        origins = np.arange(series.warmup, len(y) - h)
-        truth = y[origins + h]
-        # Score every method on the same targets: known truth and a forecast from every method.
-        usable = ~np.isnan(truth)
-        for p50, _ in forecasts.values():
-            usable &= ~np.isnan(p50[origins, h - 1])
-        for method, (p50s, p90s) in forecasts.items():
-            p50, p90, target = p50s[origins, h - 1][usable], p90s[origins, h - 1][usable], truth[usable]
-            hits = int(np.sum(target <= p90))
-            low, high = wilson(hits, len(target))
-            rows.append(
-                {
-                    "series": series.name,
-                    "horizon_steps": h,
-                    "horizon_s": h * series.step_s,
-                    "method": method,
-                    "n": int(len(target)),
-                    "rel_mae": float(np.mean(np.abs(target - p50)) / mean),
-                    "pinball_p50": float(np.mean(np.maximum(0.5 * (target - p50), -0.5 * (target - p50))) / mean),
-                    "pinball_p90": float(np.mean(np.maximum(0.9 * (target - p90), -0.1 * (target - p90))) / mean),
-                    "coverage_p90": hits / len(target) if len(target) else math.nan,
-                    "coverage_p90_low": low,
-                    "coverage_p90_high": high,
-                }
-            )
-    return rows
+    for score in score_replay(series.values, forecasts, series.horizons, series.warmup):
+        low, high = wilson(round(score.coverage_p90 * score.scored), score.scored)
+        rows.append(
+            {
+                "series": series.name,
+                "horizon_steps": score.horizon,
+                "horizon_s": score.horizon * series.step_s,
+                "method": score.method,
+                "n": score.scored,
+                "rel_mae": score.relative_mae,
+                "pinball_p50": score.pinball_p50,
+                "pinball_p90": score.pinball_p90,
+                "coverage_p90": score.coverage_p90,
+                "coverage_p90_low": low,
+                "coverage_p90_high": high,
+            }
+        )
+    return rows, timing
 
 
 def goals(rows: list[dict], series: list[Series]) -> dict:
@@ -222,8 +197,8 @@ def main() -> None:
     rows, summaries = [], []
     for series in all_series:
         print(f"replaying {series.name} ({len(series.values)} steps)...", file=sys.stderr)
-        forecasts, timing = replay(series)
-        rows += score(series, forecasts)
+        series_rows, timing = replay_series(series)
+        rows += series_rows
         summaries.append({"name": series.name, "steps": len(series.values), "step_s": series.step_s, "timing": timing})
     report = {"benchmark": "forecast_accuracy", "series": summaries, "rows": rows, "goals": goals(rows, all_series)}
     print(json.dumps(report))

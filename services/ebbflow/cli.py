@@ -1,4 +1,4 @@
-"""`ebbflow up | status | load | history | demo`: the command line."""
+"""`ebbflow up | status | load | history | forecast | demo`: the command line."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from google.protobuf.json_format import MessageToDict
 
 from ebbflow.runtime.config import Config, load_config, with_router_port
 from ebbflow.runtime.errors import AlreadyRunningError, EbbflowError
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, registry_pb2, status_pb2, status_pb2_grpc
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, registry_pb2, status_pb2, status_pb2_grpc
 
 STATE_FILE = "state.json"
 
@@ -318,6 +318,32 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    state = _read_state(Path(args.state_dir))
+    with grpc.insecure_channel(state["control"]) as channel:
+        stub = forecast_pb2_grpc.ForecasterServiceStub(channel)
+        try:
+            response = stub.GetForecast(forecast_pb2.GetForecastRequest(model=args.model, horizon_s=args.horizon), timeout=10.0)
+        except grpc.RpcError as error:
+            raise EbbflowError(error.details() or f"ebbflow up at {state['control']} did not answer") from None
+    forecast = response.forecast
+    if args.json:
+        print(json.dumps(MessageToDict(forecast, preserving_proto_field_name=True), indent=2))
+        return 0
+    quality = forecast.quality
+    print(f"{forecast.model}: {forecast.method} ({forecast.observations} observations at {forecast.step_s:g} s)")
+    print(f"  why: {forecast.reason}")
+    if quality.scored:
+        print(f"  recent quality: relative MAE {quality.relative_mae:.3f}, p90 coverage {quality.coverage_p90:.3f}, p99 {quality.coverage_p99:.3f} ({quality.scored} targets)")
+    if forecast.quantiles:
+        levels = [q.quantile for q in forecast.quantiles]
+        print(f"  {'AHEAD':>7} " + " ".join(f"{f'P{q * 100:g}':>9}" for q in levels))
+        for step in range(len(forecast.quantiles[0].arrival_rps)):
+            ahead = (step + 1) * forecast.step_s
+            print(f"  {ahead:>6g}s " + " ".join(f"{q.arrival_rps[step]:>9.2f}" for q in forecast.quantiles))
+    return 0
+
+
 # ---- main ---------------------------------------------------------------------
 
 
@@ -354,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="one JSON object instead of CSV")
     history.add_argument("model")
     history.set_defaults(func=cmd_history)
+
+    forecast = sub.add_parser("forecast", help="a model's demand forecast (p50, p90, p99 over the horizon) and how it was chosen")
+    forecast.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    forecast.add_argument("--horizon", type=parse_duration, default=0.0, help="how far ahead, e.g. 2m or 1h (default: the finest resolution's horizon)")
+    forecast.add_argument("--json", action="store_true", help="the Forecast message as JSON")
+    forecast.add_argument("model")
+    forecast.set_defaults(func=cmd_forecast)
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
     demo.add_argument("--duration-s", type=float, default=120.0, help="length of the load ramp (default: %(default)s)")

@@ -21,15 +21,18 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ebbflow.actuator.local import ActuatorMetrics, LocalActuator
 from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
+from ebbflow.forecaster.api import ForecasterApi
+from ebbflow.forecaster.service import Forecaster, ForecasterMetrics, collector_history
 from ebbflow.router.worker import RouterService, RouterWorkers
 from ebbflow.runtime.bus import Bus, connect
 from ebbflow.runtime.config import Config
 from ebbflow.runtime.grpc_server import GrpcServer
+from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, import_policies
 from ebbflow.status import StatusService
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc, status_pb2, status_pb2_grpc
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, status_pb2, status_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +101,35 @@ class Stack:
             MultiProcessCollector(self.metrics_registry, path=str(metrics_dir))
         router_address = f"{router_config.host}:{router_port}"
 
+        view = self.view
+        self.forecaster = forecaster = Forecaster(
+            self.config.forecaster, bus, None, ForecasterMetrics(self.metrics_registry), lambda: set(view.policies) | view.known_models()
+        )
         self.control_server = control_server = GrpcServer(
-            [status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name, collector_pb2.DESCRIPTOR.services_by_name["CollectorService"].full_name]
+            [
+                status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name,
+                collector_pb2.DESCRIPTOR.services_by_name["CollectorService"].full_name,
+                forecast_pb2.DESCRIPTOR.services_by_name["ForecasterService"].full_name,
+            ]
         )
         status_pb2_grpc.add_StatusServiceServicer_to_server(
             StatusService(self.view, actuator.desired, self.collector.latest, router_address), control_server.server
         )
         collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), control_server.server)
+        forecast_pb2_grpc.add_ForecasterServiceServicer_to_server(ForecasterApi(forecaster), control_server.server)
         control_port = control_server.bind("127.0.0.1", 0)
         await control_server.start()
+        # The forecaster refills through the collector's public API, as it would from another host.
+        forecaster.history = collector_history(f"127.0.0.1:{control_port}")
+        self._spawn("forecaster", self._run_forecaster(forecaster))
         self.metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=self.metrics_registry)
         self.addresses = Addresses(router_address, f"127.0.0.1:{control_port}", f"127.0.0.1:{self.metrics_server.server_port}")
         return self.addresses
+
+    async def _run_forecaster(self, forecaster: Forecaster) -> None:
+        await wait_any(60.0, self.collector.restored, self.stop_event)  # its history is what the forecaster refills from
+        if not self.stop_event.is_set():
+            await forecaster.run(self.stop_event)
 
     async def wait_serving(self, models: list[str], timeout_s: float) -> None:
         """Return once the router sees a ready replica of each model."""

@@ -7,23 +7,30 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import AsyncIterator
 
+import grpc
 import pytest
 import pytest_asyncio
+import tritonclient.grpc.aio as triton_aio
 from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry
 
 import nats
 from ebbflow.actuator.static import StaticReplicas
+from ebbflow.collector.api import CollectorApi
+from ebbflow.collector.service import Collector, CollectorMetrics
+from ebbflow.runtime.grpc_server import GrpcServer
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, connect
-from ebbflow.runtime.config import ActuatorConfig, Config, ModelPolicy, RouterConfig
+from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, ModelPolicy, RouterConfig
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.service import policy_to_proto
 from ebbflow.stack import Stack
-from tests.conftest import wait_for
+from tests.conftest import llm_inputs, wait_for
 
 TIME_SCALE = 0.05  # a 40-token llm answer takes ~26 ms
+CONFIG = CollectorConfig(interval_s=0.5, scrape_timeout_s=0.3, stale_after_s=1.5, windows_s=(4.0, 30.0), history_flush_s=1.0)
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +125,65 @@ async def testbed(nats_url: str, tmp_path: Path) -> AsyncIterator[RouterBed]:
     stop.set()
     await asyncio.gather(watcher, return_exceptions=True)
     await bus.close()
+
+
+class RunningCollector:
+    """A collector task with its gRPC API on a free port."""
+
+    def __init__(self, bed: RouterBed, config: CollectorConfig) -> None:
+        self.registry = CollectorRegistry()
+        self.collector = Collector(config, bed.bus, bed.view, CollectorMetrics(self.registry))
+        self.stop = asyncio.Event()
+        self.server = GrpcServer([collector_pb2.DESCRIPTOR.services_by_name["CollectorService"].full_name])
+        collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), self.server.server)
+
+    async def start(self) -> collector_pb2_grpc.CollectorServiceStub:
+        self.task = asyncio.create_task(self.collector.run(self.stop))
+        self.port = port = self.server.bind("127.0.0.1", 0)
+        await self.server.start()
+        await asyncio.wait_for(self.collector.restored.wait(), 30)
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        return collector_pb2_grpc.CollectorServiceStub(self.channel)
+
+    async def close(self) -> None:
+        self.stop.set()
+        await self.task
+        await self.channel.close()
+        await self.server.stop(grace_s=0.2)
+
+
+@pytest_asyncio.fixture
+async def collectors(testbed: RouterBed) -> AsyncIterator:
+    running: list[RunningCollector] = []
+
+    async def make(config: CollectorConfig = CONFIG) -> tuple[RunningCollector, collector_pb2_grpc.CollectorServiceStub]:
+        collector = RunningCollector(testbed, config)
+        running.append(collector)
+        return collector, await collector.start()
+
+    yield make
+    for collector in running:
+        if not collector.stop.is_set():
+            await collector.close()
+
+
+async def open_loop(address: str, rate_rps: float, duration_s: float, max_tokens: int = 8) -> tuple[float, list[str]]:
+    """Requests at a fixed schedule (not sleep-drift), all awaited; returns (achieved send rate, errors)."""
+    client = triton_aio.InferenceServerClient(address)
+    errors: list[str] = []
+
+    async def one() -> None:
+        try:
+            await client.infer("llm", llm_inputs("alpha beta gamma", max_tokens))
+        except Exception as error:
+            errors.append(str(error))
+
+    loop = asyncio.get_running_loop()
+    start, tasks = loop.time(), []
+    while loop.time() - start < duration_s:
+        tasks.append(asyncio.create_task(one()))
+        await asyncio.sleep(max(0.0, start + len(tasks) / rate_rps - loop.time()))
+    sent_rate = len(tasks) / (loop.time() - start)
+    await asyncio.gather(*tasks)
+    await client.close()
+    return sent_rate, errors

@@ -226,6 +226,8 @@ class Selector:
         self._streak: list[tuple[str, int]] = [("", 0)] * horizon
         self.reason = "no observations yet"
         self.negatives = 0
+        self.published: deque[ForecastResult] = deque(maxlen=horizon)
+        self.quality = Quality(window=max(500, window * horizon))
 
     # -- feeding ---------------------------------------------------------------------------------
 
@@ -249,6 +251,7 @@ class Selector:
         if not math.isnan(value):
             for candidate in self.candidates:
                 self._score(candidate, value, typical)
+            self.quality.score(self.published, self.step, value, typical)
         history = None
         others = []
         for candidate in self.candidates:
@@ -270,7 +273,9 @@ class Selector:
         self.median.points = np.median(np.array(complete), axis=0) if len(complete) >= 3 else np.full(self.horizon, math.nan)
         self._issue(self.candidates[-1], typical)
         self._select()
-        return self.forecast()
+        result = self.forecast()
+        self.published.append(result)
+        return result
 
     def _score(self, candidate: Candidate, y: float, typical: float) -> None:
         due = [(self.step - issued.step - 1, issued) for issued in candidate.issued if 1 <= self.step - issued.step <= self.horizon]
@@ -363,6 +368,146 @@ class Selector:
             reason += "; some quantiles uncalibrated (fewer than 10 errors yet): the point forecast is given"
         quantiles = {q: bounds[:, i].copy() for i, q in enumerate(self.quantiles)}
         return ForecastResult(self.step, describe(methods), reason, points, quantiles, tuple(methods))
+
+
+class Quality:
+    """How the published forecasts did: relative MAE of p50 and coverage of p90/p99, over recent targets."""
+
+    def __init__(self, window: int) -> None:
+        self.errors = RollingMean(window)
+        self.levels = RollingMean(window)
+        self.hits = {0.9: RollingMean(window), 0.99: RollingMean(window)}
+
+    def score(self, published: Sequence[ForecastResult], step: int, y: float, typical: float) -> None:
+        for result in published:
+            h = step - result.step
+            if not 1 <= h <= len(result.points) or not result.quantiles:
+                continue
+            median = result.quantiles.get(0.5)
+            if median is None or math.isnan(median[h - 1]):
+                continue
+            self.errors.add(abs(y - float(median[h - 1])))
+            self.levels.add(y)
+            for q, hits in self.hits.items():
+                if q in result.quantiles and not math.isnan(result.quantiles[q][h - 1]):
+                    hits.add(1.0 if y <= result.quantiles[q][h - 1] else 0.0)
+
+    @property
+    def scored(self) -> int:
+        return len(self.errors)
+
+    @property
+    def relative_mae(self) -> float:
+        mean = self.levels.mean
+        return self.errors.mean / mean if mean and not math.isnan(mean) and mean > 0 else math.nan
+
+    def coverage(self, quantile: float) -> float:
+        return self.hits[quantile].mean
+
+
+@dataclass(frozen=True)
+class Score:
+    """One method's rolling-origin result at one horizon step."""
+
+    method: str
+    horizon: int
+    scored: int
+    relative_mae: float
+    pinball_p50: float
+    pinball_p90: float
+    coverage_p90: float
+
+
+def replay(selector: Selector, values: Sequence[float], clock: Callable[[], float] | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[tuple[float, bool]]]:
+    """Feed a series through a selector; per method ('selected' included) the p50 and p90 issued at each step.
+
+    With a clock, also the duration of each update and whether it refitted.
+    """
+    n, horizon = len(values), selector.horizon
+    names = [c.name for c in selector.candidates]
+    forecasts = {name: (np.full((n, horizon), np.nan), np.full((n, horizon), np.nan)) for name in [*names, "selected"]}
+    q50, q90 = selector.quantiles.index(0.5), selector.quantiles.index(0.9)
+    timings: list[tuple[float, bool]] = []
+    for t, value in enumerate(values):
+        fitted_before = [c.fitted_at for c in selector.candidates]
+        started = clock() if clock else 0.0
+        result = selector.observe(float(value))
+        if clock:
+            timings.append((clock() - started, [c.fitted_at for c in selector.candidates] != fitted_before))
+        for candidate in selector.candidates:
+            bounds = candidate.issued[-1].bounds
+            if not np.isnan(bounds).any():
+                forecasts[candidate.name][0][t] = bounds[:, q50]
+                forecasts[candidate.name][1][t] = bounds[:, q90]
+        if result.quantiles:
+            forecasts["selected"][0][t] = result.quantiles[0.5]
+            forecasts["selected"][1][t] = result.quantiles[0.9]
+    return forecasts, timings
+
+
+def score_replay(values: Sequence[float], forecasts: dict[str, tuple[np.ndarray, np.ndarray]], horizons: Sequence[int], warmup: int) -> list[Score]:
+    """Every method on the same targets (known truth, a forecast from every method), per horizon step."""
+    y = np.asarray(values, dtype=float)
+    known = y[warmup:][~np.isnan(y[warmup:])]
+    mean = float(known.mean()) if len(known) and known.mean() > 0 else 1.0
+    scores = []
+    for h in horizons:
+        origins = np.arange(warmup, len(y) - h)
+        if not len(origins):
+            continue
+        truth = y[origins + h]
+        usable = ~np.isnan(truth)
+        for p50, _ in forecasts.values():
+            usable &= ~np.isnan(p50[origins, h - 1])
+        for method, (p50s, p90s) in forecasts.items():
+            p50, p90, target = p50s[origins, h - 1][usable], p90s[origins, h - 1][usable], truth[usable]
+            count = len(target)
+            if not count:
+                scores.append(Score(method, h, 0, math.nan, math.nan, math.nan, math.nan))
+                continue
+            scores.append(
+                Score(
+                    method=method,
+                    horizon=h,
+                    scored=count,
+                    relative_mae=float(np.mean(np.abs(target - p50)) / mean),
+                    pinball_p50=float(np.mean(np.maximum(0.5 * (target - p50), -0.5 * (target - p50))) / mean),
+                    pinball_p90=float(np.mean(np.maximum(0.9 * (target - p90), -0.1 * (target - p90))) / mean),
+                    coverage_p90=float(np.mean(target <= p90)),
+                )
+            )
+    return scores
+
+
+class Bins:
+    """Averages a stream of (time, value) into fixed bins aligned to multiples of step_s.
+
+    A bin with no known value is NaN (missing, not zero); bins skipped
+    entirely come out as NaN too, so the series keeps its spacing.
+    """
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s = step_s
+        self.current: int | None = None
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, time_s: float, value: float) -> list[tuple[float, float]]:
+        """Add one sample; returns the bins it completed as (bin start, mean)."""
+        index = math.floor(time_s / self.step_s)
+        done: list[tuple[float, float]] = []
+        if self.current is None:
+            self.current = index
+        elif index > self.current:
+            done.append((self.current * self.step_s, self.total / self.count if self.count else math.nan))
+            done.extend(((self.current + k) * self.step_s, math.nan) for k in range(1, min(index - self.current, 10_000)))
+            self.current, self.total, self.count = index, 0.0, 0
+        elif index < self.current:  # late sample for a closed bin: dropped
+            return done
+        if not math.isnan(value):
+            self.total += value
+            self.count += 1
+        return done
 
 
 def rebin(values: np.ndarray, factor: int) -> np.ndarray:

@@ -198,6 +198,7 @@ class Arima(Model):
     name = "arima"
     min_history = 30
     ORDERS = ((1, 0, 0), (2, 0, 1), (0, 1, 1), (1, 1, 1), (2, 1, 2))
+    FIT_WINDOW = 500  # recent points the parameters are estimated on
 
     def __init__(self) -> None:
         self.order = (1, 0, 0)
@@ -207,12 +208,20 @@ class Arima(Model):
         self.last = math.nan  # last level (for d = 1)
         self.z: deque[float] = deque(maxlen=4)  # recent (differenced, de-meaned) values, newest last
         self.e: deque[float] = deque(maxlen=4)  # recent innovations
+        self.fitted = False
 
     def fit(self, history: np.ndarray) -> None:
         from statsmodels.tsa.arima.model import ARIMA
 
-        y = np.asarray(history, dtype=float)
-        if np.count_nonzero(~np.isnan(y)) < self.min_history:
+        y = np.asarray(history, dtype=float)[-self.FIT_WINDOW :]
+        known = y[~np.isnan(y)]
+        if len(known) < self.min_history:
+            return
+        if np.ptp(known) < 1e-9:  # constant: the mean is the whole model
+            self.order, self.mean, self.ar, self.ma, self.fitted = (0, 0, 0), float(known[0]), np.zeros(0), np.zeros(0), True
+            self.z.clear()
+            self.e.clear()
+            self.z.append(0.0)
             return
         best = None
         with warnings.catch_warnings():
@@ -227,6 +236,7 @@ class Arima(Model):
         if best is None:
             return
         _, self.order, result = best
+        self.fitted = True
         names = list(result.model.param_names)
         params = dict(zip(names, np.asarray(result.params, dtype=float)))
         self.mean = params.get("const", 0.0)
@@ -246,6 +256,8 @@ class Arima(Model):
         return ar + ma
 
     def update(self, value: float) -> None:
+        if not self.fitted:  # no parameters yet: nothing to carry
+            return
         if self.order[1] == 1:
             if math.isnan(self.last):
                 self.last = value
@@ -264,7 +276,7 @@ class Arima(Model):
             self.last = self.last + observed
 
     def predict(self, horizon: int) -> np.ndarray:
-        if (self.order[1] == 1 and math.isnan(self.last)) or (self.order[1] == 0 and not self.z):
+        if not self.fitted or (self.order[1] == 1 and math.isnan(self.last)) or (self.order[1] == 0 and not self.z):
             return np.full(horizon, math.nan)
         z, e = deque(self.z, maxlen=4), deque(self.e, maxlen=4)
         saved = self.z, self.e

@@ -64,6 +64,22 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True)
+class ForecasterConfig:
+    resolutions_s: tuple[float, ...] = (10.0, 60.0, 600.0)
+    """Bin widths of the forecast series, seconds; the first is the one published on NATS every bin."""
+    horizon_steps: int = 12
+    """Forecast horizon, in bins of each resolution (12 x 10 s = 2 min ... 12 x 10 min = 2 h)."""
+    daily_season: bool = True
+    """Model a daily season at resolutions where a day is at most 288 bins (once 3 days are known)."""
+    refit_every_steps: int = 30
+    """Refit each model's parameters every this many bins."""
+    selection_window_steps: int = 60
+    """Scored targets the model choice looks back over."""
+    max_history_steps: int = 2000
+    """Bins of history each resolution keeps (and refills from the collector at start)."""
+
+
+@dataclass(frozen=True)
 class SchedulerConfig:
     interval_s: float = 1.0
     """Decision tick, seconds (0.1-60)."""
@@ -155,6 +171,7 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    forecaster: ForecasterConfig = field(default_factory=ForecasterConfig)
     actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
     models: tuple[ModelPolicy, ...] = (ModelPolicy(model="llm"), ModelPolicy(model="llm_stream", min_replicas=0, max_replicas=2))
 
@@ -208,6 +225,11 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError("collector: need interval_s <= history_coarse_step_s <= history_fine_s <= history_keep_s")
     if not 0 < c.history_flush_s <= c.history_fine_s:
         raise ConfigError(f"collector.history_flush_s must be in (0, history_fine_s], got {c.history_flush_s}")
+    f = config.forecaster
+    if not f.resolutions_s or any(r < c.interval_s for r in f.resolutions_s) or list(f.resolutions_s) != sorted(f.resolutions_s):
+        raise ConfigError(f"forecaster.resolutions_s must be ascending and each >= collector.interval_s, got {list(f.resolutions_s)}")
+    if not 1 <= f.horizon_steps <= 288 or f.refit_every_steps < 1 or f.selection_window_steps < 10 or f.max_history_steps < 100:
+        raise ConfigError("forecaster: horizon_steps 1-288, refit_every_steps >= 1, selection_window_steps >= 10, max_history_steps >= 100")
     if not 0.1 <= config.router.telemetry_interval_s <= 10:
         raise ConfigError(f"router.telemetry_interval_s must be 0.1-10, got {config.router.telemetry_interval_s}")
     if not 0 < config.actuator.time_scale <= 10:
@@ -225,7 +247,7 @@ def _check_ranges(config: Config) -> None:
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
     """Build a validated Config from a mapping shaped like the YAML file."""
-    known = {"router", "collector", "scheduler", "actuator", "models"}
+    known = {"router", "collector", "forecaster", "scheduler", "actuator", "models"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown top-level section(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -240,6 +262,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     config = Config(
         router=_section(RouterConfig, raw.get("router"), "router"),
         collector=_section(CollectorConfig, raw.get("collector"), "collector"),
+        forecaster=_section(ForecasterConfig, raw.get("forecaster"), "forecaster"),
         scheduler=_section(SchedulerConfig, raw.get("scheduler"), "scheduler"),
         actuator=_section(ActuatorConfig, raw.get("actuator"), "actuator"),
         models=models,
@@ -257,7 +280,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and "__" in key:
             section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
-            if section in ("router", "collector", "scheduler", "actuator"):
+            if section in ("router", "collector", "forecaster", "scheduler", "actuator"):
                 overrides.setdefault(section, {})[name] = value
     return overrides
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 # Core NATS subjects (loss-tolerant, repeated or superseded every second).
 ROUTER_TELEMETRY = "ebbflow.router.telemetry"
 LOAD = "ebbflow.load"  # LOAD.<model>: LoadSnapshot from the collector
+FORECAST = "ebbflow.forecast"  # FORECAST.<model>: Forecast from the forecaster
 WAKEUP = "ebbflow.wakeup"  # WAKEUP.<model>: the router holds requests for a model
 DRAIN_ACK = "ebbflow.drain.ack"  # DRAIN_ACK.<model>.<replica_id>: DrainAck from a router worker
 
 
 def load_subject(model: str) -> str:
     return f"{LOAD}.{model}"
+
+
+def forecast_subject(model: str) -> str:
+    return f"{FORECAST}.{model}"
 
 
 def wakeup_subject(model: str) -> str:

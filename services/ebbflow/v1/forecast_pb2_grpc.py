@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ebbflow.v1 import forecast_pb2 as ebbflow_dot_v1_dot_forecast__pb2
 
 GRPC_GENERATED_VERSION = '1.71.2'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,123 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class ForecasterServiceStub(object):
+    """Demand forecasts per model.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetForecast = channel.unary_unary(
+                '/ebbflow.v1.ForecasterService/GetForecast',
+                request_serializer=ebbflow_dot_v1_dot_forecast__pb2.GetForecastRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_forecast__pb2.GetForecastResponse.FromString,
+                _registered_method=True)
+        self.Backtest = channel.unary_unary(
+                '/ebbflow.v1.ForecasterService/Backtest',
+                request_serializer=ebbflow_dot_v1_dot_forecast__pb2.BacktestRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_forecast__pb2.BacktestResponse.FromString,
+                _registered_method=True)
+
+
+class ForecasterServiceServicer(object):
+    """Demand forecasts per model.
+    """
+
+    def GetForecast(self, request, context):
+        """The latest forecast of a model; NOT_FOUND for an unknown model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Backtest(self, request, context):
+        """Rolling-origin replay of a model's series or an uploaded one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ForecasterServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetForecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForecast,
+                    request_deserializer=ebbflow_dot_v1_dot_forecast__pb2.GetForecastRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_forecast__pb2.GetForecastResponse.SerializeToString,
+            ),
+            'Backtest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backtest,
+                    request_deserializer=ebbflow_dot_v1_dot_forecast__pb2.BacktestRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_forecast__pb2.BacktestResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ebbflow.v1.ForecasterService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ebbflow.v1.ForecasterService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ForecasterService(object):
+    """Demand forecasts per model.
+    """
+
+    @staticmethod
+    def GetForecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.ForecasterService/GetForecast',
+            ebbflow_dot_v1_dot_forecast__pb2.GetForecastRequest.SerializeToString,
+            ebbflow_dot_v1_dot_forecast__pb2.GetForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backtest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.ForecasterService/Backtest',
+            ebbflow_dot_v1_dot_forecast__pb2.BacktestRequest.SerializeToString,
+            ebbflow_dot_v1_dot_forecast__pb2.BacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,124 @@
+"""Forecaster core on generated series: each model finds the structure it is built for, calibration hits its target, bad input falls back."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ebbflow.forecaster.core import Bins, Selector, describe, rebin, replay, score_replay
+from ebbflow.forecaster.models import Arima, Ewma, HoltWinters, LagRidge, LastValue, MovingAverage
+
+RNG = np.random.default_rng(7)
+
+
+def sine(n: int, period: int = 24, level: float = 50.0, amplitude: float = 20.0, noise: float = 1.0) -> np.ndarray:
+    t = np.arange(n)
+    return level + amplitude * np.sin(2 * np.pi * t / period) + RNG.normal(0, noise, n)
+
+
+def fitted(model, history: np.ndarray):  # type: ignore[no-untyped-def]
+    model.fit(history)
+    return model
+
+
+def test_holt_winters_and_the_learned_model_follow_a_season():
+    y = sine(24 * 8 + 12)
+    history, future = y[:-12], y[-12:]
+    truth = 50 + 20 * np.sin(2 * np.pi * np.arange(len(y))[-12:] / 24)
+    for model in (HoltWinters(24), LagRidge(horizon=12, season=24)):
+        forecast = fitted(model, history).predict(12)
+        assert np.max(np.abs(forecast - truth)) < 5.0, (model.name, forecast - truth)
+    flat = fitted(LastValue(), history).predict(12)
+    assert np.max(np.abs(flat - truth)) > 15.0  # the control: a flat forecast cannot follow it
+    assert future.shape == (12,)
+
+
+def test_holt_follows_a_trend():
+    y = 10 + 0.5 * np.arange(200) + RNG.normal(0, 0.5, 200)
+    forecast = fitted(HoltWinters(), y).predict(10)
+    assert forecast[-1] == pytest.approx(10 + 0.5 * 209, abs=3.0)
+
+
+def test_smoothers_settle_on_a_new_level_after_a_step():
+    y = np.concatenate([np.full(100, 10.0), np.full(60, 40.0)]) + RNG.normal(0, 0.5, 160)
+    for model in (LastValue(), Ewma(), HoltWinters(), MovingAverage(6)):
+        assert fitted(model, y).predict(3)[0] == pytest.approx(40.0, abs=2.0), model.name
+
+
+def test_arima_recovers_an_autoregression():
+    n, phi, mean = 600, 0.8, 20.0
+    y = np.empty(n)
+    y[0] = mean
+    for t in range(1, n):
+        y[t] = mean + phi * (y[t - 1] - mean) + RNG.normal(0, 1.0)
+    model = fitted(Arima(), y)
+    assert model.order[1] == 0 and model.ar[0] == pytest.approx(phi, abs=0.1)
+    last = y[-1]
+    forecast = model.predict(40)
+    assert forecast[0] == pytest.approx(mean + phi * (last - mean), abs=1.0)
+    assert forecast[-1] == pytest.approx(mean, abs=1.5)  # decays to the mean
+
+
+def test_gaps_are_skipped_not_read_as_zero():
+    y = np.full(300, 30.0) + RNG.normal(0, 0.5, 300)
+    y[100:140] = np.nan
+    y[-5:] = np.nan
+    for model in (LastValue(), Ewma(), HoltWinters(), Arima(), LagRidge(horizon=4), MovingAverage(30)):
+        forecast = fitted(model, y).predict(4)
+        assert np.all(np.abs(forecast - 30.0) < 3.0), (model.name, forecast)
+
+
+def run(selector: Selector, values) -> list:  # type: ignore[no-untyped-def]
+    return [selector.observe(float(v)) for v in values]
+
+
+def test_calibration_reaches_its_target_on_a_stationary_noisy_series():
+    y = RNG.poisson(20, 900).astype(float)
+    selector = Selector(horizon=3, refit_every=300)
+    forecasts, _ = replay(selector, y)
+    (score,) = [s for s in score_replay(y, forecasts, [3], warmup=200) if s.method == "selected"]
+    assert 0.86 <= score.coverage_p90 <= 0.94, score
+    assert 0.85 <= selector.quality.coverage(0.9) <= 0.95
+    assert selector.quality.coverage(0.99) >= 0.95
+
+
+def test_selection_prefers_the_seasonal_models_on_a_seasonal_series_and_a_smoother_on_noise():
+    seasonal = Selector(horizon=6, season=24, max_history=600, refit_every=96)
+    result = run(seasonal, sine(24 * 12))[-1]
+    assert set(result.methods) <= {"holt_winters_24", "lag_ridge", "median_ensemble"}, result.methods
+    noisy = Selector(horizon=6, refit_every=100)
+    result = run(noisy, RNG.poisson(30, 300).astype(float))[-1]
+    assert "last_value" not in result.methods, result.methods  # the noisiest forecast of white noise
+
+
+def test_bad_input_falls_back_with_a_reason_and_never_raises():
+    empty = Selector(horizon=4)
+    assert empty.forecast().method == "none" and "no observations" in empty.forecast().reason
+    missing = Selector(horizon=4)
+    result = run(missing, [math.nan] * 50)[-1]
+    assert result.method == "none" and not result.quantiles
+    negative = Selector(horizon=4)
+    result = run(negative, [-5.0] * 3 + [10.0] * 5)[-1]
+    assert negative.negatives == 3 and result.method != "none"
+    assert "fallback" in result.reason and result.quantiles[0.9][0] == pytest.approx(10.0)
+    constant = Selector(horizon=4, refit_every=50)
+    result = run(constant, [7.0] * 150)[-1]
+    for q, values in result.quantiles.items():
+        assert np.allclose(values, 7.0), (q, values)
+    assert all(not math.isnan(v) for v in result.points)
+
+
+def test_bins_average_and_keep_gaps_missing():
+    bins = Bins(10.0)
+    assert bins.add(100.0, 4.0) == [] and bins.add(105.0, 6.0) == []
+    assert bins.add(112.0, math.nan) == [(100.0, 5.0)]
+    done = bins.add(141.0, 1.0)  # 110 had only an unknown sample; 120 and 130 had nothing
+    assert [start for start, _ in done] == [110.0, 120.0, 130.0] and all(math.isnan(v) for _, v in done)
+    assert bins.add(95.0, 9.0) == []  # late for a closed bin: dropped
+
+
+def test_rebin_and_describe():
+    assert rebin(np.array([1, 3, np.nan, np.nan, 5, np.nan]), 2).tolist()[:1] == [2.0]
+    assert math.isnan(rebin(np.array([1, 3, np.nan, np.nan]), 2)[1])
+    assert describe(["a", "a", "b", "b", "b", "a"]) == "a@1-2,b@3-5,a@6"
+    assert describe(["ewma"] * 4) == "ewma"
