@@ -33,7 +33,9 @@ import numpy as np
 from ebbflow.forecaster.models import Arima, Ewma, HoltWinters, LagRidge, LastValue, Model, MovingAverage
 
 QUANTILES = (0.5, 0.9, 0.99)
-SCORED = (0.5, 0.9)  # selection's loss: mean pinball at these levels
+# The choice is made apart for the median and for the upper quantiles, each by its own pinball loss:
+# the model that best tracks the centre is often not the one whose upper tail is best calibrated.
+GROUPS = {"median": 0.5, "upper": 0.9}
 
 
 def pinball(y: float, forecast: float, quantile: float) -> float:
@@ -129,8 +131,8 @@ class Candidate:
     refit_every: int
     conformal: Conformal
     issued: deque = field(default_factory=deque)
-    # Per horizon step, the mean loss over recent targets.
-    losses: list[RollingMean] = field(default_factory=list)
+    # Per quantile group and horizon step, the mean pinball loss over recent targets.
+    losses: dict[str, list[RollingMean]] = field(default_factory=dict)
     fitted_at: int = -1
 
     @property
@@ -219,11 +221,17 @@ class Selector:
         make = models or (lambda: default_models(horizon, season, max_history))
         self.median = Median()
         self.candidates = [
-            Candidate(m, refit_every, Conformal(horizon, self.quantiles, calibration_window), deque(maxlen=horizon), [RollingMean(window) for _ in range(horizon)])
+            Candidate(
+                m,
+                refit_every,
+                Conformal(horizon, self.quantiles, calibration_window),
+                deque(maxlen=horizon),
+                {group: [RollingMean(window) for _ in range(horizon)] for group in GROUPS},
+            )
             for m in [*make(), self.median]
         ]
-        self.selected: list[Candidate | None] = [None] * horizon
-        self._streak: list[tuple[str, int]] = [("", 0)] * horizon
+        self.selected: dict[str, list[Candidate | None]] = {group: [None] * horizon for group in GROUPS}
+        self._streak: dict[str, list[tuple[str, int]]] = {group: [("", 0)] * horizon for group in GROUPS}
         self.reason = "no observations yet"
         self.negatives = 0
         self.published: deque[ForecastResult] = deque(maxlen=horizon)
@@ -288,12 +296,12 @@ class Selector:
         typicals = np.array([issued.typical for _, issued in due])
         complete = ~np.isnan(bounds).any(axis=1)
         if complete.any():
-            columns = [self.quantiles.index(q) for q in SCORED]
-            difference = y - bounds[complete][:, columns]
-            levels = np.asarray(SCORED)
-            losses = np.maximum(levels * difference, (levels - 1) * difference).mean(axis=1) / max(typical, 1e-9)
-            for h, loss in zip(steps[complete], losses):
-                candidate.losses[h].add(float(loss))
+            scale = max(typical, 1e-9)
+            for group, level in GROUPS.items():
+                difference = y - bounds[complete][:, self.quantiles.index(level)]
+                losses = np.maximum(level * difference, (level - 1) * difference) / scale
+                for h, loss in zip(steps[complete], losses):
+                    candidate.losses[group][h].add(float(loss))
         candidate.conformal.observe(steps, y, points, typicals, bounds)
 
     def _issue(self, candidate: Candidate, typical: float) -> np.ndarray:
@@ -307,65 +315,80 @@ class Selector:
     # -- choosing --------------------------------------------------------------------------------
 
     def _select(self) -> None:
-        needed = max(10, self.window // 3)
-        reasons = []
-        for h in range(self.horizon):
-            scored = sorted(
-                ((c.losses[h].mean, i, c) for i, c in enumerate(self.candidates) if len(c.losses[h]) >= needed and not math.isnan(c.issued[-1].bounds[h, 0])),
-                key=lambda entry: (entry[0], entry[1]),
-            )
-            current = self.selected[h]
-            if not scored:
-                fallback = next((c for c in self.candidates if c.issued and not math.isnan(c.issued[-1].points[h])), None)
-                self.selected[h] = fallback
-                reasons.append("fallback")
-                continue
-            best_loss, _, best = scored[0]
-            current_loss = next((loss for loss, _, c in scored if c is current), None)
-            if current is None or current_loss is None or best is current:
-                self.selected[h], self._streak[h] = best, ("", 0)
-                reasons.append("best")
-            elif best_loss < (1 - self.margin) * current_loss:
-                name, count = self._streak[h]
-                count = count + 1 if name == best.name else 1
-                self._streak[h] = (best.name, count)
-                if count >= self.patience:
-                    self.selected[h], self._streak[h] = best, ("", 0)
-                    reasons.append("switched")
-                else:
-                    reasons.append("kept")
-            else:
-                self._streak[h] = ("", 0)
-                reasons.append("kept")
-        if all(r == "fallback" for r in reasons):
+        outcomes = {group: [self._select_one(group, h) for h in range(self.horizon)] for group in GROUPS}
+        median = outcomes["median"]
+        if all(r == "fallback" for r in median):
             self.reason = (
                 f"fallback: {self.known} observation(s), too few scored forecasts to compare models yet"
-                if any(self.selected)
+                if any(self.selected["median"])
                 else "no observations yet"
             )
-        else:
-            self.reason = f"per horizon step, the lowest mean pinball loss (p50, p90) over the last {self.window} scored targets, switching after {self.patience} consecutive wins by {self.margin:.0%}"
-            if "fallback" in reasons:
-                self.reason += f"; steps {', '.join(str(h + 1) for h, r in enumerate(reasons) if r == 'fallback')} still on a fallback"
+            return
+        self.reason = (
+            f"per horizon step, p50 from the lowest p50 pinball loss and p90/p99 from the lowest p90 pinball loss over the last "
+            f"{self.window} scored targets, switching after {self.patience} consecutive wins by {self.margin:.0%}"
+        )
+        if "fallback" in median:
+            self.reason += f"; steps {', '.join(str(h + 1) for h, r in enumerate(median) if r == 'fallback')} still on a fallback"
+
+    def _select_one(self, group: str, h: int) -> str:
+        """Choose group's model at horizon step h; returns what happened."""
+        needed = max(10, self.window // 3)
+        selected, streaks = self.selected[group], self._streak[group]
+        scored = sorted(
+            (
+                (c.losses[group][h].mean, i, c)
+                for i, c in enumerate(self.candidates)
+                if len(c.losses[group][h]) >= needed and not math.isnan(c.issued[-1].bounds[h, 0])
+            ),
+            key=lambda entry: (entry[0], entry[1]),
+        )
+        current = selected[h]
+        if not scored:
+            selected[h] = next((c for c in self.candidates if c.issued and not math.isnan(c.issued[-1].points[h])), None)
+            return "fallback"
+        best_loss, _, best = scored[0]
+        current_loss = next((loss for loss, _, c in scored if c is current), None)
+        if current is None or current_loss is None or best is current:
+            selected[h], streaks[h] = best, ("", 0)
+            return "best"
+        if best_loss < (1 - self.margin) * current_loss:
+            name, count = streaks[h]
+            count = count + 1 if name == best.name else 1
+            streaks[h] = (best.name, count)
+            if count >= self.patience:
+                selected[h], streaks[h] = best, ("", 0)
+                return "switched"
+            return "kept"
+        streaks[h] = ("", 0)
+        return "kept"
 
     def forecast(self) -> ForecastResult:
-        if not any(self.selected):
+        if not any(self.selected["median"]):
             return ForecastResult(self.step, "none", self.reason, np.full(self.horizon, math.nan), {})
         points = np.full(self.horizon, math.nan)
         bounds = np.full((self.horizon, len(self.quantiles)), np.nan)
-        methods = []
-        for h, chosen in enumerate(self.selected):
-            if chosen is None or not chosen.issued:
+        upper = [i for i, q in enumerate(self.quantiles) if q > 0.5]
+        methods, upper_methods = [], []
+        for h in range(self.horizon):
+            centre, tail = self.selected["median"][h], self.selected["upper"][h] or self.selected["median"][h]
+            if centre is None or not centre.issued:
                 methods.append("none")
                 continue
-            issued = chosen.issued[-1]
+            issued = centre.issued[-1]
             points[h], bounds[h] = issued.points[h], issued.bounds[h]
-            methods.append(chosen.name)
+            methods.append(centre.name)
+            if tail is not None and tail.issued and not np.isnan(tail.issued[-1].bounds[h]).any():
+                bounds[h, upper] = tail.issued[-1].bounds[h, upper]
+                upper_methods.append(tail.name)
         reason = self.reason
         missing = np.isnan(bounds).any(axis=1) & ~np.isnan(points)
         if missing.any():  # not calibrated yet: the point forecast for every level, said so
             bounds[missing] = points[missing, None]
             reason += "; some quantiles uncalibrated (fewer than 10 errors yet): the point forecast is given"
+        bounds = np.maximum.accumulate(bounds, axis=1)  # quantiles from two models must not cross
+        if upper_methods and upper_methods != methods:
+            reason += f"; p90/p99 from {describe(upper_methods)}"
         quantiles = {q: bounds[:, i].copy() for i, q in enumerate(self.quantiles)}
         return ForecastResult(self.step, describe(methods), reason, points, quantiles, tuple(methods))
 
