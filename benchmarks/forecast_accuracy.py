@@ -90,7 +90,7 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half, centre + half)
 
 
-def replay_series(series: Series) -> tuple[list[dict], dict]:
+def replay_series(series: Series, window: int) -> tuple[list[dict], dict]:
     """Feed the series through the forecaster's Selector; score every method on the same targets; time the updates."""
     horizon = max(series.horizons)
     selector = Selector(
@@ -98,6 +98,7 @@ def replay_series(series: Series) -> tuple[list[dict], dict]:
         season=series.season,
         max_history=2000,
         refit_every=series.refit_every,
+        window=window,
         models=lambda: default_models(horizon, series.season, 2000, series.ma_windows),
     )
     forecasts, timings = replay(selector, series.values, clock=time.perf_counter)
@@ -188,19 +189,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = ROOT.parent / "shared" / "traces"
     parser.add_argument("--traces", type=Path, default=default if default.exists() else None, help="trace folder (default: ../shared/traces)")
+    parser.add_argument("--window", type=int, default=60, help="selection window in steps (the forecaster's selection_window_steps)")
+    parser.add_argument("--only", nargs="*", help="only the series whose names contain one of these")
     args = parser.parse_args()
     if args.traces is None or not args.traces.exists():
         sys.exit("no trace folder: pass --traces DIR (see the README of the shared traces)")
-    all_series = load_series(args.traces)
+    all_series = [s for s in load_series(args.traces) if not args.only or any(part in s.name for part in args.only)]
     if not all_series:
         sys.exit(f"no known trace files under {args.traces}")
     rows, summaries = [], []
     for series in all_series:
         print(f"replaying {series.name} ({len(series.values)} steps)...", file=sys.stderr)
-        series_rows, timing = replay_series(series)
+        series_rows, timing = replay_series(series, args.window)
         rows += series_rows
         summaries.append({"name": series.name, "steps": len(series.values), "step_s": series.step_s, "timing": timing})
-    report = {"benchmark": "forecast_accuracy", "series": summaries, "rows": rows, "goals": goals(rows, all_series)}
+    report = {"benchmark": "forecast_accuracy", "window": args.window, "series": summaries, "rows": rows, "goals": goals(rows, all_series)}
     print(json.dumps(report))
     print(tables(report))
 

@@ -138,6 +138,14 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         assert header.startswith("time_unix_s,arrival_rps,") and 12 <= len(rows) <= 13
         unknown_model = run_cli("history", "nope", "--state-dir", str(state_dir))
         assert unknown_model.returncode == 2 and "known models: llm" in unknown_model.stderr
+
+        # The forecaster answers for every model with a policy, saying why when it has no forecast yet.
+        forecast = run_cli("forecast", "--json", "llm", "--state-dir", str(state_dir))
+        assert forecast.returncode == 0, forecast.stderr
+        answer = json.loads(forecast.stdout)
+        assert answer["model"] == "llm" and answer["step_s"] == 10 and answer["method"] and answer["reason"]
+        too_far = run_cli("forecast", "--horizon", "30d", "llm", "--state-dir", str(state_dir))
+        assert too_far.returncode == 2 and "beyond the longest forecast" in too_far.stderr
     finally:
         up.process.send_signal(signal.SIGTERM)
         code = up.process.wait(timeout=40)
