@@ -36,6 +36,8 @@ QUANTILES = (0.5, 0.9, 0.99)
 # The choice is made apart for the median and for the upper quantiles, each by its own pinball loss:
 # the model that best tracks the centre is often not the one whose upper tail is best calibrated.
 GROUPS = {"median": 0.5, "upper": 0.9}
+# Before models can be compared: a combination first, then smoothers, the last value last.
+FALLBACK_ORDER = ("median_ensemble", "ewma", "holt", "last_value")
 
 
 def pinball(y: float, forecast: float, quantile: float) -> float:
@@ -333,7 +335,7 @@ class Selector:
 
     def _select_one(self, group: str, h: int) -> str:
         """Choose group's model at horizon step h; returns what happened."""
-        needed = max(10, self.window // 3)
+        needed = max(10, self.window // 6)
         selected, streaks = self.selected[group], self._streak[group]
         scored = sorted(
             (
@@ -344,8 +346,10 @@ class Selector:
             key=lambda entry: (entry[0], entry[1]),
         )
         current = selected[h]
-        if not scored:
-            selected[h] = next((c for c in self.candidates if c.issued and not math.isnan(c.issued[-1].points[h])), None)
+        if not scored:  # too few scored targets: the most robust candidate that has a forecast
+            usable = [c for c in self.candidates if c.issued and not math.isnan(c.issued[-1].points[h])]
+            usable.sort(key=lambda c: FALLBACK_ORDER.index(c.name) if c.name in FALLBACK_ORDER else len(FALLBACK_ORDER))
+            selected[h] = usable[0] if usable else None
             return "fallback"
         best_loss, _, best = scored[0]
         current_loss = next((loss for loss, _, c in scored if c is current), None)
