@@ -189,7 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = ROOT.parent / "shared" / "traces"
     parser.add_argument("--traces", type=Path, default=default if default.exists() else None, help="trace folder (default: ../shared/traces)")
-    parser.add_argument("--window", type=int, default=144, help="selection window in steps (the forecaster's selection_window_steps)")
+    parser.add_argument("--window", type=int, default=60, help="selection window in steps (the forecaster's selection_window_steps)")
     parser.add_argument("--only", nargs="*", help="only the series whose names contain one of these")
     args = parser.parse_args()
     if args.traces is None or not args.traces.exists():

@@ -73,7 +73,7 @@ class ForecasterConfig:
     """Model a daily season at resolutions where a day is at most 288 bins (once 3 days are known)."""
     refit_every_steps: int = 30
     """Refit each model's parameters every this many bins."""
-    selection_window_steps: int = 144
+    selection_window_steps: int = 60
     """Scored targets the model choice looks back over."""
     max_history_steps: int = 2000
     """Bins of history each resolution keeps (and refills from the collector at start)."""
