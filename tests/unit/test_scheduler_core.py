@@ -81,3 +81,67 @@ def test_initial_decision_is_the_floor():
     from ebbflow.scheduler.core import initial_decision
 
     assert initial_decision(ModelPolicy(model="llm", min_replicas=2, max_replicas=5)).replicas == 2
+
+
+# ---- predictive sizing ---------------------------------------------------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ebbflow.scheduler.core import ForecastView  # noqa: E402
+
+
+def forecast_of(p90: list[float], issued_s: float = 0.0, step_s: float = 10.0) -> ForecastView:
+    return ForecastView(issued_s, step_s, {0.5: tuple(v / 2 for v in p90), 0.9: tuple(p90), 0.99: tuple(v * 2 for v in p90)})
+
+
+def with_forecast(in_flight: float, arrival_rps: float, p90: list[float], issued_s: float = 0.0) -> LoadView:
+    return LoadView(fresh=True, in_flight=in_flight, arrival_rps=arrival_rps, forecast=forecast_of(p90, issued_s))
+
+
+def test_a_forecast_peak_within_the_lead_scales_up_before_the_load_arrives():
+    # 10 rps with 2 in flight: 0.2 s in system. The p90 forecast says 80 rps in 20 s -> 16 in flight -> 4 replicas.
+    load = with_forecast(2.0, 10.0, [10, 80, 10, 10])
+    decision, _ = decide(load, POLICY, ScalingState(), 1, now_s=1.0, lead_s=30.0)
+    assert decision.replicas == 4 and decision.reactive == 1 and decision.prediction.replicas == 4
+    assert "forecast p90 80.00 rps" in decision.reason
+
+
+def test_demand_beyond_the_lead_or_a_stale_forecast_is_not_acted_on():
+    beyond = with_forecast(2.0, 10.0, [10, 10, 10, 80])
+    decision, _ = decide(beyond, POLICY, ScalingState(), 1, now_s=1.0, lead_s=15.0)
+    assert decision.replicas == 1
+    stale = with_forecast(2.0, 10.0, [80, 80, 80, 80], issued_s=-200.0)
+    decision, _ = decide(stale, POLICY, ScalingState(), 1, now_s=1.0, lead_s=15.0)
+    assert decision.replicas == 1 and "forecast is 201 s old" in decision.reason
+    off = with_forecast(2.0, 10.0, [80, 80, 80, 80])
+    decision, _ = decide(off, replace(POLICY, forecast_quantile=0.0), ScalingState(), 1, now_s=1.0, lead_s=30.0)
+    assert decision.replicas == 1 and decision.prediction.note == "prediction off" and "forecast" not in decision.reason
+
+
+def test_scale_down_waits_for_the_forecast_to_agree():
+    state, current = ScalingState(), 4
+    high = [60.0] * 4  # 60 rps x 0.2 s = 12 in flight -> 3 replicas
+    for t in range(0, 60):  # the load is gone, the forecast still expects it
+        decision, state = decide(with_forecast(0.4, 2.0, high, issued_s=float(t)), POLICY, state, current, float(t), lead_s=20.0)
+        current = decision.replicas
+    assert current == 3, "never below what the forecast needs"
+    for t in range(60, 100):
+        decision, state = decide(with_forecast(0.4, 2.0, [2.0] * 4, issued_s=float(t)), POLICY, state, current, float(t), lead_s=20.0)
+        current = decision.replicas
+    assert current == 1
+
+
+@given(st.floats(0, 500), st.floats(0, 500), st.floats(0.01, 5))
+def test_more_forecast_demand_never_gives_fewer_replicas(a: float, b: float, time_in_system: float):
+    low, high = sorted((a, b))
+    state = ScalingState(time_in_system_s=time_in_system)
+
+    def replicas(peak: float) -> int:
+        load = LoadView(fresh=True, in_flight=0.0, arrival_rps=0.0, forecast=forecast_of([peak] * 4, issued_s=0.0))
+        return decide(load, POLICY, state, 1, now_s=0.0, lead_s=40.0)[0].replicas
+
+    assert replicas(low) <= replicas(high)
+    assert POLICY.min_replicas <= replicas(high) <= POLICY.max_replicas

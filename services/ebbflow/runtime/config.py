@@ -142,6 +142,10 @@ class ModelPolicy:
     """Triton max_batch_size per replica (1-1024)."""
     routing: str = "least_outstanding"
     """How the router spreads requests over ready replicas: least_outstanding, power_of_two or round_robin."""
+    forecast_quantile: float = 0.9
+    """Predictive sizing for this forecast quantile of demand over the lead (0 turns prediction off)."""
+    lead_s: float = 0.0
+    """How far ahead capacity is ordered, seconds; 0: the last observed cold start plus one decision interval."""
 
     def validate(self) -> "ModelPolicy":
         problems = []
@@ -159,6 +163,10 @@ class ModelPolicy:
             problems.append(f"instances_per_replica must be 1-16, got {self.instances_per_replica}")
         if not 1 <= self.max_batch_size <= 1024:
             problems.append(f"max_batch_size must be 1-1024, got {self.max_batch_size}")
+        if self.forecast_quantile != 0 and not 0.5 <= self.forecast_quantile <= 0.99:
+            problems.append(f"forecast_quantile must be 0 (off) or 0.5-0.99, got {self.forecast_quantile}")
+        if self.lead_s < 0:
+            problems.append(f"lead_s must be >= 0, got {self.lead_s}")
         if self.routing not in ROUTING_POLICIES:
             problems.append(f"routing must be one of {', '.join(ROUTING_POLICIES)}, got {self.routing!r}")
         if problems:

@@ -1,11 +1,18 @@
-"""The reactive scaling rule, as a pure function of a snapshot.
+"""The scaling rule, as a pure function of a snapshot and a forecast.
 
-desired = ceil(in_flight / target_in_flight_per_replica), clamped to the
-policy's bounds. Scale-up is immediate; scale-down takes the maximum
-recommendation over the last `scale_down_delay_s` (Knative's scale-down
-delay), so a short lull does not throw away replicas that take tens of
-seconds to come back. Missing or stale load means "hold": an invalid
-decision with a reason, never a scale-down.
+Reactive floor: ceil(in_flight / target_in_flight_per_replica).
+Predictive need: the forecast quantile's peak demand over the lead time (the
+time a new replica takes to become ready, plus one decision interval),
+turned into in-flight requests by Little's law with the model's observed
+time in system, then into replicas the same way. The recommendation is the
+larger of the two, clamped to the policy's bounds.
+
+Scale-up is immediate; scale-down takes the maximum recommendation over the
+last `scale_down_delay_s` (Knative's scale-down delay), and since each
+recommendation already includes the forecast, the window only shrinks when
+the forecast agrees. Missing or stale load means "hold": an invalid decision
+with a reason, never a scale-down. A missing or stale forecast only drops
+the predictive part, and the reason says so.
 """
 
 from __future__ import annotations
@@ -20,6 +27,16 @@ _EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
+class ForecastView:
+    """A forecast of demand: quantile level -> arrival_rps at issued + (i + 1) * step_s."""
+
+    issued_s: float
+    step_s: float
+    quantiles: dict[float, tuple[float, ...]]
+    method: str = ""
+
+
+@dataclass(frozen=True)
 class LoadView:
     """What the rule needs to know about one model's load."""
 
@@ -27,13 +44,26 @@ class LoadView:
     in_flight: float
     arrival_rps: float
     reason: str = ""
+    forecast: ForecastView | None = None
 
 
 @dataclass(frozen=True)
 class ScalingState:
-    """Recommendations inside the scale-down window: (time_s, replicas), oldest first."""
+    """Recommendations inside the scale-down window: (time_s, replicas), oldest first; the last known time in system."""
 
     recommendations: tuple[tuple[float, int], ...] = ()
+    time_in_system_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The predictive part of a decision (all zero when it did not apply)."""
+
+    replicas: int = 0
+    forecast_rps: float = 0.0
+    lead_s: float = 0.0
+    time_in_system_s: float = 0.0
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,8 @@ class Decision:
     reason: str
     recommendation: int = 0
     window: tuple[int, ...] = ()
+    reactive: int = 0
+    prediction: Prediction = Prediction()
 
 
 def recommend(in_flight: float, policy: ModelPolicy) -> int:
@@ -65,7 +97,32 @@ def resume_state(current: int, now_s: float) -> ScalingState:
     return ScalingState(((now_s, current),))
 
 
-def decide(load: LoadView | None, policy: ModelPolicy, state: ScalingState, current: int, now_s: float, woken: bool = False) -> tuple[Decision, ScalingState]:
+def predict(load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float) -> Prediction:
+    """Replicas for the forecast quantile's peak demand over the lead; Prediction() with a note when it cannot apply."""
+    q = policy.forecast_quantile
+    if q <= 0:
+        return Prediction(note="prediction off")
+    forecast = load.forecast
+    if forecast is None or q not in forecast.quantiles or not forecast.quantiles[q]:
+        return Prediction(note="no forecast yet")
+    values = forecast.quantiles[q]
+    if now_s - forecast.issued_s > 3 * forecast.step_s + lead_s:
+        return Prediction(note=f"forecast is {now_s - forecast.issued_s:.0f} s old")
+    if time_in_system_s <= 0:
+        return Prediction(note="time in system not known yet")
+    # Every step that ends within the lead, from now: capacity ordered now serves from then on.
+    last = min(len(values), max(1, math.ceil((now_s + lead_s - forecast.issued_s) / forecast.step_s)))
+    window = [v for v in values[:last] if not math.isnan(v)]
+    if not window:
+        return Prediction(note="forecast has no values over the lead")
+    peak = max(window)
+    replicas = recommend(peak * time_in_system_s, policy)
+    return Prediction(replicas, peak, lead_s, time_in_system_s)
+
+
+def decide(
+    load: LoadView | None, policy: ModelPolicy, state: ScalingState, current: int, now_s: float, woken: bool = False, lead_s: float = 0.0
+) -> tuple[Decision, ScalingState]:
     """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held."""
     if load is None or not load.fresh:
         why = load.reason if load is not None and load.reason else "no load data yet"
@@ -75,20 +132,34 @@ def decide(load: LoadView | None, policy: ModelPolicy, state: ScalingState, curr
             # Bounds and wake-ups still apply while holding: they never need load data.
             return Decision(True, floor, f"hold at bounds: {why}"), state
         return Decision(False, current, f"hold: {why}"), state
-    recommendation = recommend(load.in_flight, policy)
+    time_in_system = state.time_in_system_s
+    if load.arrival_rps > 0 and load.in_flight > 0:
+        time_in_system = load.in_flight / load.arrival_rps  # Little's law on what the routers see
+    reactive = recommend(load.in_flight, policy)
+    prediction = predict(load, policy, time_in_system, lead_s, now_s)
+    recommendation = max(reactive, prediction.replicas)
     if woken:
         recommendation = max(recommendation, min(1, policy.max_replicas))
     horizon = now_s - policy.scale_down_delay_s
     window = tuple((t, r) for t, r in state.recommendations if t > horizon) + ((now_s, recommendation),)
     desired = max(r for _, r in window)
+    demand = f"in_flight {load.in_flight:.2f} / target {policy.target_in_flight_per_replica:g} -> {reactive}"
+    if prediction.replicas:
+        demand += (
+            f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s "
+            f"x {prediction.time_in_system_s:.2f} s in system -> {prediction.replicas}"
+        )
+    elif policy.forecast_quantile > 0:
+        demand += f" (no prediction: {prediction.note})"
     if desired > current:
-        reason = f"scale up: in_flight {load.in_flight:.2f} / target {policy.target_in_flight_per_replica:g} per replica -> {recommendation}"
+        reason = f"scale up: {demand}"
     elif desired < current:
-        reason = f"scale down: max recommendation over the last {policy.scale_down_delay_s:g} s is {desired} (in_flight {load.in_flight:.2f})"
+        reason = f"scale down: max recommendation over the last {policy.scale_down_delay_s:g} s is {desired} ({demand})"
     elif recommendation < current:
         reason = f"waiting to scale down: {recommendation} recommended, {current} held for the {policy.scale_down_delay_s:g} s delay"
     else:
-        reason = f"steady: in_flight {load.in_flight:.2f} needs {recommendation}"
+        reason = f"steady: {demand}"
     if woken and desired >= 1 and current == 0:
         reason = f"scale from zero: requests are held; {reason}"
-    return Decision(True, desired, reason, recommendation, tuple(r for _, r in window)), ScalingState(window)
+    decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction)
+    return decision, ScalingState(window, time_in_system)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from google.protobuf.message import DecodeError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -21,12 +21,13 @@ from ebbflow.runtime.bus import Bus, unsubscribe
 from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, routing_from_proto, routing_to_proto
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.core import LoadView, ScalingState, decide, initial_decision, resume_state
-from ebbflow.v1 import load_pb2, policy_pb2, scheduling_pb2
+from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide, initial_decision, resume_state
+from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
 WAKEUP_MEMORY_S = 2.0
+DEFAULT_LEAD_S = 30.0  # until a cold start of the model has been seen
 
 
 def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
@@ -39,6 +40,8 @@ def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
         instances_per_replica=policy.instances_per_replica,
         max_batch_size=policy.max_batch_size,
         routing=routing_to_proto(policy.routing),
+        forecast_quantile=policy.forecast_quantile,
+        lead_s=policy.lead_s,
     )
 
 
@@ -52,6 +55,8 @@ def policy_from_proto(message: policy_pb2.ScalingPolicy) -> ModelPolicy:
         instances_per_replica=message.instances_per_replica or 1,
         max_batch_size=message.max_batch_size or 8,
         routing=routing_from_proto(message.routing),
+        forecast_quantile=message.forecast_quantile,
+        lead_s=message.lead_s,
     ).validate()
 
 
@@ -92,7 +97,31 @@ class Scheduler:
         self._loads: dict[str, Received] = {}
         self._woken_until: dict[str, float] = {}
         self._states: dict[str, ScalingState] = {}
+        self._forecasts: dict[str, ForecastView] = {}
         self._wake = asyncio.Event()
+
+    async def _on_forecast(self, msg) -> None:  # type: ignore[no-untyped-def]
+        try:
+            forecast = forecast_pb2.Forecast.FromString(msg.data)
+        except DecodeError:
+            return
+        if not forecast.quantiles:
+            self._forecasts.pop(forecast.model, None)
+            return
+        age = max(0.0, time.time() - forecast.issued_at_unix_s)
+        self._forecasts[forecast.model] = ForecastView(
+            issued_s=time.monotonic() - age,
+            step_s=forecast.step_s,
+            quantiles={round(q.quantile, 4): tuple(q.arrival_rps) for q in forecast.quantiles},
+            method=forecast.method,
+        )
+
+    def lead_s(self, model: str, policy: ModelPolicy) -> float:
+        """How far ahead to order capacity: the policy's, or the slowest recent cold start plus one tick."""
+        if policy.lead_s > 0:
+            return policy.lead_s
+        cold_starts = [e.ready_at_unix_s - e.started_at_unix_s for e in self.view.of_model(model) if e.ready_at_unix_s > e.started_at_unix_s > 0]
+        return (max(cold_starts) if cold_starts else DEFAULT_LEAD_S) + self.config.interval_s
 
     async def _on_load(self, msg) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -117,7 +146,7 @@ class Scheduler:
             return None
         if now - received.at_s > self.config.stale_after_s:
             return LoadView(False, 0.0, 0.0, f"no load snapshot from the collector for {now - received.at_s:.0f} s")
-        return received.load
+        return replace(received.load, forecast=self._forecasts.get(model))
 
     async def _current(self, model: str) -> tuple[scheduling_pb2.DesiredState | None, int]:
         try:
@@ -142,7 +171,8 @@ class Scheduler:
             # A fresh (or restarted) scheduler must not scale down before the delay has passed.
             state = self._states.get(model) or resume_state(current_replicas, now)
             woken = self._woken_until.get(model, 0.0) >= now
-            decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken)
+            lead = self.lead_s(model, policy)
+            decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken, lead)
             if not decision.valid:
                 self.metrics.holds.labels(model).inc()
                 return
@@ -182,6 +212,12 @@ class Scheduler:
                 arrival_rps=load.arrival_rps if load else 0.0,
                 current_replicas=current_replicas,
                 window_recommendations=decision.window,
+                forecast_rps=decision.prediction.forecast_rps,
+                forecast_quantile=policy.forecast_quantile,
+                lead_s=decision.prediction.lead_s,
+                time_in_system_s=decision.prediction.time_in_system_s,
+                predictive_replicas=decision.prediction.replicas,
+                reactive_replicas=decision.reactive,
             ),
         )
         await self.bus.js.publish(
@@ -192,6 +228,7 @@ class Scheduler:
         subscriptions = [
             await self.bus.nc.subscribe(f"{subjects.LOAD}.*", cb=self._on_load),
             await self.bus.nc.subscribe(f"{subjects.WAKEUP}.*", cb=self._on_wakeup),
+            await self.bus.nc.subscribe(f"{subjects.FORECAST}.*", cb=self._on_forecast),
         ]
         try:
             while not stop.is_set():

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x62\x62\x66low/v1/policy.proto\x12\nebbflow.v1\"\xef\x01\n\rScalingPolicy\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmin_replicas\x18\x02 \x01(\r\x12\x14\n\x0cmax_replicas\x18\x03 \x01(\r\x12$\n\x1ctarget_in_flight_per_replica\x18\x04 \x01(\x01\x12\x1a\n\x12scale_down_delay_s\x18\x05 \x01(\x01\x12\x1d\n\x15instances_per_replica\x18\x06 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12*\n\x07routing\x18\x08 \x01(\x0e\x32\x19.ebbflow.v1.RoutingPolicy*\x96\x01\n\rRoutingPolicy\x12\x1e\n\x1aROUTING_POLICY_UNSPECIFIED\x10\x00\x12$\n ROUTING_POLICY_LEAST_OUTSTANDING\x10\x01\x12\x1f\n\x1bROUTING_POLICY_POWER_OF_TWO\x10\x02\x12\x1e\n\x1aROUTING_POLICY_ROUND_ROBIN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x62\x62\x66low/v1/policy.proto\x12\nebbflow.v1\"\x9a\x02\n\rScalingPolicy\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmin_replicas\x18\x02 \x01(\r\x12\x14\n\x0cmax_replicas\x18\x03 \x01(\r\x12$\n\x1ctarget_in_flight_per_replica\x18\x04 \x01(\x01\x12\x1a\n\x12scale_down_delay_s\x18\x05 \x01(\x01\x12\x1d\n\x15instances_per_replica\x18\x06 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12*\n\x07routing\x18\x08 \x01(\x0e\x32\x19.ebbflow.v1.RoutingPolicy\x12\x19\n\x11\x66orecast_quantile\x18\t \x01(\x01\x12\x0e\n\x06lead_s\x18\n \x01(\x01*\x96\x01\n\rRoutingPolicy\x12\x1e\n\x1aROUTING_POLICY_UNSPECIFIED\x10\x00\x12$\n ROUTING_POLICY_LEAST_OUTSTANDING\x10\x01\x12\x1f\n\x1bROUTING_POLICY_POWER_OF_TWO\x10\x02\x12\x1e\n\x1aROUTING_POLICY_ROUND_ROBIN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ebbflow.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUTINGPOLICY']._serialized_start=282
-  _globals['_ROUTINGPOLICY']._serialized_end=432
+  _globals['_ROUTINGPOLICY']._serialized_start=325
+  _globals['_ROUTINGPOLICY']._serialized_end=475
   _globals['_SCALINGPOLICY']._serialized_start=40
-  _globals['_SCALINGPOLICY']._serialized_end=279
+  _globals['_SCALINGPOLICY']._serialized_end=322
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ ROUTING_POLICY_POWER_OF_TWO: RoutingPolicy
 ROUTING_POLICY_ROUND_ROBIN: RoutingPolicy
 
 class ScalingPolicy(_message.Message):
-    __slots__ = ("model", "min_replicas", "max_replicas", "target_in_flight_per_replica", "scale_down_delay_s", "instances_per_replica", "max_batch_size", "routing")
+    __slots__ = ("model", "min_replicas", "max_replicas", "target_in_flight_per_replica", "scale_down_delay_s", "instances_per_replica", "max_batch_size", "routing", "forecast_quantile", "lead_s")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,8 @@ class ScalingPolicy(_message.Message):
     INSTANCES_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    LEAD_S_FIELD_NUMBER: _ClassVar[int]
     model: str
     min_replicas: int
     max_replicas: int
@@ -34,4 +36,6 @@ class ScalingPolicy(_message.Message):
     instances_per_replica: int
     max_batch_size: int
     routing: RoutingPolicy
-    def __init__(self, model: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_in_flight_per_replica: _Optional[float] = ..., scale_down_delay_s: _Optional[float] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., routing: _Optional[_Union[RoutingPolicy, str]] = ...) -> None: ...
+    forecast_quantile: float
+    lead_s: float
+    def __init__(self, model: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_in_flight_per_replica: _Optional[float] = ..., scale_down_delay_s: _Optional[float] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., routing: _Optional[_Union[RoutingPolicy, str]] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ...) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x62\x62\x66low/v1/scheduling.proto\x12\nebbflow.v1\"&\n\x12HorizontalDecision\x12\x10\n\x08replicas\x18\x01 \x01(\r\"I\n\x10VerticalDecision\x12\x1d\n\x15instances_per_replica\x18\x01 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\r\"\xc0\x01\n\x0c\x44\x65siredState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x32\n\nhorizontal\x18\x03 \x01(\x0b\x32\x1e.ebbflow.v1.HorizontalDecision\x12.\n\x08vertical\x18\x04 \x01(\x0b\x32\x1c.ebbflow.v1.VerticalDecision\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x63ided_at_unix_s\x18\x06 \x01(\x01\"r\n\x0e\x44\x65\x63isionInputs\x12\x11\n\tin_flight\x18\x01 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x02 \x01(\x01\x12\x18\n\x10\x63urrent_replicas\x18\x03 \x01(\r\x12\x1e\n\x16window_recommendations\x18\x04 \x03(\r\"\xa6\x01\n\x0fScalingDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x19\n\x11previous_replicas\x18\x03 \x01(\r\x12)\n\x07\x64\x65sired\x18\x04 \x01(\x0b\x32\x18.ebbflow.v1.DesiredState\x12*\n\x06inputs\x18\x05 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x62\x62\x66low/v1/scheduling.proto\x12\nebbflow.v1\"&\n\x12HorizontalDecision\x12\x10\n\x08replicas\x18\x01 \x01(\r\"I\n\x10VerticalDecision\x12\x1d\n\x15instances_per_replica\x18\x01 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\r\"\xc0\x01\n\x0c\x44\x65siredState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x32\n\nhorizontal\x18\x03 \x01(\x0b\x32\x1e.ebbflow.v1.HorizontalDecision\x12.\n\x08vertical\x18\x04 \x01(\x0b\x32\x1c.ebbflow.v1.VerticalDecision\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x63ided_at_unix_s\x18\x06 \x01(\x01\"\x85\x02\n\x0e\x44\x65\x63isionInputs\x12\x11\n\tin_flight\x18\x01 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x02 \x01(\x01\x12\x18\n\x10\x63urrent_replicas\x18\x03 \x01(\r\x12\x1e\n\x16window_recommendations\x18\x04 \x03(\r\x12\x14\n\x0c\x66orecast_rps\x18\x05 \x01(\x01\x12\x19\n\x11\x66orecast_quantile\x18\x06 \x01(\x01\x12\x0e\n\x06lead_s\x18\x07 \x01(\x01\x12\x18\n\x10time_in_system_s\x18\x08 \x01(\x01\x12\x1b\n\x13predictive_replicas\x18\t \x01(\r\x12\x19\n\x11reactive_replicas\x18\n \x01(\r\"\xa6\x01\n\x0fScalingDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x19\n\x11previous_replicas\x18\x03 \x01(\r\x12)\n\x07\x64\x65sired\x18\x04 \x01(\x0b\x32\x18.ebbflow.v1.DesiredState\x12*\n\x06inputs\x18\x05 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERTICALDECISION']._serialized_end=156
   _globals['_DESIREDSTATE']._serialized_start=159
   _globals['_DESIREDSTATE']._serialized_end=351
-  _globals['_DECISIONINPUTS']._serialized_start=353
-  _globals['_DECISIONINPUTS']._serialized_end=467
-  _globals['_SCALINGDECISION']._serialized_start=470
-  _globals['_SCALINGDECISION']._serialized_end=636
+  _globals['_DECISIONINPUTS']._serialized_start=354
+  _globals['_DECISIONINPUTS']._serialized_end=615
+  _globals['_SCALINGDECISION']._serialized_start=618
+  _globals['_SCALINGDECISION']._serialized_end=784
 # @@protoc_insertion_point(module_scope)
