@@ -254,15 +254,20 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _collector_call(state_dir: Path, call: Callable[[collector_pb2_grpc.CollectorServiceStub], Any]) -> Any:
+def _control_call(state_dir: Path, stub_class: Callable[[grpc.Channel], Any], call: Callable[[Any], Any]) -> Any:
+    """One call on a control-plane API of the running `ebbflow up`; the service's own message on a refusal."""
     state = _read_state(state_dir)
     with grpc.insecure_channel(state["control"]) as channel:
         try:
-            return call(collector_pb2_grpc.CollectorServiceStub(channel))
+            return call(stub_class(channel))
         except grpc.RpcError as error:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE) and error.details():
                 raise EbbflowError(error.details()) from None
             raise EbbflowError(f"ebbflow up at {state['control']} did not answer: {error.details()}") from None
+
+
+def _collector_call(state_dir: Path, call: Callable[[collector_pb2_grpc.CollectorServiceStub], Any]) -> Any:
+    return _control_call(state_dir, collector_pb2_grpc.CollectorServiceStub, call)
 
 
 def load_table(snapshots: list[load_pb2.LoadSnapshot]) -> str:
@@ -319,13 +324,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    state = _read_state(Path(args.state_dir))
-    with grpc.insecure_channel(state["control"]) as channel:
-        stub = forecast_pb2_grpc.ForecasterServiceStub(channel)
-        try:
-            response = stub.GetForecast(forecast_pb2.GetForecastRequest(model=args.model, horizon_s=args.horizon), timeout=10.0)
-        except grpc.RpcError as error:
-            raise EbbflowError(error.details() or f"ebbflow up at {state['control']} did not answer") from None
+    request = forecast_pb2.GetForecastRequest(model=args.model, horizon_s=args.horizon)
+    response = _control_call(Path(args.state_dir), forecast_pb2_grpc.ForecasterServiceStub, lambda stub: stub.GetForecast(request, timeout=10.0))
     forecast = response.forecast
     if args.json:
         print(json.dumps(MessageToDict(forecast, preserving_proto_field_name=True), indent=2))

@@ -272,27 +272,13 @@ def merge_router_windows(model: str, windows: Iterable[RouterWindow], now_s: flo
     )
 
 
-@dataclass(frozen=True)
-class ModelTriton:
-    """Triton's side of a model: its replicas' rates combined."""
-
-    in_system: float = 0.0
-    queued: float = 0.0
-    pending_requests: float = 0.0
-    batch_efficiency: float = 0.0
-    inference_rps: float = 0.0
-    prompt_tokens_per_s: float = 0.0
-    generated_tokens_per_s: float = 0.0
-    gpu_utilization: float = 0.0
-
-
-def combine_replicas(rates: Sequence[ReplicaRates]) -> ModelTriton:
-    """Sums over replicas; batch efficiency weighted by inferences, GPU utilisation a mean."""
+def combine_replicas(rates: Sequence[ReplicaRates]) -> ReplicaRates:
+    """A model's Triton side: sums over replicas; batch efficiency weighted by inferences, GPU utilisation a mean."""
     if not rates:
-        return ModelTriton()
+        return ReplicaRates()
     inferences = sum(r.inference_rps for r in rates)
     executions = sum(r.inference_rps / r.batch_efficiency for r in rates if r.batch_efficiency > 0)
-    return ModelTriton(
+    return ReplicaRates(
         in_system=sum(r.in_system for r in rates),
         queued=sum(r.queued for r in rates),
         pending_requests=sum(r.pending_requests for r in rates),
