@@ -1,11 +1,14 @@
 """Forecast accuracy and calibration on real LLM traces: the selector against each single model.
 
-Series (from --traces, default ../shared/traces):
-- Azure LLM 2023 code and conversation: arrivals counted in 10 s bins (req/s),
-  horizons 30, 60, 120 s (3, 6, 12 steps);
-- ServeGen language m-large, m-mid, m-small: total req/s per 10-min window
-  over 14 days, horizons 10 min to 2 h (1..12 steps), daily season of 144
-  bins; all-zero windows are collection gaps, so they are missing, not zero.
+Series: every trace file under --traces (default ../shared/traces) and each
+--trace FILE, read by ebbflow.traces (CSV or JSON Lines; datetimes or
+numbers; ServeGen rate files):
+- per-request traces (e.g. Azure LLM 2023 code and conversation): arrivals
+  counted in 10 s bins (req/s), horizons 30, 60, 120 s (3, 6, 12 steps);
+- rate traces (e.g. ServeGen: total req/s per 10-min window), horizons 1, 3,
+  6, 12 windows (10 min to 2 h), with a daily season (144 windows) when the
+  trace holds 3 days; all-zero windows are collection gaps, so they are
+  missing, not zero.
 
 Every series is replayed step by step through the forecaster's own Selector
 (the code the service runs). Each candidate model carries the same online
@@ -20,7 +23,7 @@ Wilson interval, and the time of one forecaster update (all candidates
 updated and predicting; refits reported apart). Prints one JSON line, then
 readable tables.
 
-    .venv/bin/python benchmarks/forecast_accuracy.py [--traces ../shared/traces]
+    .venv/bin/python benchmarks/forecast_accuracy.py [--traces ../shared/traces] [--trace my.csv --time-unit ms]
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ebbflow.forecaster.core import Selector, default_models, replay, score_replay
+from ebbflow.traces import Trace, load_trace, trace_files
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = ("last_value", "ewma")  # and every moving_average_<steps>
@@ -55,29 +58,29 @@ class Series:
     bursty: bool  # goal (b) applies
 
 
-def azure(path: Path, name: str, bursty: bool) -> Series:
-    times = pd.to_datetime(pd.read_csv(path, usecols=["TIMESTAMP"])["TIMESTAMP"], format="ISO8601")
-    seconds = (times - times.iloc[0]).dt.total_seconds().to_numpy()
-    counts = np.bincount((seconds // 10).astype(int))
-    return Series(name, counts / 10.0, 10.0, (3, 6, 12), 0, (6, 30, 90), 90, 30, bursty)
+def series_of(trace: Trace) -> Series:
+    """Benchmark settings for a trace: per-request traces at 10 s bins, rate traces at their own window."""
+    if trace.kind == "requests":
+        values = trace.binned(10.0)
+        bursty = float(np.std(values) / max(np.mean(values), 1e-9)) > 1.0  # CV of 10-s rates
+        return Series(trace.name, values, 10.0, (3, 6, 12), 0, (6, 30, 90), min(90, len(values) // 3), 30, bursty)
+    step = trace.rate_step_s
+    values = trace.binned(step)
+    day = 86400.0 / step
+    season = int(day) if day.is_integer() and day <= 288 and len(values) >= 3 * day else 0
+    return Series(trace.name, values, step, (1, 3, 6, 12), season, (1, 3, 6), min(144, len(values) // 3), 36, True)
 
 
-def servegen(path: Path, name: str) -> Series:
-    frame = pd.read_csv(path)
-    values = frame["total_rate_rps"].to_numpy(dtype=float).copy()
-    values[values == 0] = np.nan  # collection gaps
-    return Series(name, values, 600.0, (1, 3, 6, 12), 144, (1, 3, 6), 144, 36, True)
-
-
-def load_series(traces: Path) -> list[Series]:
+def load_series(traces: Path | None, files: list[Path], time_column: str | None, time_unit: str) -> list[Series]:
+    paths = (trace_files(traces) if traces else []) + files
     found = []
-    for file, name, bursty in (("azure_llm_2023_code.csv", "azure code", True), ("azure_llm_2023_conv.csv", "azure conv", False)):
-        if (traces / file).exists():
-            found.append(azure(traces / file, name, bursty))
-    for model in ("m-large", "m-mid", "m-small"):
-        path = traces / "servegen" / f"servegen_language_{model}_total_rate_10min.csv"
-        if path.exists():
-            found.append(servegen(path, f"servegen {model}"))
+    for path in paths:
+        trace = load_trace(path, time_column=time_column, time_unit=time_unit)
+        series = series_of(trace)
+        if len(series.values) - series.warmup < 2 * max(series.horizons) + 10:
+            print(f"skipping {trace.name}: {len(series.values)} steps of {series.step_s:g} s are too few to score", file=sys.stderr)
+            continue
+        found.append(series)
     return found
 
 
@@ -148,12 +151,13 @@ def goals(rows: list[dict], series: list[Series]) -> dict:
             out["beats_simple_by_10pct"].append({"series": key[0], "h": key[1], "ratio": selected["rel_mae"] / simple["rel_mae"], "simple": simple["method"]})
             if "arima" in singles:
                 out["p90_pinball_10pct_below_arima"].append({"series": key[0], "h": key[1], "ratio": selected["pinball_p90"] / singles["arima"]["pinball_p90"]})
-    servegen = [r for r in rows if r["method"] == "selected" and r["series"].startswith("servegen")]
-    hits = sum(r["coverage_p90"] * r["n"] for r in servegen)
-    total = sum(r["n"] for r in servegen)
-    out["servegen_pooled_coverage_p90"] = {"coverage": hits / total if total else math.nan, "wilson": wilson(round(hits), total)}
-    out["azure_coverage_p90"] = [
-        {"series": r["series"], "h": r["horizon_steps"], "coverage": r["coverage_p90"]} for r in rows if r["method"] == "selected" and r["series"].startswith("azure")
+    rate_names = {s.name for s in series if s.step_s >= 60}
+    pooled = [r for r in rows if r["method"] == "selected" and r["series"] in rate_names]
+    hits = sum(r["coverage_p90"] * r["n"] for r in pooled)
+    total = sum(r["n"] for r in pooled)
+    out["rate_traces_pooled_coverage_p90"] = {"coverage": hits / total if total else math.nan, "wilson": wilson(round(hits), total)}
+    out["request_traces_coverage_p90"] = [
+        {"series": r["series"], "h": r["horizon_steps"], "coverage": r["coverage_p90"]} for r in rows if r["method"] == "selected" and r["series"] not in rate_names
     ]
     return out
 
@@ -178,9 +182,9 @@ def tables(report: dict) -> str:
         lines.append(f"  (b) {r['series']:<18} h={r['h']:>2}: MAE / best simple ({r['simple']}) = {r['ratio']:.3f}")
     for r in g["p90_pinball_10pct_below_arima"]:
         lines.append(f"  (b) {r['series']:<18} h={r['h']:>2}: p90 pinball / ARIMA = {r['ratio']:.3f}")
-    pooled = g["servegen_pooled_coverage_p90"]
-    lines.append(f"  (c) ServeGen pooled p90 coverage {pooled['coverage']:.3f} (95% CI {pooled['wilson'][0]:.3f}-{pooled['wilson'][1]:.3f})")
-    for r in g["azure_coverage_p90"]:
+    pooled = g["rate_traces_pooled_coverage_p90"]
+    lines.append(f"  (c) rate traces (e.g. ServeGen) pooled p90 coverage {pooled['coverage']:.3f} (95% CI {pooled['wilson'][0]:.3f}-{pooled['wilson'][1]:.3f})")
+    for r in g["request_traces_coverage_p90"]:
         lines.append(f"  (c) {r['series']} h={r['h']}: p90 coverage {r['coverage']:.3f}")
     return "\n".join(lines)
 
@@ -188,18 +192,23 @@ def tables(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = ROOT.parent / "shared" / "traces"
-    parser.add_argument("--traces", type=Path, default=default if default.exists() else None, help="trace folder (default: ../shared/traces)")
+    parser.add_argument("--traces", type=Path, default=default if default.exists() else None, help="folder of trace files (default: ../shared/traces)")
+    parser.add_argument("--trace", type=Path, action="append", default=[], help="one more trace file (repeatable)")
+    parser.add_argument("--time-column", help="arrival-time column of per-request traces (default: detected)")
+    parser.add_argument("--time-unit", default="auto", choices=("auto", "s", "ms", "us", "ns"), help="unit of numeric arrival times")
     parser.add_argument("--window", type=int, default=60, help="selection window in steps (the forecaster's selection_window_steps)")
     parser.add_argument("--only", nargs="*", help="only the series whose names contain one of these")
     args = parser.parse_args()
-    if args.traces is None or not args.traces.exists():
-        sys.exit("no trace folder: pass --traces DIR (see the README of the shared traces)")
-    all_series = [s for s in load_series(args.traces) if not args.only or any(part in s.name for part in args.only)]
+    if args.trace and args.traces == default:
+        args.traces = None  # explicit files only
+    if args.traces is None and not args.trace:
+        sys.exit("no traces: pass --traces DIR or --trace FILE")
+    all_series = [s for s in load_series(args.traces, args.trace, args.time_column, args.time_unit) if not args.only or any(part in s.name for part in args.only)]
     if not all_series:
-        sys.exit(f"no known trace files under {args.traces}")
+        sys.exit("no usable trace found")
     rows, summaries = [], []
     for series in all_series:
-        print(f"replaying {series.name} ({len(series.values)} steps)...", file=sys.stderr)
+        print(f"replaying {series.name} ({len(series.values)} steps of {series.step_s:g} s)...", file=sys.stderr)
         series_rows, timing = replay_series(series, args.window)
         rows += series_rows
         summaries.append({"name": series.name, "steps": len(series.values), "step_s": series.step_s, "timing": timing})

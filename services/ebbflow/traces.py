@@ -1,0 +1,188 @@
+"""One loader for request traces: what the forecast benchmark reads, whatever file the operator has.
+
+Two kinds of trace come out:
+- **requests**: one row per request with an arrival time (absolute datetimes,
+  or numbers in s / ms / us / ns, detected or given), optionally prompt and
+  output token counts; repeated timestamps are fine, rows need not be sorted;
+- **rates**: request rates per fixed window (ServeGen's
+  `window_start_s,total_rate_rps`, or its per-client files, summed). A window
+  whose rate is exactly 0 is a collection gap (ServeGen drops windows under 10
+  requests), so it is missing, not zero.
+CSV (optionally gzipped) and JSON Lines are read; column names are matched
+case-insensitively against common spellings, or given explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ebbflow.runtime.errors import ConfigError
+
+TIME_COLUMNS = ("timestamp", "time", "arrival_time", "arrival_timestamp", "arrival", "ts", "start_time", "created", "created_at", "request_time")
+PROMPT_COLUMNS = ("contexttokens", "prompt_tokens", "input_tokens", "num_prompt_tokens", "prompt_len", "input_length", "request_tokens")
+OUTPUT_COLUMNS = ("generatedtokens", "output_tokens", "completion_tokens", "num_output_tokens", "output_len", "output_length", "response_tokens")
+UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json", ".ndjson")
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    kind: str  # "requests" or "rates"
+    # requests: arrival seconds from the first arrival, sorted; token counts when the trace has them.
+    arrivals_s: np.ndarray | None = None
+    prompt_tokens: np.ndarray | None = None
+    output_tokens: np.ndarray | None = None
+    # rates: req/s per window of rate_step_s (NaN where the window is a gap).
+    rates: np.ndarray | None = None
+    rate_step_s: float = 0.0
+
+    @property
+    def span_s(self) -> float:
+        if self.kind == "requests":
+            assert self.arrivals_s is not None
+            return float(self.arrivals_s[-1]) if len(self.arrivals_s) else 0.0
+        assert self.rates is not None
+        return len(self.rates) * self.rate_step_s
+
+    def binned(self, step_s: float) -> np.ndarray:
+        """Arrival rate (req/s) per bin of step_s; rates traces can only be read at multiples of their window."""
+        if self.kind == "requests":
+            assert self.arrivals_s is not None
+            counts = np.bincount((self.arrivals_s // step_s).astype(np.int64))
+            return counts / step_s
+        assert self.rates is not None
+        factor = step_s / self.rate_step_s
+        if abs(factor - round(factor)) > 1e-9 or factor < 1:
+            raise ConfigError(f"{self.name} has rates per {self.rate_step_s:g} s; bins of {step_s:g} s cannot be made from them")
+        factor = int(round(factor))
+        usable = len(self.rates) // factor * factor
+        groups = self.rates[:usable].reshape(-1, factor)
+        with np.errstate(invalid="ignore"):
+            counts = np.sum(~np.isnan(groups), axis=1)
+            return np.where(counts > 0, np.nansum(groups, axis=1) / np.maximum(counts, 1), np.nan)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    name = path.name.lower()
+    try:
+        if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json")):
+            return pd.read_json(path, lines=True)
+        return pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as error:
+        raise ConfigError(f"cannot read trace {path}: {error}") from None
+
+
+def _column(frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...], what: str, required: bool) -> str | None:
+    lower = {str(c).lower(): str(c) for c in frame.columns}
+    if given:
+        if given in frame.columns:
+            return given
+        if given.lower() in lower:
+            return lower[given.lower()]
+        raise ConfigError(f"no column {given!r} for {what}; the trace has: {', '.join(map(str, frame.columns))}")
+    for candidate in candidates:
+        if candidate in lower:
+            return lower[candidate]
+    if required:
+        raise ConfigError(f"no {what} column found (tried {', '.join(candidates)}); name it with a flag. Columns: {', '.join(map(str, frame.columns))}")
+    return None
+
+
+def _seconds(values: pd.Series, unit: str) -> np.ndarray:
+    """Arrival times as seconds from the first one."""
+    if pd.api.types.is_numeric_dtype(values):
+        numbers = values.to_numpy(dtype=float)
+        if unit == "auto":
+            largest = np.nanmax(np.abs(numbers)) if len(numbers) else 0.0
+            # Epoch times: seconds ~1.7e9, ms ~1.7e12, us ~1.7e15, ns ~1.7e18; relative times are small.
+            unit = "ns" if largest > 1e17 else "us" if largest > 1e14 else "ms" if largest > 1e11 else "s"
+        if unit not in UNITS:
+            raise ConfigError(f"time unit must be one of auto, {', '.join(UNITS)}; got {unit!r}")
+        seconds = numbers * UNITS[unit]
+    else:
+        try:
+            stamps = pd.to_datetime(values, format="ISO8601")
+        except (ValueError, TypeError):
+            try:
+                stamps = pd.to_datetime(values, format="mixed")
+            except (ValueError, TypeError) as error:
+                raise ConfigError(f"arrival times are neither numbers nor datetimes: {error}") from None
+        seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy()
+    seconds = seconds[~np.isnan(seconds)]
+    if not len(seconds):
+        raise ConfigError("the trace has no arrival times")
+    seconds.sort()
+    return seconds - seconds[0]
+
+
+def load_trace(
+    path: Path,
+    time_column: str | None = None,
+    time_unit: str = "auto",
+    prompt_column: str | None = None,
+    output_column: str | None = None,
+) -> Trace:
+    """Read one trace file (see the module docstring for what is understood)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"trace file {path} does not exist")
+    frame = _read(path)
+    name = path.name
+    for suffix in SUFFIXES:
+        name = name.removesuffix(suffix)
+    columns = {str(c).lower() for c in frame.columns}
+    if {"window_start_s", "total_rate_rps"} <= columns:
+        return _rates(name, frame["window_start_s"].to_numpy(dtype=float), frame["total_rate_rps"].to_numpy(dtype=float))
+    if {"window_start_s", "rate_rps", "client_id"} <= columns:
+        totals = frame.groupby("window_start_s")["rate_rps"].sum()
+        return _rates(name, totals.index.to_numpy(dtype=float), totals.to_numpy(dtype=float))
+    time_name = _column(frame, time_column, TIME_COLUMNS, "arrival time", required=True)
+    assert time_name is not None
+    order = np.argsort(_order_key(frame[time_name]), kind="stable")
+    frame = frame.iloc[order]
+    arrivals = _seconds(frame[time_name], time_unit)
+
+    def tokens(given: str | None, candidates: tuple[str, ...], what: str) -> np.ndarray | None:
+        column = _column(frame, given, candidates, what, required=False)
+        return frame[column].to_numpy(dtype=float)[: len(arrivals)] if column else None
+
+    return Trace(
+        name,
+        "requests",
+        arrivals_s=arrivals,
+        prompt_tokens=tokens(prompt_column, PROMPT_COLUMNS, "prompt tokens"),
+        output_tokens=tokens(output_column, OUTPUT_COLUMNS, "output tokens"),
+    )
+
+
+def _order_key(values: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=float)
+    return np.arange(len(values))  # datetimes are sorted after parsing
+
+
+def _rates(name: str, starts: np.ndarray, rates: np.ndarray) -> Trace:
+    if len(starts) < 2:
+        raise ConfigError(f"{name}: a rates trace needs at least two windows")
+    order = np.argsort(starts)
+    starts, rates = starts[order], rates[order].astype(float)
+    step = float(np.min(np.diff(starts)))
+    if step <= 0:
+        raise ConfigError(f"{name}: repeated window starts in a rates trace")
+    index = np.round((starts - starts[0]) / step).astype(int)
+    series = np.full(index[-1] + 1, math.nan)
+    series[index] = np.where(rates > 0, rates, math.nan)  # a zero window is a collection gap
+    return Trace(name, "rates", rates=series, rate_step_s=step)
+
+
+def trace_files(folder: Path) -> list[Path]:
+    """Every trace file under a folder; a per-client ServeGen file is skipped when its total-rate sibling exists."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
+    names = {p.name for p in files}
+    return [p for p in files if not (p.name.endswith("_clients.csv.gz") and p.name.replace("_clients.csv.gz", "_total_rate_10min.csv") in names)]
