@@ -1,4 +1,4 @@
-"""`ebbflow up | status | load | history | forecast | demo`: the command line."""
+"""`ebbflow up | status | load | history | forecast | policy | demo`: the command line."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from google.protobuf.json_format import MessageToDict
 
 from ebbflow.runtime.config import Config, load_config, with_router_port
 from ebbflow.runtime.errors import AlreadyRunningError, EbbflowError
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, registry_pb2, status_pb2, status_pb2_grpc
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, policy_pb2, policy_pb2_grpc, registry_pb2, status_pb2, status_pb2_grpc
 
 STATE_FILE = "state.json"
 
@@ -344,6 +344,61 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- policies ------------------------------------------------------------------
+
+
+def _policy_call(state_dir: Path, call: Callable[[policy_pb2_grpc.PolicyServiceStub], Any]) -> Any:
+    return _control_call(state_dir, policy_pb2_grpc.PolicyServiceStub, call)
+
+
+def _read_text(path: str) -> str:
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise EbbflowError(f"cannot read {path}: {error.strerror}") from None
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from ebbflow.runtime.config import parse_config
+    from ebbflow.scheduler.api import policy_json
+    from ebbflow.scheduler.service import policy_to_proto
+
+    state_dir = Path(args.state_dir)
+    if args.action != "list" and not args.target:
+        raise EbbflowError(f"policy {args.action} needs a {'model' if args.action in ('get', 'delete') else 'file (or - for stdin)'}")
+    if args.action == "list":
+        response = _policy_call(state_dir, lambda stub: stub.ListPolicies(policy_pb2.ListPoliciesRequest(), timeout=5.0))
+        for policy in response.policies:
+            print(policy_json(policy) if args.json else f"{policy.model:<16} {policy.min_replicas}-{policy.max_replicas} replicas, target {policy.target_in_flight_per_replica:g} in flight, p{policy.forecast_quantile * 100:g} forecast")
+    elif args.action == "get":
+        response = _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0))
+        print(policy_json(response.policy))
+    elif args.action == "delete":
+        _policy_call(state_dir, lambda stub: stub.DeletePolicy(policy_pb2.DeletePolicyRequest(model=args.target), timeout=5.0))
+        print(f"policy of {args.target} deleted; its replicas stay as last decided")
+    elif args.action == "set":
+        import yaml
+
+        try:
+            raw = yaml.safe_load(_read_text(args.target)) or {}
+        except yaml.YAMLError as error:
+            raise EbbflowError(f"{args.target} is not valid YAML: {error}") from None
+        models = raw.get("models", raw) if isinstance(raw, dict) else None
+        if not isinstance(models, dict):
+            raise EbbflowError(f"{args.target}: expected `models: {{name: {{field: value}}}}` (as in the config file)")
+        for policy in parse_config({"models": models}).models:  # defaults filled and every field validated here too
+            stored = _policy_call(state_dir, lambda stub: stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=policy_to_proto(policy)), timeout=5.0))
+            print(f"policy of {stored.policy.model} stored")
+    elif args.action == "import":
+        request = policy_pb2.ImportHpaRequest(manifest=_read_text(args.target), model=args.model or "", apply=not args.dry_run)
+        response = _policy_call(state_dir, lambda stub: stub.ImportHpa(request, timeout=5.0))
+        for note in response.notes:
+            print(f"# {note}")
+        print(policy_json(response.policy))
+        print(f"# {'stored' if response.applied else 'not stored (--dry-run)'}")
+    return 0
+
+
 # ---- main ---------------------------------------------------------------------
 
 
@@ -387,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--json", action="store_true", help="the Forecast message as JSON")
     forecast.add_argument("model")
     forecast.set_defaults(func=cmd_forecast)
+
+    policy = sub.add_parser("policy", help="list, show, set, delete per-model policies, or import a Kubernetes HPA manifest")
+    policy.add_argument("action", choices=("list", "get", "set", "delete", "import"), help="set takes a YAML file like the config's `models:`; import takes an HPA manifest")
+    policy.add_argument("target", nargs="?", default="", help="model (get, delete) or file, - for stdin (set, import)")
+    policy.add_argument("--model", help="import: the ebbflow model the HPA scales (default: spec.scaleTargetRef.name)")
+    policy.add_argument("--dry-run", action="store_true", help="import: translate and show, do not store")
+    policy.add_argument("--json", action="store_true", help="list: full policies as JSON")
+    policy.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    policy.set_defaults(func=cmd_policy)
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
     demo.add_argument("--duration-s", type=float, default=120.0, help="length of the load ramp (default: %(default)s)")

@@ -146,6 +146,26 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         assert answer["model"] == "llm" and answer["step_s"] == 10 and answer["method"] and answer["reason"]
         too_far = run_cli("forecast", "--horizon", "30d", "llm", "--state-dir", str(state_dir))
         assert too_far.returncode == 2 and "beyond the longest forecast" in too_far.stderr
+
+        # Policies: read, translate a Kubernetes HPA (dry run), refuse invalid ones by field.
+        shown = run_cli("policy", "get", "llm", "--state-dir", str(state_dir))
+        assert shown.returncode == 0 and json.loads(shown.stdout)["model"] == "llm", shown.stderr
+        hpa = tmp_path / "hpa.yaml"
+        hpa.write_text(
+            "apiVersion: autoscaling/v2beta1\nkind: HorizontalPodAutoscaler\nmetadata: {name: llm-service}\n"
+            "spec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llm-service}\n  minReplicas: 3\n  maxReplicas: 10\n"
+            "  metrics:\n  - type: Resource\n    resource: {name: cpu, targetAverageUtilization: 60}\n"
+        )
+        imported = run_cli("policy", "import", str(hpa), "--model", "llm", "--dry-run", "--state-dir", str(state_dir))
+        assert imported.returncode == 0, imported.stderr
+        assert '"target_utilization": 0.6' in imported.stdout and "not stored" in imported.stdout
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("models:\n  llm: {max_replicas: 0}\n")
+        refused = run_cli("policy", "set", str(bad), "--state-dir", str(state_dir))
+        assert refused.returncode == 2 and "max_replicas" in refused.stderr
+        hpa.write_text(hpa.read_text().replace("name: cpu", "name: gpu"))
+        refused = run_cli("policy", "import", str(hpa), "--state-dir", str(state_dir))
+        assert refused.returncode == 2 and "spec.metrics[0].resource.name" in refused.stderr
     finally:
         up.process.send_signal(signal.SIGTERM)
         code = up.process.wait(timeout=40)

@@ -146,6 +146,25 @@ class ModelPolicy:
     """Predictive sizing for this forecast quantile of demand over the lead (0 turns prediction off)."""
     lead_s: float = 0.0
     """How far ahead capacity is ordered, seconds; 0: the last observed cold start plus one decision interval."""
+    scale_up_delay_s: float = 0.0
+    """Scale up only to the lowest recommendation of this window (HPA's scale-up stabilisation), seconds; 0: at once."""
+    max_scale_up_step: int = 0
+    """Most replicas added per decision (0: no count limit)."""
+    max_scale_up_percent: float = 0.0
+    """Most replicas added per decision as a percent of the current ones (0: no percent limit); the larger limit applies."""
+    max_scale_down_step: int = 0
+    """Most replicas removed per decision (0: no count limit)."""
+    max_scale_down_percent: float = 0.0
+    """Most replicas removed per decision as a percent of the current ones (0: no percent limit); the larger limit applies."""
+    target_utilization: float = 0.0
+    """When > 0, the reactive target is this fraction of instances_per_replica x max_batch_size in flight."""
+
+    @property
+    def in_flight_target(self) -> float:
+        """In-flight requests one replica should carry."""
+        if self.target_utilization > 0:
+            return self.target_utilization * self.instances_per_replica * self.max_batch_size
+        return self.target_in_flight_per_replica
 
     def validate(self) -> "ModelPolicy":
         problems = []
@@ -167,6 +186,11 @@ class ModelPolicy:
             problems.append(f"forecast_quantile must be 0 (off) or 0.5-0.99, got {self.forecast_quantile}")
         if self.lead_s < 0:
             problems.append(f"lead_s must be >= 0, got {self.lead_s}")
+        for name in ("scale_up_delay_s", "max_scale_up_step", "max_scale_up_percent", "max_scale_down_step", "max_scale_down_percent"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.target_utilization <= 1:
+            problems.append(f"target_utilization must be 0 (unused) or in (0, 1], got {self.target_utilization}")
         if self.routing not in ROUTING_POLICIES:
             problems.append(f"routing must be one of {', '.join(ROUTING_POLICIES)}, got {self.routing!r}")
         if problems:

@@ -79,7 +79,7 @@ class Decision:
 
 def recommend(in_flight: float, policy: ModelPolicy) -> int:
     """Replicas needed right now for this in-flight load, within bounds."""
-    raw = math.ceil(max(0.0, in_flight) / policy.target_in_flight_per_replica - _EPSILON)
+    raw = math.ceil(max(0.0, in_flight) / policy.in_flight_target - _EPSILON)
     return min(policy.max_replicas, max(policy.min_replicas, raw))
 
 
@@ -95,6 +95,37 @@ def resume_state(current: int, now_s: float) -> ScalingState:
     never scales down before a full scale-down delay has passed.
     """
     return ScalingState(((now_s, current),))
+
+
+def stabilised(window: tuple[tuple[float, int], ...], policy: ModelPolicy, current: int, now_s: float) -> int:
+    """Kubernetes HPA's stabilisation: up only to the lowest recommendation of the scale-up window,
+    down only to the highest of the scale-down window; otherwise stay."""
+    up = min(r for t, r in window if t > now_s - policy.scale_up_delay_s or t == now_s)
+    down = max(r for t, r in window if t > now_s - policy.scale_down_delay_s or t == now_s)
+    if up > current:
+        return up
+    if down < current:
+        return down
+    return current
+
+
+def limit_step(desired: int, current: int, policy: ModelPolicy) -> tuple[int, str]:
+    """At most max_scale_*_step replicas or max_scale_*_percent of current per decision (the larger limit applies)."""
+    def limit(step: int, percent: float) -> int | None:
+        limits = [step] if step else []
+        if percent:
+            limits.append(max(1, math.ceil(current * percent / 100)))
+        return max(limits) if limits else None
+
+    if desired > current:
+        most = limit(policy.max_scale_up_step, policy.max_scale_up_percent)
+        if most is not None and desired - current > most:
+            return current + most, f"scale-up limited to +{most} per decision"
+    elif desired < current:
+        most = limit(policy.max_scale_down_step, policy.max_scale_down_percent)
+        if most is not None and current - desired > most:
+            return current - most, f"scale-down limited to -{most} per decision"
+    return desired, ""
 
 
 def predict(load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float) -> Prediction:
@@ -140,10 +171,11 @@ def decide(
     recommendation = max(reactive, prediction.replicas)
     if woken:
         recommendation = max(recommendation, min(1, policy.max_replicas))
-    horizon = now_s - policy.scale_down_delay_s
-    window = tuple((t, r) for t, r in state.recommendations if t > horizon) + ((now_s, recommendation),)
-    desired = max(r for _, r in window)
-    demand = f"in_flight {load.in_flight:.2f} / target {policy.target_in_flight_per_replica:g} -> {reactive}"
+    keep = max(policy.scale_down_delay_s, policy.scale_up_delay_s)
+    window = tuple((t, r) for t, r in state.recommendations if t > now_s - keep) + ((now_s, recommendation),)
+    desired = stabilised(window, policy, current, now_s)
+    desired, limited = limit_step(desired, current, policy)
+    demand = f"in_flight {load.in_flight:.2f} / target {policy.in_flight_target:g} -> {reactive}"
     if prediction.replicas:
         demand += (
             f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s "
@@ -161,5 +193,7 @@ def decide(
         reason = f"steady: {demand}"
     if woken and desired >= 1 and current == 0:
         reason = f"scale from zero: requests are held; {reason}"
+    if limited:
+        reason += f"; {limited}"
     decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction)
     return decision, ScalingState(window, time_in_system)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from google.protobuf.message import DecodeError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -30,34 +30,30 @@ WAKEUP_MEMORY_S = 2.0
 DEFAULT_LEAD_S = 30.0  # until a cold start of the model has been seen
 
 
+# Proto fields whose zero means "not set" rather than a value: the policy's default applies.
+_UNSET_MEANS_DEFAULT = {"instances_per_replica", "max_batch_size"}
+
+
 def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
-    return policy_pb2.ScalingPolicy(
-        model=policy.model,
-        min_replicas=policy.min_replicas,
-        max_replicas=policy.max_replicas,
-        target_in_flight_per_replica=policy.target_in_flight_per_replica,
-        scale_down_delay_s=policy.scale_down_delay_s,
-        instances_per_replica=policy.instances_per_replica,
-        max_batch_size=policy.max_batch_size,
-        routing=routing_to_proto(policy.routing),
-        forecast_quantile=policy.forecast_quantile,
-        lead_s=policy.lead_s,
-    )
+    """The proto has the same field names as ModelPolicy; routing is an enum there."""
+    message = policy_pb2.ScalingPolicy()
+    for item in fields(ModelPolicy):
+        value = getattr(policy, item.name)
+        setattr(message, item.name, routing_to_proto(value) if item.name == "routing" else value)
+    return message
 
 
 def policy_from_proto(message: policy_pb2.ScalingPolicy) -> ModelPolicy:
-    return ModelPolicy(
-        model=message.model,
-        min_replicas=message.min_replicas,
-        max_replicas=message.max_replicas,
-        target_in_flight_per_replica=message.target_in_flight_per_replica,
-        scale_down_delay_s=message.scale_down_delay_s,
-        instances_per_replica=message.instances_per_replica or 1,
-        max_batch_size=message.max_batch_size or 8,
-        routing=routing_from_proto(message.routing),
-        forecast_quantile=message.forecast_quantile,
-        lead_s=message.lead_s,
-    ).validate()
+    """Raises ConfigError naming every invalid field."""
+    values = {}
+    for item in fields(ModelPolicy):
+        value = getattr(message, item.name)
+        if item.name == "routing":
+            value = routing_from_proto(value)
+        elif item.name in _UNSET_MEANS_DEFAULT and not value:
+            continue
+        values[item.name] = value
+    return ModelPolicy(**values).validate()
 
 
 async def import_policies(bus: Bus, policies: tuple[ModelPolicy, ...]) -> None:

@@ -1,7 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -17,7 +18,7 @@ ROUTING_POLICY_POWER_OF_TWO: RoutingPolicy
 ROUTING_POLICY_ROUND_ROBIN: RoutingPolicy
 
 class ScalingPolicy(_message.Message):
-    __slots__ = ("model", "min_replicas", "max_replicas", "target_in_flight_per_replica", "scale_down_delay_s", "instances_per_replica", "max_batch_size", "routing", "forecast_quantile", "lead_s")
+    __slots__ = ("model", "min_replicas", "max_replicas", "target_in_flight_per_replica", "scale_down_delay_s", "instances_per_replica", "max_batch_size", "routing", "forecast_quantile", "lead_s", "scale_up_delay_s", "max_scale_up_step", "max_scale_up_percent", "max_scale_down_step", "max_scale_down_percent", "target_utilization")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +29,12 @@ class ScalingPolicy(_message.Message):
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     FORECAST_QUANTILE_FIELD_NUMBER: _ClassVar[int]
     LEAD_S_FIELD_NUMBER: _ClassVar[int]
+    SCALE_UP_DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCALE_UP_STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCALE_UP_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCALE_DOWN_STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCALE_DOWN_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     min_replicas: int
     max_replicas: int
@@ -38,4 +45,74 @@ class ScalingPolicy(_message.Message):
     routing: RoutingPolicy
     forecast_quantile: float
     lead_s: float
-    def __init__(self, model: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_in_flight_per_replica: _Optional[float] = ..., scale_down_delay_s: _Optional[float] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., routing: _Optional[_Union[RoutingPolicy, str]] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ...) -> None: ...
+    scale_up_delay_s: float
+    max_scale_up_step: int
+    max_scale_up_percent: float
+    max_scale_down_step: int
+    max_scale_down_percent: float
+    target_utilization: float
+    def __init__(self, model: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_in_flight_per_replica: _Optional[float] = ..., scale_down_delay_s: _Optional[float] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., routing: _Optional[_Union[RoutingPolicy, str]] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., scale_up_delay_s: _Optional[float] = ..., max_scale_up_step: _Optional[int] = ..., max_scale_up_percent: _Optional[float] = ..., max_scale_down_step: _Optional[int] = ..., max_scale_down_percent: _Optional[float] = ..., target_utilization: _Optional[float] = ...) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class GetPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: ScalingPolicy
+    def __init__(self, policy: _Optional[_Union[ScalingPolicy, _Mapping]] = ...) -> None: ...
+
+class ListPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPoliciesResponse(_message.Message):
+    __slots__ = ("policies",)
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[ScalingPolicy]
+    def __init__(self, policies: _Optional[_Iterable[_Union[ScalingPolicy, _Mapping]]] = ...) -> None: ...
+
+class SetPolicyRequest(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: ScalingPolicy
+    def __init__(self, policy: _Optional[_Union[ScalingPolicy, _Mapping]] = ...) -> None: ...
+
+class SetPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: ScalingPolicy
+    def __init__(self, policy: _Optional[_Union[ScalingPolicy, _Mapping]] = ...) -> None: ...
+
+class DeletePolicyRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class DeletePolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ImportHpaRequest(_message.Message):
+    __slots__ = ("manifest", "model", "apply")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FIELD_NUMBER: _ClassVar[int]
+    manifest: str
+    model: str
+    apply: bool
+    def __init__(self, manifest: _Optional[str] = ..., model: _Optional[str] = ..., apply: bool = ...) -> None: ...
+
+class ImportHpaResponse(_message.Message):
+    __slots__ = ("policy", "notes", "applied")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    policy: ScalingPolicy
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    applied: bool
+    def __init__(self, policy: _Optional[_Union[ScalingPolicy, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ..., applied: bool = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ebbflow.v1 import policy_pb2 as ebbflow_dot_v1_dot_policy__pb2
 
 GRPC_GENERATED_VERSION = '1.71.2'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,254 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class PolicyServiceStub(object):
+    """The per-model policies (the "policies" KV bucket). Invalid policies are
+    refused with INVALID_ARGUMENT naming every bad field.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetPolicy = channel.unary_unary(
+                '/ebbflow.v1.PolicyService/GetPolicy',
+                request_serializer=ebbflow_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_policy__pb2.GetPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListPolicies = channel.unary_unary(
+                '/ebbflow.v1.PolicyService/ListPolicies',
+                request_serializer=ebbflow_dot_v1_dot_policy__pb2.ListPoliciesRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_policy__pb2.ListPoliciesResponse.FromString,
+                _registered_method=True)
+        self.SetPolicy = channel.unary_unary(
+                '/ebbflow.v1.PolicyService/SetPolicy',
+                request_serializer=ebbflow_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_policy__pb2.SetPolicyResponse.FromString,
+                _registered_method=True)
+        self.DeletePolicy = channel.unary_unary(
+                '/ebbflow.v1.PolicyService/DeletePolicy',
+                request_serializer=ebbflow_dot_v1_dot_policy__pb2.DeletePolicyRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_policy__pb2.DeletePolicyResponse.FromString,
+                _registered_method=True)
+        self.ImportHpa = channel.unary_unary(
+                '/ebbflow.v1.PolicyService/ImportHpa',
+                request_serializer=ebbflow_dot_v1_dot_policy__pb2.ImportHpaRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_policy__pb2.ImportHpaResponse.FromString,
+                _registered_method=True)
+
+
+class PolicyServiceServicer(object):
+    """The per-model policies (the "policies" KV bucket). Invalid policies are
+    refused with INVALID_ARGUMENT naming every bad field.
+    """
+
+    def GetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportHpa(self, request, context):
+        """Translate a Kubernetes HPA into a policy (and store it when asked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PolicyServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=ebbflow_dot_v1_dot_policy__pb2.GetPolicyRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_policy__pb2.GetPolicyResponse.SerializeToString,
+            ),
+            'ListPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPolicies,
+                    request_deserializer=ebbflow_dot_v1_dot_policy__pb2.ListPoliciesRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_policy__pb2.ListPoliciesResponse.SerializeToString,
+            ),
+            'SetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPolicy,
+                    request_deserializer=ebbflow_dot_v1_dot_policy__pb2.SetPolicyRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_policy__pb2.SetPolicyResponse.SerializeToString,
+            ),
+            'DeletePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePolicy,
+                    request_deserializer=ebbflow_dot_v1_dot_policy__pb2.DeletePolicyRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_policy__pb2.DeletePolicyResponse.SerializeToString,
+            ),
+            'ImportHpa': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportHpa,
+                    request_deserializer=ebbflow_dot_v1_dot_policy__pb2.ImportHpaRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_policy__pb2.ImportHpaResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ebbflow.v1.PolicyService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ebbflow.v1.PolicyService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PolicyService(object):
+    """The per-model policies (the "policies" KV bucket). Invalid policies are
+    refused with INVALID_ARGUMENT naming every bad field.
+    """
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.PolicyService/GetPolicy',
+            ebbflow_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
+            ebbflow_dot_v1_dot_policy__pb2.GetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.PolicyService/ListPolicies',
+            ebbflow_dot_v1_dot_policy__pb2.ListPoliciesRequest.SerializeToString,
+            ebbflow_dot_v1_dot_policy__pb2.ListPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.PolicyService/SetPolicy',
+            ebbflow_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
+            ebbflow_dot_v1_dot_policy__pb2.SetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.PolicyService/DeletePolicy',
+            ebbflow_dot_v1_dot_policy__pb2.DeletePolicyRequest.SerializeToString,
+            ebbflow_dot_v1_dot_policy__pb2.DeletePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportHpa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.PolicyService/ImportHpa',
+            ebbflow_dot_v1_dot_policy__pb2.ImportHpaRequest.SerializeToString,
+            ebbflow_dot_v1_dot_policy__pb2.ImportHpaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

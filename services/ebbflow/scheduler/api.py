@@ -1,0 +1,69 @@
+"""The policy API: read, write, delete and import (Kubernetes HPA) per-model policies in the `policies` bucket."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import yaml
+from google.protobuf.json_format import MessageToDict
+from nats.js.errors import KeyNotFoundError
+
+from ebbflow.runtime.bus import Bus
+from ebbflow.runtime.errors import ConfigError
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.scheduler.hpa import policy_from_hpa
+from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
+from ebbflow.v1 import policy_pb2, policy_pb2_grpc
+
+
+class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
+    def __init__(self, bus: Bus, view: RegistryView) -> None:
+        self.bus = bus
+        self.view = view
+
+    async def _stored(self, model: str, context: grpc.aio.ServicerContext) -> policy_pb2.ScalingPolicy:
+        try:
+            entry = await self.bus.policies.get(model)
+        except KeyNotFoundError:
+            known = ", ".join(sorted(self.view.policies)) or "none"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no policy for model '{model}'; policies exist for: {known}")
+        return policy_pb2.ScalingPolicy.FromString(entry.value or b"")
+
+    async def GetPolicy(self, request: policy_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext) -> policy_pb2.GetPolicyResponse:
+        return policy_pb2.GetPolicyResponse(policy=await self._stored(request.model, context))
+
+    async def ListPolicies(self, request: policy_pb2.ListPoliciesRequest, context: grpc.aio.ServicerContext) -> policy_pb2.ListPoliciesResponse:
+        return policy_pb2.ListPoliciesResponse(policies=[self.view.policies[m] for m in sorted(self.view.policies)])
+
+    async def SetPolicy(self, request: policy_pb2.SetPolicyRequest, context: grpc.aio.ServicerContext) -> policy_pb2.SetPolicyResponse:
+        try:
+            policy = policy_from_proto(request.policy)
+        except ConfigError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        stored = policy_to_proto(policy)
+        await self.bus.policies.put(policy.model, stored.SerializeToString())
+        return policy_pb2.SetPolicyResponse(policy=stored)
+
+    async def DeletePolicy(self, request: policy_pb2.DeletePolicyRequest, context: grpc.aio.ServicerContext) -> policy_pb2.DeletePolicyResponse:
+        await self._stored(request.model, context)
+        await self.bus.policies.delete(request.model)
+        return policy_pb2.DeletePolicyResponse()
+
+    async def ImportHpa(self, request: policy_pb2.ImportHpaRequest, context: grpc.aio.ServicerContext) -> policy_pb2.ImportHpaResponse:
+        try:
+            manifest = yaml.safe_load(request.manifest)
+        except yaml.YAMLError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the manifest is not YAML or JSON: {error}")
+        try:
+            policy, notes = policy_from_hpa(manifest, request.model)
+        except ConfigError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        stored = policy_to_proto(policy)
+        if request.apply:
+            await self.bus.policies.put(policy.model, stored.SerializeToString())
+        return policy_pb2.ImportHpaResponse(policy=stored, notes=notes, applied=request.apply)
+
+
+def policy_json(policy: policy_pb2.ScalingPolicy) -> str:
+    return json.dumps(MessageToDict(policy, preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2)

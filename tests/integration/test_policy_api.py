@@ -1,0 +1,76 @@
+"""The policy API over gRPC with the real nats-server: validation by field, HPA import, delete."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from ebbflow.runtime.bus import connect
+from ebbflow.runtime.grpc_server import GrpcServer
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.scheduler.api import PolicyApi
+from ebbflow.v1 import policy_pb2, policy_pb2_grpc
+from tests.conftest import wait_for
+from tests.integration.conftest import reset_jetstream
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+HPA = """
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: chat}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: chat}
+  maxReplicas: 6
+  metrics:
+  - type: Pods
+    pods: {metric: {name: in_flight}, target: {type: AverageValue, averageValue: "5"}}
+"""
+
+
+async def test_policies_are_validated_imported_and_deleted_over_grpc(nats_url: str) -> None:
+    await reset_jetstream(nats_url)
+    bus = await connect(nats_url, name="policy-test")
+    view, stop = RegistryView(), asyncio.Event()
+    watcher = asyncio.create_task(view.run(bus, stop))
+    await view.wait_loaded(10)
+    server = GrpcServer([policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name])
+    policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, view), server.server)
+    port = server.bind("127.0.0.1", 0)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = policy_pb2_grpc.PolicyServiceStub(channel)
+    try:
+        bad = policy_pb2.ScalingPolicy(model="llm", min_replicas=3, max_replicas=2, target_in_flight_per_replica=0, forecast_quantile=1.5)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=bad))
+        details = refused.value.details()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert all(name in details for name in ("max_replicas", "target_in_flight_per_replica", "forecast_quantile")), details
+
+        good = policy_pb2.ScalingPolicy(model="llm", min_replicas=1, max_replicas=3, target_in_flight_per_replica=4, forecast_quantile=0.9)
+        stored = (await stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=good))).policy
+        assert stored.instances_per_replica == 1 and stored.max_batch_size == 8  # defaults filled in
+        assert (await stub.GetPolicy(policy_pb2.GetPolicyRequest(model="llm"))).policy == stored
+
+        imported = await stub.ImportHpa(policy_pb2.ImportHpaRequest(manifest=HPA, apply=True))
+        assert imported.applied and imported.policy.model == "chat" and imported.policy.target_in_flight_per_replica == 5
+        await wait_for(lambda: {"llm", "chat"} <= set(view.policies), 5, "both policies in the view")
+        listed = await stub.ListPolicies(policy_pb2.ListPoliciesRequest())
+        assert [p.model for p in listed.policies] == ["chat", "llm"]
+
+        await stub.DeletePolicy(policy_pb2.DeletePolicyRequest(model="chat"))
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.GetPolicy(policy_pb2.GetPolicyRequest(model="chat"))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND and "llm" in missing.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as broken:
+            await stub.ImportHpa(policy_pb2.ImportHpaRequest(manifest="kind: [unclosed"))
+        assert broken.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await channel.close()
+        await server.stop(grace_s=0.2)
+        stop.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await bus.close()

@@ -1,0 +1,98 @@
+"""Kubernetes HPA manifests translated into policies; what cannot be translated names its field."""
+
+import pytest
+import yaml
+
+from ebbflow.scheduler.core import LoadView, ScalingState, decide
+from ebbflow.scheduler.hpa import HpaError, policy_from_hpa
+
+SEED = yaml.safe_load(
+    """
+apiVersion: autoscaling/v2beta1
+kind: HorizontalPodAutoscaler
+metadata: {name: llm-service}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llm-service}
+  minReplicas: 3
+  maxReplicas: 10
+  metrics:
+  - type: Resource
+    resource: {name: cpu, targetAverageUtilization: 60}
+"""
+)
+
+V2 = yaml.safe_load(
+    """
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: chat}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: chat}
+  minReplicas: 1
+  maxReplicas: 20
+  behavior:
+    scaleUp:
+      stabilizationWindowSeconds: 15
+      policies:
+      - {type: Pods, value: 4, periodSeconds: 60}
+      - {type: Percent, value: 100, periodSeconds: 60}
+    scaleDown:
+      stabilizationWindowSeconds: 120
+      policies:
+      - {type: Pods, value: 1, periodSeconds: 60}
+  metrics:
+  - type: Pods
+    pods:
+      metric: {name: ebbflow_model_in_flight}
+      target: {type: AverageValue, averageValue: "6"}
+"""
+)
+
+
+def test_the_seed_manifest_becomes_bounds_and_a_utilisation_target():
+    policy, notes = policy_from_hpa(SEED)
+    assert policy.model == "llm-service" and (policy.min_replicas, policy.max_replicas) == (3, 10)
+    assert policy.target_utilization == 0.6
+    assert policy.in_flight_target == pytest.approx(0.6 * policy.instances_per_replica * policy.max_batch_size)
+    assert (policy.scale_up_delay_s, policy.scale_down_delay_s) == (0.0, 300.0)  # Kubernetes' defaults
+    assert any("approximation" in n or "instances_per_replica x max_batch_size" in n for n in notes)
+
+
+def test_v2_behavior_and_a_pods_metric_map_to_windows_steps_and_an_in_flight_target():
+    policy, _ = policy_from_hpa(V2, model="llm")
+    assert policy.model == "llm" and policy.target_in_flight_per_replica == 6 and policy.target_utilization == 0
+    assert (policy.scale_up_delay_s, policy.scale_down_delay_s) == (15.0, 120.0)
+    assert (policy.max_scale_up_step, policy.max_scale_up_percent, policy.max_scale_down_step) == (4, 100.0, 1)
+
+
+def test_imported_limits_shape_decisions():
+    policy, _ = policy_from_hpa(V2, model="llm")
+    fresh = lambda in_flight: LoadView(fresh=True, in_flight=in_flight, arrival_rps=0.0)  # noqa: E731
+    state = ScalingState()
+    decision, state = decide(fresh(10.0), policy, state, current=2, now_s=0.0)
+    assert decision.replicas == 2
+    decision, state = decide(fresh(100.0), policy, state, current=2, now_s=5.0)
+    assert decision.replicas == 2, "scale-up waits until its 15 s window holds only higher recommendations"
+    decision, state = decide(fresh(100.0), policy, state, current=2, now_s=16.0)
+    assert decision.replicas == 6 and "limited to +4" in decision.reason  # max(4 pods, 100 % of 2)
+    decision, state = decide(fresh(0.0), policy, state, current=6, now_s=200.0)
+    assert decision.replicas == 5 and "limited to -1" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"kind": "Deployment"}, "kind"),
+        ({"apiVersion": "autoscaling/v1"}, "apiVersion"),
+        ({"spec": {**SEED["spec"], "metrics": [{"type": "Object", "object": {}}]}}, "spec.metrics[0].type"),
+        ({"spec": {**SEED["spec"], "metrics": [{"type": "Resource", "resource": {"name": "gpu", "targetAverageUtilization": 50}}]}}, "spec.metrics[0].resource.name"),
+        ({"spec": {**SEED["spec"], "metrics": [{"type": "Pods", "pods": {"metricName": "qps", "targetAverageValue": 3}}]}}, "spec.metrics[0].pods"),
+        ({"spec": {**SEED["spec"], "metrics": SEED["spec"]["metrics"] * 2}}, "spec.metrics[1]"),
+        ({"spec": {**SEED["spec"], "behavior": {"scaleUp": {"selectPolicy": "Min"}}}}, "spec.behavior.scaleUp.selectPolicy"),
+        ({"spec": {k: v for k, v in SEED["spec"].items() if k != "maxReplicas"}}, "spec.maxReplicas"),
+        ({"spec": {**SEED["spec"], "minReplicas": 12}}, "max_replicas"),
+    ],
+)
+def test_what_cannot_be_translated_names_its_field(change, field):
+    with pytest.raises(HpaError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        policy_from_hpa({**SEED, **change})
