@@ -1,4 +1,4 @@
-"""`ebbflow up | status | load | history | forecast | policy | demo`: the command line."""
+"""`ebbflow up | status | load | history | forecast | policy | decisions | explain | demo`: the command line."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from google.protobuf.json_format import MessageToDict
 
 from ebbflow.runtime.config import Config, load_config, with_router_port
 from ebbflow.runtime.errors import AlreadyRunningError, EbbflowError
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, policy_pb2, policy_pb2_grpc, registry_pb2, status_pb2, status_pb2_grpc
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
 
 STATE_FILE = "state.json"
 
@@ -399,6 +399,46 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- decisions -------------------------------------------------------------------
+
+
+def _scheduler_call(state_dir: Path, call: Callable[[scheduling_pb2_grpc.SchedulerServiceStub], Any]) -> Any:
+    return _control_call(state_dir, scheduling_pb2_grpc.SchedulerServiceStub, call)
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    request = scheduling_pb2.ListDecisionsRequest(model=args.model, limit=args.limit)
+    response = _scheduler_call(Path(args.state_dir), lambda stub: stub.ListDecisions(request, timeout=10.0))
+    if args.json:
+        print(json.dumps([MessageToDict(d, preserving_proto_field_name=True) for d in response.decisions], indent=2))
+        return 0
+    if not response.decisions:
+        print(f"no decisions recorded for {args.model}")
+    for d in response.decisions:
+        moment = time.strftime("%H:%M:%S", time.localtime(d.desired.decided_at_unix_s))
+        print(f"{d.generation:>5} {moment} {d.previous_replicas:>3} -> {d.desired.horizontal.replicas:<3} {d.desired.reason}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    request = scheduling_pb2.ExplainRequest(model=args.model, generation=args.generation or 0)
+    response = _scheduler_call(Path(args.state_dir), lambda stub: stub.Explain(request, timeout=10.0))
+    if args.json:
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+        return 0
+    d, i = response.decision, response.decision.inputs
+    print(f"{d.model} generation {d.generation}: {d.previous_replicas} -> {d.desired.horizontal.replicas} replicas")
+    print(f"  reason: {d.desired.reason}")
+    print(f"  load: {'fresh' if i.fresh else 'not fresh'}; in_flight {i.in_flight:.2f}, arrival_rps {i.arrival_rps:.2f}; requests held: {'yes' if i.woken else 'no'}")
+    print(f"  reactive -> {i.reactive_replicas}; predictive -> {i.predictive_replicas} (p{i.forecast_quantile * 100:g} {i.forecast_rps:.2f} rps over {i.lead_s:.0f} s, {i.time_in_system_s:.2f} s in system)")
+    print(f"  recent recommendations: {list(i.prior_recommendations)}; policy {i.policy.min_replicas}-{i.policy.max_replicas}, scale-down delay {i.policy.scale_down_delay_s:g} s")
+    verdict = "reproduced" if response.matches else "NOT reproduced"
+    print(f"  recomputed with the same rule: {response.recomputed_replicas} replicas ({verdict})")
+    if not response.matches:
+        print(f"  recomputed reason: {response.recomputed_reason}")
+    return 0 if response.matches else 1
+
+
 # ---- main ---------------------------------------------------------------------
 
 
@@ -451,6 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--json", action="store_true", help="list: full policies as JSON")
     policy.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     policy.set_defaults(func=cmd_policy)
+
+    decisions = sub.add_parser("decisions", help="a model's recent scaling decisions (the DECISIONS stream)")
+    decisions.add_argument("model")
+    decisions.add_argument("--limit", type=int, default=20, help="the newest this many (default: %(default)s)")
+    decisions.add_argument("--json", action="store_true", help="the ScalingDecision messages as JSON")
+    decisions.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    decisions.set_defaults(func=cmd_decisions)
+
+    explain = sub.add_parser("explain", help="a decision's inputs and reason, recomputed by the same rule (exit 1 if it does not match)")
+    explain.add_argument("model")
+    explain.add_argument("generation", nargs="?", type=int, help="the decision's generation (default: the latest)")
+    explain.add_argument("--json", action="store_true", help="the ExplainResponse as JSON")
+    explain.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    explain.set_defaults(func=cmd_explain)
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
     demo.add_argument("--duration-s", type=float, default=120.0, help="length of the load ramp (default: %(default)s)")

@@ -30,10 +30,10 @@ from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.api import PolicyApi
+from ebbflow.scheduler.api import PolicyApi, SchedulerApi
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, import_policies
 from ebbflow.status import StatusService
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, policy_pb2, policy_pb2_grpc, status_pb2, status_pb2_grpc
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class Stack:
                 collector_pb2.DESCRIPTOR.services_by_name["CollectorService"].full_name,
                 forecast_pb2.DESCRIPTOR.services_by_name["ForecasterService"].full_name,
                 policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+                scheduling_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name,
             ]
         )
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -120,6 +121,7 @@ class Stack:
         collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), control_server.server)
         forecast_pb2_grpc.add_ForecasterServiceServicer_to_server(ForecasterApi(forecaster), control_server.server)
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, self.view), control_server.server)
+        scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bus), control_server.server)
         control_port = control_server.bind("127.0.0.1", 0)
         await control_server.start()
         # The forecaster refills through the collector's public API, as it would from another host.

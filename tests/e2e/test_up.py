@@ -163,6 +163,13 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         bad.write_text("models:\n  llm: {max_replicas: 0}\n")
         refused = run_cli("policy", "set", str(bad), "--state-dir", str(state_dir))
         assert refused.returncode == 2 and "max_replicas" in refused.stderr
+        # The decision that started the llm replica, recomputed by the same rule from its recorded inputs.
+        listed = run_cli("decisions", "llm", "--state-dir", str(state_dir))
+        assert listed.returncode == 0 and "initial" in listed.stdout, listed.stdout + listed.stderr
+        explained = run_cli("explain", "llm", "--state-dir", str(state_dir))
+        assert explained.returncode == 0 and "reproduced" in explained.stdout, explained.stdout + explained.stderr
+        missing = run_cli("explain", "llm", "999", "--state-dir", str(state_dir))
+        assert missing.returncode == 2 and "generation 999" in missing.stderr
         hpa.write_text(hpa.read_text().replace("name: cpu", "name: gpu"))
         refused = run_cli("policy", "import", str(hpa), "--state-dir", str(state_dir))
         assert refused.returncode == 2 and "spec.metrics[0].resource.name" in refused.stderr

@@ -1,20 +1,26 @@
-"""The policy API: read, write, delete and import (Kubernetes HPA) per-model policies in the `policies` bucket."""
+"""The scheduler's APIs: policies (read, write, delete, import a Kubernetes HPA) and the decision audit trail (list, explain)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import deque
 
 import grpc
 import yaml
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
+from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 
+from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.registry import RegistryView
+from ebbflow.scheduler.explain import recompute
 from ebbflow.scheduler.hpa import policy_from_hpa
 from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
-from ebbflow.v1 import policy_pb2, policy_pb2_grpc
+from ebbflow.v1 import policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc
 
 
 class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
@@ -67,3 +73,63 @@ class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
 
 def policy_json(policy: policy_pb2.ScalingPolicy) -> str:
     return json.dumps(MessageToDict(policy, preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2)
+
+
+class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
+    """The audit trail: decisions from the `DECISIONS` stream, and their recomputation."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def _decisions(self, model: str, keep: int) -> list[scheduling_pb2.ScalingDecision]:
+        subject = subjects.decision_subject(model)
+        try:
+            info = await self.bus.js.stream_info(subjects.DECISIONS_STREAM, subjects_filter=subject)
+        except Exception:
+            return []
+        count = (info.state.subjects or {}).get(subject, 0) if info.state.subjects is not None else info.state.messages
+        if not count:
+            return []
+        found: deque[scheduling_pb2.ScalingDecision] = deque(maxlen=keep)
+        subscription = await self.bus.js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        try:
+            while True:
+                try:
+                    message = await subscription.next_msg(timeout=2.0)
+                except asyncio.TimeoutError:
+                    break
+                try:
+                    found.append(scheduling_pb2.ScalingDecision.FromString(message.data))
+                except DecodeError:
+                    pass
+                if message.metadata.num_pending == 0:
+                    break
+        finally:
+            await subscription.unsubscribe()
+        return list(found)
+
+    async def ListDecisions(self, request: scheduling_pb2.ListDecisionsRequest, context: grpc.aio.ServicerContext) -> scheduling_pb2.ListDecisionsResponse:
+        return scheduling_pb2.ListDecisionsResponse(decisions=await self._decisions(request.model, request.limit or 20))
+
+    async def Explain(self, request: scheduling_pb2.ExplainRequest, context: grpc.aio.ServicerContext) -> scheduling_pb2.ExplainResponse:
+        decisions = await self._decisions(request.model, 100_000 if request.generation else 1)
+        chosen = [d for d in decisions if not request.generation or d.generation == request.generation]
+        if not chosen:
+            what = f"generation {request.generation}" if request.generation else "any decision"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no recorded decision for model '{request.model}' at {what}")
+        decision = chosen[-1]
+        inputs = request.inputs if request.HasField("inputs") else decision.inputs
+        if not inputs.HasField("policy"):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this decision was recorded without its inputs (an older scheduler); it cannot be recomputed")
+        try:
+            policy = policy_from_proto(inputs.policy)
+        except ConfigError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the inputs' policy is invalid: {error}")
+        recomputed = recompute(inputs, policy)
+        replicas, reason = recomputed.replicas, recomputed.reason
+        return scheduling_pb2.ExplainResponse(
+            decision=decision,
+            recomputed_replicas=replicas,
+            recomputed_reason=reason,
+            matches=replicas == decision.desired.horizontal.replicas and reason == decision.desired.reason,
+        )

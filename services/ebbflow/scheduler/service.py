@@ -22,6 +22,7 @@ from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, routing_from_pr
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide, initial_decision, resume_state
+from ebbflow.scheduler.explain import record_inputs
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class Scheduler:
         if current is None:
             decision = initial_decision(policy)
             current_replicas = 0
+            inputs = scheduling_pb2.DecisionInputs(policy=policy_to_proto(policy), initial=True)
         else:
             current_replicas = current.horizontal.replicas
             # A fresh (or restarted) scheduler must not scale down before the delay has passed.
@@ -169,6 +171,7 @@ class Scheduler:
             woken = self._woken_until.get(model, 0.0) >= now
             lead = self.lead_s(model, policy)
             decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken, lead)
+            inputs = record_inputs(load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision)
             if not decision.valid:
                 self.metrics.holds.labels(model).inc()
                 return
@@ -203,18 +206,7 @@ class Scheduler:
             generation=generation,
             previous_replicas=current_replicas,
             desired=desired,
-            inputs=scheduling_pb2.DecisionInputs(
-                in_flight=load.in_flight if load else 0.0,
-                arrival_rps=load.arrival_rps if load else 0.0,
-                current_replicas=current_replicas,
-                window_recommendations=decision.window,
-                forecast_rps=decision.prediction.forecast_rps,
-                forecast_quantile=policy.forecast_quantile,
-                lead_s=decision.prediction.lead_s,
-                time_in_system_s=decision.prediction.time_in_system_s,
-                predictive_replicas=decision.prediction.replicas,
-                reactive_replicas=decision.reactive,
-            ),
+            inputs=inputs,
         )
         await self.bus.js.publish(
             subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{generation}"}

@@ -1,3 +1,5 @@
+from ebbflow.v1 import forecast_pb2 as _forecast_pb2
+from ebbflow.v1 import policy_pb2 as _policy_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -36,7 +38,7 @@ class DesiredState(_message.Message):
     def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., horizontal: _Optional[_Union[HorizontalDecision, _Mapping]] = ..., vertical: _Optional[_Union[VerticalDecision, _Mapping]] = ..., reason: _Optional[str] = ..., decided_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class DecisionInputs(_message.Message):
-    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas")
+    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_RPS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +49,17 @@ class DecisionInputs(_message.Message):
     TIME_IN_SYSTEM_S_FIELD_NUMBER: _ClassVar[int]
     PREDICTIVE_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     REACTIVE_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
+    LOAD_REASON_FIELD_NUMBER: _ClassVar[int]
+    WOKEN_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_RECOMMENDATIONS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_AGES_S_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_TIME_IN_SYSTEM_S_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_STEP_S_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
     in_flight: float
     arrival_rps: float
     current_replicas: int
@@ -57,7 +70,18 @@ class DecisionInputs(_message.Message):
     time_in_system_s: float
     predictive_replicas: int
     reactive_replicas: int
-    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ...) -> None: ...
+    policy: _policy_pb2.ScalingPolicy
+    fresh: bool
+    load_reason: str
+    woken: bool
+    prior_recommendations: _containers.RepeatedScalarFieldContainer[int]
+    prior_ages_s: _containers.RepeatedScalarFieldContainer[float]
+    prior_time_in_system_s: float
+    forecast_age_s: float
+    forecast_step_s: float
+    forecast: _containers.RepeatedCompositeFieldContainer[_forecast_pb2.QuantileSeries]
+    initial: bool
+    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ...) -> None: ...
 
 class ScalingDecision(_message.Message):
     __slots__ = ("model", "generation", "previous_replicas", "desired", "inputs")
@@ -72,3 +96,39 @@ class ScalingDecision(_message.Message):
     desired: DesiredState
     inputs: DecisionInputs
     def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., previous_replicas: _Optional[int] = ..., desired: _Optional[_Union[DesiredState, _Mapping]] = ..., inputs: _Optional[_Union[DecisionInputs, _Mapping]] = ...) -> None: ...
+
+class ListDecisionsRequest(_message.Message):
+    __slots__ = ("model", "limit")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    limit: int
+    def __init__(self, model: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListDecisionsResponse(_message.Message):
+    __slots__ = ("decisions",)
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[ScalingDecision]
+    def __init__(self, decisions: _Optional[_Iterable[_Union[ScalingDecision, _Mapping]]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("model", "generation", "inputs")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    generation: int
+    inputs: DecisionInputs
+    def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., inputs: _Optional[_Union[DecisionInputs, _Mapping]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("decision", "recomputed_replicas", "recomputed_reason", "matches")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    RECOMPUTED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RECOMPUTED_REASON_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    decision: ScalingDecision
+    recomputed_replicas: int
+    recomputed_reason: str
+    matches: bool
+    def __init__(self, decision: _Optional[_Union[ScalingDecision, _Mapping]] = ..., recomputed_replicas: _Optional[int] = ..., recomputed_reason: _Optional[str] = ..., matches: bool = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ebbflow.v1 import scheduling_pb2 as ebbflow_dot_v1_dot_scheduling__pb2
 
 GRPC_GENERATED_VERSION = '1.71.2'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,122 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class SchedulerServiceStub(object):
+    """The scheduler's audit trail.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListDecisions = channel.unary_unary(
+                '/ebbflow.v1.SchedulerService/ListDecisions',
+                request_serializer=ebbflow_dot_v1_dot_scheduling__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_scheduling__pb2.ListDecisionsResponse.FromString,
+                _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/ebbflow.v1.SchedulerService/Explain',
+                request_serializer=ebbflow_dot_v1_dot_scheduling__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_scheduling__pb2.ExplainResponse.FromString,
+                _registered_method=True)
+
+
+class SchedulerServiceServicer(object):
+    """The scheduler's audit trail.
+    """
+
+    def ListDecisions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Recompute a recorded decision with the same pure core and say whether it matches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SchedulerServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=ebbflow_dot_v1_dot_scheduling__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_scheduling__pb2.ListDecisionsResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=ebbflow_dot_v1_dot_scheduling__pb2.ExplainRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_scheduling__pb2.ExplainResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ebbflow.v1.SchedulerService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ebbflow.v1.SchedulerService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SchedulerService(object):
+    """The scheduler's audit trail.
+    """
+
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.SchedulerService/ListDecisions',
+            ebbflow_dot_v1_dot_scheduling__pb2.ListDecisionsRequest.SerializeToString,
+            ebbflow_dot_v1_dot_scheduling__pb2.ListDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.SchedulerService/Explain',
+            ebbflow_dot_v1_dot_scheduling__pb2.ExplainRequest.SerializeToString,
+            ebbflow_dot_v1_dot_scheduling__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

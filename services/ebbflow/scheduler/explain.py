@@ -1,0 +1,61 @@
+"""Recording a decision's inputs and recomputing it from them: the same pure rule, called again.
+
+Times are recorded as ages at decision time, so a recomputation runs at
+now = 0 with every past moment at minus its age.
+"""
+
+from __future__ import annotations
+
+from ebbflow.runtime.config import ModelPolicy
+from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision
+from ebbflow.v1 import forecast_pb2, policy_pb2, scheduling_pb2
+
+
+def record_inputs(
+    load: LoadView | None,
+    policy_message: policy_pb2.ScalingPolicy,
+    state: ScalingState,
+    current: int,
+    now_s: float,
+    woken: bool,
+    lead_s: float,
+    decision: Decision,
+) -> scheduling_pb2.DecisionInputs:
+    inputs = scheduling_pb2.DecisionInputs(
+        in_flight=load.in_flight if load else 0.0,
+        arrival_rps=load.arrival_rps if load else 0.0,
+        current_replicas=current,
+        window_recommendations=decision.window,
+        forecast_rps=decision.prediction.forecast_rps,
+        forecast_quantile=policy_message.forecast_quantile,
+        lead_s=lead_s,
+        time_in_system_s=decision.prediction.time_in_system_s,
+        predictive_replicas=decision.prediction.replicas,
+        reactive_replicas=decision.reactive,
+        policy=policy_message,
+        fresh=bool(load and load.fresh),
+        load_reason=load.reason if load else "",
+        woken=woken,
+        prior_recommendations=[r for _, r in state.recommendations],
+        prior_ages_s=[now_s - t for t, _ in state.recommendations],
+        prior_time_in_system_s=state.time_in_system_s,
+    )
+    forecast = load.forecast if load else None
+    if forecast is not None:
+        inputs.forecast_age_s = now_s - forecast.issued_s
+        inputs.forecast_step_s = forecast.step_s
+        inputs.forecast.extend(forecast_pb2.QuantileSeries(quantile=q, arrival_rps=v) for q, v in sorted(forecast.quantiles.items()))
+    return inputs
+
+
+def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy) -> Decision:
+    """The decision the rule makes for these inputs (at now = 0)."""
+    if inputs.initial:
+        return initial_decision(policy)
+    forecast = None
+    if inputs.forecast:
+        forecast = ForecastView(-inputs.forecast_age_s, inputs.forecast_step_s, {round(q.quantile, 4): tuple(q.arrival_rps) for q in inputs.forecast})
+    load = LoadView(inputs.fresh, inputs.in_flight, inputs.arrival_rps, inputs.load_reason, forecast)
+    state = ScalingState(tuple((-age, r) for age, r in zip(inputs.prior_ages_s, inputs.prior_recommendations)), inputs.prior_time_in_system_s)
+    decision, _ = decide(load, policy, state, inputs.current_replicas, 0.0, inputs.woken, inputs.lead_s)
+    return decision

@@ -1,0 +1,50 @@
+"""A recorded decision recomputes to itself; alter one recorded input and it does not."""
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ebbflow.runtime.config import ModelPolicy
+from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide
+from ebbflow.scheduler.explain import record_inputs, recompute
+from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
+
+POLICY = ModelPolicy(model="llm", min_replicas=1, max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=30)
+
+
+def recorded(in_flight: float, arrival: float, peak: float, history: list[int], current: int, woken: bool = False):  # type: ignore[no-untyped-def]
+    now = 1000.0
+    forecast = ForecastView(now - 4.0, 10.0, {0.5: (peak / 2,) * 6, 0.9: (peak,) * 6, 0.99: (peak * 2,) * 6})
+    load = LoadView(True, in_flight, arrival, "", forecast)
+    state = ScalingState(tuple((now - 5.0 * (len(history) - i), r) for i, r in enumerate(history)), 0.3)
+    decision, _ = decide(load, POLICY, state, current, now, woken, 35.0)
+    return decision, record_inputs(load, policy_to_proto(POLICY), state, current, now, woken, 35.0, decision)
+
+
+@settings(max_examples=60)
+@given(
+    st.floats(0, 40),
+    st.floats(0.1, 100),
+    st.floats(0, 200),
+    st.lists(st.integers(1, 8), max_size=6),
+    st.integers(0, 8),
+    st.booleans(),
+)
+def test_a_recorded_decision_recomputes_to_itself(in_flight, arrival, peak, history, current, woken):
+    decision, inputs = recorded(in_flight, arrival, peak, history, current, woken)
+    again = recompute(inputs, policy_from_proto(inputs.policy))
+    assert (again.replicas, again.reason) == (decision.replicas, decision.reason)
+
+
+def test_altering_one_recorded_input_is_reported_as_a_mismatch():
+    decision, inputs = recorded(in_flight=6.0, arrival=20.0, peak=90.0, history=[2, 3], current=3)
+    assert decision.replicas == 7  # 90 rps x 0.3 s = 27 in flight -> 7 replicas
+    altered = type(inputs)()
+    altered.CopyFrom(inputs)
+    altered.forecast[1].arrival_rps[:] = [30.0] * 6  # the p90 series
+    again = recompute(altered, policy_from_proto(altered.policy))
+    assert again.replicas != decision.replicas
+    altered.CopyFrom(inputs)
+    altered.policy.max_replicas = 4
+    assert recompute(altered, replace(POLICY, max_replicas=4)).replicas == 4
