@@ -365,7 +365,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir)
     if args.action != "list" and not args.target:
-        raise EbbflowError(f"policy {args.action} needs a {'model' if args.action in ('get', 'delete') else 'file (or - for stdin)'}")
+        raise EbbflowError(f"policy {args.action} needs a {'file (or - for stdin)' if args.action in ('set', 'import') else 'model'}")
     if args.action == "list":
         response = _policy_call(state_dir, lambda stub: stub.ListPolicies(policy_pb2.ListPoliciesRequest(), timeout=5.0))
         for policy in response.policies:
@@ -389,6 +389,19 @@ def cmd_policy(args: argparse.Namespace) -> int:
         for policy in parse_config({"models": models}).models:  # defaults filled and every field validated here too
             stored = _policy_call(state_dir, lambda stub: stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=policy_to_proto(policy)), timeout=5.0))
             print(f"policy of {stored.policy.model} stored")
+    elif args.action in ("pin", "unpin", "advisory", "active"):
+        stored = _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0)).policy
+        if args.action == "pin":
+            if args.replicas is None or not args.by or not args.why:
+                raise EbbflowError("policy pin needs --replicas N, --by WHO and --why REASON")
+            stored.pinned, stored.pin_replicas, stored.pin_by, stored.pin_reason = True, args.replicas, args.by, args.why
+            stored.pin_until_unix_s = time.time() + args.for_ if args.for_ else 0.0
+        elif args.action == "unpin":
+            stored.pinned, stored.pin_replicas, stored.pin_by, stored.pin_reason, stored.pin_until_unix_s = False, 0, "", "", 0.0
+        else:
+            stored.mode = policy_pb2.POLICY_MODE_ADVISORY if args.action == "advisory" else policy_pb2.POLICY_MODE_ACTIVE
+        _policy_call(state_dir, lambda stub: stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=stored), timeout=5.0))
+        print(f"policy of {args.target}: {args.action}" + (f" at {args.replicas} replicas" if args.action == "pin" else ""))
     elif args.action == "import":
         request = policy_pb2.ImportHpaRequest(manifest=_read_text(args.target), model=args.model or "", apply=not args.dry_run)
         response = _policy_call(state_dir, lambda stub: stub.ImportHpa(request, timeout=5.0))
@@ -484,8 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.set_defaults(func=cmd_forecast)
 
     policy = sub.add_parser("policy", help="list, show, set, delete per-model policies, or import a Kubernetes HPA manifest")
-    policy.add_argument("action", choices=("list", "get", "set", "delete", "import"), help="set takes a YAML file like the config's `models:`; import takes an HPA manifest")
-    policy.add_argument("target", nargs="?", default="", help="model (get, delete) or file, - for stdin (set, import)")
+    policy.add_argument(
+        "action",
+        choices=("list", "get", "set", "delete", "import", "pin", "unpin", "advisory", "active"),
+        help="set takes a YAML file like the config's `models:`; import takes an HPA manifest; pin holds a model's replicas "
+        "(an incident override); advisory publishes decisions without carrying them out; active undoes it",
+    )
+    policy.add_argument("target", nargs="?", default="", help="model (get, delete, pin, unpin, advisory, active) or file, - for stdin (set, import)")
+    policy.add_argument("--replicas", type=int, help="pin: the replicas to hold")
+    policy.add_argument("--by", help="pin: who")
+    policy.add_argument("--why", help="pin: why")
+    policy.add_argument("--for", dest="for_", type=parse_duration, default=0.0, help="pin: how long, e.g. 30m (default: until unpinned)")
     policy.add_argument("--model", help="import: the ebbflow model the HPA scales (default: spec.scaleTargetRef.name)")
     policy.add_argument("--dry-run", action="store_true", help="import: translate and show, do not store")
     policy.add_argument("--json", action="store_true", help="list: full policies as JSON")

@@ -170,6 +170,12 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         assert explained.returncode == 0 and "reproduced" in explained.stdout, explained.stdout + explained.stderr
         missing = run_cli("explain", "llm", "999", "--state-dir", str(state_dir))
         assert missing.returncode == 2 and "generation 999" in missing.stderr
+        pin = run_cli("policy", "pin", "llm", "--replicas", "1", "--by", "e2e", "--why", "testing the override", "--state-dir", str(state_dir))
+        assert pin.returncode == 0, pin.stderr
+        assert json.loads(run_cli("policy", "get", "llm", "--state-dir", str(state_dir)).stdout)["pin_by"] == "e2e"
+        assert run_cli("policy", "unpin", "llm", "--state-dir", str(state_dir)).returncode == 0
+        half = run_cli("policy", "pin", "llm", "--replicas", "1", "--state-dir", str(state_dir))
+        assert half.returncode == 2 and "--by WHO" in half.stderr
         hpa.write_text(hpa.read_text().replace("name: cpu", "name: gpu"))
         refused = run_cli("policy", "import", str(hpa), "--state-dir", str(state_dir))
         assert refused.returncode == 2 and "spec.metrics[0].resource.name" in refused.stderr

@@ -74,3 +74,45 @@ async def test_policies_are_validated_imported_and_deleted_over_grpc(nats_url: s
         stop.set()
         await asyncio.gather(watcher, return_exceptions=True)
         await bus.close()
+
+
+async def test_an_advisory_policy_publishes_decisions_and_never_writes_desired_state(nats_url: str) -> None:
+    from nats.js.errors import KeyNotFoundError
+    from prometheus_client import CollectorRegistry
+
+    from ebbflow.runtime import subjects
+    from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+    from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_to_proto
+    from ebbflow.v1 import load_pb2, scheduling_pb2
+
+    await reset_jetstream(nats_url)
+    bus = await connect(nats_url, name="advisory-test")
+    view, stop = RegistryView(), asyncio.Event()
+    watcher = asyncio.create_task(view.run(bus, stop))
+    await view.wait_loaded(10)
+    await bus.policies.put("llm", policy_to_proto(ModelPolicy(model="llm", mode="advisory", max_replicas=6, target_in_flight_per_replica=4)).SerializeToString())
+    await wait_for(lambda: "llm" in view.policies, 5, "the policy in the view")
+    advice: list[scheduling_pb2.ScalingDecision] = []
+
+    async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
+        advice.append(scheduling_pb2.ScalingDecision.FromString(msg.data))
+
+    subscription = await bus.nc.subscribe(subjects.decision_subject("llm"), cb=on_decision)
+    scheduler = Scheduler(SchedulerConfig(interval_s=0.2), bus, view, SchedulerMetrics(CollectorRegistry()))
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        snapshot = load_pb2.LoadSnapshot(model="llm", status=load_pb2.DATA_STATUS_FRESH, in_flight=18.0, arrival_rps=30.0)
+        for _ in range(10):
+            await bus.nc.publish(subjects.load_subject("llm"), snapshot.SerializeToString())
+            await asyncio.sleep(0.2)
+        await wait_for(lambda: any(a.desired.horizontal.replicas == 5 for a in advice), 5, "advice for 18 in flight")
+        assert all(a.advisory and a.generation == 0 for a in advice)
+        # min_replicas before any load, then 18 / 4 -> 5; each advice once.
+        assert [a.desired.horizontal.replicas for a in advice] == [1, 5]
+        with pytest.raises(KeyNotFoundError):
+            await bus.desired.get("llm")  # nothing carried out
+    finally:
+        stop.set()
+        await asyncio.gather(task, watcher, return_exceptions=True)
+        await subscription.unsubscribe()
+        await bus.close()

@@ -145,3 +145,15 @@ def test_more_forecast_demand_never_gives_fewer_replicas(a: float, b: float, tim
 
     assert replicas(low) <= replicas(high)
     assert POLICY.min_replicas <= replicas(high) <= POLICY.max_replicas
+
+
+def test_a_pin_holds_its_count_until_it_expires_then_scale_down_waits():
+    pinned = replace(POLICY, pinned=True, pin_replicas=7, pin_by="alice", pin_reason="incident 42", pin_until_unix_s=1000.0)
+    decision, state = decide(fresh(2.0), pinned, ScalingState(), 2, now_s=0.0, wall_s=900.0)
+    assert decision.replicas == 7 and "pinned at 7 by alice: incident 42" in decision.reason  # beyond max_replicas=5: an override
+    decision, state = decide(None, pinned, state, 7, now_s=10.0, wall_s=910.0)
+    assert decision.valid and decision.replicas == 7  # a pin needs no load data
+    decision, state = decide(fresh(2.0), pinned, state, 7, now_s=20.0, wall_s=1001.0)
+    assert decision.replicas == 7 and "waiting to scale down" in decision.reason  # expired; the delay still applies
+    decision, state = decide(fresh(2.0), pinned, state, 7, now_s=60.0, wall_s=1041.0)
+    assert decision.replicas == 1

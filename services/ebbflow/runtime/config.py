@@ -112,6 +112,17 @@ ROUTING_POLICIES = tuple(
 """Routing policy names as the config file spells them, from the proto enum (one list for config, proto and router)."""
 
 
+POLICY_MODES = ("active", "advisory")
+
+
+def mode_to_proto(name: str) -> int:
+    return policy_pb2.PolicyMode.Value("POLICY_MODE_" + name.upper())
+
+
+def mode_from_proto(value: int) -> str:
+    return "advisory" if value == policy_pb2.POLICY_MODE_ADVISORY else "active"
+
+
 def routing_to_proto(name: str) -> int:
     return policy_pb2.RoutingPolicy.Value(_ROUTING_PREFIX + name.upper())
 
@@ -159,6 +170,21 @@ class ModelPolicy:
     target_utilization: float = 0.0
     """When > 0, the reactive target is this fraction of instances_per_replica x max_batch_size in flight."""
 
+    mode: str = "active"
+    """active: decisions are carried out; advisory: computed and published only."""
+    pinned: bool = False
+    """Manual override: hold pin_replicas (bounds ignored) until pin_until_unix_s."""
+    pin_replicas: int = 0
+    pin_by: str = ""
+    """Who pinned (required with a pin)."""
+    pin_reason: str = ""
+    """Why (required with a pin)."""
+    pin_until_unix_s: float = 0.0
+    """When the pin ends (0: until removed)."""
+
+    def pin_active(self, wall_s: float) -> bool:
+        return self.pinned and (self.pin_until_unix_s == 0 or wall_s < self.pin_until_unix_s)
+
     @property
     def in_flight_target(self) -> float:
         """In-flight requests one replica should carry."""
@@ -189,6 +215,10 @@ class ModelPolicy:
         for name in ("scale_up_delay_s", "max_scale_up_step", "max_scale_up_percent", "max_scale_down_step", "max_scale_down_percent"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.mode not in POLICY_MODES:
+            problems.append(f"mode must be one of {', '.join(POLICY_MODES)}, got {self.mode!r}")
+        if self.pinned and (self.pin_replicas < 0 or not self.pin_by or not self.pin_reason):
+            problems.append("a pin needs pin_replicas >= 0, pin_by (who) and pin_reason (why)")
         if not 0 <= self.target_utilization <= 1:
             problems.append(f"target_utilization must be 0 (unused) or in (0, 1], got {self.target_utilization}")
         if self.routing not in ROUTING_POLICIES:

@@ -152,9 +152,23 @@ def predict(load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s
 
 
 def decide(
-    load: LoadView | None, policy: ModelPolicy, state: ScalingState, current: int, now_s: float, woken: bool = False, lead_s: float = 0.0
+    load: LoadView | None,
+    policy: ModelPolicy,
+    state: ScalingState,
+    current: int,
+    now_s: float,
+    woken: bool = False,
+    lead_s: float = 0.0,
+    wall_s: float = 0.0,
 ) -> tuple[Decision, ScalingState]:
-    """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held."""
+    """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held;
+    `wall_s` is the wall-clock time a pin's expiry is compared with."""
+    if policy.pin_active(wall_s):
+        until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
+        reason = f"pinned at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"
+        # The pin counts as a recommendation, so its end does not drop replicas before the scale-down delay.
+        window = tuple((t, r) for t, r in state.recommendations if t > now_s - policy.scale_down_delay_s) + ((now_s, policy.pin_replicas),)
+        return Decision(True, policy.pin_replicas, reason, policy.pin_replicas, tuple(r for _, r in window)), ScalingState(window, state.time_in_system_s)
     if load is None or not load.fresh:
         why = load.reason if load is not None and load.reason else "no load data yet"
         floor = max(current, policy.min_replicas, 1 if woken else 0)

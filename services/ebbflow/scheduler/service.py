@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe
-from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, routing_from_proto, routing_to_proto
+from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, mode_from_proto, mode_to_proto, routing_from_proto, routing_to_proto
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide, initial_decision, resume_state
+from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision, resume_state
 from ebbflow.scheduler.explain import record_inputs
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
@@ -40,7 +40,11 @@ def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
     message = policy_pb2.ScalingPolicy()
     for item in fields(ModelPolicy):
         value = getattr(policy, item.name)
-        setattr(message, item.name, routing_to_proto(value) if item.name == "routing" else value)
+        if item.name == "routing":
+            value = routing_to_proto(value)
+        elif item.name == "mode":
+            value = mode_to_proto(value)
+        setattr(message, item.name, value)
     return message
 
 
@@ -51,6 +55,8 @@ def policy_from_proto(message: policy_pb2.ScalingPolicy) -> ModelPolicy:
         value = getattr(message, item.name)
         if item.name == "routing":
             value = routing_from_proto(value)
+        elif item.name == "mode":
+            value = mode_from_proto(value)
         elif item.name in _UNSET_MEANS_DEFAULT and not value:
             continue
         values[item.name] = value
@@ -95,6 +101,7 @@ class Scheduler:
         self._woken_until: dict[str, float] = {}
         self._states: dict[str, ScalingState] = {}
         self._forecasts: dict[str, ForecastView] = {}
+        self._advice: dict[str, tuple[int, int]] = {}
         self._wake = asyncio.Event()
 
     async def _on_forecast(self, msg) -> None:  # type: ignore[no-untyped-def]
@@ -160,21 +167,27 @@ class Scheduler:
         now = time.monotonic()
         current, revision = await self._current(model)
         load = self._load(model, now)
-        if current is None:
+        advisory = policy.mode == "advisory"
+        if current is None and not advisory:
             decision = initial_decision(policy)
             current_replicas = 0
             inputs = scheduling_pb2.DecisionInputs(policy=policy_to_proto(policy), initial=True)
         else:
-            current_replicas = current.horizontal.replicas
+            current_replicas = current.horizontal.replicas if current is not None else 0
             # A fresh (or restarted) scheduler must not scale down before the delay has passed.
             state = self._states.get(model) or resume_state(current_replicas, now)
             woken = self._woken_until.get(model, 0.0) >= now
             lead = self.lead_s(model, policy)
-            decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken, lead)
-            inputs = record_inputs(load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision)
+            wall = time.time()
+            decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken, lead, wall)
+            inputs = record_inputs(load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision, wall)
             if not decision.valid:
                 self.metrics.holds.labels(model).inc()
                 return
+            if advisory:
+                await self._advise(model, decision, inputs, current_replicas)
+                return
+            assert current is not None
             vertical = (current.vertical.instances_per_replica, current.vertical.max_batch_size)
             if decision.replicas == current_replicas and vertical == (policy.instances_per_replica, policy.max_batch_size):
                 return
@@ -211,6 +224,24 @@ class Scheduler:
         await self.bus.js.publish(
             subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{generation}"}
         )
+
+    async def _advise(self, model: str, decision: Decision, inputs: scheduling_pb2.DecisionInputs, current: int) -> None:
+        """Advisory mode: publish the decision (when the advice changes), write nothing, carry out nothing."""
+        if self._advice.get(model) == (decision.replicas, current):
+            return
+        self._advice[model] = (decision.replicas, current)
+        decided = time.time()
+        record = scheduling_pb2.ScalingDecision(
+            model=model,
+            previous_replicas=current,
+            desired=scheduling_pb2.DesiredState(
+                model=model, horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas), reason=decision.reason, decided_at_unix_s=decided
+            ),
+            inputs=inputs,
+            advisory=True,
+        )
+        log.info("%s (advisory): would go %d -> %d replicas: %s", model, current, decision.replicas, decision.reason)
+        await self.bus.js.publish(subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:advice:{decided:.6f}"})
 
     async def run(self, stop: asyncio.Event) -> None:
         subscriptions = [

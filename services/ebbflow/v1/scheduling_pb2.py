@@ -26,7 +26,7 @@ from ebbflow.v1 import forecast_pb2 as ebbflow_dot_v1_dot_forecast__pb2
 from ebbflow.v1 import policy_pb2 as ebbflow_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x62\x62\x66low/v1/scheduling.proto\x12\nebbflow.v1\x1a\x19\x65\x62\x62\x66low/v1/forecast.proto\x1a\x17\x65\x62\x62\x66low/v1/policy.proto\"&\n\x12HorizontalDecision\x12\x10\n\x08replicas\x18\x01 \x01(\r\"I\n\x10VerticalDecision\x12\x1d\n\x15instances_per_replica\x18\x01 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\r\"\xc0\x01\n\x0c\x44\x65siredState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x32\n\nhorizontal\x18\x03 \x01(\x0b\x32\x1e.ebbflow.v1.HorizontalDecision\x12.\n\x08vertical\x18\x04 \x01(\x0b\x32\x1c.ebbflow.v1.VerticalDecision\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x63ided_at_unix_s\x18\x06 \x01(\x01\"\xa8\x04\n\x0e\x44\x65\x63isionInputs\x12\x11\n\tin_flight\x18\x01 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x02 \x01(\x01\x12\x18\n\x10\x63urrent_replicas\x18\x03 \x01(\r\x12\x1e\n\x16window_recommendations\x18\x04 \x03(\r\x12\x14\n\x0c\x66orecast_rps\x18\x05 \x01(\x01\x12\x19\n\x11\x66orecast_quantile\x18\x06 \x01(\x01\x12\x0e\n\x06lead_s\x18\x07 \x01(\x01\x12\x18\n\x10time_in_system_s\x18\x08 \x01(\x01\x12\x1b\n\x13predictive_replicas\x18\t \x01(\r\x12\x19\n\x11reactive_replicas\x18\n \x01(\r\x12)\n\x06policy\x18\x0b \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12\r\n\x05\x66resh\x18\x0c \x01(\x08\x12\x13\n\x0bload_reason\x18\r \x01(\t\x12\r\n\x05woken\x18\x0e \x01(\x08\x12\x1d\n\x15prior_recommendations\x18\x0f \x03(\r\x12\x14\n\x0cprior_ages_s\x18\x10 \x03(\x01\x12\x1e\n\x16prior_time_in_system_s\x18\x11 \x01(\x01\x12\x16\n\x0e\x66orecast_age_s\x18\x12 \x01(\x01\x12\x17\n\x0f\x66orecast_step_s\x18\x13 \x01(\x01\x12,\n\x08\x66orecast\x18\x14 \x03(\x0b\x32\x1a.ebbflow.v1.QuantileSeries\x12\x0f\n\x07initial\x18\x15 \x01(\x08\"\xa6\x01\n\x0fScalingDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x19\n\x11previous_replicas\x18\x03 \x01(\r\x12)\n\x07\x64\x65sired\x18\x04 \x01(\x0b\x32\x18.ebbflow.v1.DesiredState\x12*\n\x06inputs\x18\x05 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputs\"4\n\x14ListDecisionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"G\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.ebbflow.v1.ScalingDecision\"_\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12*\n\x06inputs\x18\x03 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputs\"\x89\x01\n\x0f\x45xplainResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.ebbflow.v1.ScalingDecision\x12\x1b\n\x13recomputed_replicas\x18\x02 \x01(\r\x12\x19\n\x11recomputed_reason\x18\x03 \x01(\t\x12\x0f\n\x07matches\x18\x04 \x01(\x08\x32\xac\x01\n\x10SchedulerService\x12T\n\rListDecisions\x12 .ebbflow.v1.ListDecisionsRequest\x1a!.ebbflow.v1.ListDecisionsResponse\x12\x42\n\x07\x45xplain\x12\x1a.ebbflow.v1.ExplainRequest\x1a\x1b.ebbflow.v1.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x62\x62\x66low/v1/scheduling.proto\x12\nebbflow.v1\x1a\x19\x65\x62\x62\x66low/v1/forecast.proto\x1a\x17\x65\x62\x62\x66low/v1/policy.proto\"&\n\x12HorizontalDecision\x12\x10\n\x08replicas\x18\x01 \x01(\r\"I\n\x10VerticalDecision\x12\x1d\n\x15instances_per_replica\x18\x01 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\r\"\xc0\x01\n\x0c\x44\x65siredState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x32\n\nhorizontal\x18\x03 \x01(\x0b\x32\x1e.ebbflow.v1.HorizontalDecision\x12.\n\x08vertical\x18\x04 \x01(\x0b\x32\x1c.ebbflow.v1.VerticalDecision\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x63ided_at_unix_s\x18\x06 \x01(\x01\"\xbd\x04\n\x0e\x44\x65\x63isionInputs\x12\x11\n\tin_flight\x18\x01 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x02 \x01(\x01\x12\x18\n\x10\x63urrent_replicas\x18\x03 \x01(\r\x12\x1e\n\x16window_recommendations\x18\x04 \x03(\r\x12\x14\n\x0c\x66orecast_rps\x18\x05 \x01(\x01\x12\x19\n\x11\x66orecast_quantile\x18\x06 \x01(\x01\x12\x0e\n\x06lead_s\x18\x07 \x01(\x01\x12\x18\n\x10time_in_system_s\x18\x08 \x01(\x01\x12\x1b\n\x13predictive_replicas\x18\t \x01(\r\x12\x19\n\x11reactive_replicas\x18\n \x01(\r\x12)\n\x06policy\x18\x0b \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12\r\n\x05\x66resh\x18\x0c \x01(\x08\x12\x13\n\x0bload_reason\x18\r \x01(\t\x12\r\n\x05woken\x18\x0e \x01(\x08\x12\x1d\n\x15prior_recommendations\x18\x0f \x03(\r\x12\x14\n\x0cprior_ages_s\x18\x10 \x03(\x01\x12\x1e\n\x16prior_time_in_system_s\x18\x11 \x01(\x01\x12\x16\n\x0e\x66orecast_age_s\x18\x12 \x01(\x01\x12\x17\n\x0f\x66orecast_step_s\x18\x13 \x01(\x01\x12,\n\x08\x66orecast\x18\x14 \x03(\x0b\x32\x1a.ebbflow.v1.QuantileSeries\x12\x0f\n\x07initial\x18\x15 \x01(\x08\x12\x13\n\x0bwall_unix_s\x18\x16 \x01(\x01\"\xb8\x01\n\x0fScalingDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x19\n\x11previous_replicas\x18\x03 \x01(\r\x12)\n\x07\x64\x65sired\x18\x04 \x01(\x0b\x32\x18.ebbflow.v1.DesiredState\x12*\n\x06inputs\x18\x05 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputs\x12\x10\n\x08\x61\x64visory\x18\x06 \x01(\x08\"4\n\x14ListDecisionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"G\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.ebbflow.v1.ScalingDecision\"_\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12*\n\x06inputs\x18\x03 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputs\"\x89\x01\n\x0f\x45xplainResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.ebbflow.v1.ScalingDecision\x12\x1b\n\x13recomputed_replicas\x18\x02 \x01(\r\x12\x19\n\x11recomputed_reason\x18\x03 \x01(\t\x12\x0f\n\x07matches\x18\x04 \x01(\x08\x32\xac\x01\n\x10SchedulerService\x12T\n\rListDecisions\x12 .ebbflow.v1.ListDecisionsRequest\x1a!.ebbflow.v1.ListDecisionsResponse\x12\x42\n\x07\x45xplain\x12\x1a.ebbflow.v1.ExplainRequest\x1a\x1b.ebbflow.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,17 +40,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESIREDSTATE']._serialized_start=211
   _globals['_DESIREDSTATE']._serialized_end=403
   _globals['_DECISIONINPUTS']._serialized_start=406
-  _globals['_DECISIONINPUTS']._serialized_end=958
-  _globals['_SCALINGDECISION']._serialized_start=961
-  _globals['_SCALINGDECISION']._serialized_end=1127
-  _globals['_LISTDECISIONSREQUEST']._serialized_start=1129
-  _globals['_LISTDECISIONSREQUEST']._serialized_end=1181
-  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1183
-  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1254
-  _globals['_EXPLAINREQUEST']._serialized_start=1256
-  _globals['_EXPLAINREQUEST']._serialized_end=1351
-  _globals['_EXPLAINRESPONSE']._serialized_start=1354
-  _globals['_EXPLAINRESPONSE']._serialized_end=1491
-  _globals['_SCHEDULERSERVICE']._serialized_start=1494
-  _globals['_SCHEDULERSERVICE']._serialized_end=1666
+  _globals['_DECISIONINPUTS']._serialized_end=979
+  _globals['_SCALINGDECISION']._serialized_start=982
+  _globals['_SCALINGDECISION']._serialized_end=1166
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=1168
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=1220
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1222
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1293
+  _globals['_EXPLAINREQUEST']._serialized_start=1295
+  _globals['_EXPLAINREQUEST']._serialized_end=1390
+  _globals['_EXPLAINRESPONSE']._serialized_start=1393
+  _globals['_EXPLAINRESPONSE']._serialized_end=1530
+  _globals['_SCHEDULERSERVICE']._serialized_start=1533
+  _globals['_SCHEDULERSERVICE']._serialized_end=1705
 # @@protoc_insertion_point(module_scope)
