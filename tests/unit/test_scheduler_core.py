@@ -5,7 +5,8 @@ import pytest
 from ebbflow.runtime.config import ModelPolicy
 from ebbflow.scheduler.core import LoadView, ScalingState, decide, recommend
 
-POLICY = ModelPolicy(model="llm", min_replicas=1, max_replicas=5, target_in_flight_per_replica=4, scale_down_delay_s=30)
+# Panic off: these tests are about the reactive rule, the delay and the forecast; panic has its own test.
+POLICY = ModelPolicy(model="llm", min_replicas=1, max_replicas=5, target_in_flight_per_replica=4, scale_down_delay_s=30, panic_threshold=0)
 
 
 def fresh(in_flight: float) -> LoadView:
@@ -157,3 +158,24 @@ def test_a_pin_holds_its_count_until_it_expires_then_scale_down_waits():
     assert decision.replicas == 7 and "waiting to scale down" in decision.reason  # expired; the delay still applies
     decision, state = decide(fresh(2.0), pinned, state, 7, now_s=60.0, wall_s=1041.0)
     assert decision.replicas == 1
+
+
+def test_panic_engages_on_a_five_fold_step_skips_the_scale_up_window_and_blocks_scale_down():
+    policy = replace(POLICY, max_replicas=20, scale_up_delay_s=30, max_scale_up_step=1, panic_threshold=2.0, panic_hold_s=60)
+    state, current = ScalingState(), 2
+    decision, state = decide(fresh(8.0), policy, state, current, 0.0)  # steady at 2
+    assert decision.replicas == 2 and "panic" not in decision.reason
+    decision, state = decide(fresh(40.0), policy, state, current, 1.0)  # x5: needs 10
+    assert decision.replicas == 10 and decision.reason.startswith("panic")
+    current = decision.replicas
+    for t in range(2, 61):  # the burst is gone at once, but the panic holds
+        decision, state = decide(fresh(4.0), policy, state, current, float(t))
+        assert decision.replicas == 10, f"scaled down {t} s into the panic"
+    decision, state = decide(fresh(4.0), policy, state, current, 62.0)
+    assert decision.replicas == 1 and "scale down" in decision.reason
+    # The control: a x1.5 rise is not a panic, so the 30 s scale-up window and the step limit apply.
+    state, current = ScalingState(), 2
+    decide(fresh(8.0), policy, state, current, 0.0)
+    decision, state = decide(fresh(8.0), policy, ScalingState(((0.0, 2),)), current, 1.0)
+    decision, state = decide(fresh(12.0), policy, state, current, 2.0)
+    assert decision.replicas == 2 and "panic" not in decision.reason

@@ -182,6 +182,11 @@ class ModelPolicy:
     pin_until_unix_s: float = 0.0
     """When the pin ends (0: until removed)."""
 
+    panic_threshold: float = 2.0
+    """Panic when in-flight needs this many times the replicas in force: scale up at once, no scale-down for panic_hold_s (0: off)."""
+    panic_hold_s: float = 60.0
+    """How long a panic blocks scale-down, seconds (Knative's stable window)."""
+
     def pin_active(self, wall_s: float) -> bool:
         return self.pinned and (self.pin_until_unix_s == 0 or wall_s < self.pin_until_unix_s)
 
@@ -215,6 +220,10 @@ class ModelPolicy:
         for name in ("scale_up_delay_s", "max_scale_up_step", "max_scale_up_percent", "max_scale_down_step", "max_scale_down_percent"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.panic_threshold != 0 and self.panic_threshold < 1.1:
+            problems.append(f"panic_threshold must be 0 (off) or >= 1.1, got {self.panic_threshold}")
+        if self.panic_hold_s < 0:
+            problems.append(f"panic_hold_s must be >= 0, got {self.panic_hold_s}")
         if self.mode not in POLICY_MODES:
             problems.append(f"mode must be one of {', '.join(POLICY_MODES)}, got {self.mode!r}")
         if self.pinned and (self.pin_replicas < 0 or not self.pin_by or not self.pin_reason):

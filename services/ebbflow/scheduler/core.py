@@ -7,6 +7,10 @@ turned into in-flight requests by Little's law with the model's observed
 time in system, then into replicas the same way. The recommendation is the
 larger of the two, clamped to the policy's bounds.
 
+Panic (Knative's): when the in-flight load needs panic_threshold times the
+replicas in force, scale up at once (past any scale-up window or step limit)
+and do not scale down for panic_hold_s.
+
 Scale-up is immediate; scale-down takes the maximum recommendation over the
 last `scale_down_delay_s` (Knative's scale-down delay), and since each
 recommendation already includes the forecast, the window only shrinks when
@@ -53,6 +57,7 @@ class ScalingState:
 
     recommendations: tuple[tuple[float, int], ...] = ()
     time_in_system_s: float = 0.0
+    panic_until_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -187,8 +192,18 @@ def decide(
         recommendation = max(recommendation, min(1, policy.max_replicas))
     keep = max(policy.scale_down_delay_s, policy.scale_up_delay_s)
     window = tuple((t, r) for t, r in state.recommendations if t > now_s - keep) + ((now_s, recommendation),)
-    desired = stabilised(window, policy, current, now_s)
-    desired, limited = limit_step(desired, current, policy)
+    # Knative's panic: a burst far beyond the replicas in force skips the scale-up window and step limits.
+    panicking = policy.panic_threshold > 0 and current >= 1 and reactive >= policy.panic_threshold * current
+    panic_until = now_s + policy.panic_hold_s if panicking else state.panic_until_s
+    limited = ""
+    if panicking:
+        desired = max(recommendation, current)
+    else:
+        desired = stabilised(window, policy, current, now_s)
+        desired, limited = limit_step(desired, current, policy)
+    in_panic = now_s < panic_until
+    if in_panic and desired < current:
+        desired = current  # no scale-down while the panic lasts
     demand = f"in_flight {load.in_flight:.2f} / target {policy.in_flight_target:g} -> {reactive}"
     if prediction.replicas:
         demand += (
@@ -209,5 +224,9 @@ def decide(
         reason = f"scale from zero: requests are held; {reason}"
     if limited:
         reason += f"; {limited}"
+    if panicking:
+        reason = f"panic: in_flight {load.in_flight:.2f} needs {reactive} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"
+    elif in_panic:
+        reason += f"; panic hold for {panic_until - now_s:.0f} s more: no scale-down"
     decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction)
-    return decision, ScalingState(window, time_in_system)
+    return decision, ScalingState(window, time_in_system, panic_until)

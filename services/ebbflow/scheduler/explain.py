@@ -41,6 +41,7 @@ def record_inputs(
         prior_ages_s=[now_s - t for t, _ in state.recommendations],
         prior_time_in_system_s=state.time_in_system_s,
         wall_unix_s=wall_s,
+        prior_panic_left_s=max(0.0, state.panic_until_s - now_s),
     )
     forecast = load.forecast if load else None
     if forecast is not None:
@@ -58,6 +59,8 @@ def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy) -> Dec
     if inputs.forecast:
         forecast = ForecastView(-inputs.forecast_age_s, inputs.forecast_step_s, {round(q.quantile, 4): tuple(q.arrival_rps) for q in inputs.forecast})
     load = LoadView(inputs.fresh, inputs.in_flight, inputs.arrival_rps, inputs.load_reason, forecast)
-    state = ScalingState(tuple((-age, r) for age, r in zip(inputs.prior_ages_s, inputs.prior_recommendations)), inputs.prior_time_in_system_s)
+    state = ScalingState(
+        tuple((-age, r) for age, r in zip(inputs.prior_ages_s, inputs.prior_recommendations)), inputs.prior_time_in_system_s, inputs.prior_panic_left_s
+    )
     decision, _ = decide(load, policy, state, inputs.current_replicas, 0.0, inputs.woken, inputs.lead_s, inputs.wall_unix_s)
     return decision

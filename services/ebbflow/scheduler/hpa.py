@@ -147,6 +147,7 @@ def policy_from_hpa(manifest: Mapping[str, Any], model: str = "", base: ModelPol
         max_replicas=int(spec["maxReplicas"]),
         scale_up_delay_s=0.0,
         scale_down_delay_s=K8S_SCALE_DOWN_WINDOW_S,
+        panic_threshold=0.0,  # HPA has no panic mode; set one on the policy to add it
     )
     notes.append(f"bounds {policy.min_replicas}-{policy.max_replicas} replicas; stabilisation 0 s up / {K8S_SCALE_DOWN_WINDOW_S:g} s down unless spec.behavior says otherwise")
     policy = _behavior(policy, _mapping(spec.get("behavior"), "spec.behavior"), notes)

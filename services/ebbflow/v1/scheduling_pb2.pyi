@@ -38,7 +38,7 @@ class DesiredState(_message.Message):
     def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., horizontal: _Optional[_Union[HorizontalDecision, _Mapping]] = ..., vertical: _Optional[_Union[VerticalDecision, _Mapping]] = ..., reason: _Optional[str] = ..., decided_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class DecisionInputs(_message.Message):
-    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s")
+    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_RPS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class DecisionInputs(_message.Message):
     FORECAST_FIELD_NUMBER: _ClassVar[int]
     INITIAL_FIELD_NUMBER: _ClassVar[int]
     WALL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_PANIC_LEFT_S_FIELD_NUMBER: _ClassVar[int]
     in_flight: float
     arrival_rps: float
     current_replicas: int
@@ -83,7 +84,8 @@ class DecisionInputs(_message.Message):
     forecast: _containers.RepeatedCompositeFieldContainer[_forecast_pb2.QuantileSeries]
     initial: bool
     wall_unix_s: float
-    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ...) -> None: ...
+    prior_panic_left_s: float
+    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ...) -> None: ...
 
 class ScalingDecision(_message.Message):
     __slots__ = ("model", "generation", "previous_replicas", "desired", "inputs", "advisory")
