@@ -52,7 +52,7 @@ class Conformal:
     every horizon's quantiles.
     """
 
-    def __init__(self, horizon: int, quantiles: Sequence[float] = QUANTILES, window: int = 200, gamma: float = 0.01, minimum: int = 10) -> None:
+    def __init__(self, horizon: int, quantiles: Sequence[float] = QUANTILES, window: int = 200, gamma: float = 0.01, minimum: int = 30) -> None:
         self.quantiles = tuple(quantiles)
         self.window = window
         self.gamma = gamma
@@ -389,7 +389,7 @@ class Selector:
         missing = np.isnan(bounds).any(axis=1) & ~np.isnan(points)
         if missing.any():  # not calibrated yet: the point forecast for every level, said so
             bounds[missing] = points[missing, None]
-            reason += "; some quantiles uncalibrated (fewer than 10 errors yet): the point forecast is given"
+            reason += "; some quantiles uncalibrated (fewer than 30 errors yet): the point forecast is given"
         bounds = np.maximum.accumulate(bounds, axis=1)  # quantiles from two models must not cross
         if upper_methods and upper_methods != methods:
             reason += f"; p90/p99 from {describe(upper_methods)}"

@@ -140,7 +140,7 @@ def predict(load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s
         return Prediction(note="prediction off")
     forecast = load.forecast
     if forecast is None or q not in forecast.quantiles or not forecast.quantiles[q]:
-        return Prediction(note="no forecast yet")
+        return Prediction(note="no trusted forecast yet")
     values = forecast.quantiles[q]
     if now_s - forecast.issued_s > 3 * forecast.step_s + lead_s:
         return Prediction(note=f"forecast is {now_s - forecast.issued_s:.0f} s old")

@@ -109,8 +109,8 @@ class Scheduler:
             forecast = forecast_pb2.Forecast.FromString(msg.data)
         except DecodeError:
             return
-        if not forecast.quantiles:
-            self._forecasts.pop(forecast.model, None)
+        if not forecast.quantiles or forecast.observations < self.config.min_forecast_observations:
+            self._forecasts.pop(forecast.model, None)  # no forecast, or one too young to trust: reactive only
             return
         age = max(0.0, time.time() - forecast.issued_at_unix_s)
         self._forecasts[forecast.model] = ForecastView(
