@@ -85,6 +85,8 @@ class SchedulerConfig:
     """Decision tick, seconds (0.1-60)."""
     stale_after_s: float = 3.0
     """A load snapshot older than this is stale and the scheduler holds, seconds."""
+    react_to_snapshots: bool = True
+    """Decide on a model as soon as its load snapshot arrives (else only every interval_s)."""
     min_forecast_observations: int = 30
     """A forecast based on fewer observed bins is not acted on (its calibration is not established yet)."""
 

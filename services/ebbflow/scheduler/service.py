@@ -102,6 +102,7 @@ class Scheduler:
         self._states: dict[str, ScalingState] = {}
         self._forecasts: dict[str, ForecastView] = {}
         self._advice: dict[str, tuple[int, int]] = {}
+        self._dirty: set[str] = set()
         self._wake = asyncio.Event()
 
     async def _on_forecast(self, msg) -> None:  # type: ignore[no-untyped-def]
@@ -136,12 +137,16 @@ class Scheduler:
         self._loads[snapshot.model] = Received(
             LoadView(fresh=fresh, in_flight=snapshot.in_flight, arrival_rps=snapshot.arrival_rps, reason=snapshot.status_reason), time.monotonic()
         )
+        if self.config.react_to_snapshots:
+            self._dirty.add(snapshot.model)
+            self._wake.set()  # a new picture is decided on at once, not at the next tick
 
     async def _on_wakeup(self, msg) -> None:  # type: ignore[no-untyped-def]
         model = msg.subject.rsplit(".", 1)[-1]
         first = self._woken_until.get(model, 0.0) < time.monotonic()
         self._woken_until[model] = time.monotonic() + WAKEUP_MEMORY_S
         if first:
+            self._dirty.add(model)
             self._wake.set()  # evaluate at once, not at the next tick
 
     def _load(self, model: str, now: float) -> LoadView | None:
@@ -250,14 +255,24 @@ class Scheduler:
             await self.bus.nc.subscribe(f"{subjects.FORECAST}.*", cb=self._on_forecast),
         ]
         try:
+            next_tick = time.monotonic()
             while not stop.is_set():
-                for model, message in list(self.view.policies.items()):
+                # Every model each tick; between ticks, at once, each model with a new snapshot or held requests.
+                tick = time.monotonic() >= next_tick
+                models = sorted(self.view.policies) if tick else sorted(self._dirty & set(self.view.policies))
+                self._dirty.clear()
+                self._wake.clear()
+                for model in models:
+                    message = self.view.policies.get(model)
+                    if message is None:
+                        continue
                     try:
                         await self.evaluate(model, policy_from_proto(message))
                     except Exception:
                         log.exception("evaluating %s failed; holding", model)
-                self._wake.clear()
-                await wait_any(self.config.interval_s, stop, self._wake)
+                if tick:
+                    next_tick = time.monotonic() + self.config.interval_s
+                await wait_any(max(0.0, next_tick - time.monotonic()), stop, self._wake)
         finally:
             for subscription in subscriptions:
                 await unsubscribe(subscription)
