@@ -218,6 +218,8 @@ def decide(
         reason = f"scale down: max recommendation over the last {policy.scale_down_delay_s:g} s is {desired} ({demand})"
     elif recommendation < current:
         reason = f"waiting to scale down: {recommendation} recommended, {current} held for the {policy.scale_down_delay_s:g} s delay"
+    elif recommendation > current:
+        reason = f"waiting to scale up: {recommendation} recommended, the {policy.scale_up_delay_s:g} s scale-up window still holds {current} ({demand})"
     else:
         reason = f"steady: {demand}"
     if woken and desired >= 1 and current == 0:
