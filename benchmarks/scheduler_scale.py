@@ -1,4 +1,6 @@
-"""Snapshot -> published decision latency of the scheduler, side by side: deciding on arrival vs on a 1 s tick.
+"""The scheduler at scale: snapshot -> decision latency, and GPU placement of 1,000 models onto 10,000 GPUs.
+
+Latency, side by side: deciding on arrival vs on a 1 s tick.
 
 A real nats-server; the real Scheduler (policies in KV, desired state by
 compare-and-set, decisions appended to the DECISIONS stream) for --models
@@ -6,9 +8,18 @@ models. Each round publishes one model's LoadSnapshot whose in-flight load
 needs a different replica count (2 <-> 6 replicas, a step the policy takes at
 once) and times it until that decision arrives on the model's decisions
 subject. Both modes run in one process, one after the other, on the same
-models. Prints one JSON line, then a table.
+models.
 
-    .venv/bin/python benchmarks/scheduler_scale.py [--models 50] [--rounds 200]
+Placement (the pure core, scheduler/placement.py): --placement-models models
+(1-16 replicas, 12-70 GB each, sizes that do not divide 80 GB, seeded) onto --gpus 80 GB GPUs, 8 per node;
+then again after every model's replica count moved by up to 20 %, keeping the
+running replicas. Reported: time, GPUs used against the fractional lower
+bound (sum of memory / GPU memory), models with 2+ replicas on 2+ nodes,
+moves, unplaced replicas.
+
+Prints one JSON line, then a table.
+
+    .venv/bin/python benchmarks/scheduler_scale.py [--models 50] [--rounds 200] [--placement-models 1000] [--gpus 10000]
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from ebbflow.runtime.bus import connect
 from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
 from ebbflow.runtime.nats_server import start_nats_server
 from ebbflow.runtime.registry import RegistryView
+from ebbflow.scheduler.placement import Node, Want, place
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_to_proto
 from ebbflow.v1 import load_pb2, scheduling_pb2
 
@@ -82,6 +94,42 @@ async def measure(nats_url: str, models: int, rounds: int, react: bool) -> list[
     return latencies
 
 
+def placement(models: int, gpus: int, seed: int = 7) -> dict:
+    rng = np.random.default_rng(seed)
+    nodes = [Node(f"node{i:05d}", 8, 80.0) for i in range(gpus // 8)]
+    wants = [
+        Want(f"m{i:04d}", int(rng.integers(1, 17)), float(rng.choice([12.0, 18.0, 24.0, 30.0, 45.0, 70.0])), int(rng.integers(0, 3)))
+        for i in range(models)
+    ]
+    started = time.perf_counter()
+    first = place(nodes, wants)
+    first_s = time.perf_counter() - started
+    moved = [Want(w.model, max(1, round(w.replicas * float(rng.uniform(0.8, 1.2)))), w.memory_gb, w.priority) for w in wants]
+    started = time.perf_counter()
+    second = place(nodes, moved, current=first.slots)
+    second_s = time.perf_counter() - started
+
+    def spread(plan, group) -> float:  # type: ignore[no-untyped-def]
+        multi = [w for w in group if w.replicas >= 2 and len(plan.replicas_of(w.model)) >= 2]
+        return sum(1 for w in multi if len({g[0] for g in plan.replicas_of(w.model)}) >= 2) / max(1, len(multi))
+
+    kept = sum(1 for key, gpu in second.slots.items() if first.slots.get(key) == gpu)
+    return {
+        "replicas": sum(w.replicas for w in wants),
+        "first_s": first_s,
+        "gpus_used": first.gpus_used,
+        "lower_bound": first.lower_bound,
+        "packing_efficiency": first.lower_bound / max(1, first.gpus_used),
+        "spread": spread(first, wants),
+        "unplaced": sum(c for c, _ in first.unplaced.values()),
+        "replace_s": second_s,
+        "replace_kept": kept,
+        "replace_moves": second.moves,
+        "replace_gpus_used": second.gpus_used,
+        "replace_lower_bound": second.lower_bound,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         nats, url = await start_nats_server(Path(tmp))
@@ -93,13 +141,21 @@ async def run(args: argparse.Namespace) -> dict:
         finally:
             await nats.stop(5.0)
     base = results["1 s tick (baseline)"]
-    return {"benchmark": "scheduler_scale", "models": args.models, "results": results, "p99_ratio_to_baseline": results["on arrival"]["p99_ms"] / base["p99_ms"]}
+    return {
+        "benchmark": "scheduler_scale",
+        "models": args.models,
+        "results": results,
+        "p99_ratio_to_baseline": results["on arrival"]["p99_ms"] / base["p99_ms"],
+        "placement": placement(args.placement_models, args.gpus),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--placement-models", type=int, default=1000)
+    parser.add_argument("--gpus", type=int, default=10000)
     args = parser.parse_args()
     report = asyncio.run(run(args))
     print(json.dumps(report))
@@ -107,6 +163,16 @@ def main() -> None:
     for label, r in report["results"].items():
         print(f"{label:<22} {r['p50_ms']:7.1f}ms {r['p99_ms']:7.1f}ms")
     print(f"p99 on arrival / tick baseline = {report['p99_ratio_to_baseline']:.3f}")
+    p = report["placement"]
+    print(
+        f"placement of {args.placement_models} models ({p['replicas']} replicas) on {args.gpus} GPUs: {p['first_s'] * 1e3:.0f} ms, "
+        f"{p['gpus_used']} GPUs vs lower bound {p['lower_bound']} (efficiency {p['packing_efficiency']:.3f}), "
+        f"{p['spread']:.1%} of multi-replica models on 2+ nodes, {p['unplaced']} unplaced"
+    )
+    print(
+        f"re-placement after +-20 % replicas: {p['replace_s'] * 1e3:.0f} ms, {p['replace_kept']} replicas kept in place, {p['replace_moves']} moved, "
+        f"{p['replace_gpus_used']} GPUs vs lower bound {p['replace_lower_bound']}"
+    )
 
 
 if __name__ == "__main__":
