@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 import numpy as np
 from google.protobuf.message import DecodeError
-from nats.js.api import DeliverPolicy, StreamConfig
+from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -29,7 +29,7 @@ from ebbflow.collector.history import ModelHistory, Rows, WindowStats, from_chun
 from ebbflow.collector.metrics_text import parse_metrics_text
 from ebbflow.router.core import LATENCY_BUCKETS_S, histogram_quantile
 from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus, unsubscribe
+from ebbflow.runtime.bus import Bus, replay_subject, unsubscribe
 from ebbflow.runtime.config import CollectorConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import READY, RegistryView
@@ -187,26 +187,13 @@ class Collector:
     async def _read_stream(self, stream: str, prefix: str) -> dict[str, list[Rows]]:
         """Every persisted chunk of a history stream, by model, oldest first."""
         found: dict[str, list[Rows]] = {}
-        info = await self.bus.js.stream_info(stream)
-        if not info.state.messages:
-            return found
-        subscription = await self.bus.js.subscribe(f"{prefix}.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-        try:
-            while True:
-                try:
-                    message = await subscription.next_msg(timeout=2.0)
-                except asyncio.TimeoutError:
-                    break
-                try:
-                    chunk = collector_pb2.HistoryChunk.FromString(message.data)
-                except DecodeError:
-                    log.warning("skipping an undecodable history chunk on %s", message.subject)
-                else:
-                    found.setdefault(chunk.model, []).append(from_chunk(chunk, BOUNDS))
-                if message.metadata.num_pending == 0:
-                    break
-        finally:
-            await subscription.unsubscribe()
+        for subject, data in await replay_subject(self.bus.js, stream, f"{prefix}.>"):
+            try:
+                chunk = collector_pb2.HistoryChunk.FromString(data)
+            except DecodeError:
+                log.warning("skipping an undecodable history chunk on %s", subject)
+                continue
+            found.setdefault(chunk.model, []).append(from_chunk(chunk, BOUNDS))
         return found
 
     async def restore_history(self) -> None:

@@ -11,7 +11,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import DeliverPolicy, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -100,6 +100,28 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
     await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, max_msgs=100_000)
     await _stream(js, subjects.LIFECYCLE_STREAM, subjects.LIFECYCLE, max_msgs=100_000)
     return bus
+
+
+async def replay_subject(js: JetStreamContext, stream: str, subject: str, idle_s: float = 2.0) -> list[tuple[str, bytes]]:
+    """Every stored message of a stream on `subject` (wildcards allowed), oldest first, as (subject, data)."""
+    info = await js.stream_info(stream, subjects_filter=subject)
+    stored = sum((info.state.subjects or {}).values()) if info.state.subjects is not None else info.state.messages
+    if not stored:
+        return []
+    found: list[tuple[str, bytes]] = []
+    subscription = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=idle_s)
+            except asyncio.TimeoutError:
+                break
+            found.append((message.subject, message.data))
+            if message.metadata.num_pending == 0:
+                break
+    finally:
+        await subscription.unsubscribe()
+    return found
 
 
 async def unsubscribe(subscription: Subscription | None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import deque
 
@@ -10,11 +9,10 @@ import grpc
 import yaml
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
-from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 
 from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus
+from ebbflow.runtime.bus import Bus, replay_subject
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.explain import recompute
@@ -82,30 +80,13 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
         self.bus = bus
 
     async def _decisions(self, model: str, keep: int) -> list[scheduling_pb2.ScalingDecision]:
-        subject = subjects.decision_subject(model)
-        try:
-            info = await self.bus.js.stream_info(subjects.DECISIONS_STREAM, subjects_filter=subject)
-        except Exception:
-            return []
-        count = (info.state.subjects or {}).get(subject, 0) if info.state.subjects is not None else info.state.messages
-        if not count:
-            return []
+        """The newest `keep` decisions of a model, oldest first (undecodable ones skipped)."""
         found: deque[scheduling_pb2.ScalingDecision] = deque(maxlen=keep)
-        subscription = await self.bus.js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-        try:
-            while True:
-                try:
-                    message = await subscription.next_msg(timeout=2.0)
-                except asyncio.TimeoutError:
-                    break
-                try:
-                    found.append(scheduling_pb2.ScalingDecision.FromString(message.data))
-                except DecodeError:
-                    pass
-                if message.metadata.num_pending == 0:
-                    break
-        finally:
-            await subscription.unsubscribe()
+        for _, data in await replay_subject(self.bus.js, subjects.DECISIONS_STREAM, subjects.decision_subject(model)):
+            try:
+                found.append(scheduling_pb2.ScalingDecision.FromString(data))
+            except DecodeError:
+                continue
         return list(found)
 
     async def ListDecisions(self, request: scheduling_pb2.ListDecisionsRequest, context: grpc.aio.ServicerContext) -> scheduling_pb2.ListDecisionsResponse:
