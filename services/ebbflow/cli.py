@@ -201,6 +201,15 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
                 "arrival_rps": round(m.arrival_rps, 3),
                 "load_status": load_pb2.DataStatus.Name(m.load_status).removeprefix("DATA_STATUS_").lower(),
                 "generation": m.generation,
+                "instances_per_replica": m.instances_per_replica,
+                "max_batch_size": m.max_batch_size,
+                "mode": m.mode,
+                "pinned": m.pinned,
+                "forecast": {
+                    "method": m.forecast.method or "none",
+                    "step_s": m.forecast.step_s,
+                    "p90_peak_rps": round(max(next((q.arrival_rps for q in m.forecast.quantiles if abs(q.quantile - 0.9) < 1e-9), []), default=0.0), 3),
+                },
                 "last_decision_reason": m.last_decision_reason,
                 "last_decision_unix_s": m.last_decision_unix_s,
                 "replicas": [
@@ -220,12 +229,19 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
 
 
 def status_table(response: status_pb2.GetStatusResponse) -> str:
-    header = f"{'MODEL':<16} {'DESIRED':>7} {'READY':>5} {'START':>5} {'DRAIN':>5} {'IN_FLIGHT':>9} {'ARRIVAL_RPS':>11} {'GEN':>4}  LAST DECISION"
+    header = (
+        f"{'MODEL':<16} {'DESIRED':>7} {'READY':>5} {'START':>5} {'DRAIN':>5} {'INST':>4} {'BATCH':>5} "
+        f"{'IN_FLIGHT':>9} {'ARRIVAL_RPS':>11} {'P90_FCST':>8} {'GEN':>4}  LAST DECISION"
+    )
     lines = [f"router: {response.router_address}", header]
     for m in response.models:
+        p90 = next((q.arrival_rps for q in m.forecast.quantiles if abs(q.quantile - 0.9) < 1e-9), [])
+        forecast = f"{max(p90):>8.2f}" if p90 else f"{'-':>8}"
+        flags = "".join(f" [{flag}]" for flag in (m.mode if m.mode == "advisory" else "", f"pinned {m.pinned}" if m.pinned else "") if flag)
         lines.append(
             f"{m.name:<16} {m.desired_replicas:>7} {m.ready_replicas:>5} {m.starting_replicas:>5} {m.draining_replicas:>5} "
-            f"{m.in_flight:>9.2f} {m.arrival_rps:>11.2f} {m.generation:>4}  {m.last_decision_reason}"
+            f"{m.instances_per_replica:>4} {m.max_batch_size:>5} {m.in_flight:>9.2f} {m.arrival_rps:>11.2f} {forecast} {m.generation:>4}  "
+            f"{m.last_decision_reason}{flags}"
         )
     return "\n".join(lines)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import grpc
 
 from ebbflow.runtime.registry import DRAINING, READY, STARTING, RegistryView
-from ebbflow.v1 import load_pb2, policy_pb2, registry_pb2, scheduling_pb2, status_pb2, status_pb2_grpc
+from ebbflow.runtime.config import mode_from_proto
+from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, registry_pb2, scheduling_pb2, status_pb2, status_pb2_grpc
 
 
 def build_status(
@@ -16,6 +17,7 @@ def build_status(
     replicas: list[registry_pb2.ReplicaEntry],
     loads: Mapping[str, load_pb2.LoadSnapshot],
     model: str = "",
+    forecasts: Mapping[str, forecast_pb2.Forecast] | None = None,
 ) -> list[status_pb2.ModelStatus]:
     names = set(policies) | set(desired) | {r.model for r in replicas}
     result = []
@@ -26,6 +28,11 @@ def build_status(
         policy = policies.get(name)
         want = desired.get(name)
         load = loads.get(name)
+        forecast = (forecasts or {}).get(name)
+        pinned = ""
+        if policy is not None and policy.pinned:
+            until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
+            pinned = f"at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"
         result.append(
             status_pb2.ModelStatus(
                 name=name,
@@ -42,20 +49,33 @@ def build_status(
                 min_replicas=policy.min_replicas if policy else 0,
                 max_replicas=policy.max_replicas if policy else 0,
                 replicas=sorted(mine, key=lambda r: r.replica_id),
+                instances_per_replica=want.vertical.instances_per_replica if want else 0,
+                max_batch_size=want.vertical.max_batch_size if want else 0,
+                mode=mode_from_proto(policy.mode) if policy else "",
+                pinned=pinned,
+                forecast=forecast,
             )
         )
     return result
 
 
 class StatusService(status_pb2_grpc.StatusServiceServicer):
-    def __init__(self, view: RegistryView, desired: Mapping[str, scheduling_pb2.DesiredState], loads: Mapping[str, load_pb2.LoadSnapshot], router_address: str) -> None:
+    def __init__(
+        self,
+        view: RegistryView,
+        desired: Mapping[str, scheduling_pb2.DesiredState],
+        loads: Mapping[str, load_pb2.LoadSnapshot],
+        router_address: str,
+        forecasts: Callable[[], Mapping[str, forecast_pb2.Forecast]] = dict,
+    ) -> None:
         self.view = view
         self.desired = desired
         self.loads = loads
         self.router_address = router_address
+        self.forecasts = forecasts
 
     async def GetStatus(self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> status_pb2.GetStatusResponse:
-        models = build_status(self.view.policies, self.desired, list(self.view.replicas.values()), self.loads, request.model)
+        models = build_status(self.view.policies, self.desired, list(self.view.replicas.values()), self.loads, request.model, self.forecasts())
         if request.model and not models:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{request.model}'")
         return status_pb2.GetStatusResponse(models=models, router_address=self.router_address)

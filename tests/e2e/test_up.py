@@ -124,6 +124,8 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         (model,) = json.loads(status.stdout)["models"]
         assert model["name"] == "llm" and model["desired_replicas"] == 1 and model["ready_replicas"] == 1
         assert "min_replicas" in model["last_decision_reason"]
+        assert model["instances_per_replica"] == 1 and model["max_batch_size"] == 8 and model["mode"] == "active" and model["pinned"] == ""
+        assert "method" in model["forecast"]
         table = run_cli("status", "--state-dir", str(state_dir))
         assert "llm" in table.stdout and "DESIRED" in table.stdout
 
@@ -172,6 +174,8 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         assert missing.returncode == 2 and "generation 999" in missing.stderr
         pin = run_cli("policy", "pin", "llm", "--replicas", "1", "--by", "e2e", "--why", "testing the override", "--state-dir", str(state_dir))
         assert pin.returncode == 0, pin.stderr
+        table = run_cli("status", "--state-dir", str(state_dir))
+        assert "[pinned at 1 by e2e: testing the override]" in table.stdout, table.stdout
         assert json.loads(run_cli("policy", "get", "llm", "--state-dir", str(state_dir)).stdout)["pin_by"] == "e2e"
         assert run_cli("policy", "unpin", "llm", "--state-dir", str(state_dir)).returncode == 0
         half = run_cli("policy", "pin", "llm", "--replicas", "1", "--state-dir", str(state_dir))

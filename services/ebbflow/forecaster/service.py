@@ -180,6 +180,10 @@ class Forecaster:
                 message.quantiles.append(forecast_pb2.QuantileSeries(quantile=q, arrival_rps=_finite_list(values[:steps])))
         return message
 
+    def latest(self) -> dict[str, forecast_pb2.Forecast]:
+        """Each model's latest forecast at the finest resolution."""
+        return {model: self.forecast_message(model, resolutions[0]) for model, resolutions in list(self.series.items())}
+
     async def _publish(self, model: str, series: Series) -> None:
         try:
             await self.bus.nc.publish(subjects.forecast_subject(model), self.forecast_message(model, series).SerializeToString())

@@ -1,3 +1,4 @@
+from ebbflow.v1 import forecast_pb2 as _forecast_pb2
 from ebbflow.v1 import load_pb2 as _load_pb2
 from ebbflow.v1 import registry_pb2 as _registry_pb2
 from google.protobuf.internal import containers as _containers
@@ -8,7 +9,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "desired_replicas", "ready_replicas", "starting_replicas", "draining_replicas", "in_flight", "arrival_rps", "generation", "last_decision_reason", "last_decision_unix_s", "load_status", "min_replicas", "max_replicas", "replicas")
+    __slots__ = ("name", "desired_replicas", "ready_replicas", "starting_replicas", "draining_replicas", "in_flight", "arrival_rps", "generation", "last_decision_reason", "last_decision_unix_s", "load_status", "min_replicas", "max_replicas", "replicas", "instances_per_replica", "max_batch_size", "mode", "pinned", "forecast")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     READY_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +24,11 @@ class ModelStatus(_message.Message):
     MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
     name: str
     desired_replicas: int
     ready_replicas: int
@@ -37,7 +43,12 @@ class ModelStatus(_message.Message):
     min_replicas: int
     max_replicas: int
     replicas: _containers.RepeatedCompositeFieldContainer[_registry_pb2.ReplicaEntry]
-    def __init__(self, name: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., starting_replicas: _Optional[int] = ..., draining_replicas: _Optional[int] = ..., in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., generation: _Optional[int] = ..., last_decision_reason: _Optional[str] = ..., last_decision_unix_s: _Optional[float] = ..., load_status: _Optional[_Union[_load_pb2.DataStatus, str]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_registry_pb2.ReplicaEntry, _Mapping]]] = ...) -> None: ...
+    instances_per_replica: int
+    max_batch_size: int
+    mode: str
+    pinned: str
+    forecast: _forecast_pb2.Forecast
+    def __init__(self, name: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., starting_replicas: _Optional[int] = ..., draining_replicas: _Optional[int] = ..., in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., generation: _Optional[int] = ..., last_decision_reason: _Optional[str] = ..., last_decision_unix_s: _Optional[float] = ..., load_status: _Optional[_Union[_load_pb2.DataStatus, str]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_registry_pb2.ReplicaEntry, _Mapping]]] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., mode: _Optional[str] = ..., pinned: _Optional[str] = ..., forecast: _Optional[_Union[_forecast_pb2.Forecast, _Mapping]] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ("model",)
