@@ -12,6 +12,7 @@ import tritonclient.grpc.aio as triton_aio
 
 from ebbflow.runtime.config import ModelPolicy
 from ebbflow.runtime.registry import READY
+from ebbflow.scheduler.service import policy_to_proto
 from ebbflow.v1 import load_pb2, scheduling_pb2
 from tests.conftest import expected_output, llm_inputs, wait_for
 
@@ -141,3 +142,25 @@ async def test_killed_replica_leaves_the_router_and_is_replaced(make_stack):
             assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output(PROMPT, n + 1)
     finally:
         await client.close()
+
+
+async def test_a_vertical_change_under_load_fails_no_request(make_stack):
+    """instances_per_replica 1 -> 2 in the policy: the actuator reloads the running replica with a config override."""
+    stack = await make_stack(ModelPolicy(model="llm", min_replicas=1, max_replicas=1))
+    (entry,) = stack.view.ready("llm")
+    assert entry.instances == 1 and entry.max_batch_size == 8  # the repository's config, as loaded
+    clients = Clients(stack.addresses.router, 4).start()
+    await wait_for(lambda: clients.ok >= 20, 30, "requests flowing before the change")
+    await stack.bus.policies.put("llm", policy_to_proto(ModelPolicy(model="llm", min_replicas=1, max_replicas=1, instances_per_replica=2)).SerializeToString())
+    await wait_for(lambda: [e.instances for e in stack.view.ready("llm")] == [2], 60, "the replica reloaded with 2 instances")
+    before = clients.ok
+    await wait_for(lambda: clients.ok >= before + 20, 30, "requests flowing after the change")
+    await clients.stop()
+    assert not clients.errors, clients.errors[:3]
+    (entry,) = stack.view.ready("llm")
+    client = triton_grpc.InferenceServerClient(f"{entry.host}:{entry.grpc_port}")
+    config = client.get_model_config("llm").config
+    client.close()
+    assert sum(group.count for group in config.instance_group) == 2 and config.max_batch_size == 8
+    desired = scheduling_pb2.DesiredState.FromString((await stack.bus.desired.get("llm")).value)
+    assert desired.vertical.instances_per_replica == 2 and desired.horizontal.replicas == 1

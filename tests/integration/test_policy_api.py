@@ -52,7 +52,7 @@ async def test_policies_are_validated_imported_and_deleted_over_grpc(nats_url: s
 
         good = policy_pb2.ScalingPolicy(model="llm", min_replicas=1, max_replicas=3, target_in_flight_per_replica=4, forecast_quantile=0.9)
         stored = (await stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=good))).policy
-        assert stored.instances_per_replica == 1 and stored.max_batch_size == 8  # defaults filled in
+        assert stored.instances_per_replica == 0 and stored.max_batch_size == 0 and stored.panic_threshold == 0  # as given: 0 = the config's, off
         assert (await stub.GetPolicy(policy_pb2.GetPolicyRequest(model="llm"))).policy == stored
 
         imported = await stub.ImportHpa(policy_pb2.ImportHpaRequest(manifest=HPA, apply=True))

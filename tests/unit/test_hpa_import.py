@@ -1,5 +1,7 @@
 """Kubernetes HPA manifests translated into policies; what cannot be translated names its field."""
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
@@ -53,7 +55,8 @@ def test_the_seed_manifest_becomes_bounds_and_a_utilisation_target():
     policy, notes = policy_from_hpa(SEED)
     assert policy.model == "llm-service" and (policy.min_replicas, policy.max_replicas) == (3, 10)
     assert policy.target_utilization == 0.6
-    assert policy.in_flight_target == pytest.approx(0.6 * policy.instances_per_replica * policy.max_batch_size)
+    # With the model's config resolved (the scheduler does it from the `models` bucket): 1 instance x batch 8.
+    assert replace(policy, instances_per_replica=1, max_batch_size=8).in_flight_target == pytest.approx(0.6 * 8)
     assert (policy.scale_up_delay_s, policy.scale_down_delay_s) == (0.0, 300.0)  # Kubernetes' defaults
     assert any("approximation" in n or "instances_per_replica x max_batch_size" in n for n in notes)
 

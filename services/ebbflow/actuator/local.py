@@ -24,6 +24,7 @@ from ebbflow.actuator.core import ActualReplica, Phase, live_routers, reconcile,
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
 from ebbflow.runtime.config import ActuatorConfig
+from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import ChildProcess, spawn
 from ebbflow.runtime.triton import (
@@ -33,7 +34,11 @@ from ebbflow.runtime.triton import (
     new_replica_entry,
     prepare_backend_dir,
     publish_model_configs,
+    read_model_configs,
+    reload_with,
     replica_launch,
+    vertical_of,
+    with_vertical,
 )
 from ebbflow.v1 import load_pb2, registry_pb2, scheduling_pb2
 
@@ -63,6 +68,9 @@ class ManagedReplica:
     task: asyncio.Task[None] | None = None
     stopping: bool = False
     started_s: float = field(default_factory=time.monotonic)
+    # A vertical reload in progress, and the last target that failed (not retried until the target changes).
+    reloading: bool = False
+    failed_vertical: tuple[int, int] | None = None
 
     @property
     def key(self) -> str:
@@ -99,6 +107,8 @@ class LocalActuator:
         self._session: aiohttp.ClientSession | None = None
         self._drains: set[asyncio.Task[None]] = set()
         self._routers_seen: dict[str, float] = {}
+        self.model_configs = read_model_configs(self.repository)
+        self._reloads: set[asyncio.Task[None]] = set()
 
     # ---- registry -----------------------------------------------------------
 
@@ -146,13 +156,26 @@ class LocalActuator:
 
     # ---- one replica's life ---------------------------------------------------
 
+    def _base_vertical(self, model: str) -> tuple[int, int]:
+        """What a replica loads from the repository: (instances, max_batch_size)."""
+        config = self.model_configs.get(model)
+        return vertical_of(config) if config is not None else (1, 0)
+
+    def _wanted_vertical(self, model: str, desired: scheduling_pb2.DesiredState | None) -> tuple[int, int]:
+        """Desired instances and batch size, 0 meaning the repository's. Batching is never switched on or off
+        by a reload (max_batch_size 0 <-> > 0 changes the model's tensor shapes), only resized."""
+        instances, max_batch = self._base_vertical(model)
+        if desired is None:
+            return instances, max_batch
+        wanted_batch = desired.vertical.max_batch_size or max_batch
+        if (wanted_batch == 0) != (max_batch == 0):
+            wanted_batch = max_batch
+        return desired.vertical.instances_per_replica or instances, wanted_batch
+
     async def _start(self, model: str, desired: scheduling_pb2.DesiredState) -> None:
-        entry = new_replica_entry(
-            model,
-            instances=desired.vertical.instances_per_replica or 1,
-            max_batch_size=desired.vertical.max_batch_size,
-            generation=desired.generation,
-        )
+        # The entry records what the replica really runs: the repository's settings until a reload changes them.
+        instances, max_batch = self._base_vertical(model)
+        entry = new_replica_entry(model, instances=instances, max_batch_size=max_batch, generation=desired.generation)
         replica = ManagedReplica(entry=entry)
         self.replicas[replica.key] = replica
         await self._record(replica, Phase.STARTING)
@@ -186,6 +209,40 @@ class LocalActuator:
                 await self._record(replica, Phase.STOPPED)
                 self.replicas.pop(replica.key, None)
                 self._kick.set()
+
+    async def _apply_vertical(self, replica: ManagedReplica, wanted: tuple[int, int]) -> None:
+        """Reload the replica's model with the wanted instances and batch size; record what Triton then reports."""
+        assert self._session is not None
+        entry, config = replica.entry, self.model_configs.get(replica.entry.model)
+        replica.reloading = True
+        try:
+            if config is None:
+                raise UnavailableError(f"no config.pbtxt for {entry.model} in {self.repository}")
+            applied = await reload_with(self._session, entry, with_vertical(config, *wanted))
+            if applied != wanted:
+                raise UnavailableError(f"Triton reports {applied[0]} instances and batch {applied[1]} after the reload, not {wanted[0]} and {wanted[1]}")
+            entry.instances, entry.max_batch_size = applied
+            replica.failed_vertical = None
+            self.say(f"replica {replica.key} reloaded: {applied[0]} instance(s), max batch {applied[1]} (verified)")
+            await self._record(replica, Phase.READY, f"vertical: {applied[0]} instances, max batch {applied[1]}, verified")
+        except Exception as error:  # the replica keeps serving with its old settings
+            replica.failed_vertical = wanted
+            log.warning("vertical change of %s to %s failed: %s", replica.key, wanted, error)
+        finally:
+            replica.reloading = False
+
+    def _reconcile_vertical(self, model: str, desired: scheduling_pb2.DesiredState | None) -> None:
+        """Ready replicas whose instances or batch size differ from the desired state are reloaded, one at a time per replica."""
+        wanted = self._wanted_vertical(model, desired)
+        for replica in self.replicas.values():
+            entry = replica.entry
+            if entry.model != model or replica.phase != Phase.READY or replica.stopping or replica.reloading:
+                continue
+            if (entry.instances, entry.max_batch_size) == wanted or replica.failed_vertical == wanted:
+                continue
+            task = asyncio.create_task(self._apply_vertical(replica, wanted), name=f"vertical {replica.key}")
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
 
     async def _wait_ready(self, replica: ManagedReplica) -> bool:
         """Poll Triton's model-readiness endpoint until ready, process exit or ready_timeout_s."""
@@ -280,6 +337,7 @@ class LocalActuator:
             # A replica chosen for draining is on its way out even before its drain task has run.
             actual = [ActualReplica(r.entry.replica_id, Phase.DRAINING if r.stopping else r.phase, r.started_s) for r in mine]
             actions = reconcile(target, actual)
+            self._reconcile_vertical(model, desired)
             if actions.empty:
                 continue
             log.info("%s: %s", model, actions.reason)

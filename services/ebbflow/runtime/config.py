@@ -151,10 +151,10 @@ class ModelPolicy:
     """Reactive target of in-flight requests per replica (> 0)."""
     scale_down_delay_s: float = 30.0
     """Scale down only after the lower recommendation held this long (>= 0)."""
-    instances_per_replica: int = 1
-    """Triton model instances per replica (1-16)."""
-    max_batch_size: int = 8
-    """Triton max_batch_size per replica (1-1024)."""
+    instances_per_replica: int = 0
+    """Triton model instances per replica (1-16); 0: as the model's config.pbtxt says."""
+    max_batch_size: int = 0
+    """Triton max_batch_size per replica (1-1024); 0: as the model's config.pbtxt says."""
     routing: str = "least_outstanding"
     """How the router spreads requests over ready replicas: least_outstanding, power_of_two or round_robin."""
     forecast_quantile: float = 0.9
@@ -198,7 +198,8 @@ class ModelPolicy:
     def in_flight_target(self) -> float:
         """In-flight requests one replica should carry."""
         if self.target_utilization > 0:
-            return self.target_utilization * self.instances_per_replica * self.max_batch_size
+            # Unresolved settings (0) count as one instance running one request.
+            return self.target_utilization * max(1, self.instances_per_replica) * max(1, self.max_batch_size)
         return self.target_in_flight_per_replica
 
     def validate(self) -> "ModelPolicy":
@@ -213,10 +214,10 @@ class ModelPolicy:
             problems.append(f"target_in_flight_per_replica must be > 0, got {self.target_in_flight_per_replica}")
         if self.scale_down_delay_s < 0:
             problems.append(f"scale_down_delay_s must be >= 0, got {self.scale_down_delay_s}")
-        if not 1 <= self.instances_per_replica <= 16:
-            problems.append(f"instances_per_replica must be 1-16, got {self.instances_per_replica}")
-        if not 1 <= self.max_batch_size <= 1024:
-            problems.append(f"max_batch_size must be 1-1024, got {self.max_batch_size}")
+        if not 0 <= self.instances_per_replica <= 16:
+            problems.append(f"instances_per_replica must be 1-16 (0: the model's config), got {self.instances_per_replica}")
+        if not 0 <= self.max_batch_size <= 1024:
+            problems.append(f"max_batch_size must be 1-1024 (0: the model's config), got {self.max_batch_size}")
         if self.forecast_quantile != 0 and not 0.5 <= self.forecast_quantile <= 0.99:
             problems.append(f"forecast_quantile must be 0 (off) or 0.5-0.99, got {self.forecast_quantile}")
         if self.lead_s < 0:

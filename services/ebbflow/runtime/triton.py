@@ -24,12 +24,12 @@ from importlib import util
 from pathlib import Path
 
 import aiohttp
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from nats.js.kv import KeyValue
 from tritonclient.grpc import model_config_pb2
 
 from ebbflow import REPO_ROOT
-from ebbflow.runtime.errors import ConfigError
+from ebbflow.runtime.errors import ConfigError, UnavailableError
 from ebbflow.runtime.process import free_port, venv_environment
 from ebbflow.v1 import registry_pb2
 
@@ -190,3 +190,33 @@ def replica_launch(
         f"ebbflow_{entry.replica_id}_",
         {"EBBFLOW_TIME_SCALE": str(time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor)},
     )
+
+
+def vertical_of(config: model_config_pb2.ModelConfig) -> tuple[int, int]:
+    """(instances, max_batch_size) a model config gives a replica: the instance_group counts summed (1 if none)."""
+    instances = sum(group.count or 1 for group in config.instance_group) or 1
+    return instances, config.max_batch_size
+
+
+def with_vertical(config: model_config_pb2.ModelConfig, instances: int, max_batch_size: int) -> model_config_pb2.ModelConfig:
+    """The config with `instances` model instances (one group, the first group's kind) and `max_batch_size`."""
+    changed = model_config_pb2.ModelConfig()
+    changed.CopyFrom(config)
+    kind = config.instance_group[0].kind if config.instance_group else model_config_pb2.ModelInstanceGroup.KIND_CPU
+    del changed.instance_group[:]
+    changed.instance_group.add(count=instances, kind=kind)
+    changed.max_batch_size = max_batch_size
+    return changed
+
+
+async def reload_with(session: aiohttp.ClientSession, entry: registry_pb2.ReplicaEntry, config: model_config_pb2.ModelConfig) -> tuple[int, int]:
+    """Reload the replica's model with a config override (Triton swaps instances without failing requests),
+    then read the config back; returns the (instances, max_batch_size) Triton reports."""
+    base = f"http://{entry.host}:{entry.http_port}"
+    body = {"parameters": {"config": json_format.MessageToJson(config, preserving_proto_field_name=True)}}
+    async with session.post(f"{base}/v2/repository/models/{entry.model}/load", json=body, timeout=aiohttp.ClientTimeout(total=120)) as response:
+        if response.status != 200:
+            raise UnavailableError(f"reloading {entry.model} on {entry.host}:{entry.http_port} failed ({response.status}): {await response.text()}")
+    async with session.get(f"{base}/v2/models/{entry.model}/config", timeout=aiohttp.ClientTimeout(total=10)) as response:
+        applied = json_format.Parse(await response.text(), model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
+    return vertical_of(applied)

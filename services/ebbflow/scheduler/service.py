@@ -21,6 +21,7 @@ from ebbflow.runtime.bus import Bus, unsubscribe
 from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, mode_from_proto, mode_to_proto, routing_from_proto, routing_to_proto
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.triton import vertical_of
 from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision, resume_state
 from ebbflow.scheduler.explain import record_inputs
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 
 WAKEUP_MEMORY_S = 2.0
 DEFAULT_LEAD_S = 30.0  # until a cold start of the model has been seen
-
-
-# Proto fields whose zero means "not set" rather than a value: the policy's default applies.
-_UNSET_MEANS_DEFAULT = {"instances_per_replica", "max_batch_size"}
 
 
 def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
@@ -57,8 +54,6 @@ def policy_from_proto(message: policy_pb2.ScalingPolicy) -> ModelPolicy:
             value = routing_from_proto(value)
         elif item.name == "mode":
             value = mode_from_proto(value)
-        elif item.name in _UNSET_MEANS_DEFAULT and not value:
-            continue
         values[item.name] = value
     return ModelPolicy(**values).validate()
 
@@ -168,7 +163,16 @@ class Scheduler:
             log.warning("desired state of %s is undecodable; it will be rewritten", model)
             return None, entry.revision or 0
 
+    def resolved(self, model: str, policy: ModelPolicy) -> ModelPolicy:
+        """The policy with vertical settings left at 0 taken from the model's Triton config (the `models` bucket)."""
+        config = self.view.model_configs.get(model)
+        if config is None or (policy.instances_per_replica and policy.max_batch_size):
+            return policy
+        instances, max_batch = vertical_of(config)
+        return replace(policy, instances_per_replica=policy.instances_per_replica or instances, max_batch_size=policy.max_batch_size or max_batch)
+
     async def evaluate(self, model: str, policy: ModelPolicy) -> None:
+        policy = self.resolved(model, policy)
         now = time.monotonic()
         current, revision = await self._current(model)
         load = self._load(model, now)
