@@ -208,7 +208,7 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
                 "forecast": {
                     "method": m.forecast.method or "none",
                     "step_s": m.forecast.step_s,
-                    "p90_peak_rps": round(max(next((q.arrival_rps for q in m.forecast.quantiles if abs(q.quantile - 0.9) < 1e-9), []), default=0.0), 3),
+                    "p90_peak_rps": round(max(_p90(m.forecast), default=0.0), 3),
                 },
                 "last_decision_reason": m.last_decision_reason,
                 "last_decision_unix_s": m.last_decision_unix_s,
@@ -228,6 +228,11 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
     }
 
 
+def _p90(forecast: forecast_pb2.Forecast) -> list[float]:
+    """A forecast's p90 series (empty when it has none)."""
+    return next((list(q.arrival_rps) for q in forecast.quantiles if abs(q.quantile - 0.9) < 1e-9), [])
+
+
 def status_table(response: status_pb2.GetStatusResponse) -> str:
     header = (
         f"{'MODEL':<16} {'DESIRED':>7} {'READY':>5} {'START':>5} {'DRAIN':>5} {'INST':>4} {'BATCH':>5} "
@@ -235,7 +240,7 @@ def status_table(response: status_pb2.GetStatusResponse) -> str:
     )
     lines = [f"router: {response.router_address}", header]
     for m in response.models:
-        p90 = next((q.arrival_rps for q in m.forecast.quantiles if abs(q.quantile - 0.9) < 1e-9), [])
+        p90 = _p90(m.forecast)
         forecast = f"{max(p90):>8.2f}" if p90 else f"{'-':>8}"
         flags = "".join(f" [{flag}]" for flag in (m.mode if m.mode == "advisory" else "", f"pinned {m.pinned}" if m.pinned else "") if flag)
         lines.append(

@@ -60,12 +60,16 @@ class Trace:
         factor = step_s / self.rate_step_s
         if abs(factor - round(factor)) > 1e-9 or factor < 1:
             raise ConfigError(f"{self.name} has rates per {self.rate_step_s:g} s; bins of {step_s:g} s cannot be made from them")
-        factor = int(round(factor))
-        usable = len(self.rates) // factor * factor
-        groups = self.rates[:usable].reshape(-1, factor)
-        with np.errstate(invalid="ignore"):
-            counts = np.sum(~np.isnan(groups), axis=1)
-            return np.where(counts > 0, np.nansum(groups, axis=1) / np.maximum(counts, 1), np.nan)
+        return rebin(self.rates, int(round(factor)))
+
+
+def rebin(values: np.ndarray, factor: int) -> np.ndarray:
+    """Average consecutive groups of `factor` values (NaN-aware: a group with no data is NaN)."""
+    usable = len(values) // factor * factor
+    groups = np.asarray(values[:usable], dtype=float).reshape(-1, factor)
+    with np.errstate(invalid="ignore"):
+        counts = np.sum(~np.isnan(groups), axis=1)
+    return np.where(counts > 0, np.nansum(groups, axis=1) / np.maximum(counts, 1), np.nan)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -95,7 +99,7 @@ def _column(frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...],
 
 
 def _seconds(values: pd.Series, unit: str) -> np.ndarray:
-    """Arrival times as seconds from the first one."""
+    """Arrival times as seconds, row by row (NaN where a row has none); not yet sorted or shifted."""
     if pd.api.types.is_numeric_dtype(values):
         numbers = values.to_numpy(dtype=float)
         if unit == "auto":
@@ -114,11 +118,7 @@ def _seconds(values: pd.Series, unit: str) -> np.ndarray:
             except (ValueError, TypeError) as error:
                 raise ConfigError(f"arrival times are neither numbers nor datetimes: {error}") from None
         seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy()
-    seconds = seconds[~np.isnan(seconds)]
-    if not len(seconds):
-        raise ConfigError("the trace has no arrival times")
-    seconds.sort()
-    return seconds - seconds[0]
+    return seconds
 
 
 def load_trace(
@@ -144,13 +144,17 @@ def load_trace(
         return _rates(name, totals.index.to_numpy(dtype=float), totals.to_numpy(dtype=float))
     time_name = _column(frame, time_column, TIME_COLUMNS, "arrival time", required=True)
     assert time_name is not None
-    order = np.argsort(_order_key(frame[time_name]), kind="stable")
-    frame = frame.iloc[order]
-    arrivals = _seconds(frame[time_name], time_unit)
+    seconds = _seconds(frame[time_name], time_unit)
+    # Rows with a time, in time order (stable, so repeated timestamps keep file order); tokens follow their rows.
+    rows = np.flatnonzero(~np.isnan(seconds))
+    if not len(rows):
+        raise ConfigError("the trace has no arrival times")
+    rows = rows[np.argsort(seconds[rows], kind="stable")]
+    arrivals = seconds[rows] - seconds[rows[0]]
 
     def tokens(given: str | None, candidates: tuple[str, ...], what: str) -> np.ndarray | None:
         column = _column(frame, given, candidates, what, required=False)
-        return frame[column].to_numpy(dtype=float)[: len(arrivals)] if column else None
+        return frame[column].to_numpy(dtype=float)[rows] if column else None
 
     return Trace(
         name,
@@ -159,12 +163,6 @@ def load_trace(
         prompt_tokens=tokens(prompt_column, PROMPT_COLUMNS, "prompt tokens"),
         output_tokens=tokens(output_column, OUTPUT_COLUMNS, "output tokens"),
     )
-
-
-def _order_key(values: pd.Series) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(values):
-        return values.to_numpy(dtype=float)
-    return np.arange(len(values))  # datetimes are sorted after parsing
 
 
 def _rates(name: str, starts: np.ndarray, rates: np.ndarray) -> Trace:

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from ebbflow.forecaster.core import Bins, Selector, describe, rebin, replay, score_replay
+from ebbflow.forecaster.core import Bins, Selector, describe, replay, score_replay
 from ebbflow.forecaster.models import Arima, Ewma, HoltWinters, LagRidge, LastValue, MovingAverage
+from ebbflow.traces import rebin
 
 RNG = np.random.default_rng(7)
 

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ebbflow.v1 import collector_pb2
+from ebbflow.v1 import collector_pb2, load_pb2
 
 COLUMNS = (
     "fresh",
@@ -92,6 +92,16 @@ def row(values: Mapping[str, float], duration_s: float) -> np.ndarray:
         out[COLUMN["fresh"]] = 0.0
     out[COLUMN[_DURATION]] = duration_s
     return out
+
+
+def snapshot_row(snapshot: load_pb2.LoadSnapshot, interval_s: float, buckets: int) -> Rows:
+    """One interval's history row from its LoadSnapshot (every column but `fresh` is a snapshot field)."""
+    values = {name: float(getattr(snapshot, name)) for name in COLUMNS if name != "fresh"}
+    values["fresh"] = 1.0 if snapshot.status == load_pb2.DATA_STATUS_FRESH else 0.0
+    latency = np.zeros(buckets, dtype=np.float32)
+    counts = list(snapshot.latency.counts)[:buckets]
+    latency[: len(counts)] = counts
+    return Rows(np.array([snapshot.time_unix_s - interval_s]), row(values, interval_s)[None, :], latency[None, :])
 
 
 class Ring:
@@ -201,9 +211,11 @@ class ModelHistory:
 
     def add(self, rows: Rows) -> Rows:
         """Add fine rows; returns the coarse rows this completed (for persisting)."""
+        if not len(rows):
+            return Rows.empty(self.buckets)
         self.fine.append(rows)
         self._pending = Rows.concat(self._pending, rows)
-        return self._roll_up(complete_before=math.floor(rows.times[-1] / self.coarse_step_s) * self.coarse_step_s) if len(rows) else Rows.empty(self.buckets)
+        return self._roll_up(complete_before=math.floor(rows.times[-1] / self.coarse_step_s) * self.coarse_step_s)
 
     def _roll_up(self, complete_before: float) -> Rows:
         done = self._pending.before(complete_before)

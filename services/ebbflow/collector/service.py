@@ -15,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 import aiohttp
-import numpy as np
 from google.protobuf.message import DecodeError
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ebbflow.collector.core import ReplicaRates, ReplicaTrack, RouterWindow, combine_replicas, merge_router_windows, scrape_of
-from ebbflow.collector.history import ModelHistory, Rows, WindowStats, from_chunk, row, to_chunk
+from ebbflow.collector.history import ModelHistory, Rows, WindowStats, from_chunk, snapshot_row, to_chunk
 from ebbflow.collector.metrics_text import parse_metrics_text
 from ebbflow.router.core import LATENCY_BUCKETS_S, histogram_quantile
 from ebbflow.runtime import subjects
@@ -97,7 +95,7 @@ class CollectorMetrics:
         }
         self._replica_labels: set[tuple[str, str]] = set()
 
-    def export(self, snapshot: load_pb2.LoadSnapshot, windows_s: tuple[float, ...]) -> None:
+    def export(self, snapshot: load_pb2.LoadSnapshot) -> None:
         model = snapshot.model
         fresh = snapshot.status == FRESH
         self.model["fresh"].labels(model).set(1.0 if fresh else 0.0)
@@ -139,14 +137,6 @@ class CollectorMetrics:
         self._replica_labels = seen
 
 
-@dataclass
-class Unflushed:
-    """History rows not yet in JetStream (kept, bounded, while NATS is unavailable)."""
-
-    fine: list[Rows]
-    coarse: list[Rows]
-
-
 class Collector:
     def __init__(self, config: CollectorConfig, bus: Bus, view: RegistryView, metrics: CollectorMetrics) -> None:
         self.config = config
@@ -157,7 +147,12 @@ class Collector:
         self._windows: dict[str, dict[str, RouterWindow]] = {}
         self._tracks: dict[str, ReplicaTrack] = {}
         self.history: dict[str, ModelHistory] = {}
-        self._unflushed: dict[str, Unflushed] = {}
+        # model -> tier ("fine", "coarse") -> rows not yet in JetStream (kept, bounded, while NATS is away).
+        self._unflushed: dict[str, dict[str, list[Rows]]] = {}
+        self._tiers = (
+            ("coarse", subjects.HISTORY_COARSE, config.history_coarse_step_s),
+            ("fine", subjects.HISTORY_FINE, config.interval_s),
+        )
         self.latest: dict[str, load_pb2.LoadSnapshot] = {}
         self._watchers: set[asyncio.Queue[dict[str, load_pb2.LoadSnapshot]]] = set()
         self.restored = asyncio.Event()
@@ -208,23 +203,22 @@ class Collector:
         if fine or coarse:
             log.info("history restored for %d model(s) from JetStream", len(set(fine) | set(coarse)))
 
-    async def flush_history(self, include_fine: bool = True) -> None:
+    async def flush_history(self) -> None:
         """Write pending rows to JetStream; on failure they stay pending for the next flush."""
         for model, pending in self._unflushed.items():
-            for tier, prefix, step in (("coarse", subjects.HISTORY_COARSE, self.config.history_coarse_step_s), ("fine", subjects.HISTORY_FINE, self.config.interval_s)):
-                blocks: list[Rows] = getattr(pending, tier)
-                if not blocks or (tier == "fine" and not include_fine):
+            for tier, prefix, step in self._tiers:
+                if not pending[tier]:
                     continue
-                rows = Rows.concat(*blocks)
+                rows = Rows.concat(*pending[tier])
                 try:
                     await self.bus.js.publish(f"{prefix}.{model}", to_chunk(model, step, rows, BOUNDS).SerializeToString(), timeout=2.0)
                 except Exception as error:  # NATS away: keep the rows, bounded to what the ring holds anyway
                     self.metrics.history_writes.labels("error").inc()
                     log.warning("persisting %s history of %s failed (kept for the next try): %s", tier, model, error)
-                    setattr(pending, tier, [rows.since(rows.times[-1] - self.config.history_fine_s)])
+                    pending[tier] = [rows.since(rows.times[-1] - self.config.history_fine_s)]
                     continue
                 self.metrics.history_writes.labels("ok").inc()
-                setattr(pending, tier, [])
+                pending[tier] = []
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -310,18 +304,12 @@ class Collector:
             **{name: getattr(triton, name) for name in TRITON_FIELDS},
         )
         history = self._history(model)
-        values = {name: getattr(snapshot, name) for name in ("arrival_rps", "in_flight", "ready_replicas", *TRITON_FIELDS)}
-        values["fresh"] = 1.0 if merged.fresh else 0.0
-        latency = [0.0] * history.buckets
-        for i, count in enumerate(counts[: history.buckets]):
-            latency[i] = float(count)
-        interval = self.config.interval_s
-        new = Rows(np.array([wall - interval]), row(values, interval)[None, :], np.array([latency], dtype=np.float32))
+        new = snapshot_row(snapshot, self.config.interval_s, history.buckets)
         completed = history.add(new)
-        pending = self._unflushed.setdefault(model, Unflushed([], []))
-        pending.fine.append(new)
+        pending = self._unflushed.setdefault(model, {"fine": [], "coarse": []})
+        pending["fine"].append(new)
         if len(completed):
-            pending.coarse.append(completed)
+            pending["coarse"].append(completed)
         for window_s in self.windows_s:
             snapshot.windows.append(self._window(history.window(wall, window_s), ready, now))
         return snapshot
@@ -388,7 +376,7 @@ class Collector:
             snapshot = self.snapshot(model, now, wall)
             snapshots[model] = snapshot
             self.latest[model] = snapshot
-            self.metrics.export(snapshot, self.windows_s)
+            self.metrics.export(snapshot)
             try:
                 await self.bus.nc.publish(subjects.load_subject(model), self._fit_payload(snapshot))
             except Exception as error:  # loss-tolerant: the next interval publishes again

@@ -25,7 +25,7 @@ class ForecasterApi(forecast_pb2_grpc.ForecasterServiceServicer):
     async def _series_of(self, model: str, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
         if model not in self._known():
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no series for model '{model}'; known models: {', '.join(sorted(self._known())) or 'none yet'}")
-        return self.forecaster._series(model)
+        return self.forecaster.series_for(model)
 
     async def GetForecast(self, request: forecast_pb2.GetForecastRequest, context: grpc.aio.ServicerContext) -> forecast_pb2.GetForecastResponse:
         if math.isnan(request.horizon_s) or request.horizon_s < 0:

@@ -535,13 +535,3 @@ class Bins:
             self.total += value
             self.count += 1
         return done
-
-
-def rebin(values: np.ndarray, factor: int) -> np.ndarray:
-    """Average consecutive groups of `factor` values (NaN-aware: a group with no data is NaN)."""
-    usable = len(values) // factor * factor
-    groups = np.asarray(values[:usable], dtype=float).reshape(-1, factor)
-    with np.errstate(invalid="ignore"):
-        counts = np.sum(~np.isnan(groups), axis=1)
-        sums = np.nansum(groups, axis=1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

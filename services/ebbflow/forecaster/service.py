@@ -108,7 +108,8 @@ class Forecaster:
             models=lambda: default_models(horizon, season, c.max_history_steps),
         )
 
-    def _series(self, model: str) -> list[Series]:
+    def series_for(self, model: str) -> list[Series]:
+        """One model's series at every resolution, created on first use."""
         if model not in self.series:
             self.series[model] = [Series(step, Bins(step), self.selector(step)) for step in self.config.resolutions_s]
         return self.series[model]
@@ -120,7 +121,7 @@ class Forecaster:
         if self.history is None:
             return 0
         fed = 0
-        for series in self._series(model):
+        for series in self.series_for(model):
             end = math.floor(now / series.step_s) * series.step_s  # complete bins only
             start = end - self.config.max_history_steps * series.step_s
             try:
@@ -143,7 +144,7 @@ class Forecaster:
 
     async def on_snapshot(self, snapshot: load_pb2.LoadSnapshot) -> None:
         value = snapshot.arrival_rps if snapshot.status == load_pb2.DATA_STATUS_FRESH else math.nan
-        for index, series in enumerate(self._series(snapshot.model)):
+        for index, series in enumerate(self.series_for(snapshot.model)):
             for start, mean in series.bins.add(snapshot.time_unix_s, value):
                 started = time.perf_counter()
                 series.latest = await self._observe(series, mean)
@@ -175,9 +176,9 @@ class Forecaster:
         message.method, message.reason = result.method, result.reason
         message.methods.extend(result.methods[:steps])
         if result.quantiles:
-            message.point.extend(_finite_list(result.points[:steps]))
+            message.point.extend(_floats(result.points[:steps]))
             for q, values in sorted(result.quantiles.items()):
-                message.quantiles.append(forecast_pb2.QuantileSeries(quantile=q, arrival_rps=_finite_list(values[:steps])))
+                message.quantiles.append(forecast_pb2.QuantileSeries(quantile=q, arrival_rps=_floats(values[:steps])))
         return message
 
     def latest(self) -> dict[str, forecast_pb2.Forecast]:
@@ -240,5 +241,5 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else -1.0
 
 
-def _finite_list(values: np.ndarray) -> list[float]:
+def _floats(values: np.ndarray) -> list[float]:
     return [float(v) for v in values]

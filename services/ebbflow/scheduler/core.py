@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from ebbflow.runtime.config import ModelPolicy
 
@@ -131,6 +132,17 @@ def limit_step(desired: int, current: int, policy: ModelPolicy) -> tuple[int, st
         if most is not None and current - desired > most:
             return current - most, f"scale-down limited to -{most} per decision"
     return desired, ""
+
+
+DEFAULT_LEAD_S = 30.0
+"""Lead time until a cold start of the model has been seen, seconds."""
+
+
+def lead_time(policy: ModelPolicy, cold_starts_s: Sequence[float], interval_s: float) -> float:
+    """How far ahead to order capacity: the policy's lead, or the slowest recent cold start plus one decision interval."""
+    if policy.lead_s > 0:
+        return policy.lead_s
+    return (max(cold_starts_s) if cold_starts_s else DEFAULT_LEAD_S) + interval_s
 
 
 def predict(load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float) -> Prediction:

@@ -22,14 +22,13 @@ from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, mode_from_proto
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
-from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision, resume_state
+from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
 from ebbflow.scheduler.explain import record_inputs
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
 WAKEUP_MEMORY_S = 2.0
-DEFAULT_LEAD_S = 30.0  # until a cold start of the model has been seen
 
 
 def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
@@ -98,6 +97,7 @@ class Scheduler:
         self._forecasts: dict[str, ForecastView] = {}
         self._advice: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
+        self._evaluated_at: dict[str, float] = {}
         self._wake = asyncio.Event()
 
     async def _on_forecast(self, msg) -> None:  # type: ignore[no-untyped-def]
@@ -117,11 +117,8 @@ class Scheduler:
         )
 
     def lead_s(self, model: str, policy: ModelPolicy) -> float:
-        """How far ahead to order capacity: the policy's, or the slowest recent cold start plus one tick."""
-        if policy.lead_s > 0:
-            return policy.lead_s
         cold_starts = [e.ready_at_unix_s - e.started_at_unix_s for e in self.view.of_model(model) if e.ready_at_unix_s > e.started_at_unix_s > 0]
-        return (max(cold_starts) if cold_starts else DEFAULT_LEAD_S) + self.config.interval_s
+        return lead_time(policy, cold_starts, self.config.interval_s)
 
     async def _on_load(self, msg) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -261,15 +258,19 @@ class Scheduler:
         try:
             next_tick = time.monotonic()
             while not stop.is_set():
-                # Every model each tick; between ticks, at once, each model with a new snapshot or held requests.
-                tick = time.monotonic() >= next_tick
-                models = sorted(self.view.policies) if tick else sorted(self._dirty & set(self.view.policies))
+                # At once, each model with a new snapshot or held requests; at each tick, every model not
+                # evaluated within the last interval (so no model goes two intervals without a decision).
+                now = time.monotonic()
+                tick = now >= next_tick
+                due = {m for m in self.view.policies if now - self._evaluated_at.get(m, -float("inf")) >= self.config.interval_s} if tick else set()
+                models = sorted((self._dirty | due) & set(self.view.policies))
                 self._dirty.clear()
                 self._wake.clear()
                 for model in models:
                     message = self.view.policies.get(model)
                     if message is None:
                         continue
+                    self._evaluated_at[model] = time.monotonic()
                     try:
                         await self.evaluate(model, policy_from_proto(message))
                     except Exception:
