@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ebbflow.runtime.config import ModelPolicy
+
+if TYPE_CHECKING:
+    from ebbflow.scheduler.capacity import CapacityModel
 
 # in_flight is a time average: tiny float error must not add a replica.
 _EPSILON = 1e-9
@@ -50,6 +53,8 @@ class LoadView:
     arrival_rps: float
     reason: str = ""
     forecast: ForecastView | None = None
+    burst_in_flight: float = -1.0
+    """In-flight over the short (panic) window, when the load above is over a longer one; < 0: in_flight."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,13 @@ class Decision:
     prediction: Prediction = Prediction()
 
 
-def recommend(in_flight: float, policy: ModelPolicy) -> int:
-    """Replicas needed right now for this in-flight load, within bounds."""
-    raw = math.ceil(max(0.0, in_flight) / policy.in_flight_target - _EPSILON)
-    return min(policy.max_replicas, max(policy.min_replicas, raw))
+def bounded(replicas: int, policy: ModelPolicy) -> int:
+    return min(policy.max_replicas, max(policy.min_replicas, replicas))
+
+
+def recommend(in_flight: float, policy: ModelPolicy, per_replica: float = 0.0) -> int:
+    """Replicas needed right now for this in-flight load (per_replica, else the policy's target), within bounds."""
+    return bounded(math.ceil(max(0.0, in_flight) / (per_replica or policy.in_flight_target) - _EPSILON), policy)
 
 
 def initial_decision(policy: ModelPolicy) -> Decision:
@@ -145,7 +153,9 @@ def lead_time(policy: ModelPolicy, cold_starts_s: Sequence[float], interval_s: f
     return (max(cold_starts_s) if cold_starts_s else DEFAULT_LEAD_S) + interval_s
 
 
-def predict(load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float) -> Prediction:
+def predict(
+    load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float, capacity: "CapacityModel | None" = None
+) -> Prediction:
     """Replicas for the forecast quantile's peak demand over the lead; Prediction() with a note when it cannot apply."""
     q = policy.forecast_quantile
     if q <= 0:
@@ -156,7 +166,7 @@ def predict(load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s
     values = forecast.quantiles[q]
     if now_s - forecast.issued_s > 3 * forecast.step_s + lead_s:
         return Prediction(note=f"forecast is {now_s - forecast.issued_s:.0f} s old")
-    if time_in_system_s <= 0:
+    if capacity is None and time_in_system_s <= 0:
         return Prediction(note="time in system not known yet")
     # Every step that ends within the lead, from now: capacity ordered now serves from then on.
     last = min(len(values), max(1, math.ceil((now_s + lead_s - forecast.issued_s) / forecast.step_s)))
@@ -164,8 +174,9 @@ def predict(load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s
     if not window:
         return Prediction(note="forecast has no values over the lead")
     peak = max(window)
-    replicas = recommend(peak * time_in_system_s, policy)
-    return Prediction(replicas, peak, lead_s, time_in_system_s)
+    if capacity is not None:
+        return Prediction(bounded(capacity.replicas_for(peak), policy), peak, lead_s, time_in_system_s)
+    return Prediction(recommend(peak * time_in_system_s, policy), peak, lead_s, time_in_system_s)
 
 
 def decide(
@@ -177,9 +188,12 @@ def decide(
     woken: bool = False,
     lead_s: float = 0.0,
     wall_s: float = 0.0,
+    capacity: "CapacityModel | None" = None,
 ) -> tuple[Decision, ScalingState]:
     """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held;
-    `wall_s` is the wall-clock time a pin's expiry is compared with."""
+    `wall_s` is the wall-clock time a pin's expiry is compared with. With a `capacity` model, demand in
+    requests per second becomes replicas through it (the fewest that meet the SLO), and in-flight load is
+    measured against the in-flight a replica carries at its SLO rate."""
     if policy.pin_active(wall_s):
         until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
         reason = f"pinned at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"
@@ -197,27 +211,36 @@ def decide(
     time_in_system = state.time_in_system_s
     if load.arrival_rps > 0 and load.in_flight > 0:
         time_in_system = load.in_flight / load.arrival_rps  # Little's law on what the routers see
-    reactive = recommend(load.in_flight, policy)
-    prediction = predict(load, policy, time_in_system, lead_s, now_s)
+    per_replica = capacity.in_flight_at_slo() if capacity is not None else 0.0
+    burst = recommend(load.burst_in_flight, policy, per_replica) if load.burst_in_flight >= 0 else 0
+    if capacity is not None:
+        reactive = max(recommend(load.in_flight, policy, per_replica), bounded(capacity.replicas_for(load.arrival_rps), policy))
+        demand = f"{load.arrival_rps:.2f} rps / {capacity.rps_at_slo():.3g} rps per replica at {capacity.slo.describe()}, in_flight {load.in_flight:.2f} -> {reactive}"
+    else:
+        reactive = recommend(load.in_flight, policy)
+        demand = f"in_flight {load.in_flight:.2f} / target {policy.in_flight_target:g} -> {reactive}"
+    prediction = predict(load, policy, time_in_system, lead_s, now_s, capacity)
     recommendation = max(reactive, prediction.replicas)
     if woken:
         recommendation = max(recommendation, min(1, policy.max_replicas))
     keep = max(policy.scale_down_delay_s, policy.scale_up_delay_s)
     window = tuple((t, r) for t, r in state.recommendations if t > now_s - keep) + ((now_s, recommendation),)
     # Knative's panic: a burst far beyond the replicas in force skips the scale-up window and step limits.
-    panicking = policy.panic_threshold > 0 and current >= 1 and reactive >= policy.panic_threshold * current
+    panic_need = max(reactive, burst)
+    panicking = policy.panic_threshold > 0 and current >= 1 and panic_need >= policy.panic_threshold * current
     panic_until = now_s + policy.panic_hold_s if panicking else state.panic_until_s
     limited = ""
     if panicking:
-        desired = max(recommendation, current)
+        desired = max(recommendation, panic_need, current)
     else:
         desired = stabilised(window, policy, current, now_s)
         desired, limited = limit_step(desired, current, policy)
     in_panic = now_s < panic_until
     if in_panic and desired < current:
         desired = current  # no scale-down while the panic lasts
-    demand = f"in_flight {load.in_flight:.2f} / target {policy.in_flight_target:g} -> {reactive}"
-    if prediction.replicas:
+    if prediction.replicas and capacity is not None:
+        demand += f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s -> {prediction.replicas}"
+    elif prediction.replicas:
         demand += (
             f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s "
             f"x {prediction.time_in_system_s:.2f} s in system -> {prediction.replicas}"
@@ -239,7 +262,8 @@ def decide(
     if limited:
         reason += f"; {limited}"
     if panicking:
-        reason = f"panic: in_flight {load.in_flight:.2f} needs {reactive} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"
+        burst_in_flight = max(load.in_flight, load.burst_in_flight)
+        reason = f"panic: in_flight {burst_in_flight:.2f} needs {panic_need} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"
     elif in_panic:
         reason += f"; panic hold for {panic_until - now_s:.0f} s more: no scale-down"
     decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction)

@@ -1,0 +1,343 @@
+"""Run every policy on one trace, fairly, and summarise.
+
+Fairness rules:
+- every policy drives the same fleet (bounds, cold start, shape, true service
+  times with the same noise seed) and starts the evaluation with the same
+  replicas;
+- ebbflow's own parameters (forecast quantile, scale-down delay) are chosen
+  on a development split (the first `dev_fraction` of the trace) and
+  reported on the rest; the baselines are reported over their whole swept
+  knob on the same evaluation split, so their best point is seen;
+- the capacity model the policies are given is built from the development
+  split's token counts at the profile's nominal speed; the fleet may be
+  slower (`Fleet.speed_factor`), which the policies are not told.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from ebbflow.scheduler.capacity import CapacityModel, Slo
+from ebbflow.sim.baselines.dynamo import ADJUSTMENT_INTERVAL_S, DynamoLike, arima_predictions
+from ebbflow.sim.baselines.hpa import Hpa
+from ebbflow.sim.baselines.kpa import Kpa
+from ebbflow.sim.baselines.oracle import Ahead, find_oracle, static_peak
+from ebbflow.sim.baselines.ray import RayServe
+from ebbflow.sim.control import Controller
+from ebbflow.sim.des import Fleet, Outcome, _met, simulate
+from ebbflow.sim.ebbflow_policy import Ebbflow, Forecasts, default_policy, forecasts
+from ebbflow.sim.fluid import simulate_fluid
+from ebbflow.sim.workload import Counts, Requests
+
+POLICIES = ("ebbflow", "hpa", "kpa", "ray", "dynamo", "static_peak", "oracle")
+SWEEPS: dict[str, tuple[float, ...]] = {
+    "hpa": (1, 2, 3, 4, 6, 8, 12),  # target in-flight requests per pod
+    "kpa": (2, 3, 4, 6, 8, 12, 16),  # per-pod concurrency target (70 % of it is used)
+    "ray": (1, 2, 3, 4, 6, 8, 12),  # target_ongoing_requests
+    "dynamo": (0.25, 0.5, 1.0, 2.0, 4.0),  # the planner's TTFT SLA, as a multiple of the comparison's SLO
+}
+KNOBS = {"hpa": "target in-flight/pod", "kpa": "concurrency", "ray": "target_ongoing_requests", "dynamo": "SLA TTFT x SLO"}
+TUNING = {"forecast_quantile": (0.5, 0.9, 0.99), "scale_down_delay_s": (30.0, 120.0), "calibration": (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)}
+
+
+@dataclass(frozen=True)
+class Setup:
+    fleet: Fleet
+    slo: Slo
+    target: float = 0.995
+    """Attainment the oracle (and ebbflow's tuning) aims at."""
+    bin_s: float = 10.0
+    """Oracle schedule bins and ebbflow's forecast resolution (fluid mode: the simulation bin)."""
+    dev_fraction: float = 0.4
+    season: int = 0
+    """Forecast season in bins (0: none)."""
+    warmup_s: float = 60.0
+    """Every policy starts with the same replicas and first decides after this much telemetry."""
+
+
+@dataclass
+class Result:
+    policy: str
+    knob: float | None
+    outcome: Outcome
+    attainment: float
+    gpu_hours: float
+    ttft_p50: float
+    ttft_p99: float
+    tpot_p99: float
+    latency_p99: float
+    seconds: float
+    note: str = ""
+
+    def row(self, oracle_gpu_hours: float) -> dict:
+        return {
+            "policy": self.policy,
+            "knob": self.knob,
+            "attainment": round(self.attainment, 5),
+            "gpu_hours": round(self.gpu_hours, 3),
+            "vs_oracle": round(self.gpu_hours / oracle_gpu_hours, 3) if oracle_gpu_hours else None,
+            "ttft_p50_s": _round(self.ttft_p50),
+            "ttft_p99_s": _round(self.ttft_p99),
+            "tpot_p99_s": _round(self.tpot_p99, 4),
+            "latency_p99_s": _round(self.latency_p99),
+            "actions": self.outcome.actions,
+            "cold_starts": self.outcome.cold_starts,
+            "sim_s": round(self.seconds, 2),
+            "note": self.note,
+        }
+
+
+def _round(value: float, digits: int = 3) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+def _quantile(values: np.ndarray, weights: np.ndarray | None, q: float) -> float:
+    """Weighted quantile; unfinished requests (NaN) count as infinitely late."""
+    v = np.where(np.isnan(values), np.inf, values)
+    if weights is None:
+        return float(np.quantile(v, q)) if len(v) else math.nan
+    order = np.argsort(v)
+    cum = np.cumsum(weights[order])
+    if not len(cum) or cum[-1] <= 0:
+        return math.nan
+    return float(v[order][np.searchsorted(cum, q * cum[-1])])
+
+
+def summarise(policy: str, knob: float | None, outcome: Outcome, slo: Slo, seconds: float, note: str = "") -> Result:
+    w = outcome.weights
+    sel = outcome.scored
+    ws = w[sel] if w is not None else None
+    return Result(
+        policy,
+        knob,
+        outcome,
+        outcome.attainment(slo),
+        outcome.gpu_s / 3600,
+        _quantile(outcome.ttft_s[sel], ws, 0.5),
+        _quantile(outcome.ttft_s[sel], ws, 0.99),
+        _quantile(outcome.tpot_s[sel], ws, 0.99),
+        _quantile(outcome.latency_s[sel], ws, 0.99),
+        seconds,
+        note,
+    )
+
+
+@dataclass
+class Comparison:
+    trace: str
+    mode: str
+    setup: Setup
+    results: list[Result]
+    demand: np.ndarray
+    """Eval-split arrival rate per bin_s."""
+    forecast: Forecasts | None
+    tuned: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+    def get(self, policy: str) -> list[Result]:
+        return [r for r in self.results if r.policy == policy]
+
+    @property
+    def oracle_gpu_hours(self) -> float:
+        oracle = self.get("oracle")
+        return oracle[0].gpu_hours if oracle else 0.0
+
+    def rows(self) -> list[dict]:
+        return [r.row(self.oracle_gpu_hours) for r in self.results]
+
+    def best(self, policy: str) -> Result | None:
+        """A swept policy's representative point: the cheapest meeting the target, else the highest attainment."""
+        points = self.get(policy)
+        if not points:
+            return None
+        meeting = [r for r in points if r.attainment >= self.setup.target]
+        return min(meeting, key=lambda r: r.gpu_hours) if meeting else max(points, key=lambda r: r.attainment)
+
+    def goals(self) -> list[dict]:
+        """ebbflow against each baseline's frontier, static peak and the oracle."""
+        mine = self.best("ebbflow")
+        if mine is None:
+            return []
+        out = []
+        for policy in SWEEPS:
+            points = self.get(policy)
+            if not points:
+                continue
+            rival = [r for r in points if r.attainment >= mine.attainment]
+            if rival:
+                cheapest = min(rival, key=lambda r: r.gpu_hours)
+                out.append({
+                    "against": policy,
+                    "goal": "fewer GPU-hours than its cheapest point at >= ebbflow's attainment",
+                    "baseline_gpu_hours": round(cheapest.gpu_hours, 3),
+                    "baseline_knob": cheapest.knob,
+                    "ebbflow_gpu_hours": round(mine.gpu_hours, 3),
+                    "ratio": round(mine.gpu_hours / cheapest.gpu_hours, 3),
+                    "met": mine.gpu_hours < cheapest.gpu_hours,
+                })
+            else:
+                top = max(points, key=lambda r: r.attainment)
+                out.append({
+                    "against": policy,
+                    "goal": "fewer GPU-hours than its cheapest point at >= ebbflow's attainment",
+                    "note": f"no swept point reaches ebbflow's attainment {mine.attainment:.4f} (best {top.attainment:.4f} at {top.knob})",
+                    "met": True,
+                })
+        static = self.get("static_peak")
+        if static:
+            s = static[0]
+            out.append({
+                "against": "static_peak",
+                "goal": ">= 99.5 % attainment at <= 0.60x its GPU-hours",
+                "ratio": round(mine.gpu_hours / s.gpu_hours, 3),
+                "ebbflow_attainment": round(mine.attainment, 5),
+                "met": mine.attainment >= 0.995 and mine.gpu_hours <= 0.6 * s.gpu_hours,
+            })
+        if self.oracle_gpu_hours:
+            out.append({
+                "against": "oracle",
+                "goal": "<= 1.10x (smooth) / 1.3x (bursty) its GPU-hours at >= 99.5 % attainment",
+                "ratio": round(mine.gpu_hours / self.oracle_gpu_hours, 3),
+                "ebbflow_attainment": round(mine.attainment, 5),
+                "oracle_attainment": round(self.get("oracle")[0].attainment, 5),
+                "met_1.10": mine.attainment >= 0.995 and mine.gpu_hours <= 1.10 * self.oracle_gpu_hours,
+                "met_1.3": mine.attainment >= 0.995 and mine.gpu_hours <= 1.3 * self.oracle_gpu_hours,
+            })
+        return out
+
+
+class _Runner:
+    """One split of one trace in one mode: simulate(controller) -> Outcome."""
+
+    def __init__(self, data: Requests | Counts, setup: Setup, truth: CapacityModel, initial: int) -> None:
+        self.data, self.setup, self.truth, self.initial = data, setup, truth, initial
+        self.fluid = isinstance(data, Counts)
+
+    @property
+    def span_s(self) -> float:
+        return self.data.span_s
+
+    def run(self, controller: Controller) -> Outcome:
+        warmup = self.setup.warmup_s
+        if self.fluid:
+            return simulate_fluid(self.data, self.setup.fleet, self.truth, controller, initial=self.initial, warmup_s=warmup)
+        return simulate(self.data, self.setup.fleet, controller, span_s=self.span_s, initial=self.initial, warmup_s=warmup)
+
+    def demand(self, step_s: float) -> np.ndarray:
+        return self.data.rates(step_s)
+
+    def bin_misses(self, outcome: Outcome, slo: Slo, step_s: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
+        met = _met(outcome, slo)
+        if self.fluid:
+            per = max(1, int(round(step_s / self.data.step_s)))
+            w = outcome.weights * outcome.scored
+            k = np.minimum(np.arange(len(w)) // per, bins - 1)
+            return np.bincount(k, weights=w, minlength=bins), np.bincount(k, weights=w * (1 - met), minlength=bins)
+        k = np.minimum((self.data.times // step_s).astype(np.int64), bins - 1)
+        return np.bincount(k, minlength=bins).astype(float), np.bincount(k, weights=1.0 - met, minlength=bins)
+
+
+def compare(
+    data: Requests | Counts,
+    setup: Setup,
+    capacity: CapacityModel,
+    truth: CapacityModel,
+    policies: tuple[str, ...] = POLICIES,
+    sweeps: dict[str, tuple[float, ...]] = SWEEPS,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Every policy on `data` (Requests: discrete-event; Counts: fluid); see the module docstring."""
+    say = progress or (lambda _: None)
+    step = setup.bin_s
+    cut = round(data.span_s * setup.dev_fraction / step) * step
+    dev, evaluation = data.split(cut)
+    fleet, slo = setup.fleet, setup.slo
+    first_rate = float(np.nan_to_num(evaluation.rates(60.0)[:1]).max(initial=0.0))
+    initial = max(fleet.min_replicas, capacity.replicas_for(first_rate))
+    runner = _Runner(evaluation, setup, truth, initial)
+    dev_runner = _Runner(dev, setup, truth, max(fleet.min_replicas, capacity.replicas_for(float(np.nan_to_num(dev.rates(60.0)[:1]).max(initial=0.0)))))
+    results: list[Result] = []
+    comparison = Comparison(data.name, "fluid" if runner.fluid else "discrete-event", setup, results, runner.demand(step), None)
+
+    def record(policy: str, knob: float | None, controller: Controller, note: str = "") -> Result:
+        started = time.perf_counter()
+        outcome = runner.run(controller)
+        result = summarise(policy, knob, outcome, slo, time.perf_counter() - started, note)
+        results.append(result)
+        say(f"{policy}{'' if knob is None else f' {knob:g}'}: attainment {result.attainment:.4f}, {result.gpu_hours:.2f} GPU-h")
+        return result
+
+    if "oracle" in policies or "static_peak" in policies:
+        bins = int(math.ceil(evaluation.span_s / step))
+        demand = np.nan_to_num(runner.demand(step))[:bins]
+        demand = np.concatenate([demand, np.zeros(bins - len(demand))])
+        floor = np.maximum(1, np.ceil(demand / truth.max_rps)).astype(np.int64)
+
+        def run_plan(plan: np.ndarray) -> tuple[Outcome, np.ndarray, np.ndarray]:
+            outcome = runner.run(Ahead(plan, step, fleet.cold_s))
+            total, missed = runner.bin_misses(outcome, slo, step, bins)
+            return outcome, total, missed
+
+        started = time.perf_counter()
+        plan, outcome, rounds = find_oracle(floor, run_plan, setup.target, fleet.max_replicas, progress=lambda r: say(f"oracle search: round {r}"))
+        comparison.details["oracle_plan"] = plan
+        if "oracle" in policies:
+            results.append(summarise("oracle", None, outcome, slo, time.perf_counter() - started, f"{rounds} simulated rounds"))
+            say(f"oracle: attainment {results[-1].attainment:.4f}, {results[-1].gpu_hours:.2f} GPU-h")
+        if "static_peak" in policies:
+            record("static_peak", float(plan.max()), static_peak(plan, step), "the oracle's largest bin, all the time")
+
+    if "ebbflow" in policies:
+        rates = np.concatenate([dev.rates(step), evaluation.rates(step)])
+        started = time.perf_counter()
+        forecast = forecasts(rates, step, horizon=12, season=setup.season)
+        say(f"forecasts: {len(rates)} bins in {time.perf_counter() - started:.1f} s")
+        dev_bins = len(dev.rates(step))
+        dev_forecast = Forecasts(forecast.step_s, forecast.views[:dev_bins], forecast.methods[:dev_bins])
+        eval_forecast = forecast.shifted(dev_bins)
+        comparison.forecast = eval_forecast
+        tried = []
+        for q, delay, calibration in itertools.product(*TUNING.values()):
+            policy = default_policy(forecast_quantile=q, scale_down_delay_s=delay, min_replicas=fleet.min_replicas or 1, max_replicas=fleet.max_replicas)
+            model = replace(capacity, calibration=calibration, _cache={})
+            outcome = dev_runner.run(Ebbflow(policy, model, dev_forecast, fleet.cold_s))
+            tried.append((outcome.attainment(slo), outcome.gpu_s, q, delay, calibration))
+        meeting = [t for t in tried if t[0] >= setup.target]
+        chosen = min(meeting, key=lambda t: t[1]) if meeting else max(tried, key=lambda t: (t[0], -t[1]))
+        _, _, q, delay, calibration = chosen
+        comparison.tuned = {
+            "forecast_quantile": q,
+            "scale_down_delay_s": delay,
+            "calibration": calibration,
+            "dev_attainment": round(chosen[0], 5),
+            "dev_gpu_hours": round(chosen[1] / 3600, 3),
+            "grid": [
+                {"forecast_quantile": tq, "scale_down_delay_s": td, "calibration": tc, "attainment": round(a, 5), "gpu_hours": round(g / 3600, 3)}
+                for a, g, tq, td, tc in tried
+            ],
+        }
+        policy = default_policy(forecast_quantile=q, scale_down_delay_s=delay, min_replicas=fleet.min_replicas or 1, max_replicas=fleet.max_replicas)
+        model = replace(capacity, calibration=calibration, _cache={})
+        record("ebbflow", None, Ebbflow(policy, model, eval_forecast, fleet.cold_s), f"q={q:g}, scale-down delay {delay:g} s, calibration {calibration:g} (tuned on dev)")
+
+    for knob in sweeps.get("hpa", ()) if "hpa" in policies else ():
+        record("hpa", knob, Hpa(knob))
+    for knob in sweeps.get("kpa", ()) if "kpa" in policies else ():
+        record("kpa", knob, Kpa(knob))
+    for knob in sweeps.get("ray", ()) if "ray" in policies else ():
+        record("ray", knob, RayServe(knob))
+    if "dynamo" in policies and sweeps.get("dynamo"):
+        started = time.perf_counter()
+        history = np.concatenate([dev.rates(ADJUSTMENT_INTERVAL_S), evaluation.rates(ADJUSTMENT_INTERVAL_S)])
+        predictions = arima_predictions(history)[len(dev.rates(ADJUSTMENT_INTERVAL_S)) :]
+        say(f"dynamo ARIMA: {len(history)} intervals in {time.perf_counter() - started:.1f} s")
+        for knob in sweeps["dynamo"]:
+            sla = Slo(ttft_s=slo.ttft_s * knob if slo.ttft_s else 0.0, tpot_s=slo.tpot_s, latency_s=slo.latency_s * knob if slo.latency_s else 0.0, percentile=slo.percentile)
+            record("dynamo", knob, DynamoLike(replace(capacity, slo=sla, _cache={}), predictions))
+    return comparison

@@ -1,0 +1,90 @@
+"""What a simulated autoscaler sees and answers, in both simulator modes.
+
+Telemetry is kept per whole second, as the collector and router report it:
+arrivals and the time integral of requests in the system (the router's
+in-flight, held requests included). A controller is asked every `period_s`
+for the replicas it wants (starting and ready, draining excluded); the fleet
+starts or drains replicas to match.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class Telemetry:
+    """Per-second arrivals and in-flight area, filled by the simulator as time passes."""
+
+    arrivals: np.ndarray
+    in_flight_area: np.ndarray
+    step_s: float = 1.0
+
+    @classmethod
+    def empty(cls, span_s: float, step_s: float = 1.0) -> "Telemetry":
+        n = int(math.ceil(span_s / step_s)) + 2
+        return cls(np.zeros(n), np.zeros(n), step_s)
+
+
+@dataclass
+class Observation:
+    """The controller's view at `now_s`: only complete telemetry buckets, plus the fleet's state."""
+
+    now_s: float
+    telemetry: Telemetry
+    ready: int
+    current: int
+    """Replicas starting or ready (what a previous decision asked for, minus failures)."""
+    _done: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._done = int(self.now_s // self.telemetry.step_s)
+
+    def _window(self, values: np.ndarray, window_s: float) -> float:
+        k = max(1, int(round(window_s / self.telemetry.step_s)))
+        lo = max(0, self._done - k)
+        return float(values[lo : self._done].sum()), max(1, self._done - lo) * self.telemetry.step_s
+
+    def arrival_rps(self, window_s: float) -> float:
+        total, span = self._window(self.telemetry.arrivals, window_s)
+        return total / span
+
+    def in_flight(self, window_s: float) -> float:
+        """Mean requests in the system over the last window_s."""
+        area, span = self._window(self.telemetry.in_flight_area, window_s)
+        return area / span
+
+    def arrival_series(self, step_s: float, bins: int) -> np.ndarray:
+        """The last `bins` complete bins of step_s as req/s, oldest first (fewer at the start)."""
+        per = max(1, int(round(step_s / self.telemetry.step_s)))
+        usable = self._done // per
+        lo = max(0, usable - bins)
+        counts = self.telemetry.arrivals[lo * per : usable * per].reshape(-1, per).sum(axis=1)
+        return counts / (per * self.telemetry.step_s)
+
+
+class Controller(Protocol):
+    name: str
+    period_s: float
+
+    def decide(self, obs: Observation) -> int:
+        """Desired replicas (starting + ready)."""
+        ...
+
+
+@dataclass
+class Schedule:
+    """A fixed plan: replicas wanted per bin of `step_s` (the oracle's and static peak's form)."""
+
+    name: str
+    replicas: np.ndarray
+    step_s: float
+    period_s: float = 1.0
+
+    def decide(self, obs: Observation) -> int:
+        k = min(len(self.replicas) - 1, int(obs.now_s // self.step_s))
+        return int(self.replicas[k])
