@@ -1,42 +1,39 @@
 """Capacity model: how many replicas a request rate needs to meet a latency objective.
 
-A replica runs `instances` model instances on one GPU; each instance serves
-one batch at a time (a Triton batch: prefilled together, decoded in lock-step
-until its longest request is done), taking whatever is queued up to
-`max_batch`. Batch service times come from the emulator's `service_time`
-(the same function the Triton model runs), over batches drawn from a sample
-of (prompt, output) token counts, so heavy-tailed outputs make long batches
-as they do in the fleet.
+A replica runs `instances` model instances on one GPU; an idle instance takes
+whatever is queued, up to `max_batch`, as one Triton batch (prefilled
+together, decoded in lock-step until its longest request is done). With
+heavy-tailed output lengths, batching and a shared GPU, no closed-form queue
+fits well (an Erlang-C / Allen-Cunneen M/G/c estimate was 2-5x too
+pessimistic at p99 against the fleet simulation), so the model is a
+**measured curve**, as NVIDIA Dynamo's planner profiles an engine before
+deployment: for a grid of per-replica request rates, the share of requests
+meeting the SLO, TTFT quantiles and mean in-flight, measured by simulating a
+small pool of replicas on the emulator's `service_time` with the operator's
+token mix (ebbflow.sim.profile builds it; no GPU needed). Between grid points
+the curve is interpolated. `calibration` scales the rates: the correction
+learned from what the fleet actually achieved.
 
-Queueing is M/G/c per replica (Erlang C with the Allen-Cunneen correction
-for service-time variability), where a server is an instance and a customer
-is a batch. Dynamic batching picks the batch size, so the model takes the
-batch size in 1..max_batch that gives the lowest latency at that rate. The
-p-quantile of the wait uses the exponential tail of M/M/c's conditional
-wait; adding the service quantile to it is conservative.
-
-Pure and deterministic for a seed: the scheduler and the simulator build it
-from the same profile and token sample.
+Pure: the curve is data, every query is arithmetic on it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from ebbflow.emulator.service_time import Profile
-
 DEFAULT_PROMPT_TOKENS = 1024
 DEFAULT_OUTPUT_TOKENS = 128
+LEVELS = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
+"""TTFT quantile levels a curve keeps."""
 
 
 @dataclass(frozen=True)
 class Slo:
-    """Latency objective at a percentile; a target of 0 is not checked."""
+    """Latency objective: a request meets it when every set target holds; `percentile` of requests should."""
 
     ttft_s: float = 0.0
     tpot_s: float = 0.0
@@ -51,12 +48,18 @@ class Slo:
         if not (self.ttft_s or self.tpot_s or self.latency_s):
             raise ValueError("an SLO needs at least one of ttft_s, tpot_s, latency_s")
 
-    def met(self, ttft_s: float, tpot_s: float, latency_s: float) -> bool:
-        return (
-            (not self.ttft_s or ttft_s <= self.ttft_s)
-            and (not self.tpot_s or tpot_s <= self.tpot_s)
-            and (not self.latency_s or latency_s <= self.latency_s)
-        )
+    @property
+    def target(self) -> float:
+        """Share of requests that should meet the targets."""
+        return self.percentile / 100
+
+    def met(self, ttft_s: np.ndarray, tpot_s: np.ndarray, latency_s: np.ndarray) -> np.ndarray:
+        """Per request: all set targets held (NaN, an unfinished request, never meets)."""
+        ok = np.ones(len(ttft_s), dtype=bool)
+        for target, values in ((self.ttft_s, ttft_s), (self.tpot_s, tpot_s), (self.latency_s, latency_s)):
+            if target:
+                ok &= np.nan_to_num(values, nan=np.inf) <= target
+        return ok
 
     def describe(self) -> str:
         parts = [f"{name} <= {value:g} s" for name, value in (("TTFT", self.ttft_s), ("TPOT", self.tpot_s), ("latency", self.latency_s)) if value]
@@ -72,235 +75,189 @@ class Shape:
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """Predicted latency quantiles at one per-replica rate (inf when the replica cannot keep up)."""
+class Curve:
+    """Measured behaviour of one replica shape at increasing per-replica request rates, for one pool size."""
 
-    batch: int
-    utilization: float
-    wait_s: float
-    ttft_s: float
-    tpot_s: float
-    latency_s: float
+    pool: int
+    """Replicas sharing the load when it was measured (more replicas pool their queues better)."""
+    rates: tuple[float, ...]
+    """Per-replica offered rates, req/s, increasing."""
+    met: tuple[float, ...]
+    """Share of requests meeting the SLO at each rate."""
+    ttft: tuple[tuple[float, ...], ...]
+    """TTFT quantiles (at LEVELS) at each rate, seconds."""
+    in_flight: tuple[float, ...]
+    """Mean requests in a replica (queued or in a batch) at each rate."""
 
-
-def erlang_c(servers: int, offered: float) -> float:
-    """Probability that an arrival waits in M/M/c with `offered` = arrival rate x mean service time."""
-    if offered <= 0:
-        return 0.0
-    if offered >= servers:
-        return 1.0
-    term, total = 1.0, 1.0
-    for k in range(1, servers):
-        term *= offered / k
-        total += term
-    last = term * offered / servers / (1 - offered / servers)
-    return last / (total + last)
+    def rate_at(self, target: float) -> float:
+        """The highest rate whose share meets `target` (interpolated at the crossing; 0 if none)."""
+        best = 0.0
+        for i, share in enumerate(self.met):
+            if share < target:
+                if i > 0 and self.met[i - 1] >= target:
+                    a, b = self.met[i - 1], share
+                    best = self.rates[i - 1] + (self.rates[i] - self.rates[i - 1]) * (a - target) / (a - b)
+                break
+            best = self.rates[i]
+        return best
 
 
 @dataclass(frozen=True)
-class BatchTimes:
-    """Per batch size b = 1..max_batch: mean and quantile of service, TTFT part and TPOT (one instance alone)."""
+class Curves:
+    """A shape's curves for several pool sizes, under one SLO."""
 
-    mean_s: tuple[float, ...]
-    scv: tuple[float, ...]
-    quantile_s: tuple[float, ...]
-    ttft_quantile_s: tuple[float, ...]
-    tpot_quantile_s: tuple[float, ...]
+    shape: Shape
+    slo: Slo
+    curves: tuple[Curve, ...]
+    """Increasing pool sizes."""
+    max_rps: float
+    """Most requests per second a replica completes (full batches on every instance)."""
+    note: str = ""
+
+    def for_pool(self, replicas: int) -> Curve:
+        """The curve measured at the largest pool not above `replicas` (conservative between sizes)."""
+        chosen = self.curves[0]
+        for curve in self.curves:
+            if curve.pool <= replicas:
+                chosen = curve
+        return chosen
 
 
-def batch_times(profile: Profile, prompts: np.ndarray, outputs: np.ndarray, max_batch: int, percentile: float, draws: int = 4000, seed: int = 0) -> BatchTimes:
-    """Monte-Carlo batch service times from the profile over batches drawn from the token sample (vectorised
-    copy of emulator.service_time.service_time at one instance; a test checks they agree)."""
-    rng = np.random.default_rng(seed)
-    q = percentile / 100
-    means, scvs, quants, ttfts, tpots = [], [], [], [], []
-    for b in range(1, max_batch + 1):
-        rows = rng.integers(0, len(prompts), size=(draws, b))
-        prefill = profile.prefill_base_s + profile.prefill_s_per_token * np.maximum(prompts[rows], 0).sum(axis=1)
-        step = profile.decode_step_base_s + profile.decode_step_s_per_extra_sequence * (b - 1)
-        steps = np.maximum(outputs[rows].max(axis=1), 0)
-        total = prefill + steps * step
-        ttft = prefill + np.where(steps > 0, step, 0.0)
-        mean = float(total.mean())
-        means.append(mean)
-        scvs.append(float(total.var() / mean**2) if mean > 0 else 0.0)
-        quants.append(float(np.quantile(total, q)))
-        ttfts.append(float(np.quantile(ttft, q)))
-        tpots.append(step)
-    return BatchTimes(tuple(means), tuple(scvs), tuple(quants), tuple(ttfts), tuple(tpots))
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    return float(np.interp(x, xs, ys))
 
 
 @dataclass(frozen=True)
 class CapacityModel:
-    """Latency of one replica shape as a function of its request rate, and the replicas a rate needs."""
+    """Queries on measured curves; `calibration` multiplies every rate the curves were measured at."""
 
-    profile: Profile
-    shape: Shape
-    slo: Slo
-    times: BatchTimes
-    speed_factor: float = 1.0
+    curves: Curves
     calibration: float = 1.0
-    """Multiplies the SLO rate the formula gives: the correction learned from observed latency (the formula
-    is conservative at high percentiles, where it adds the wait's and the service's quantiles)."""
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def build(
-        cls,
-        profile: Profile,
-        shape: Shape,
-        slo: Slo,
-        prompts: Sequence[float] | None = None,
-        outputs: Sequence[float] | None = None,
-        speed_factor: float = 1.0,
-        seed: int = 0,
-    ) -> "CapacityModel":
-        """From a token sample (e.g. the last hour's requests); without one, fixed defaults."""
-        p = np.asarray(prompts if prompts is not None and len(prompts) else [DEFAULT_PROMPT_TOKENS], dtype=float)
-        o = np.asarray(outputs if outputs is not None and len(outputs) else [DEFAULT_OUTPUT_TOKENS], dtype=float)
-        return cls(profile, shape, slo, batch_times(profile, p, o, shape.max_batch, slo.percentile, seed=seed), speed_factor)
 
     @property
-    def slowdown(self) -> float:
-        """Each of n instances sharing the GPU runs at scaling(n)/n of full speed."""
-        n = self.shape.instances
-        return n / self.profile.throughput_scaling(n) / self.speed_factor
+    def slo(self) -> Slo:
+        return self.curves.slo
+
+    @property
+    def shape(self) -> Shape:
+        return self.curves.shape
 
     @property
     def max_rps(self) -> float:
-        """Most requests per second one replica completes (full batches on every instance)."""
-        n, s = self.shape.instances, self.slowdown
-        return max(n * b / (mean * s) for b, mean in enumerate(self.times.mean_s, start=1))
+        return self.curves.max_rps * self.calibration
 
-    def estimate(self, rps: float) -> Estimate:
-        """Latency quantiles (at the SLO's percentile) of one replica offered `rps`, at its best batch size."""
-        key = round(rps, 6)
-        if key in self._cache:
-            return self._cache[key]
-        n, s, p = self.shape.instances, self.slowdown, self.slo.percentile / 100
-        best = Estimate(self.shape.max_batch, math.inf, math.inf, math.inf, math.inf, math.inf)
-        for b in range(1, self.shape.max_batch + 1):
-            mean = self.times.mean_s[b - 1] * s
-            offered = rps / b * mean  # batches per second x batch time
-            if offered >= n:
-                continue
-            waits = erlang_c(n, offered)
-            # Allen-Cunneen: M/G/c wait ~ M/M/c wait x (ca^2 + cs^2) / 2, Poisson batches (ca^2 = 1).
-            mean_wait = waits * mean / (n - offered) * (1 + self.times.scv[b - 1]) / 2
-            wait = mean_wait / waits * math.log(waits / (1 - p)) if waits > 1 - p else 0.0
-            estimate = Estimate(
-                b,
-                offered / n,
-                wait,
-                wait + self.times.ttft_quantile_s[b - 1] * s,
-                self.times.tpot_quantile_s[b - 1] * s,
-                wait + self.times.quantile_s[b - 1] * s,
-            )
-            if self._score(estimate) < self._score(best):
-                best = estimate
-        if len(self._cache) < 100_000:
-            self._cache[key] = best
-        return best
+    def for_ttft(self, ttft_s: float) -> "CapacityModel":
+        """The same measurements read against another TTFT target (from the stored TTFT quantiles; the share
+        is capped at the highest stored level, and the other targets' misses are not re-read)."""
+        slo = Slo(ttft_s=ttft_s, tpot_s=self.slo.tpot_s, latency_s=self.slo.latency_s, percentile=self.slo.percentile)
+        curves = tuple(
+            Curve(c.pool, c.rates, tuple(float(np.interp(ttft_s, q, LEVELS, left=0.0, right=LEVELS[-1])) for q in c.ttft), c.ttft, c.in_flight)
+            for c in self.curves.curves
+        )
+        return CapacityModel(Curves(self.shape, slo, curves, self.curves.max_rps, self.curves.note + f"; read at TTFT {ttft_s:g} s"), self.calibration)
 
-    def _score(self, e: Estimate) -> float:
-        """How far over its SLO an estimate is at worst (<= 1 means met)."""
-        ratios = [value / target for value, target in ((e.ttft_s, self.slo.ttft_s), (e.tpot_s, self.slo.tpot_s), (e.latency_s, self.slo.latency_s)) if target]
-        return max(ratios)
-
-    def met_share(self, rps: float, extra_wait_s: float = 0.0) -> float:
-        """Share of requests meeting the SLO at `rps` per replica when every request also waits extra_wait_s
-        (a backlog): the M/G/c wait's exponential tail against the time the SLO leaves after service."""
-        e = self.estimate(rps)
-        if math.isinf(e.utilization):
+    def met_share(self, rps: float, extra_wait_s: float = 0.0, replicas: int = 1) -> float:
+        """Share of requests meeting the SLO at `rps` per replica over `replicas`, when each also waits
+        extra_wait_s (a backlog)."""
+        curve = self.curves.for_pool(replicas)
+        rate = rps / self.calibration
+        if rate > curve.rates[-1] * 1.000001:
             return 0.0
-        n, s = self.shape.instances, self.slowdown
-        b = e.batch
-        if self.slo.tpot_s and e.tpot_s > self.slo.tpot_s:
-            return 0.0
-        mean = self.times.mean_s[b - 1] * s
-        offered = rps / b * mean
-        waits = erlang_c(n, offered)
-        mean_wait = waits * mean / (n - offered) * (1 + self.times.scv[b - 1]) / 2
-        slack = min(
-            target - service
-            for target, service in ((self.slo.ttft_s, self.times.ttft_quantile_s[b - 1] * s), (self.slo.latency_s, self.times.quantile_s[b - 1] * s))
-            if target
-        ) if (self.slo.ttft_s or self.slo.latency_s) else math.inf
-        slack -= extra_wait_s
-        if slack < 0:
-            return 0.0
-        if waits <= 0 or mean_wait <= 0:
-            return 1.0
-        return 1.0 - waits * math.exp(-slack * waits / mean_wait)
+        share = _interp(rate, curve.rates, curve.met)
+        if extra_wait_s > 0 and self.slo.ttft_s:
+            # Requests whose TTFT is within the SLO minus the extra wait, from the TTFT quantiles at this rate.
+            quantiles = [_interp(rate, curve.rates, [q[i] for q in curve.ttft]) for i in range(len(LEVELS))]
+            within = float(np.interp(self.slo.ttft_s - extra_wait_s, quantiles, LEVELS, left=0.0, right=LEVELS[-1]))
+            base = float(np.interp(self.slo.ttft_s, quantiles, LEVELS, left=0.0, right=LEVELS[-1]))
+            share *= within / base if base > 0 else 0.0
+        return max(0.0, min(1.0, share))
 
-    def meets(self, rps: float) -> bool:
-        return self._score(self.estimate(rps)) <= 1.0
+    def ttft_quantile(self, rps: float, level: float = 0.99, replicas: int = 1) -> float:
+        curve = self.curves.for_pool(replicas)
+        rate = rps / self.calibration
+        if rate > curve.rates[-1] * 1.000001:
+            return math.inf
+        i = LEVELS.index(level) if level in LEVELS else len(LEVELS) - 1
+        return _interp(rate, curve.rates, [q[i] for q in curve.ttft])
 
-    def rps_at_slo(self) -> float:
-        """The highest per-replica rate that still meets the SLO (0 when even an idle replica misses it), calibrated."""
-        return min(self.max_rps, _rate_at_slo(self) * self.calibration)
+    def in_flight(self, rps: float, replicas: int = 1) -> float:
+        """Mean requests in one replica offered `rps` (physics, Little's law: not scaled by the calibration,
+        which moves only where the SLO boundary lies)."""
+        curve = self.curves.for_pool(replicas)
+        return _interp(rps, curve.rates, curve.in_flight)
+
+    def rps_at_slo(self, replicas: int = 1) -> float:
+        """The highest per-replica rate that meets the SLO's percentile with `replicas` sharing the load:
+        interpolated between the measured pool sizes (in log size), never falling as the pool grows."""
+        pools = [c.pool for c in self.curves.curves]
+        limits = np.maximum.accumulate([c.rate_at(self.slo.target) for c in self.curves.curves])
+        return float(np.interp(math.log(max(1, replicas)), np.log(pools), limits)) * self.calibration
 
     def replicas_for(self, rps: float) -> int:
         """Fewest replicas whose share of `rps` meets the SLO (at least the throughput bound); 0 for no demand."""
         if not rps > 0:
             return 0
-        limit = self.rps_at_slo()
-        if limit <= 0:
-            return math.ceil(rps / self.max_rps)  # the SLO is out of reach: at least keep up
-        return math.ceil(rps / limit - 1e-9)
+        low = max(1, math.ceil(rps / self.max_rps - 1e-9))
+        best = self.rps_at_slo(10**9)
+        if best <= 0:
+            return low  # the SLO is out of reach: at least keep up
+        high = max(low, math.ceil(rps / best - 1e-9))
 
-    def in_flight_at_slo(self) -> float:
-        """Requests in a replica at its SLO rate (Little's law with the mean time in system)."""
-        rate = self.rps_at_slo()
-        if rate <= 0:
-            return 1.0
-        e = self.estimate(rate)
-        mean_service = self.times.mean_s[e.batch - 1] * self.slowdown
-        return max(1.0, rate * (mean_service + e.wait_s / 2))
+        def enough(n: int) -> bool:
+            return rps / n <= self.rps_at_slo(n) + 1e-12
 
+        if not enough(high):
+            return high
+        while low < high:  # rps / n falls and the pool's limit rises with n: bisect the first n that is enough
+            mid = (low + high) // 2
+            if enough(mid):
+                high = mid
+            else:
+                low = mid + 1
+        return low
 
-def _rate_at_slo(model: CapacityModel) -> float:
-    key = ("rate_at_slo",)
-    if key in model._cache:
-        return model._cache[key]
-    if not model.meets(1e-9):
-        model._cache[key] = 0.0
-        return 0.0
-    low, high = 0.0, model.max_rps
-    for _ in range(50):  # latency rises with the rate: bisect the boundary
-        mid = (low + high) / 2
-        if model.meets(mid):
-            low = mid
-        else:
-            high = mid
-    model._cache[key] = low
-    return low
+    def in_flight_at_slo(self, replicas: int = 1) -> float:
+        """Requests in one replica at its SLO rate (the reactive in-flight target)."""
+        rate = self.rps_at_slo(replicas)
+        return max(1.0, self.in_flight(rate, replicas)) if rate > 0 else 1.0
 
 
-def best_shape(
-    profile: Profile,
-    shapes: Sequence[Shape],
-    slo: Slo,
-    rps: float,
-    prompts: Sequence[float] | None = None,
-    outputs: Sequence[float] | None = None,
-) -> tuple[Shape, int]:
-    """The vertical setting that meets the SLO at `rps` with the fewest replicas (one GPU each);
-    ties go to fewer instances, then the smaller batch."""
-    best: tuple[int, int, int, Shape] | None = None
-    for shape in shapes:
-        model = CapacityModel.build(profile, shape, slo, prompts, outputs)
-        if model.rps_at_slo() <= 0:
-            continue
-        key = (model.replicas_for(max(rps, 1e-9)), shape.instances, shape.max_batch, shape)
-        if best is None or key[:3] < best[:3]:
-            best = key
-    if best is None:
-        raise ValueError(f"no shape meets the SLO {slo.describe()} even when idle")
-    return best[3], best[0]
+def batch_mean_s(profile, prompts: np.ndarray, outputs: np.ndarray, batch: int, draws: int = 4000, seed: int = 0) -> float:
+    """Mean service time of a full batch at one instance alone (a vectorised emulator.service_time over
+    batches drawn from the token sample; a test checks they agree)."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(prompts), size=(draws, batch))
+    prefill = profile.prefill_base_s + profile.prefill_s_per_token * np.maximum(prompts[rows], 0).sum(axis=1)
+    step = profile.decode_step_base_s + profile.decode_step_s_per_extra_sequence * (batch - 1)
+    return float((prefill + np.maximum(outputs[rows].max(axis=1), 0) * step).mean())
 
 
-@lru_cache(maxsize=None)
-def default_shapes(max_instances: int = 4, max_batch: int = 16) -> tuple[Shape, ...]:
-    batches = [b for b in (1, 2, 4, 8, 16, 32) if b <= max_batch]
-    return tuple(Shape(n, b) for n in range(1, max_instances + 1) for b in batches)
+def full_batch_rps(profile, shape: Shape, prompts: np.ndarray, outputs: np.ndarray, speed_factor: float = 1.0) -> float:
+    """Requests per second a replica completes with every instance running full batches."""
+    n = shape.instances
+    return profile.throughput_scaling(n) * speed_factor * shape.max_batch / batch_mean_s(profile, prompts, outputs, shape.max_batch)
+
+
+CALIBRATION_BOUNDS = (0.5, 2.0)
+MIN_FINISHED = 200
+"""Completions a window needs before its miss share moves the calibration."""
+
+
+def recalibrate(calibration: float, finished: float, missed: float, target: float, step: float = 0.03) -> float:
+    """Online correction of the measured curves from what the fleet achieved over the last window.
+
+    Misses above the SLO's budget (1 - target) mean the curves promised too much per replica: lower the
+    calibration by 2 steps (fast, an SLO is at stake). Misses under a third of the budget mean replicas
+    run with room: raise it by one step (slow, the cost of an error is an SLO breach). Too few
+    completions, or misses in between: keep it. Bounded, so one bad window cannot run away.
+    """
+    if finished < MIN_FINISHED:
+        return calibration
+    budget = 1.0 - target
+    share = missed / finished
+    if share > budget:
+        calibration *= (1 - step) ** 2
+    elif share < budget / 3:
+        calibration *= 1 + step
+    low, high = CALIBRATION_BOUNDS
+    return min(high, max(low, calibration))

@@ -8,9 +8,11 @@ Fairness rules:
   on a development split (the first `dev_fraction` of the trace) and
   reported on the rest; the baselines are reported over their whole swept
   knob on the same evaluation split, so their best point is seen;
-- the capacity model the policies are given is built from the development
-  split's token counts at the profile's nominal speed; the fleet may be
-  slower (`Fleet.speed_factor`), which the policies are not told.
+- the capacity curve the policies are given is measured (ebbflow.sim.profile)
+  with the development split's token counts at the profile's nominal speed;
+  the fleet may be slower (`Fleet.speed_factor`), which they are not told;
+- the Dynamo-like planner gets the same kind of curve, measured at its own
+  (swept) SLA, as its pre-deployment profiling would give it.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from ebbflow.sim.baselines.kpa import Kpa
 from ebbflow.sim.baselines.oracle import Ahead, find_oracle, static_peak
 from ebbflow.sim.baselines.ray import RayServe
 from ebbflow.sim.control import Controller
-from ebbflow.sim.des import Fleet, Outcome, _met, simulate
+from ebbflow.sim.des import Fleet, Outcome, simulate
 from ebbflow.sim.ebbflow_policy import Ebbflow, Forecasts, default_policy, forecasts
 from ebbflow.sim.fluid import simulate_fluid
+from ebbflow.sim.profile import capacity_model
 from ebbflow.sim.workload import Counts, Requests
 
 POLICIES = ("ebbflow", "hpa", "kpa", "ray", "dynamo", "static_peak", "oracle")
@@ -40,10 +43,11 @@ SWEEPS: dict[str, tuple[float, ...]] = {
     "hpa": (1, 2, 3, 4, 6, 8, 12),  # target in-flight requests per pod
     "kpa": (2, 3, 4, 6, 8, 12, 16),  # per-pod concurrency target (70 % of it is used)
     "ray": (1, 2, 3, 4, 6, 8, 12),  # target_ongoing_requests
-    "dynamo": (0.25, 0.5, 1.0, 2.0, 4.0),  # the planner's TTFT SLA, as a multiple of the comparison's SLO
+    "dynamo": (0.5, 0.75, 1.0, 1.5, 2.0),  # the planner's TTFT SLA, as a multiple of the comparison's SLO
 }
 KNOBS = {"hpa": "target in-flight/pod", "kpa": "concurrency", "ray": "target_ongoing_requests", "dynamo": "SLA TTFT x SLO"}
-TUNING = {"forecast_quantile": (0.5, 0.9, 0.99), "scale_down_delay_s": (30.0, 120.0), "calibration": (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)}
+TUNING = {"forecast_quantile": (0.5, 0.9), "scale_down_delay_s": (30.0, 120.0), "calibration": (0.8, 1.0, 1.2, 1.5)}
+"""ebbflow's settings tried on the development split (scored after the forecaster's first 30 bins)."""
 
 
 @dataclass(frozen=True)
@@ -215,9 +219,10 @@ class Comparison:
 class _Runner:
     """One split of one trace in one mode: simulate(controller) -> Outcome."""
 
-    def __init__(self, data: Requests | Counts, setup: Setup, truth: CapacityModel, initial: int) -> None:
+    def __init__(self, data: Requests | Counts, setup: Setup, truth: CapacityModel, initial: int, score_from_s: float = 0.0) -> None:
         self.data, self.setup, self.truth, self.initial = data, setup, truth, initial
         self.fluid = isinstance(data, Counts)
+        self.score_from_s = score_from_s
 
     @property
     def span_s(self) -> float:
@@ -226,14 +231,20 @@ class _Runner:
     def run(self, controller: Controller) -> Outcome:
         warmup = self.setup.warmup_s
         if self.fluid:
-            return simulate_fluid(self.data, self.setup.fleet, self.truth, controller, initial=self.initial, warmup_s=warmup)
-        return simulate(self.data, self.setup.fleet, controller, span_s=self.span_s, initial=self.initial, warmup_s=warmup)
+            outcome = simulate_fluid(self.data, self.setup.fleet, self.truth, controller, initial=self.initial, warmup_s=warmup)
+            start = np.arange(len(outcome.scored)) * self.data.step_s
+        else:
+            outcome = simulate(self.data, self.setup.fleet, controller, span_s=self.span_s, initial=self.initial, warmup_s=warmup, slo=self.setup.slo)
+            start = self.data.times
+        if self.score_from_s:
+            outcome.scored &= start >= self.score_from_s
+        return outcome
 
     def demand(self, step_s: float) -> np.ndarray:
         return self.data.rates(step_s)
 
     def bin_misses(self, outcome: Outcome, slo: Slo, step_s: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
-        met = _met(outcome, slo)
+        met = outcome.met(slo)
         if self.fluid:
             per = max(1, int(round(step_s / self.data.step_s)))
             w = outcome.weights * outcome.scored
@@ -246,8 +257,6 @@ class _Runner:
 def compare(
     data: Requests | Counts,
     setup: Setup,
-    capacity: CapacityModel,
-    truth: CapacityModel,
     policies: tuple[str, ...] = POLICIES,
     sweeps: dict[str, tuple[float, ...]] = SWEEPS,
     progress: Callable[[str], None] | None = None,
@@ -258,10 +267,23 @@ def compare(
     cut = round(data.span_s * setup.dev_fraction / step) * step
     dev, evaluation = data.split(cut)
     fleet, slo = setup.fleet, setup.slo
+    prompts = dev.prompts if isinstance(dev, Requests) and len(dev) else None
+    outputs = dev.outputs if isinstance(dev, Requests) and len(dev) else None
+    aim = replace(slo, percentile=setup.target * 100)
+
+    def measure(objective: Slo, speed_factor: float = 1.0) -> CapacityModel:
+        return capacity_model(fleet.profile, fleet.shape, objective, prompts, outputs, speed_factor, fleet.noise_sigma, seed=fleet.seed)
+
+    started = time.perf_counter()
+    capacity = measure(aim)
+    truth = capacity if fleet.speed_factor == 1.0 else measure(aim, fleet.speed_factor)
+    limits = ", ".join(f"{c.pool}: {c.rate_at(aim.target):.3g}" for c in capacity.curves.curves)
+    say(f"capacity curves measured in {time.perf_counter() - started:.1f} s; req/s per replica at {aim.describe()} by pool size: {limits}")
     first_rate = float(np.nan_to_num(evaluation.rates(60.0)[:1]).max(initial=0.0))
     initial = max(fleet.min_replicas, capacity.replicas_for(first_rate))
     runner = _Runner(evaluation, setup, truth, initial)
-    dev_runner = _Runner(dev, setup, truth, max(fleet.min_replicas, capacity.replicas_for(float(np.nan_to_num(dev.rates(60.0)[:1]).max(initial=0.0)))))
+    dev_initial = max(fleet.min_replicas, capacity.replicas_for(float(np.nan_to_num(dev.rates(60.0)[:1]).max(initial=0.0))))
+    dev_runner = _Runner(dev, setup, truth, dev_initial, score_from_s=30 * step)
     results: list[Result] = []
     comparison = Comparison(data.name, "fluid" if runner.fluid else "discrete-event", setup, results, runner.demand(step), None)
 
@@ -305,7 +327,7 @@ def compare(
         tried = []
         for q, delay, calibration in itertools.product(*TUNING.values()):
             policy = default_policy(forecast_quantile=q, scale_down_delay_s=delay, min_replicas=fleet.min_replicas or 1, max_replicas=fleet.max_replicas)
-            model = replace(capacity, calibration=calibration, _cache={})
+            model = replace(capacity, calibration=calibration)
             outcome = dev_runner.run(Ebbflow(policy, model, dev_forecast, fleet.cold_s))
             tried.append((outcome.attainment(slo), outcome.gpu_s, q, delay, calibration))
         meeting = [t for t in tried if t[0] >= setup.target]
@@ -323,8 +345,10 @@ def compare(
             ],
         }
         policy = default_policy(forecast_quantile=q, scale_down_delay_s=delay, min_replicas=fleet.min_replicas or 1, max_replicas=fleet.max_replicas)
-        model = replace(capacity, calibration=calibration, _cache={})
-        record("ebbflow", None, Ebbflow(policy, model, eval_forecast, fleet.cold_s), f"q={q:g}, scale-down delay {delay:g} s, calibration {calibration:g} (tuned on dev)")
+        model = replace(capacity, calibration=calibration)
+        controller = Ebbflow(policy, model, eval_forecast, fleet.cold_s)
+        record("ebbflow", None, controller, f"q={q:g}, scale-down delay {delay:g} s, calibration {calibration:g} (tuned on dev)")
+        comparison.details["calibration"] = controller.calibrations
 
     for knob in sweeps.get("hpa", ()) if "hpa" in policies else ():
         record("hpa", knob, Hpa(knob))
@@ -338,6 +362,5 @@ def compare(
         predictions = arima_predictions(history)[len(dev.rates(ADJUSTMENT_INTERVAL_S)) :]
         say(f"dynamo ARIMA: {len(history)} intervals in {time.perf_counter() - started:.1f} s")
         for knob in sweeps["dynamo"]:
-            sla = Slo(ttft_s=slo.ttft_s * knob if slo.ttft_s else 0.0, tpot_s=slo.tpot_s, latency_s=slo.latency_s * knob if slo.latency_s else 0.0, percentile=slo.percentile)
-            record("dynamo", knob, DynamoLike(replace(capacity, slo=sla, _cache={}), predictions))
+            record("dynamo", knob, DynamoLike(capacity.for_ttft(aim.ttft_s * knob), predictions))
     return comparison

@@ -18,11 +18,20 @@ import numpy as np
 
 @dataclass
 class Telemetry:
-    """Per-second arrivals and in-flight area, filled by the simulator as time passes."""
+    """Per-second arrivals, in-flight area, and completions meeting or missing the SLO (as the router
+    measures them), filled by the simulator as time passes."""
 
     arrivals: np.ndarray
     in_flight_area: np.ndarray
     step_s: float = 1.0
+    finished: np.ndarray | None = None
+    missed: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.finished is None:
+            self.finished = np.zeros_like(self.arrivals)
+        if self.missed is None:
+            self.missed = np.zeros_like(self.arrivals)
 
     @classmethod
     def empty(cls, span_s: float, step_s: float = 1.0) -> "Telemetry":
@@ -44,7 +53,7 @@ class Observation:
     def __post_init__(self) -> None:
         self._done = int(self.now_s // self.telemetry.step_s)
 
-    def _window(self, values: np.ndarray, window_s: float) -> float:
+    def _window(self, values: np.ndarray, window_s: float) -> tuple[float, float]:
         k = max(1, int(round(window_s / self.telemetry.step_s)))
         lo = max(0, self._done - k)
         return float(values[lo : self._done].sum()), max(1, self._done - lo) * self.telemetry.step_s
@@ -57,6 +66,12 @@ class Observation:
         """Mean requests in the system over the last window_s."""
         area, span = self._window(self.telemetry.in_flight_area, window_s)
         return area / span
+
+    def slo_misses(self, window_s: float) -> tuple[float, float]:
+        """(requests finished, of which missed the SLO) over the last window_s."""
+        finished, _ = self._window(self.telemetry.finished, window_s)
+        missed, _ = self._window(self.telemetry.missed, window_s)
+        return finished, missed
 
     def arrival_series(self, step_s: float, bins: int) -> np.ndarray:
         """The last `bins` complete bins of step_s as req/s, oldest first (fewer at the start)."""

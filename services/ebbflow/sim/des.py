@@ -76,24 +76,18 @@ class Outcome:
     """Requests each entry stands for (fluid mode: one entry per bin)."""
     extra: dict = field(default_factory=dict)
 
+    def met(self, slo: Slo) -> np.ndarray:
+        """Per entry, the share meeting the SLO (a request: 0 or 1; a fluid bin: its share)."""
+        if self.weights is not None:
+            return self.extra["met_share"]
+        return slo.met(self.ttft_s, self.tpot_s, self.latency_s).astype(float)
+
     def attainment(self, slo: Slo) -> float:
-        met = _met(self, slo)
+        """Share of scored requests meeting the SLO."""
+        met = self.met(slo)
         w = self.weights if self.weights is not None else np.ones(len(met))
         total = float(w[self.scored].sum())
         return float((met * w)[self.scored].sum() / total) if total else math.nan
-
-
-def _met(outcome: Outcome, slo: Slo) -> np.ndarray:
-    if outcome.weights is not None:  # fluid: the share meeting the SLO per bin is stored in latency_s
-        return outcome.extra["met_share"]
-    ok = np.ones(len(outcome.ttft_s), dtype=bool)
-    if slo.ttft_s:
-        ok &= outcome.ttft_s <= slo.ttft_s
-    if slo.tpot_s:
-        ok &= outcome.tpot_s <= slo.tpot_s
-    if slo.latency_s:
-        ok &= outcome.latency_s <= slo.latency_s
-    return ok.astype(float)
 
 
 class _Replica:
@@ -109,10 +103,17 @@ class _Replica:
 
 
 def simulate(
-    requests: Requests, fleet: Fleet, controller: Controller, span_s: float | None = None, initial: int | None = None, warmup_s: float = 0.0
+    requests: Requests,
+    fleet: Fleet,
+    controller: Controller,
+    span_s: float | None = None,
+    initial: int | None = None,
+    warmup_s: float = 0.0,
+    slo: Slo | None = None,
 ) -> Outcome:
     """Replay `requests` against `fleet` under `controller` (deterministic for fleet.seed); the controller is
-    first asked at warmup_s (until then, `initial` replicas serve), so no policy acts on empty telemetry."""
+    first asked at warmup_s (until then, `initial` replicas serve), so no policy acts on empty telemetry.
+    With an `slo`, completions meeting and missing it are part of the telemetry."""
     profile, shape = fleet.profile, fleet.shape
     times = requests.times.tolist()
     prompts = requests.prompts.tolist()
@@ -122,6 +123,10 @@ def simulate(
     end_s = span + 600.0  # let the last requests finish
     telemetry = Telemetry.empty(end_s)
     arrivals, area = telemetry.arrivals, telemetry.in_flight_area
+    finished, missed = telemetry.finished, telemetry.missed
+    ttft_target = slo.ttft_s if slo and slo.ttft_s else math.inf
+    tpot_target = slo.tpot_s if slo and slo.tpot_s else math.inf
+    latency_target = slo.latency_s if slo and slo.latency_s else math.inf
     ttft = [math.nan] * n
     tpot = [math.nan] * n
     latency = [math.nan] * n
@@ -240,8 +245,12 @@ def simulate(
         if t_event == now:
             _, _, kind, r, batch = heapq.heappop(events)
             if kind == 0:  # batch done
+                second = int(now)
                 for j in batch:
                     latency[j] = now - times[j]
+                    if slo is not None:
+                        finished[second] += 1
+                        missed[second] += ttft[j] > ttft_target or tpot[j] > tpot_target or latency[j] > latency_target
                 k = len(batch)
                 r.outstanding -= k
                 in_system -= k
@@ -289,5 +298,5 @@ def simulate(
         samples_ready[:used],
         actions,
         cold_starts,
-        extra={"completed": done, "held_at_end": len(held)},
+        extra={"completed": done, "held_at_end": len(held), "in_flight_area": float(area.sum())},
     )

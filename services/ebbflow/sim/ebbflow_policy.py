@@ -17,7 +17,7 @@ import numpy as np
 
 from ebbflow.forecaster.core import Selector
 from ebbflow.runtime.config import ModelPolicy
-from ebbflow.scheduler.capacity import CapacityModel
+from ebbflow.scheduler.capacity import CapacityModel, recalibrate
 from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide, resume_state
 from ebbflow.sim.control import Observation
 
@@ -80,12 +80,26 @@ class Ebbflow:
     """Load window of the reactive floor (the collector's long window); panic reads the short one."""
     burst_window_s: float = 6.0
     min_forecast_observations: int = 30
+    learn: bool = True
+    """Correct the capacity curves online from the SLO misses the router observes (capacity.recalibrate)."""
+    learn_every_s: float = 60.0
+    learn_window_s: float = 300.0
     state: ScalingState = field(default_factory=ScalingState)
     current: int = -1
+    learned_at_s: float = 0.0
+    calibrations: list = field(default_factory=list)
 
     def decide(self, obs: Observation) -> int:
         if self.current < 0:
             self.current, self.state = obs.current, resume_state(obs.current, obs.now_s)
+            self.learned_at_s = obs.now_s
+        if self.learn and obs.now_s - self.learned_at_s >= self.learn_every_s:
+            self.learned_at_s = obs.now_s
+            finished, missed = obs.slo_misses(self.learn_window_s)
+            calibration = recalibrate(self.capacity.calibration, finished, missed, self.capacity.slo.target)
+            if calibration != self.capacity.calibration:
+                self.capacity = replace(self.capacity, calibration=calibration)
+            self.calibrations.append((obs.now_s, calibration))
         view = self.forecast.at(obs.now_s, self.min_forecast_observations) if self.forecast else None
         load = LoadView(True, obs.in_flight(self.window_s), obs.arrival_rps(self.window_s), forecast=view, burst_in_flight=obs.in_flight(self.burst_window_s))
         lead = self.policy.lead_s or self.cold_start_s + self.period_s

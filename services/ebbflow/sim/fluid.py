@@ -5,8 +5,9 @@ many. Per bin of width w: replicas started at least `cold_start_s` ago serve
 (pro rata for a part of the bin); the bin's arrivals join the backlog; a
 replica completes at most its full-batch throughput (the capacity model's
 max_rps, at the fleet's true speed); what is not served waits for the next
-bin. The share of a bin's requests meeting the SLO is the capacity model's
-(M/G/c tail at the bin's per-replica rate, after the backlog's wait). A
+bin. The share of a bin's requests meeting the SLO is the measured capacity
+curve's at the bin's per-replica rate, after the backlog's wait; its TTFT is
+the curve's p99 plus that wait (so fluid percentiles are of per-bin p99s). A
 drained replica holds its GPU one more bin (its last batches). The
 controllers are the same objects the discrete-event mode runs, asked at
 their period rounded to whole bins, over the same kind of telemetry.
@@ -48,7 +49,6 @@ def simulate_fluid(
     ttft = np.zeros(bins)
     replicas = np.zeros(bins)
     ready_series = np.zeros(bins)
-    tpot = np.zeros(bins)
     draining = 0.0
     for k in range(bins):
         t0 = k * w
@@ -83,23 +83,24 @@ def simulate_fluid(
         draining = 0.0
         a = arrivals[k]
         if ready > 0:
-            rate = a / w / ready
+            rate = min(a / w / ready, mu)
             wait = backlog / (ready * mu)
             served = min(backlog + a, ready * mu * w)
-            estimate = truth.estimate(min(rate, mu * 0.999))
-            met[k] = truth.met_share(min(rate, mu * 0.999), wait) if rate < mu else 0.0
-            ttft[k] = estimate.ttft_s + wait
-            tpot[k] = estimate.tpot_s
-            mean_time = truth.times.mean_s[estimate.batch - 1] * truth.slowdown + estimate.wait_s / 2
+            pool = max(1, int(ready))
+            met[k] = truth.met_share(rate, wait, pool)
+            ttft[k] = truth.ttft_quantile(rate, 0.99, pool) + wait
+            in_flight = truth.in_flight(rate, pool) * ready
         else:
-            served, met[k], ttft[k], tpot[k], mean_time = 0.0, 0.0, math.inf, math.inf, 0.0
+            served, met[k], ttft[k], in_flight = 0.0, 0.0, math.inf, 0.0
         backlog = backlog + a - served
         telemetry.arrivals[k] = a
-        telemetry.in_flight_area[k] = (min(a, served) / w * mean_time + backlog) * w
+        telemetry.in_flight_area[k] = (in_flight + backlog) * w
+        telemetry.finished[k] = served
+        telemetry.missed[k] = served * (1.0 - met[k])
     return Outcome(
         controller.name,
         ttft,
-        tpot,
+        np.zeros(bins),  # TPOT is inside the measured share; the fluid mode has no per-request TPOT
         ttft,
         scored,
         gpu_s,

@@ -15,7 +15,7 @@ The ARIMA is the forecaster's (statsmodels-fitted orders, refitted each interval
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,14 +51,13 @@ class DynamoLike:
     last_plan_s: float = -math.inf
 
     def decide(self, obs: Observation) -> int:
-        per_replica = self.capacity.rps_at_slo() or self.capacity.max_rps
         if obs.now_s - self.last_plan_s >= ADJUSTMENT_INTERVAL_S or self.planned < 0:
             self.last_plan_s = obs.now_s
             k = int(obs.now_s // ADJUSTMENT_INTERVAL_S) - 1
             rate = self.predictions[k] if 0 <= k < len(self.predictions) else obs.arrival_rps(ADJUSTMENT_INTERVAL_S)
-            self.planned = max(1, math.ceil(rate / per_replica))
+            self.planned = max(1, self.capacity.replicas_for(rate))
             return self.planned
-        need = math.ceil(obs.arrival_rps(REACTIVE_INTERVAL_S) / per_replica)
+        need = self.capacity.replicas_for(obs.arrival_rps(REACTIVE_INTERVAL_S))
         current = obs.current
         if need > current:
             return current + 1
