@@ -22,7 +22,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from ebbflow.runtime.config import Config, load_config, with_router_port
-from ebbflow.runtime.errors import AlreadyRunningError, EbbflowError
+from ebbflow.runtime.errors import AlreadyRunningError, ConfigError, EbbflowError
 from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
 
 STATE_FILE = "state.json"
@@ -473,6 +473,52 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if response.matches else 1
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ebbflow.scheduler.capacity import Slo
+    from ebbflow.sim.compare import POLICIES
+    from ebbflow.sim.replay import Progress, ReplayOptions, expected_steps, parse_shape, run_replay, table, write
+
+    policies = tuple(p.strip() for item in (args.policy or []) for p in item.split(",") if p.strip()) or POLICIES
+    try:
+        slo = Slo(ttft_s=args.slo_ttft, tpot_s=args.slo_tpot, latency_s=args.slo_latency, percentile=args.slo_target)
+    except ValueError as error:
+        raise ConfigError(f"invalid SLO: {error}") from None
+    if args.scale <= 0:
+        raise ConfigError(f"--scale must be > 0, got {args.scale}")
+    if not 0.1 <= args.dev_fraction <= 0.9:
+        raise ConfigError(f"--dev-fraction must be in [0.1, 0.9], got {args.dev_fraction}")
+    options = ReplayOptions(
+        trace=Path(args.trace),
+        policies=policies,
+        scale=args.scale,
+        mode=args.mode,
+        slo=slo,
+        shape=parse_shape(args.shape),
+        profile=args.profile,
+        cold_start_s=args.cold_start_s,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        slower=args.slower,
+        seed=args.seed,
+        dev_fraction=args.dev_fraction,
+        time_unit=args.time_unit,
+        time_column=args.time_column,
+        prompt_column=args.prompt_column,
+        output_column=args.output_column,
+    )
+    progress = Progress(expected_steps(policies)) if not args.quiet else (lambda _: None)
+    try:
+        comparison, report = run_replay(options, progress)
+    finally:
+        if isinstance(progress, Progress):
+            progress.close()
+    out = Path(args.out) if args.out else Path(f"replay-{report['name']}")
+    written = write(comparison, report, out, plots=not args.no_plots)
+    print(table(report))
+    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 # ---- main ---------------------------------------------------------------------
 
 
@@ -548,6 +594,35 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="the ExplainResponse as JSON")
     explain.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     explain.set_defaults(func=cmd_explain)
+
+    replay = sub.add_parser(
+        "replay",
+        help="what-if: simulate ebbflow, HPA, KPA, Ray Serve, a Dynamo-like planner, static peak and a clairvoyant oracle on a trace",
+    )
+    replay.add_argument("--trace", required=True, help="CSV or JSON Lines: one row per request (arrival time, optional token counts) or rates per window")
+    replay.add_argument("--policy", action="append", help="policies to run, repeatable or comma-separated (default: all of ebbflow,hpa,kpa,ray,dynamo,static_peak,oracle)")
+    replay.add_argument("--scale", type=float, default=1.0, help="multiply the trace's request rate by this (default: %(default)s)")
+    replay.add_argument("--mode", choices=("auto", "des", "fluid"), default="auto", help="per-request discrete-event or fluid (default: auto, by trace kind and size)")
+    replay.add_argument("--slo-ttft", type=float, default=2.0, help="time-to-first-token objective, s (0: none; default: %(default)s)")
+    replay.add_argument("--slo-tpot", type=float, default=0.1, help="time-per-output-token objective, s (0: none; default: %(default)s)")
+    replay.add_argument("--slo-latency", type=float, default=0.0, help="end-to-end latency objective, s (0: none; default: %(default)s)")
+    replay.add_argument("--slo-target", type=float, default=99.5, help="percent of requests that must meet it (default: %(default)s)")
+    replay.add_argument("--shape", default="auto", help="replica shape INSTANCESxBATCH, e.g. 2x8 (default: auto, the fewest replicas for the SLO)")
+    replay.add_argument("--profile", default="llama2-7b-a100", help="latency profile of the emulated model (default: %(default)s)")
+    replay.add_argument("--cold-start-s", type=float, default=-1.0, help="start to ready, s (default: the profile's model_load_s)")
+    replay.add_argument("--min-replicas", type=int, default=1, help="(default: %(default)s)")
+    replay.add_argument("--max-replicas", type=int, default=0, help="(default: twice what the 1-minute peak needs, at least 20)")
+    replay.add_argument("--slower", type=float, default=0.0, help="sensitivity: the real fleet is this fraction slower than the profile, e.g. 0.15")
+    replay.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    replay.add_argument("--dev-fraction", type=float, default=0.4, help="share of the trace ebbflow is tuned on; results are on the rest (default: %(default)s)")
+    replay.add_argument("--time-unit", default="auto", choices=("auto", "s", "ms", "us", "ns"), help="unit of numeric arrival times (default: detected)")
+    replay.add_argument("--time-column", help="arrival time column (default: detected)")
+    replay.add_argument("--prompt-column", help="prompt token column (default: detected)")
+    replay.add_argument("--output-column", help="output token column (default: detected)")
+    replay.add_argument("--out", help="output folder (default: ./replay-<trace name>)")
+    replay.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.set_defaults(func=cmd_replay)
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
     demo.add_argument("--duration-s", type=float, default=120.0, help="length of the load ramp (default: %(default)s)")

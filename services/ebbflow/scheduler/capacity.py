@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -156,10 +156,26 @@ class CapacityModel:
         )
         return CapacityModel(Curves(self.shape, slo, curves, self.curves.max_rps, self.curves.note + f"; read at TTFT {ttft_s:g} s"), self.calibration)
 
-    def met_share(self, rps: float, extra_wait_s: float = 0.0, replicas: int = 1) -> float:
+    def _between_pools(self, replicas: float, read: Callable[[Curve], float]) -> float:
+        """A reading interpolated in log pool size between the two measured pools around `replicas`."""
+        curves = self.curves.curves
+        if replicas <= curves[0].pool or len(curves) == 1:
+            return read(curves[0])
+        for lower, upper in zip(curves, curves[1:]):
+            if replicas <= upper.pool:
+                a, b = read(lower), read(upper)
+                if math.isinf(a) or math.isinf(b):
+                    return max(a, b)
+                f = (math.log(replicas) - math.log(lower.pool)) / (math.log(upper.pool) - math.log(lower.pool))
+                return a + (b - a) * f
+        return read(curves[-1])
+
+    def met_share(self, rps: float, extra_wait_s: float = 0.0, replicas: float = 1) -> float:
         """Share of requests meeting the SLO at `rps` per replica over `replicas`, when each also waits
         extra_wait_s (a backlog)."""
-        curve = self.curves.for_pool(replicas)
+        return self._between_pools(replicas, lambda curve: self._met_share(curve, rps, extra_wait_s))
+
+    def _met_share(self, curve: Curve, rps: float, extra_wait_s: float) -> float:
         rate = rps / self.calibration
         if rate > curve.rates[-1] * 1.000001:
             return 0.0
@@ -172,19 +188,21 @@ class CapacityModel:
             share *= within / base if base > 0 else 0.0
         return max(0.0, min(1.0, share))
 
-    def ttft_quantile(self, rps: float, level: float = 0.99, replicas: int = 1) -> float:
-        curve = self.curves.for_pool(replicas)
-        rate = rps / self.calibration
-        if rate > curve.rates[-1] * 1.000001:
-            return math.inf
+    def ttft_quantile(self, rps: float, level: float = 0.99, replicas: float = 1) -> float:
         i = LEVELS.index(level) if level in LEVELS else len(LEVELS) - 1
-        return _interp(rate, curve.rates, [q[i] for q in curve.ttft])
+        rate = rps / self.calibration
 
-    def in_flight(self, rps: float, replicas: int = 1) -> float:
+        def read(curve: Curve) -> float:
+            if rate > curve.rates[-1] * 1.000001:
+                return math.inf
+            return _interp(rate, curve.rates, [q[i] for q in curve.ttft])
+
+        return self._between_pools(replicas, read)
+
+    def in_flight(self, rps: float, replicas: float = 1) -> float:
         """Mean requests in one replica offered `rps` (physics, Little's law: not scaled by the calibration,
         which moves only where the SLO boundary lies)."""
-        curve = self.curves.for_pool(replicas)
-        return _interp(rps, curve.rates, curve.in_flight)
+        return self._between_pools(replicas, lambda curve: _interp(rps, curve.rates, curve.in_flight))
 
     def rps_at_slo(self, replicas: int = 1) -> float:
         """The highest per-replica rate that meets the SLO's percentile with `replicas` sharing the load:

@@ -63,6 +63,8 @@ class Setup:
     """Forecast season in bins (0: none)."""
     warmup_s: float = 60.0
     """Every policy starts with the same replicas and first decides after this much telemetry."""
+    forecast_s: float = 0.0
+    """Resolution of ebbflow's forecast (0: bin_s); multi-day traces use 600 s, as the live forecaster's coarsest."""
 
 
 @dataclass
@@ -264,7 +266,9 @@ def compare(
     """Every policy on `data` (Requests: discrete-event; Counts: fluid); see the module docstring."""
     say = progress or (lambda _: None)
     step = setup.bin_s
-    cut = round(data.span_s * setup.dev_fraction / step) * step
+    forecast_step = setup.forecast_s or step
+    grain = max(step, forecast_step)
+    cut = round(data.span_s * setup.dev_fraction / grain) * grain
     dev, evaluation = data.split(cut)
     fleet, slo = setup.fleet, setup.slo
     prompts = dev.prompts if isinstance(dev, Requests) and len(dev) else None
@@ -283,7 +287,7 @@ def compare(
     initial = max(fleet.min_replicas, capacity.replicas_for(first_rate))
     runner = _Runner(evaluation, setup, truth, initial)
     dev_initial = max(fleet.min_replicas, capacity.replicas_for(float(np.nan_to_num(dev.rates(60.0)[:1]).max(initial=0.0))))
-    dev_runner = _Runner(dev, setup, truth, dev_initial, score_from_s=30 * step)
+    dev_runner = _Runner(dev, setup, truth, dev_initial, score_from_s=30 * forecast_step)
     results: list[Result] = []
     comparison = Comparison(data.name, "fluid" if runner.fluid else "discrete-event", setup, results, runner.demand(step), None)
 
@@ -316,11 +320,11 @@ def compare(
             record("static_peak", float(plan.max()), static_peak(plan, step), "the oracle's largest bin, all the time")
 
     if "ebbflow" in policies:
-        rates = np.concatenate([dev.rates(step), evaluation.rates(step)])
+        rates = np.concatenate([dev.rates(forecast_step), evaluation.rates(forecast_step)])
         started = time.perf_counter()
-        forecast = forecasts(rates, step, horizon=12, season=setup.season)
-        say(f"forecasts: {len(rates)} bins in {time.perf_counter() - started:.1f} s")
-        dev_bins = len(dev.rates(step))
+        forecast = forecasts(rates, forecast_step, horizon=12, season=setup.season)
+        say(f"forecasts: {len(rates)} bins of {forecast_step:g} s in {time.perf_counter() - started:.1f} s")
+        dev_bins = len(dev.rates(forecast_step))
         dev_forecast = Forecasts(forecast.step_s, forecast.views[:dev_bins], forecast.methods[:dev_bins])
         eval_forecast = forecast.shifted(dev_bins)
         comparison.forecast = eval_forecast

@@ -90,6 +90,14 @@ class Outcome:
         return float((met * w)[self.scored].sum() / total) if total else math.nan
 
 
+def least_outstanding(outstanding: list[int], draw: int) -> int:
+    """router.core.pick_replica's least-outstanding rule on replicas in key order: the fewest outstanding,
+    ties rotating with `draw`; the index of the pick."""
+    fewest = min(outstanding)
+    tied = [i for i, n in enumerate(outstanding) if n == fewest]
+    return tied[draw % len(tied)]
+
+
 class _Replica:
     __slots__ = ("key", "state", "started_s", "queue", "free", "outstanding")
 
@@ -185,9 +193,7 @@ def simulate(
         if not routable:
             held.append(i)
             return
-        fewest = min(r.outstanding for r in routable)
-        tied = [r for r in routable if r.outstanding == fewest]
-        r = tied[draw % len(tied)]
+        r = routable[least_outstanding([r.outstanding for r in routable], draw)]
         draw += 1
         r.outstanding += 1
         r.queue.append(i)
@@ -224,8 +230,8 @@ def simulate(
                     stop(r, now)
 
     start = fleet.min_replicas if initial is None else initial
-    for _ in range(start):  # replicas in force when the trace begins: already ready
-        r = _Replica(len(replicas), -cold_s, instances)
+    for _ in range(start):  # replicas in force when the trace begins: already ready, GPU time from 0
+        r = _Replica(len(replicas), 0.0, instances)
         r.state = READY
         replicas.append(r)
         routable.append(r)

@@ -4,7 +4,7 @@ Demand is exogenous (what arrives does not depend on the replicas), so the
 forecast of a trace is computed once (`forecasts`), by the forecaster's own
 Selector over the arrival-rate series at one resolution, and shared by every
 parameter setting; each decision sees only the forecast issued at the last
-complete bin. Load is read over the collector's 60-s window, panic over its 6-s one; the capacity
+complete bin. Load is read over a 30-s window (the collector's 6-s and 60-s windows bracket it), panic over the 6-s one; the capacity
 model is built from the token counts the fleet has served (the
 development split's requests), with the SLO of the comparison.
 """
@@ -76,7 +76,7 @@ class Ebbflow:
     cold_start_s: float
     name: str = "ebbflow"
     period_s: float = 1.0
-    window_s: float = 60.0
+    window_s: float = 30.0
     """Load window of the reactive floor (the collector's long window); panic reads the short one."""
     burst_window_s: float = 6.0
     min_forecast_observations: int = 30

@@ -30,7 +30,9 @@ class RayServe:
     target: float = DEFAULT_TARGET
     name: str = "ray"
     period_s: float = 1.0
-    counter: int = 0
+    direction: int = 0
+    """+1 while desired has stayed above current, -1 below (Ray's decision counter, kept as a start time)."""
+    since_s: float = 0.0
 
     def decide(self, obs: Observation) -> int:
         current = obs.current
@@ -39,16 +41,13 @@ class RayServe:
         if running == 0:
             return max(current, 1) if ongoing > 0 else current
         desired = max(1, math.ceil(running * (ongoing / running / self.target)))
-        if desired > current:
-            self.counter = max(self.counter, 0) + 1
-            if self.counter * self.period_s > UPSCALE_DELAY_S:
-                self.counter = 0
-                return desired
-        elif desired < current:
-            self.counter = min(self.counter, 0) - 1
-            if -self.counter * self.period_s > DOWNSCALE_DELAY_S:
-                self.counter = 0
-                return desired
-        else:
-            self.counter = 0
+        direction = (desired > current) - (desired < current)
+        if direction != self.direction:
+            self.direction, self.since_s = direction, obs.now_s
+        if direction == 0:
+            return current
+        delay = UPSCALE_DELAY_S if direction > 0 else DOWNSCALE_DELAY_S
+        if obs.now_s - self.since_s >= delay:
+            self.direction = 0  # the counter resets after a decision
+            return desired
         return current

@@ -1,0 +1,302 @@
+"""`ebbflow replay`: what ebbflow and the other autoscalers would have done on an operator's trace.
+
+Loads a trace (the one loader), picks the simulator mode and the replica
+shape, runs every policy (ebbflow, the swept baselines, static peak, the
+oracle), and writes results.json, table.txt and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ebbflow.emulator.service_time import load_profile
+from ebbflow.runtime.errors import ConfigError
+from ebbflow.scheduler.capacity import Shape, Slo
+from ebbflow.sim.compare import KNOBS, POLICIES, SWEEPS, Comparison, Setup, compare
+from ebbflow.sim.des import Fleet
+from ebbflow.sim.profile import best_shape, default_shapes
+from ebbflow.sim.workload import Counts, Requests, client_dispersion, counts_from_rates, requests_from_trace, scale
+from ebbflow.traces import load_trace
+
+MAX_DES_REQUESTS = 3_000_000
+"""Beyond this many requests the discrete-event mode would take too long: fluid mode instead."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    trace: Path
+    policies: tuple[str, ...] = POLICIES
+    scale: float = 1.0
+    mode: str = "auto"
+    slo: Slo = Slo(ttft_s=2.0, tpot_s=0.1, percentile=99.5)
+    shape: Shape | None = None
+    """None: the shape that meets the SLO at mean demand with the fewest replicas."""
+    profile: str = "llama2-7b-a100"
+    cold_start_s: float = -1.0
+    min_replicas: int = 1
+    max_replicas: int = 0
+    """0: twice what static peak would need, at least 20."""
+    slower: float = 0.0
+    """The fleet is this much slower than the profile the policies are given (0.15: 15 %)."""
+    noise_sigma: float = 0.3
+    seed: int = 0
+    dev_fraction: float = 0.4
+    bin_s: float = 10.0
+    time_unit: str = "auto"
+    time_column: str | None = None
+    prompt_column: str | None = None
+    output_column: str | None = None
+
+
+def parse_shape(text: str) -> Shape | None:
+    """'auto' or 'INSTANCESxBATCH', e.g. 2x8."""
+    if text == "auto":
+        return None
+    try:
+        instances, batch = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"shape must be 'auto' or INSTANCESxBATCH such as 2x8, got {text!r}") from None
+    if not (1 <= instances <= 16 and 1 <= batch <= 1024):
+        raise ConfigError(f"shape {text!r}: instances must be 1-16 and batch 1-1024")
+    return Shape(instances, batch)
+
+
+def load_workload(options: ReplayOptions) -> tuple[Requests | Counts, str]:
+    """The trace as simulator input, and the mode it will run in."""
+    trace = load_trace(options.trace, options.time_column, options.time_unit, options.prompt_column, options.output_column)
+    if trace.kind == "rates":
+        if options.mode == "des":
+            raise ConfigError(f"{trace.name} holds rates per {trace.rate_step_s:g} s window, not requests: it can only be replayed in fluid mode")
+        dispersion = None
+        if options.trace.name.endswith("_total_rate_10min.csv"):
+            clients = options.trace.with_name(options.trace.name.replace("_total_rate_10min.csv", "_clients.csv.gz"))
+            if clients.exists():
+                dispersion = client_dispersion(clients)
+        return counts_from_rates(trace, options.bin_s, dispersion, options.seed, options.scale), "fluid"
+    requests = scale(requests_from_trace(trace), options.scale, seed=options.seed)
+    if len(requests) < 100:
+        raise ConfigError(f"{trace.name}: {len(requests)} requests after scaling; at least 100 are needed for a meaningful replay")
+    if options.mode == "fluid" or (options.mode == "auto" and len(requests) > MAX_DES_REQUESTS):
+        return Counts(requests.name, options.bin_s, requests.counts(options.bin_s)), "fluid"
+    return requests, "discrete-event"
+
+
+def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: None) -> tuple[Comparison, dict]:
+    """Load, choose the shape and bounds, compare every policy; returns the comparison and a JSON-able report."""
+    for policy in options.policies:
+        if policy not in POLICIES:
+            raise ConfigError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+    started = time.perf_counter()
+    data, mode = load_workload(options)
+    profile = load_profile(options.profile)
+    say(f"{data.name}: {mode} mode, {data.span_s / 3600:.2f} h")
+    prompts = data.prompts if isinstance(data, Requests) else None
+    outputs = data.outputs if isinstance(data, Requests) else None
+    rates = data.rates(60.0)
+    mean_rps = float(np.nanmean(rates)) if np.isfinite(rates).any() else 0.0
+    peak_rps = float(np.nanmax(rates)) if np.isfinite(rates).any() else 0.0
+    aim = replace(options.slo, percentile=max(options.slo.percentile, 50.0))
+    shape = options.shape
+    shape_counts: dict = {}
+    if shape is None:
+        say("choosing the replica shape (instances x batch) that meets the SLO with the fewest replicas ...")
+        shape, _, counts = best_shape(profile, default_shapes(), aim, mean_rps, prompts, outputs, options.noise_sigma)
+        shape_counts = {f"{s.instances}x{s.max_batch}": n for s, n in counts.items()}
+        say(f"shape {shape.instances}x{shape.max_batch}")
+    max_replicas = options.max_replicas
+    if max_replicas <= 0:
+        from ebbflow.sim.profile import measure_curve
+        from ebbflow.scheduler.capacity import CapacityModel
+
+        quick = CapacityModel(measure_curve(profile, shape, aim, prompts, outputs, noise_sigma=options.noise_sigma, pools=(8,), points=10, requests_per_point=3000))
+        max_replicas = max(20, 2 * quick.replicas_for(peak_rps))
+    fleet = Fleet(
+        profile,
+        shape,
+        cold_start_s=options.cold_start_s,
+        speed_factor=1.0 / (1.0 + options.slower),
+        noise_sigma=options.noise_sigma,
+        min_replicas=options.min_replicas,
+        max_replicas=max_replicas,
+        seed=options.seed,
+    )
+    forecast_step = options.bin_s if mode == "discrete-event" or data.span_s <= 2 * 86400 else 600.0
+    season = int(round(86400 / forecast_step)) if data.span_s >= 3 * 86400 and 86400 / forecast_step <= 288 else 0
+    setup = Setup(fleet, options.slo, target=options.slo.target, bin_s=options.bin_s, dev_fraction=options.dev_fraction, season=season, forecast_s=forecast_step)
+    comparison = compare(data, setup, options.policies, SWEEPS, progress=say)
+    report = {
+        "trace": str(options.trace),
+        "name": data.name,
+        "mode": mode,
+        "requests": int(len(data)) if isinstance(data, Requests) else int(np.nansum(data.counts)),
+        "span_h": round(data.span_s / 3600, 3),
+        "mean_rps": round(mean_rps, 3),
+        "peak_rps_1min": round(peak_rps, 3),
+        "scale": options.scale,
+        "slo": asdict(options.slo),
+        "shape": f"{shape.instances}x{shape.max_batch}",
+        "shape_replicas_at_mean": shape_counts,
+        "fleet": {
+            "profile": profile.name,
+            "cold_start_s": fleet.cold_s,
+            "min_replicas": fleet.min_replicas,
+            "max_replicas": fleet.max_replicas,
+            "true_speed_vs_profile": round(fleet.speed_factor, 4),
+            "noise_sigma": fleet.noise_sigma,
+        },
+        "evaluation": f"the last {100 * (1 - options.dev_fraction):.0f} % of the trace; ebbflow tuned on the first {100 * options.dev_fraction:.0f} %",
+        "tuned": comparison.tuned,
+        "results": comparison.rows(),
+        "goals": comparison.goals(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return comparison, report
+
+
+def table(report: dict) -> str:
+    """The results as a fixed-width table, one row per policy and swept knob."""
+    header = f"{'policy':<12} {'knob':>24} {'attain %':>9} {'GPU-h':>8} {'x oracle':>8} {'TTFT p50':>8} {'TTFT p99':>8} {'TPOT p99':>8} {'actions':>7} {'cold':>6}"
+    lines = [
+        f"{report['name']}: {report['mode']}, {report['requests']:,} requests over {report['span_h']} h, mean {report['mean_rps']} req/s, "
+        f"shape {report['shape']}, SLO {Slo(**report['slo']).describe()}",
+        header,
+        "-" * len(header),
+    ]
+
+    def cell(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for row in report["results"]:
+        knob = "" if row["knob"] is None else f"{KNOBS.get(row['policy'], 'replicas')} {row['knob']:g}"
+        lines.append(
+            f"{row['policy']:<12} {knob:>24} {100 * row['attainment']:>9.3f} {row['gpu_hours']:>8.2f} {cell(row['vs_oracle'], 2):>8} "
+            f"{cell(row['ttft_p50_s'], 2):>8} {cell(row['ttft_p99_s'], 2):>8} {cell(row['tpot_p99_s'], 3):>8} {row['actions']:>7} {row['cold_starts']:>6}"
+        )
+    lines.append("")
+    for goal in report["goals"]:
+        verdict = "met" if goal.get("met", goal.get("met_1.10")) else "NOT met"
+        detail = goal.get("note") or ", ".join(f"{k} {v}" for k, v in goal.items() if k not in ("against", "goal", "met"))
+        lines.append(f"vs {goal['against']}: {goal['goal']}: {verdict} ({detail})")
+    return "\n".join(lines)
+
+
+def plot(comparison: Comparison, report: dict, out: Path) -> list[Path]:
+    """timeline.png (demand, forecast band, replicas per policy) and frontier.png (attainment vs GPU-hours)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    step = comparison.setup.bin_s
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
+    demand = comparison.demand
+    hours = np.arange(len(demand)) * step / 3600
+    top.plot(hours, demand, color="black", linewidth=0.8, label="demand (req/s)")
+    if comparison.forecast is not None:
+        f = comparison.forecast
+        issued = np.array([v.issued_s for v in f.views if v is not None]) / 3600
+        p50 = np.array([v.quantiles[0.5][0] for v in f.views if v is not None])
+        p90 = np.array([v.quantiles[0.9][0] for v in f.views if v is not None])
+        p99 = np.array([v.quantiles[0.99][0] for v in f.views if v is not None])
+        ahead = f.step_s / 3600
+        top.fill_between(issued + ahead, p50, p99, color="tab:blue", alpha=0.2, step="post", label="forecast p50-p99 (one step ahead)")
+        top.plot(issued + ahead, p90, color="tab:blue", linewidth=0.8, drawstyle="steps-post", label="forecast p90")
+    top.set_ylabel("req/s")
+    top.legend(loc="upper right", fontsize=8)
+    top.set_title(f"{report['name']}: demand and replicas ({report['mode']}, evaluation split)")
+    for policy in ("oracle", "ebbflow", *SWEEPS.keys(), "static_peak"):
+        best = comparison.best(policy)
+        if best is None:
+            continue
+        series = best.outcome.replicas
+        t = np.arange(len(series)) * (comparison.setup.bin_s if best.outcome.weights is not None else 1.0) / 3600
+        label = policy if best.knob is None or policy == "static_peak" else f"{policy} ({KNOBS[policy]} {best.knob:g})"
+        bottom.plot(t, series, linewidth=1.6 if policy in ("ebbflow", "oracle") else 0.9, label=label, drawstyle="steps-post")
+    bottom.set_xlabel("hours")
+    bottom.set_ylabel("replicas holding a GPU")
+    bottom.legend(loc="upper right", fontsize=8, ncol=2)
+    fig.tight_layout()
+    path = out / "timeline.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for policy in SWEEPS:
+        points = sorted(comparison.get(policy), key=lambda r: r.gpu_hours)
+        if points:
+            ax.plot([r.gpu_hours for r in points], [100 * r.attainment for r in points], marker="o", label=f"{policy} (swept {KNOBS[policy]})")
+    for policy, marker in (("ebbflow", "*"), ("oracle", "D"), ("static_peak", "s")):
+        for r in comparison.get(policy):
+            ax.scatter([r.gpu_hours], [100 * r.attainment], marker=marker, s=160 if marker == "*" else 70, zorder=5, label=policy)
+    ax.axhline(100 * comparison.setup.target, color="grey", linestyle="--", linewidth=0.8, label=f"target {100 * comparison.setup.target:g} %")
+    lowest = min((r.attainment for r in comparison.results), default=0.9)
+    ax.set_ylim(max(0.0, 100 * lowest - 1), 100.2)
+    ax.set_xlabel("GPU-hours (evaluation split)")
+    ax.set_ylabel("SLO attainment (% of requests)")
+    ax.set_title(f"{report['name']}: attainment vs GPU-hours")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = out / "frontier.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def write(comparison: Comparison, report: dict, out: Path, plots: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2, default=_json))
+    (out / "table.txt").write_text(table(report) + "\n")
+    written = [out / "results.json", out / "table.txt"]
+    if plots:
+        written += plot(comparison, report, out)
+    return written
+
+
+def _json(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if not math.isfinite(value) else float(value)
+    raise TypeError(f"not JSON: {type(value)}")
+
+
+class Progress:
+    """A one-line progress display on stderr: steps done of an estimate, and the last message."""
+
+    def __init__(self, total: int, stream=sys.stderr) -> None:
+        self.total, self.done, self.stream = max(1, total), 0, stream
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.done = min(self.total, self.done + 1)
+        width = 30
+        filled = int(width * self.done / self.total)
+        elapsed = time.perf_counter() - self.started
+        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f}s {message[:70]:<70}"
+        self.stream.write(line)
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def expected_steps(policies: tuple[str, ...]) -> int:
+    """Roughly how many progress messages a replay prints (for the bar)."""
+    steps = 3  # loading, shape, capacity curves
+    steps += sum(len(SWEEPS[p]) for p in policies if p in SWEEPS) + ("dynamo" in policies)
+    steps += 2 if "ebbflow" in policies else 0
+    steps += 12 if "oracle" in policies or "static_peak" in policies else 0
+    steps += "static_peak" in policies
+    return steps
