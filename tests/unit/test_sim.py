@@ -281,3 +281,26 @@ def test_the_two_modes_agree_on_a_small_trace() -> None:
         # The stated agreement (README): GPU-hours within 10 %, attainment within 3 points.
         assert fluid.gpu_s == pytest.approx(des.gpu_s, rel=0.10)
         assert abs(fluid.attainment(slo) - des.attainment(slo)) < 0.03
+
+
+# ---- the scheduler core with a capacity model ----------------------------------------------------
+
+
+def test_decide_sizes_in_flight_against_the_curves_and_never_less_for_more_load() -> None:
+    from dataclasses import replace as with_
+
+    from ebbflow.runtime.config import ModelPolicy
+    from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide
+
+    model = synthetic_curves(1.0, 1.5)
+    policy = ModelPolicy(model="m", min_replicas=1, max_replicas=100, forecast_quantile=0.9)
+    per_replica = model.in_flight_at_slo(4)
+    decision, _ = decide(LoadView(True, 10 * per_replica, 8.0), policy, ScalingState(), current=4, now_s=100.0, capacity=model)
+    assert decision.reactive == 10 and "capacity curve" in decision.reason
+    forecast = ForecastView(95.0, 10.0, {0.9: (40.0,) * 12})
+    previous = 0
+    for in_flight in np.linspace(0.0, 200.0, 41):
+        load = LoadView(True, float(in_flight), max(0.1, float(in_flight) / 2), forecast=forecast)
+        d, _ = decide(load, with_(policy, panic_threshold=0), ScalingState(), current=4, now_s=100.0, lead_s=31.0, capacity=model)
+        assert d.replicas >= previous
+        previous = d.replicas

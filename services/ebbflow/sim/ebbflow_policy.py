@@ -4,9 +4,10 @@ Demand is exogenous (what arrives does not depend on the replicas), so the
 forecast of a trace is computed once (`forecasts`), by the forecaster's own
 Selector over the arrival-rate series at one resolution, and shared by every
 parameter setting; each decision sees only the forecast issued at the last
-complete bin. Load is read over a 30-s window (the collector's 6-s and 60-s windows bracket it), panic over the 6-s one; the capacity
-model is built from the token counts the fleet has served (the
-development split's requests), with the SLO of the comparison.
+complete bin. Load is read over a 30-s window, panic over a 6-s one. The
+capacity curves are measured with the token counts the fleet has served
+(the development split's requests), at the SLO of the comparison, and
+corrected online from the SLO misses the router sees.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Ebbflow:
     name: str = "ebbflow"
     period_s: float = 1.0
     window_s: float = 30.0
-    """Load window of the reactive floor (the collector's long window); panic reads the short one."""
+    """Load window of the reactive floor (15 s reacted to noise, 60 s too late to a surge, on the Azure traces)."""
     burst_window_s: float = 6.0
     min_forecast_observations: int = 30
     learn: bool = True
