@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--profile", default="llama2-7b-a100", help="latency profile of the emulated model (default: %(default)s)")
     replay.add_argument("--cold-start-s", type=float, default=-1.0, help="start to ready, s (default: the profile's model_load_s)")
     replay.add_argument("--min-replicas", type=int, default=1, help="(default: %(default)s)")
-    replay.add_argument("--max-replicas", type=int, default=0, help="(default: twice what the 1-minute peak needs, at least 20)")
+    replay.add_argument("--max-replicas", type=int, default=0, help="(default: twice what the busiest 10 s needs, at least 20)")
     replay.add_argument("--slower", type=float, default=0.0, help="sensitivity: the real fleet is this fraction slower than the profile, e.g. 0.15")
     replay.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     replay.add_argument("--dev-fraction", type=float, default=0.4, help="share of the trace ebbflow is tuned on; results are on the rest (default: %(default)s)")

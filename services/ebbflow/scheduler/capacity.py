@@ -234,6 +234,26 @@ class CapacityModel:
                 low = mid + 1
         return low
 
+    def replicas_for_in_flight(self, in_flight: float) -> int:
+        """Fewest replicas n whose share of `in_flight` requests is at most what a replica of a pool of n
+        carries at its SLO rate (0 for none). The target grows with the pool, so n is a fixpoint, found by
+        bisection; reading the target at the replicas in force instead would recommend fewer replicas the
+        more are running."""
+        if not in_flight > 0:
+            return 0
+
+        def enough(n: int) -> bool:
+            return in_flight / n <= self.in_flight_at_slo(n) + 1e-12
+
+        low, high = 1, max(1, math.ceil(in_flight / self.in_flight_at_slo(1) - 1e-9))
+        while low < high:
+            mid = (low + high) // 2
+            if enough(mid):
+                high = mid
+            else:
+                low = mid + 1
+        return low
+
     def in_flight_at_slo(self, replicas: int = 1) -> float:
         """Requests in one replica at its SLO rate (the reactive in-flight target)."""
         rate = self.rps_at_slo(replicas)
@@ -261,21 +281,22 @@ MIN_FINISHED = 200
 """Completions a window needs before its miss share moves the calibration."""
 
 
-def recalibrate(calibration: float, finished: float, missed: float, target: float, step: float = 0.03) -> float:
+def recalibrate(calibration: float, finished: float, missed: float, target: float, step: float = 0.02) -> float:
     """Online correction of the measured curves from what the fleet achieved over the last window.
 
-    Misses above the SLO's budget (1 - target) mean the curves promised too much per replica: lower the
-    calibration by 2 steps (fast, an SLO is at stake). Misses under a third of the budget mean replicas
-    run with room: raise it by one step (slow, the cost of an error is an SLO breach). Too few
-    completions, or misses in between: keep it. Bounded, so one bad window cannot run away.
+    The correction aims at half the SLO's miss budget (1 - target), so that its own wandering stays inside
+    the budget. Misses above that mean the curves promised too much per replica: lower the calibration by
+    three steps (fast, an SLO is at stake). Misses under a fifth of the budget mean replicas run with room:
+    raise it by one step (slow). Too few completions, or misses in between: keep it. Bounded, so one bad
+    window cannot run away.
     """
     if finished < MIN_FINISHED:
         return calibration
     budget = 1.0 - target
     share = missed / finished
-    if share > budget:
-        calibration *= (1 - step) ** 2
-    elif share < budget / 3:
+    if share > budget / 2:
+        calibration *= (1 - step) ** 3
+    elif share < budget / 5:
         calibration *= 1 + step
     low, high = CALIBRATION_BOUNDS
     return min(high, max(low, calibration))

@@ -92,9 +92,9 @@ def bounded(replicas: int, policy: ModelPolicy) -> int:
     return min(policy.max_replicas, max(policy.min_replicas, replicas))
 
 
-def recommend(in_flight: float, policy: ModelPolicy, per_replica: float = 0.0) -> int:
-    """Replicas needed right now for this in-flight load (per_replica, else the policy's target), within bounds."""
-    return bounded(math.ceil(max(0.0, in_flight) / (per_replica or policy.in_flight_target) - _EPSILON), policy)
+def recommend(in_flight: float, policy: ModelPolicy) -> int:
+    """Replicas needed right now for this in-flight load at the policy's target, within bounds."""
+    return bounded(math.ceil(max(0.0, in_flight) / policy.in_flight_target - _EPSILON), policy)
 
 
 def initial_decision(policy: ModelPolicy) -> Decision:
@@ -154,13 +154,7 @@ def lead_time(policy: ModelPolicy, cold_starts_s: Sequence[float], interval_s: f
 
 
 def predict(
-    load: LoadView,
-    policy: ModelPolicy,
-    time_in_system_s: float,
-    lead_s: float,
-    now_s: float,
-    capacity: "CapacityModel | None" = None,
-    per_replica: float = 0.0,
+    load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float, capacity: "CapacityModel | None" = None
 ) -> Prediction:
     """Replicas for the forecast quantile's peak demand over the lead; Prediction() with a note when it cannot apply."""
     q = policy.forecast_quantile
@@ -180,9 +174,9 @@ def predict(
     if not window:
         return Prediction(note="forecast has no values over the lead")
     peak = max(window)
-    if capacity is not None and time_in_system_s <= 0:
+    if capacity is not None:
         return Prediction(bounded(capacity.replicas_for(peak), policy), peak, lead_s, time_in_system_s)
-    return Prediction(recommend(peak * time_in_system_s, policy, per_replica), peak, lead_s, time_in_system_s)
+    return Prediction(recommend(peak * time_in_system_s, policy), peak, lead_s, time_in_system_s)
 
 
 def decide(
@@ -197,10 +191,10 @@ def decide(
     capacity: "CapacityModel | None" = None,
 ) -> tuple[Decision, ScalingState]:
     """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held;
-    `wall_s` is the wall-clock time a pin's expiry is compared with. With a `capacity` model, the in-flight
-    target per replica is what a replica carries at the highest rate that meets the SLO (from the measured
-    curves, for the replicas in force); demand in requests per second becomes in-flight by Little's law with
-    the observed time in system, so a token mix heavier or lighter than the curves' moves the count too."""
+    `wall_s` is the wall-clock time a pin's expiry is compared with. With a `capacity` model, demand in
+    requests per second (current and forecast) becomes the fewest replicas whose pool meets the SLO on the
+    measured curves; in-flight against what a replica carries at its SLO rate is a floor under that (a
+    heavier token mix or a building queue raises it)."""
     if policy.pin_active(wall_s):
         until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
         reason = f"pinned at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"
@@ -218,18 +212,22 @@ def decide(
     time_in_system = state.time_in_system_s
     if load.arrival_rps > 0 and load.in_flight > 0:
         time_in_system = load.in_flight / load.arrival_rps  # Little's law on what the routers see
-    per_replica = capacity.in_flight_at_slo(max(1, current)) if capacity is not None else 0.0
-    burst = recommend(load.burst_in_flight, policy, per_replica) if load.burst_in_flight >= 0 else 0
-    if capacity is not None and load.in_flight <= 0 < load.arrival_rps:
-        reactive = bounded(capacity.replicas_for(load.arrival_rps), policy)  # no in-flight seen yet: the rate alone
-        demand = f"{load.arrival_rps:.2f} rps at {capacity.slo.describe()} (capacity curve) -> {reactive}"
-    elif capacity is not None:
-        reactive = recommend(load.in_flight, policy, per_replica)
-        demand = f"in_flight {load.in_flight:.2f} / {per_replica:.3g} per replica at {capacity.slo.describe()} (capacity curve) -> {reactive}"
+    burst = 0
+    if capacity is not None:
+        # Demand becomes the fewest replicas whose pool meets the SLO on the measured curves. In-flight is the
+        # backstop: a heavier token mix or a building queue raises it past what the rate alone asks for.
+        by_rate = capacity.replicas_for(load.arrival_rps)
+        by_in_flight = capacity.replicas_for_in_flight(load.in_flight)
+        reactive = bounded(max(by_rate, by_in_flight), policy)
+        if load.burst_in_flight >= 0:
+            burst = bounded(capacity.replicas_for_in_flight(load.burst_in_flight), policy)
+        demand = f"{load.arrival_rps:.2f} rps -> {by_rate}, in_flight {load.in_flight:.2f} -> {by_in_flight} at {capacity.slo.describe()} (capacity curve)"
     else:
+        if load.burst_in_flight >= 0:
+            burst = recommend(load.burst_in_flight, policy)
         reactive = recommend(load.in_flight, policy)
         demand = f"in_flight {load.in_flight:.2f} / target {policy.in_flight_target:g} -> {reactive}"
-    prediction = predict(load, policy, time_in_system, lead_s, now_s, capacity, per_replica)
+    prediction = predict(load, policy, time_in_system, lead_s, now_s, capacity)
     recommendation = max(reactive, prediction.replicas)
     if woken:
         recommendation = max(recommendation, min(1, policy.max_replicas))
@@ -248,7 +246,7 @@ def decide(
     in_panic = now_s < panic_until
     if in_panic and desired < current:
         desired = current  # no scale-down while the panic lasts
-    if prediction.replicas and prediction.time_in_system_s <= 0:
+    if prediction.replicas and capacity is not None:
         demand += f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s -> {prediction.replicas}"
     elif prediction.replicas:
         demand += (

@@ -63,6 +63,8 @@ class Setup:
     """Forecast season in bins (0: none)."""
     warmup_s: float = 60.0
     """Every policy starts with the same replicas and first decides after this much telemetry."""
+    learn: bool = False
+    """ebbflow corrects its capacity curves online from observed SLO misses (off: tuned on dev only)."""
     forecast_s: float = 0.0
     """Resolution of ebbflow's forecast (0: bin_s); multi-day traces use 600 s, as the live forecaster's coarsest."""
 
@@ -283,10 +285,14 @@ def compare(
     truth = capacity if fleet.speed_factor == 1.0 else measure(aim, fleet.speed_factor)
     limits = ", ".join(f"{c.pool}: {c.rate_at(aim.target):.3g}" for c in capacity.curves.curves)
     say(f"capacity curves measured in {time.perf_counter() - started:.1f} s; req/s per replica at {aim.describe()} by pool size: {limits}")
-    first_rate = float(np.nan_to_num(evaluation.rates(60.0)[:1]).max(initial=0.0))
-    initial = max(fleet.min_replicas, capacity.replicas_for(first_rate))
+    def opening(part: Requests | Counts) -> int:
+        """Replicas every policy starts with: enough for the busiest bin before anyone could add one."""
+        early = part.rates(step)[: max(1, int(math.ceil((setup.warmup_s + fleet.cold_s) / step)))]
+        return min(fleet.max_replicas, max(fleet.min_replicas, capacity.replicas_for(float(np.nan_to_num(early).max(initial=0.0)))))
+
+    initial = opening(evaluation)
     runner = _Runner(evaluation, setup, truth, initial)
-    dev_initial = max(fleet.min_replicas, capacity.replicas_for(float(np.nan_to_num(dev.rates(60.0)[:1]).max(initial=0.0))))
+    dev_initial = opening(dev)
     dev_runner = _Runner(dev, setup, truth, dev_initial, score_from_s=30 * forecast_step)
     results: list[Result] = []
     comparison = Comparison(data.name, "fluid" if runner.fluid else "discrete-event", setup, results, runner.demand(step), None)
@@ -311,7 +317,8 @@ def compare(
             return outcome, total, missed
 
         started = time.perf_counter()
-        plan, outcome, rounds = find_oracle(floor, run_plan, setup.target, fleet.max_replicas, progress=lambda r: say(f"oracle search: round {r}"))
+        reach = Ahead(np.ones(1, dtype=np.int64), step, fleet.cold_s).reach
+        plan, outcome, rounds = find_oracle(floor, run_plan, setup.target, fleet.max_replicas, progress=lambda r: say(f"oracle search: round {r}"), reach=reach)
         comparison.details["oracle_plan"] = plan
         if "oracle" in policies:
             results.append(summarise("oracle", None, outcome, slo, time.perf_counter() - started, f"{rounds} simulated rounds"))
@@ -332,7 +339,7 @@ def compare(
         for q, delay, calibration in itertools.product(*TUNING.values()):
             policy = default_policy(forecast_quantile=q, scale_down_delay_s=delay, min_replicas=fleet.min_replicas or 1, max_replicas=fleet.max_replicas)
             model = replace(capacity, calibration=calibration)
-            outcome = dev_runner.run(Ebbflow(policy, model, dev_forecast, fleet.cold_s))
+            outcome = dev_runner.run(Ebbflow(policy, model, dev_forecast, fleet.cold_s, learn=setup.learn))
             tried.append((outcome.attainment(slo), outcome.gpu_s, q, delay, calibration))
         meeting = [t for t in tried if t[0] >= setup.target]
         chosen = min(meeting, key=lambda t: t[1]) if meeting else max(tried, key=lambda t: (t[0], -t[1]))
@@ -350,7 +357,7 @@ def compare(
         }
         policy = default_policy(forecast_quantile=q, scale_down_delay_s=delay, min_replicas=fleet.min_replicas or 1, max_replicas=fleet.max_replicas)
         model = replace(capacity, calibration=calibration)
-        controller = Ebbflow(policy, model, eval_forecast, fleet.cold_s)
+        controller = Ebbflow(policy, model, eval_forecast, fleet.cold_s, learn=setup.learn)
         record("ebbflow", None, controller, f"q={q:g}, scale-down delay {delay:g} s, calibration {calibration:g} (tuned on dev)")
         comparison.details["calibration"] = controller.calibrations
 

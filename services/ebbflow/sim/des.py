@@ -287,7 +287,7 @@ def simulate(
             next_tick = now + period
         if i >= n and not events and next_tick > span:
             break
-    final = max(now if now != math.inf else span, span)
+    final = min(end_s, max(now if now != math.inf else span, span))  # past end_s, what is left counts as unfinished
     advance(final)
     for r in replicas:
         if r.state != STOPPED:

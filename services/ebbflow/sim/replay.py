@@ -43,12 +43,13 @@ class ReplayOptions:
     cold_start_s: float = -1.0
     min_replicas: int = 1
     max_replicas: int = 0
-    """0: twice what static peak would need, at least 20."""
+    """0: twice what the busiest bin (10 s) would need, at least 20."""
     slower: float = 0.0
     """The fleet is this much slower than the profile the policies are given (0.15: 15 %)."""
     noise_sigma: float = 0.3
     seed: int = 0
     dev_fraction: float = 0.4
+    learn: bool = False
     bin_s: float = 10.0
     time_unit: str = "auto"
     time_column: str | None = None
@@ -103,6 +104,8 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
     rates = data.rates(60.0)
     mean_rps = float(np.nanmean(rates)) if np.isfinite(rates).any() else 0.0
     peak_rps = float(np.nanmax(rates)) if np.isfinite(rates).any() else 0.0
+    fine = data.rates(options.bin_s)
+    burst_rps = float(np.nanmax(fine)) if np.isfinite(fine).any() else peak_rps
     aim = replace(options.slo, percentile=max(options.slo.percentile, 50.0))
     shape = options.shape
     shape_counts: dict = {}
@@ -117,7 +120,7 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
         from ebbflow.scheduler.capacity import CapacityModel
 
         quick = CapacityModel(measure_curve(profile, shape, aim, prompts, outputs, noise_sigma=options.noise_sigma, pools=(8,), points=10, requests_per_point=3000))
-        max_replicas = max(20, 2 * quick.replicas_for(peak_rps))
+        max_replicas = max(20, 2 * quick.replicas_for(burst_rps))
     fleet = Fleet(
         profile,
         shape,
@@ -130,7 +133,7 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
     )
     forecast_step = options.bin_s if mode == "discrete-event" or data.span_s <= 2 * 86400 else 600.0
     season = int(round(86400 / forecast_step)) if data.span_s >= 3 * 86400 and 86400 / forecast_step <= 288 else 0
-    setup = Setup(fleet, options.slo, target=options.slo.target, bin_s=options.bin_s, dev_fraction=options.dev_fraction, season=season, forecast_s=forecast_step)
+    setup = Setup(fleet, options.slo, target=options.slo.target, bin_s=options.bin_s, dev_fraction=options.dev_fraction, season=season, forecast_s=forecast_step, learn=options.learn)
     comparison = compare(data, setup, options.policies, SWEEPS, progress=say)
     report = {
         "trace": str(options.trace),
@@ -140,6 +143,7 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
         "span_h": round(data.span_s / 3600, 3),
         "mean_rps": round(mean_rps, 3),
         "peak_rps_1min": round(peak_rps, 3),
+        f"peak_rps_{options.bin_s:g}s": round(burst_rps, 3),
         "scale": options.scale,
         "slo": asdict(options.slo),
         "shape": f"{shape.instances}x{shape.max_batch}",

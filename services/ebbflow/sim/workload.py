@@ -41,12 +41,16 @@ class Requests:
     prompts: np.ndarray
     outputs: np.ndarray
     tokens_known: bool = True
+    duration_s: float = 0.0
+    """How long the trace lasts (0: until its last arrival); a split keeps the quiet end of its first part."""
 
     def __len__(self) -> int:
         return len(self.times)
 
     @property
     def span_s(self) -> float:
+        if self.duration_s:
+            return self.duration_s
         return float(self.times[-1]) if len(self.times) else 0.0
 
     def rates(self, step_s: float) -> np.ndarray:
@@ -61,8 +65,8 @@ class Requests:
         """Requests before cut_s (development) and from it on (evaluation, times from 0)."""
         cut = cut_s
         k = int(np.searchsorted(self.times, cut))
-        head = Requests(self.name + "[dev]", self.times[:k], self.prompts[:k], self.outputs[:k], self.tokens_known)
-        tail = Requests(self.name + "[eval]", self.times[k:] - cut, self.prompts[k:], self.outputs[k:], self.tokens_known)
+        head = Requests(self.name + "[dev]", self.times[:k], self.prompts[:k], self.outputs[:k], self.tokens_known, cut)
+        tail = Requests(self.name + "[eval]", self.times[k:] - cut, self.prompts[k:], self.outputs[k:], self.tokens_known, self.span_s - cut)
         return head, tail
 
 
@@ -98,7 +102,7 @@ def scale(requests: Requests, factor: float, seed: int = 0, jitter_s: float = 0.
     times = np.clip(times, 0.0, requests.span_s)
     donors = np.where(is_original, origin, rng.integers(0, n, len(origin)))
     order = np.argsort(times, kind="stable")
-    return Requests(f"{requests.name}x{factor:g}", times[order], requests.prompts[donors][order], requests.outputs[donors][order], requests.tokens_known)
+    return Requests(f"{requests.name}x{factor:g}", times[order], requests.prompts[donors][order], requests.outputs[donors][order], requests.tokens_known, requests.duration_s)
 
 
 @dataclass(frozen=True)

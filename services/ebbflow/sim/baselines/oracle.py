@@ -5,9 +5,10 @@ by simulation rather than by formula and with no fixed headroom:
 1. start every bin at the throughput floor, ceil(arrivals / the most a replica can complete);
 2. simulate the schedule (each bin's replicas ordered `cold_start_s` earlier, kept while the current bin
    still needs them, drained after), and raise every bin whose requests miss the target attainment,
-   plus the bin before it (its queue spills over), by 10 % (at least one replica); repeat;
-3. then lower bins that met the SLO with room to spare, one replica at a time, keeping a change only where
-   the simulation still meets the target.
+   plus the bin before it (its queue spills over), by 10 % (25 % past twice the allowed misses, 50 % past
+   ten times; at least one replica); repeat;
+3. then lower every bin by one replica at a time (up to LOWERING_PASSES times), keeping it lowered only
+   where the simulation still meets the target there and in the bin after.
 The result is a schedule, simulated like any other policy; its own attainment is reported, not assumed.
 Static peak runs the oracle's largest bin all the time.
 """
@@ -39,12 +40,20 @@ class Ahead:
     period_s: float = 1.0
 
     def __post_init__(self) -> None:
-        reach = int(math.ceil((self.cold_start_s + self.period_s) / self.step_s)) + 1
+        reach = self.reach
         padded = np.concatenate([self.replicas, np.full(reach, self.replicas[-1])])
         self.wanted = np.lib.stride_tricks.sliding_window_view(padded, reach + 1).max(axis=1)[: len(self.replicas)]
 
+    @property
+    def reach(self) -> int:
+        """Later bins whose plan counts now."""
+        return int(math.ceil((self.cold_start_s + self.period_s) / self.step_s)) + 1
+
     def decide(self, obs: Observation) -> int:
         return int(self.wanted[min(len(self.wanted) - 1, int(obs.now_s // self.step_s))])
+
+
+LOWERING_PASSES = 5
 
 
 def find_oracle(
@@ -52,11 +61,13 @@ def find_oracle(
     run: Callable[[np.ndarray], tuple[Outcome, np.ndarray, np.ndarray]],
     target: float,
     max_replicas: int,
-    rounds: int = 25,
+    rounds: int = 40,
     progress: Callable[[int], None] | None = None,
+    reach: int = 0,
 ) -> tuple[np.ndarray, Outcome, int]:
     """Search the per-bin schedule (see the module docstring). `run(schedule)` simulates it and returns the
-    outcome with per-bin (requests, misses). Returns the best schedule meeting `target`, its outcome, rounds."""
+    outcome with per-bin (requests, misses). `reach`: how many later bins set a bin's replicas in force (the
+    Ahead window). Returns the best schedule meeting `target`, its outcome, rounds."""
     plan = np.clip(floor.astype(np.int64), 1, max_replicas)
     allowed = 1.0 - target
     best: tuple[float, np.ndarray, Outcome] | None = None
@@ -74,21 +85,31 @@ def find_oracle(
             break
         if not bad.any() or (plan[bad] >= max_replicas).all():
             break
+        # Far-off bins (a burst the floor missed by a mile) grow faster: +50 % at 10x the allowed misses.
+        severity = share / max(allowed, 1e-9)
+        growth = np.where(severity > 10, 0.5, np.where(severity > 2, 0.25, 0.1))
+        growth = np.maximum(growth, np.roll(growth, -1))
         raise_ = bad | np.roll(bad, -1)
-        plan = np.where(raise_, np.minimum(max_replicas, plan + np.maximum(1, np.ceil(plan * 0.1).astype(np.int64))), plan)
+        bigger = plan + np.maximum(1, np.ceil(plan * growth).astype(np.int64))
+        plan = np.where(raise_, np.minimum(max_replicas, bigger), plan)
     if best is None:
         outcome, _, _ = run(plan)
         return plan, outcome, used
     plan = best[1]
-    for _ in range(3):  # lowering passes
-        lower = plan.copy()
-        candidates = plan > 1
-        lower[candidates] -= 1
+    frozen = np.zeros(len(plan), dtype=bool)  # bins that broke the SLO when lowered
+    for _ in range(LOWERING_PASSES):
+        lower = np.where(frozen | (plan <= 1), plan, plan - 1)
+        if np.array_equal(lower, plan):
+            break
         outcome, total, missed = run(lower)
         used += 1
         share = np.divide(missed, total, out=np.zeros_like(missed), where=total > 0)
         broken = share > allowed
-        trial = np.where(broken | np.roll(broken, -1), plan, lower)
+        # A bin's misses come from its own replicas in force (its plan and the next `reach` bins') and the
+        # queue the bin before left: none of those may be lowered.
+        for shift in range(-1, reach + 1):
+            frozen |= np.roll(broken, -shift) if shift >= 0 else np.roll(broken, 1)
+        trial = np.where(frozen, plan, lower)
         if np.array_equal(trial, plan):
             break
         outcome, total, missed = run(trial)
