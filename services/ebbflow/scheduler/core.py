@@ -215,13 +215,20 @@ def decide(
     burst = 0
     if capacity is not None:
         # Demand becomes the fewest replicas whose pool meets the SLO on the measured curves. In-flight is the
-        # backstop: a heavier token mix or a building queue raises it past what the rate alone asks for.
+        # backstop (a heavier token mix or a building queue raises it past what the rate asks for), but only
+        # for work that outlasts a cold start: a backlog the replicas in force clear before a new one could
+        # be ready is not worth a replica (bursts of seconds against a 30 s cold start).
         by_rate = capacity.replicas_for(load.arrival_rps)
-        by_in_flight = capacity.replicas_for_in_flight(load.in_flight)
+
+        def outlasts(in_flight: float) -> bool:
+            return in_flight / (max(1, current) * capacity.max_rps) > lead_s
+
+        by_in_flight = capacity.replicas_for_in_flight(load.in_flight) if outlasts(load.in_flight) else 0
         reactive = bounded(max(by_rate, by_in_flight), policy)
-        if load.burst_in_flight >= 0:
+        if load.burst_in_flight >= 0 and outlasts(load.burst_in_flight):
             burst = bounded(capacity.replicas_for_in_flight(load.burst_in_flight), policy)
-        demand = f"{load.arrival_rps:.2f} rps -> {by_rate}, in_flight {load.in_flight:.2f} -> {by_in_flight} at {capacity.slo.describe()} (capacity curve)"
+        queue = f"in_flight {load.in_flight:.2f} -> {by_in_flight}" if by_in_flight else f"in_flight {load.in_flight:.2f} clears within the {lead_s:.0f} s lead"
+        demand = f"{load.arrival_rps:.2f} rps -> {by_rate}, {queue} at {capacity.slo.describe()} (capacity curve)"
     else:
         if load.burst_in_flight >= 0:
             burst = recommend(load.burst_in_flight, policy)

@@ -19,10 +19,10 @@ import numpy as np
 
 from ebbflow.emulator.service_time import load_profile
 from ebbflow.runtime.errors import ConfigError
-from ebbflow.scheduler.capacity import Shape, Slo
+from ebbflow.scheduler.capacity import CapacityModel, Shape, Slo
 from ebbflow.sim.compare import KNOBS, POLICIES, SWEEPS, Comparison, Setup, compare
 from ebbflow.sim.des import Fleet
-from ebbflow.sim.profile import best_shape, default_shapes
+from ebbflow.sim.profile import best_shape, default_shapes, measure_curve
 from ebbflow.sim.workload import Counts, Requests, client_dispersion, counts_from_rates, requests_from_trace, scale
 from ebbflow.traces import load_trace
 
@@ -116,9 +116,6 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
         say(f"shape {shape.instances}x{shape.max_batch}")
     max_replicas = options.max_replicas
     if max_replicas <= 0:
-        from ebbflow.sim.profile import measure_curve
-        from ebbflow.scheduler.capacity import CapacityModel
-
         quick = CapacityModel(measure_curve(profile, shape, aim, prompts, outputs, noise_sigma=options.noise_sigma, pools=(8,), points=10, requests_per_point=3000))
         max_replicas = max(20, 2 * quick.replicas_for(burst_rps))
     fleet = Fleet(
