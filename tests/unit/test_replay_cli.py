@@ -59,6 +59,15 @@ def test_replay_refuses_bad_input_clearly(tmp_path: Path, capsys: pytest.Capture
     assert "INSTANCESxBATCH" in capsys.readouterr().err
     assert main(["replay", "--trace", str(trace), "--slo-ttft", "0", "--slo-tpot", "0", "--quiet"]) == 2
     assert "invalid SLO" in capsys.readouterr().err
+    assert main(["replay", "--trace", str(trace), "--quiet"]) == 2
+    assert "no arrival time column found" in capsys.readouterr().err  # arrived_ms is not a usual name
+    base = ["replay", "--trace", str(trace), "--time-column", "arrived_ms", "--time-unit", "ms", "--quiet"]
+    assert main([*base, "--profile", "h100-imaginary"]) == 2
+    assert "unknown latency profile" in capsys.readouterr().err
+    assert main([*base, "--min-replicas", "5", "--max-replicas", "2"]) == 2
+    assert "replica bounds" in capsys.readouterr().err
+    assert main([*base, "--slo-ttft", "0.001", "--slo-tpot", "0"]) == 2
+    assert "no shape meets the SLO" in capsys.readouterr().err
     tiny = tmp_path / "tiny.csv"
     tiny.write_text("timestamp\n0\n1\n2\n")
     assert main(["replay", "--trace", str(tiny), "--quiet"]) == 2

@@ -95,9 +95,16 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
     for policy in options.policies:
         if policy not in POLICIES:
             raise ConfigError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+    if options.min_replicas < 0 or (options.max_replicas and options.max_replicas < max(1, options.min_replicas)):
+        raise ConfigError(f"replica bounds {options.min_replicas}-{options.max_replicas}: need 0 <= min and max >= max(1, min)")
+    if options.slower < 0 or options.scale <= 0:
+        raise ConfigError("--slower must be >= 0 and --scale > 0")
     started = time.perf_counter()
     data, mode = load_workload(options)
-    profile = load_profile(options.profile)
+    try:
+        profile = load_profile(options.profile)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     say(f"{data.name}: {mode} mode, {data.span_s / 3600:.2f} h")
     prompts = data.prompts if isinstance(data, Requests) else None
     outputs = data.outputs if isinstance(data, Requests) else None
@@ -111,7 +118,10 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
     shape_counts: dict = {}
     if shape is None:
         say("choosing the replica shape (instances x batch) that meets the SLO with the fewest replicas ...")
-        shape, _, counts = best_shape(profile, default_shapes(), aim, mean_rps, prompts, outputs, options.noise_sigma)
+        try:
+            shape, _, counts = best_shape(profile, default_shapes(), aim, mean_rps, prompts, outputs, options.noise_sigma)
+        except ValueError as error:
+            raise ConfigError(f"{error}; loosen the SLO (--slo-ttft, --slo-tpot, --slo-latency)") from None
         shape_counts = {f"{s.instances}x{s.max_batch}": n for s, n in counts.items()}
         say(f"shape {shape.instances}x{shape.max_batch}")
     max_replicas = options.max_replicas
