@@ -20,7 +20,7 @@ Pure: the curve is data, every query is arithmetic on it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -123,6 +123,14 @@ class Curves:
         return chosen
 
 
+def _round_up(value: float, digits: int = 4) -> float:
+    """`value` rounded up to `digits` significant digits (a memo key that never under-sizes)."""
+    if value <= 0:
+        return value
+    scale = 10 ** (digits - 1 - math.floor(math.log10(value)))
+    return math.ceil(value * scale) / scale
+
+
 def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(np.interp(x, xs, ys))
 
@@ -133,6 +141,15 @@ class CapacityModel:
 
     curves: Curves
     calibration: float = 1.0
+    _memo: dict = field(init=False, default_factory=dict, compare=False, repr=False)
+    """Sizing answers already computed (a decision asks the same few questions every tick)."""
+
+    def _remember(self, key: tuple, compute: Callable):
+        if key not in self._memo:
+            if len(self._memo) > 100_000:
+                self._memo.clear()
+            self._memo[key] = compute(key[1])
+        return self._memo[key]
 
     @property
     def slo(self) -> Slo:
@@ -207,6 +224,9 @@ class CapacityModel:
     def rps_at_slo(self, replicas: int = 1) -> float:
         """The highest per-replica rate that meets the SLO's percentile with `replicas` sharing the load:
         interpolated between the measured pool sizes (in log size), never falling as the pool grows."""
+        return self._remember(("limit", replicas), self._rps_at_slo)
+
+    def _rps_at_slo(self, replicas: int) -> float:
         pools = [c.pool for c in self.curves.curves]
         limits = np.maximum.accumulate([c.rate_at(self.slo.target) for c in self.curves.curves])
         return float(np.interp(math.log(max(1, replicas)), np.log(pools), limits)) * self.calibration
@@ -215,6 +235,9 @@ class CapacityModel:
         """Fewest replicas whose share of `rps` meets the SLO (at least the throughput bound); 0 for no demand."""
         if not rps > 0:
             return 0
+        return self._remember(("rate", _round_up(rps)), self._replicas_for)
+
+    def _replicas_for(self, rps: float) -> int:
         low = max(1, math.ceil(rps / self.max_rps - 1e-9))
         best = self.rps_at_slo(10**9)
         if best <= 0:
@@ -241,7 +264,9 @@ class CapacityModel:
         more are running."""
         if not in_flight > 0:
             return 0
+        return self._remember(("in_flight", _round_up(in_flight)), self._replicas_for_in_flight)
 
+    def _replicas_for_in_flight(self, in_flight: float) -> int:
         def enough(n: int) -> bool:
             return in_flight / n <= self.in_flight_at_slo(n) + 1e-12
 
