@@ -11,6 +11,12 @@ Panic (Knative's): when the in-flight load needs panic_threshold times the
 replicas in force, scale up at once (past any scale-up window or step limit)
 and do not scale down for panic_hold_s.
 
+With a capacity model (scheduler.capacity: curves measured on the emulator's
+service time), the current and forecast request rates become the fewest
+replicas whose pool meets the model's SLO instead, with in-flight as a floor
+for backlogs that outlast the lead (the simulator runs this path; the live
+scheduler does not build curves yet).
+
 Scale-up is immediate; scale-down takes the maximum recommendation over the
 last `scale_down_delay_s` (Knative's scale-down delay), and since each
 recommendation already includes the forecast, the window only shrinks when
@@ -194,7 +200,7 @@ def decide(
     `wall_s` is the wall-clock time a pin's expiry is compared with. With a `capacity` model, demand in
     requests per second (current and forecast) becomes the fewest replicas whose pool meets the SLO on the
     measured curves; in-flight against what a replica carries at its SLO rate is a floor under that (a
-    heavier token mix or a building queue raises it)."""
+    heavier token mix or a building queue raises it) when that work outlasts the lead."""
     if policy.pin_active(wall_s):
         until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
         reason = f"pinned at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"
