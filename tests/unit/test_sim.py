@@ -141,6 +141,9 @@ def test_rates_become_counts_with_gaps_kept() -> None:
     assert np.nanmean(per_window[1::4]) / 10 == pytest.approx(20.0, rel=0.02)
     bursty = counts_from_rates(trace, 10.0, dispersion=rates * 9.0, seed=2)  # iat CV 3 for every client
     assert np.nanstd(bursty.counts.reshape(-1, 60)[1::4]) > 2.5 * np.nanstd(per_window[1::4])
+    wild = counts_from_rates(trace, 10.0, dispersion=rates * 3600.0, seed=2)  # sd 6x the mean per bin
+    assert np.nanmin(wild.counts) >= 0
+    assert np.nanmean(wild.counts.reshape(-1, 60)[1::4]) / 10 == pytest.approx(20.0, rel=0.15)  # no demand added
 
 
 # ---- capacity ----------------------------------------------------------------------------------

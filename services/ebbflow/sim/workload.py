@@ -13,10 +13,11 @@ ServeGen expansion are here, seeded and documented:
   becomes arrival counts per bin. Within a window, a client whose
   inter-arrival times have mean m and coefficient of variation c is a
   renewal process: its count over a bin of width w is, by the renewal
-  central limit theorem, about Normal(w/m, w c^2/m). Summed over clients,
-  the bin count is Normal(w R, w sum(c_i^2 r_i)) with R the window's total
-  rate; it is drawn per bin (seeded), rounded and clipped at 0. Gap windows
-  (rate 0: collection gaps) stay gaps: no arrivals and not scored.
+  central limit theorem, about mean w/m and variance w c^2/m. Summed over
+  clients, the bin count has mean w R and variance w sum(c_i^2 r_i), R the
+  window's total rate; it is drawn per bin (seeded) from a gamma with those
+  two moments and rounded. Gap windows (rate 0: collection gaps) stay gaps:
+  no arrivals and not scored.
 """
 
 from __future__ import annotations
@@ -150,8 +151,12 @@ def counts_from_rates(trace: Trace, step_s: float = 10.0, dispersion: np.ndarray
     if len(variance) < len(rates):
         variance = np.concatenate([variance, rates[len(variance) :]])
     rng = np.random.default_rng(seed)
-    mean = np.repeat(rates, per_window) * step_s
-    sd = np.sqrt(np.repeat(np.nan_to_num(variance), per_window) * step_s)
-    draws = np.round(mean + sd * rng.standard_normal(len(mean)))
-    counts = np.where(np.isnan(mean), np.nan, np.clip(draws, 0, None))
+    mean = np.nan_to_num(np.repeat(rates, per_window) * step_s)
+    var = np.repeat(np.nan_to_num(variance), per_window) * step_s
+    # A gamma with that mean and variance: never negative, and its mean is the window's (a normal clipped
+    # at zero would add demand where a client's CV is huge, which ServeGen has: up to sd/mean = 6 per bin).
+    bursty = (mean > 0) & (var > 0)
+    draws = mean.copy()
+    draws[bursty] = rng.gamma(mean[bursty] ** 2 / var[bursty], var[bursty] / mean[bursty])
+    counts = np.where(np.isnan(np.repeat(rates, per_window)), np.nan, np.round(draws))
     return Counts(trace.name, step_s, counts)
