@@ -76,11 +76,14 @@ def load_workload(options: ReplayOptions) -> tuple[Requests | Counts, str]:
     if trace.kind == "rates":
         if options.mode == "des":
             raise ConfigError(f"{trace.name} holds rates per {trace.rate_step_s:g} s window, not requests: it can only be replayed in fluid mode")
-        dispersion = None
+        # Per-client inter-arrival CVs (ServeGen): from the file itself, or the per-client file beside a total.
+        clients = options.trace
         if options.trace.name.endswith("_total_rate_10min.csv"):
             clients = options.trace.with_name(options.trace.name.replace("_total_rate_10min.csv", "_clients.csv.gz"))
-            if clients.exists():
-                dispersion = client_dispersion(clients)
+        try:
+            dispersion = client_dispersion(clients) if clients.exists() else None
+        except (ValueError, KeyError):  # no client_id / iat_cv columns: Poisson-like variability
+            dispersion = None
         return counts_from_rates(trace, options.bin_s, dispersion, options.seed, options.scale), "fluid"
     requests = scale(requests_from_trace(trace), options.scale, seed=options.seed)
     if len(requests) < 100:
