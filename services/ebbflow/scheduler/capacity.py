@@ -280,8 +280,9 @@ class CapacityModel:
         return low
 
     def in_flight_at_slo(self, replicas: int = 1) -> float:
-        """Requests in one replica at its SLO rate (the reactive in-flight target)."""
-        rate = self.rps_at_slo(replicas)
+        """Requests in one replica at its measured SLO rate (the in-flight floor's target). The calibration is
+        left out on purpose: a floor read past the curves' last point would stop guarding anything."""
+        rate = self.rps_at_slo(replicas) / self.calibration
         return max(1.0, self.in_flight(rate, replicas)) if rate > 0 else 1.0
 
 

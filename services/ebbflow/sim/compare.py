@@ -46,7 +46,7 @@ SWEEPS: dict[str, tuple[float, ...]] = {
     "dynamo": (0.5, 0.75, 1.0, 1.5, 2.0),  # the planner's TTFT SLA, as a multiple of the comparison's SLO
 }
 KNOBS = {"hpa": "target in-flight/pod", "kpa": "concurrency", "ray": "target_ongoing_requests", "dynamo": "SLA TTFT x SLO"}
-TUNING = {"forecast_quantile": (0.5, 0.9), "scale_down_delay_s": (30.0, 120.0), "calibration": (0.8, 1.0, 1.2, 1.5)}
+TUNING = {"forecast_quantile": (0.5, 0.9), "scale_down_delay_s": (30.0, 120.0), "calibration": (0.8, 0.9, 1.0, 1.1, 1.2, 1.35)}
 """ebbflow's settings tried on the development split (scored after the forecaster's first 30 bins)."""
 
 
