@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -65,6 +68,8 @@ class Setup:
     """Every policy starts with the same replicas and first decides after this much telemetry."""
     learn: bool = False
     """ebbflow corrects its capacity curves online from observed SLO misses (off: tuned on dev only)."""
+    workers: int = 0
+    """Processes for independent runs (the dev grid, the sweeps); 0: one per CPU."""
     forecast_s: float = 0.0
     """Resolution of ebbflow's forecast (0: bin_s); multi-day traces use 600 s, as the live forecaster's coarsest."""
 
@@ -220,6 +225,35 @@ class Comparison:
         return out
 
 
+_PENDING: tuple = ()
+"""(runner, controllers) for the worker processes of run_all (inherited by fork, never pickled)."""
+
+
+def _run_pending(index: int) -> tuple[Outcome, float]:
+    runner, controllers = _PENDING
+    started = time.perf_counter()
+    return runner.run(controllers[index]), time.perf_counter() - started
+
+
+def run_all(runner: "_Runner", controllers: list[Controller], workers: int) -> list[tuple[Outcome, float]]:
+    """Simulate independent controllers, over `workers` forked processes when there are several of each
+    (the runs share nothing; each is deterministic for the fleet's seed, so the results do not depend on it)."""
+    global _PENDING
+    if workers < 2 or len(controllers) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_run_pending_with(runner, c) for c in controllers]
+    _PENDING = (runner, controllers)
+    try:
+        with ProcessPoolExecutor(min(workers, len(controllers)), mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_run_pending, range(len(controllers))))
+    finally:
+        _PENDING = ()
+
+
+def _run_pending_with(runner: "_Runner", controller: Controller) -> tuple[Outcome, float]:
+    started = time.perf_counter()
+    return runner.run(controller), time.perf_counter() - started
+
+
 class _Runner:
     """One split of one trace in one mode: simulate(controller) -> Outcome."""
 
@@ -273,6 +307,7 @@ def compare(
     cut = round(data.span_s * setup.dev_fraction / grain) * grain
     dev, evaluation = data.split(cut)
     fleet, slo = setup.fleet, setup.slo
+    workers = setup.workers or os.cpu_count() or 1
     prompts = dev.prompts if isinstance(dev, Requests) and len(dev) else None
     outputs = dev.outputs if isinstance(dev, Requests) and len(dev) else None
     aim = replace(slo, percentile=setup.target * 100)
@@ -335,12 +370,21 @@ def compare(
         dev_forecast = Forecasts(forecast.step_s, forecast.views[:dev_bins], forecast.methods[:dev_bins])
         eval_forecast = forecast.shifted(dev_bins)
         comparison.forecast = eval_forecast
-        tried = []
-        for q, delay, calibration in itertools.product(*TUNING.values()):
-            policy = default_policy(forecast_quantile=q, scale_down_delay_s=delay, min_replicas=fleet.min_replicas or 1, max_replicas=fleet.max_replicas)
-            model = replace(capacity, calibration=calibration)
-            outcome = dev_runner.run(Ebbflow(policy, model, dev_forecast, fleet.cold_s, learn=setup.learn))
-            tried.append((outcome.attainment(slo), outcome.gpu_s, q, delay, calibration))
+        grid = list(itertools.product(*TUNING.values()))
+        candidates = [
+            Ebbflow(
+                default_policy(forecast_quantile=q, scale_down_delay_s=delay, min_replicas=fleet.min_replicas or 1, max_replicas=fleet.max_replicas),
+                replace(capacity, calibration=calibration),
+                dev_forecast,
+                fleet.cold_s,
+                learn=setup.learn,
+            )
+            for q, delay, calibration in grid
+        ]
+        started = time.perf_counter()
+        outcomes = run_all(dev_runner, candidates, workers)
+        say(f"ebbflow tuned on the development split: {len(grid)} settings in {time.perf_counter() - started:.1f} s")
+        tried = [(outcome.attainment(slo), outcome.gpu_s, *setting) for (outcome, _), setting in zip(outcomes, grid)]
         meeting = [t for t in tried if t[0] >= setup.target]
         chosen = min(meeting, key=lambda t: t[1]) if meeting else max(tried, key=lambda t: (t[0], -t[1]))
         _, _, q, delay, calibration = chosen
@@ -361,17 +405,22 @@ def compare(
         record("ebbflow", None, controller, f"q={q:g}, scale-down delay {delay:g} s, calibration {calibration:g} (tuned on dev)")
         comparison.details["calibration"] = controller.calibrations
 
+    swept: list[tuple[str, float, Controller]] = []
     for knob in sweeps.get("hpa", ()) if "hpa" in policies else ():
-        record("hpa", knob, Hpa(knob))
+        swept.append(("hpa", knob, Hpa(knob)))
     for knob in sweeps.get("kpa", ()) if "kpa" in policies else ():
-        record("kpa", knob, Kpa(knob))
+        swept.append(("kpa", knob, Kpa(knob)))
     for knob in sweeps.get("ray", ()) if "ray" in policies else ():
-        record("ray", knob, RayServe(knob))
+        swept.append(("ray", knob, RayServe(knob)))
     if "dynamo" in policies and sweeps.get("dynamo"):
         started = time.perf_counter()
         history = np.concatenate([dev.rates(ADJUSTMENT_INTERVAL_S), evaluation.rates(ADJUSTMENT_INTERVAL_S)])
         predictions = arima_predictions(history)[len(dev.rates(ADJUSTMENT_INTERVAL_S)) :]
         say(f"dynamo ARIMA: {len(history)} intervals in {time.perf_counter() - started:.1f} s")
         for knob in sweeps["dynamo"]:
-            record("dynamo", knob, DynamoLike(capacity.for_ttft(aim.ttft_s * knob), predictions))
+            swept.append(("dynamo", knob, DynamoLike(capacity.for_ttft(aim.ttft_s * knob), predictions)))
+    for (policy, knob, _), (outcome, seconds) in zip(swept, run_all(runner, [c for _, _, c in swept], workers)):
+        result = summarise(policy, knob, outcome, slo, seconds)
+        results.append(result)
+        say(f"{policy} {knob:g}: attainment {result.attainment:.4f}, {result.gpu_hours:.2f} GPU-h")
     return comparison
