@@ -53,12 +53,16 @@ class Slo:
         """Share of requests that should meet the targets."""
         return self.percentile / 100
 
+    @property
+    def limits(self) -> tuple[float, float, float]:
+        """(TTFT, TPOT, latency) limits, inf where a target is not set."""
+        return tuple(target or math.inf for target in (self.ttft_s, self.tpot_s, self.latency_s))  # type: ignore[return-value]
+
     def met(self, ttft_s: np.ndarray, tpot_s: np.ndarray, latency_s: np.ndarray) -> np.ndarray:
         """Per request: all set targets held (NaN, an unfinished request, never meets)."""
         ok = np.ones(len(ttft_s), dtype=bool)
-        for target, values in ((self.ttft_s, ttft_s), (self.tpot_s, tpot_s), (self.latency_s, latency_s)):
-            if target:
-                ok &= np.nan_to_num(values, nan=np.inf) <= target
+        for limit, values in zip(self.limits, (ttft_s, tpot_s, latency_s)):
+            ok &= np.nan_to_num(values, nan=np.inf) <= limit
         return ok
 
     def describe(self) -> str:
@@ -114,13 +118,6 @@ class Curves:
     """Most requests per second a replica completes (full batches on every instance)."""
     note: str = ""
 
-    def for_pool(self, replicas: int) -> Curve:
-        """The curve measured at the largest pool not above `replicas` (conservative between sizes)."""
-        chosen = self.curves[0]
-        for curve in self.curves:
-            if curve.pool <= replicas:
-                chosen = curve
-        return chosen
 
 
 def _round_up(value: float, digits: int = 4) -> float:

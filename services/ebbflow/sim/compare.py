@@ -231,8 +231,7 @@ _PENDING: tuple = ()
 
 def _run_pending(index: int) -> tuple[Outcome, float]:
     runner, controllers = _PENDING
-    started = time.perf_counter()
-    return runner.run(controllers[index]), time.perf_counter() - started
+    return _timed_run(runner, controllers[index])
 
 
 def run_all(runner: "_Runner", controllers: list[Controller], workers: int) -> list[tuple[Outcome, float]]:
@@ -240,7 +239,7 @@ def run_all(runner: "_Runner", controllers: list[Controller], workers: int) -> l
     (the runs share nothing; each is deterministic for the fleet's seed, so the results do not depend on it)."""
     global _PENDING
     if workers < 2 or len(controllers) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_run_pending_with(runner, c) for c in controllers]
+        return [_timed_run(runner, c) for c in controllers]
     _PENDING = (runner, controllers)
     try:
         with ProcessPoolExecutor(min(workers, len(controllers)), mp_context=multiprocessing.get_context("fork")) as pool:
@@ -249,7 +248,7 @@ def run_all(runner: "_Runner", controllers: list[Controller], workers: int) -> l
         _PENDING = ()
 
 
-def _run_pending_with(runner: "_Runner", controller: Controller) -> tuple[Outcome, float]:
+def _timed_run(runner: "_Runner", controller: Controller) -> tuple[Outcome, float]:
     started = time.perf_counter()
     return runner.run(controller), time.perf_counter() - started
 
@@ -277,9 +276,6 @@ class _Runner:
         if self.score_from_s:
             outcome.scored &= start >= self.score_from_s
         return outcome
-
-    def demand(self, step_s: float) -> np.ndarray:
-        return self.data.rates(step_s)
 
     def bin_misses(self, outcome: Outcome, slo: Slo, step_s: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
         met = outcome.met(slo)
@@ -330,7 +326,7 @@ def compare(
     dev_initial = opening(dev)
     dev_runner = _Runner(dev, setup, truth, dev_initial, score_from_s=30 * forecast_step)
     results: list[Result] = []
-    comparison = Comparison(data.name, "fluid" if runner.fluid else "discrete-event", setup, results, runner.demand(step), None)
+    comparison = Comparison(data.name, "fluid" if runner.fluid else "discrete-event", setup, results, evaluation.rates(step), None)
 
     def record(policy: str, knob: float | None, controller: Controller, note: str = "") -> Result:
         started = time.perf_counter()
@@ -342,7 +338,7 @@ def compare(
 
     if "oracle" in policies or "static_peak" in policies:
         bins = int(math.ceil(evaluation.span_s / step))
-        demand = np.nan_to_num(runner.demand(step))[:bins]
+        demand = np.nan_to_num(evaluation.rates(step))[:bins]
         demand = np.concatenate([demand, np.zeros(bins - len(demand))])
         floor = np.maximum(1, np.ceil(demand / truth.max_rps)).astype(np.int64)
 
@@ -354,7 +350,6 @@ def compare(
         started = time.perf_counter()
         reach = Ahead(np.ones(1, dtype=np.int64), step, fleet.cold_s).reach
         plan, outcome, rounds = find_oracle(floor, run_plan, setup.target, fleet.max_replicas, progress=lambda r: say(f"oracle search: round {r}"), reach=reach)
-        comparison.details["oracle_plan"] = plan
         if "oracle" in policies:
             results.append(summarise("oracle", None, outcome, slo, time.perf_counter() - started, f"{rounds} simulated rounds"))
             say(f"oracle: attainment {results[-1].attainment:.4f}, {results[-1].gpu_hours:.2f} GPU-h")
@@ -367,7 +362,7 @@ def compare(
         forecast = forecasts(rates, forecast_step, horizon=12, season=setup.season)
         say(f"forecasts: {len(rates)} bins of {forecast_step:g} s in {time.perf_counter() - started:.1f} s")
         dev_bins = len(dev.rates(forecast_step))
-        dev_forecast = Forecasts(forecast.step_s, forecast.views[:dev_bins], forecast.methods[:dev_bins])
+        dev_forecast = Forecasts(forecast.step_s, forecast.views[:dev_bins])
         eval_forecast = forecast.shifted(dev_bins)
         comparison.forecast = eval_forecast
         grid = list(itertools.product(*TUNING.values()))

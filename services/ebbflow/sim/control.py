@@ -73,14 +73,6 @@ class Observation:
         missed, _ = self._window(self.telemetry.missed, window_s)
         return finished, missed
 
-    def arrival_series(self, step_s: float, bins: int) -> np.ndarray:
-        """The last `bins` complete bins of step_s as req/s, oldest first (fewer at the start)."""
-        per = max(1, int(round(step_s / self.telemetry.step_s)))
-        usable = self._done // per
-        lo = max(0, usable - bins)
-        counts = self.telemetry.arrivals[lo * per : usable * per].reshape(-1, per).sum(axis=1)
-        return counts / (per * self.telemetry.step_s)
-
 
 class Controller(Protocol):
     name: str

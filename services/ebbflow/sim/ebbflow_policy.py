@@ -32,7 +32,6 @@ class Forecasts:
 
     step_s: float
     views: tuple[ForecastView | None, ...]
-    methods: tuple[str, ...]
     observed_before: int = 0
     """Bins the forecaster had seen before this clock's zero."""
 
@@ -41,7 +40,7 @@ class Forecasts:
         views = tuple(
             None if v is None else ForecastView(v.issued_s - bins * self.step_s, v.step_s, v.quantiles, v.method) for v in self.views[bins:]
         )
-        return Forecasts(self.step_s, views, self.methods[bins:], self.observed_before + bins)
+        return Forecasts(self.step_s, views, self.observed_before + bins)
 
     def at(self, now_s: float, min_observations: int) -> ForecastView | None:
         k = int(now_s // self.step_s) - 1
@@ -50,11 +49,10 @@ class Forecasts:
         return self.views[k]
 
 
-def forecasts(rates: np.ndarray, step_s: float, horizon: int = 12, season: int = 0, progress=None) -> Forecasts:
+def forecasts(rates: np.ndarray, step_s: float, horizon: int = 12, season: int = 0) -> Forecasts:
     """Run the forecaster's Selector over a req/s series (NaN = missing), one update per bin."""
     selector = Selector(horizon, season=season, quantiles=QUANTILES, max_history=2000)
     views: list[ForecastView | None] = []
-    methods: list[str] = []
     for k, value in enumerate(rates):
         result = selector.observe(float(value))
         issued = (k + 1) * step_s
@@ -62,10 +60,7 @@ def forecasts(rates: np.ndarray, step_s: float, horizon: int = 12, season: int =
             views.append(ForecastView(issued, step_s, {q: tuple(float(v) for v in result.quantiles[q]) for q in QUANTILES}, result.method))
         else:
             views.append(None)
-        methods.append(result.method)
-        if progress is not None:
-            progress(k + 1, len(rates))
-    return Forecasts(step_s, tuple(views), tuple(methods))
+    return Forecasts(step_s, tuple(views))
 
 
 @dataclass

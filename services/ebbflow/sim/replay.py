@@ -11,7 +11,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -116,20 +116,19 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
     peak_rps = float(np.nanmax(rates)) if np.isfinite(rates).any() else 0.0
     fine = data.rates(options.bin_s)
     burst_rps = float(np.nanmax(fine)) if np.isfinite(fine).any() else peak_rps
-    aim = replace(options.slo, percentile=max(options.slo.percentile, 50.0))
     shape = options.shape
     shape_counts: dict = {}
     if shape is None:
         say("choosing the replica shape (instances x batch) that meets the SLO with the fewest replicas ...")
         try:
-            shape, _, counts = best_shape(profile, default_shapes(), aim, mean_rps, prompts, outputs, options.noise_sigma)
+            shape, _, counts = best_shape(profile, default_shapes(), options.slo, mean_rps, prompts, outputs, options.noise_sigma)
         except ValueError as error:
             raise ConfigError(f"{error}; loosen the SLO (--slo-ttft, --slo-tpot, --slo-latency)") from None
         shape_counts = {f"{s.instances}x{s.max_batch}": n for s, n in counts.items()}
         say(f"shape {shape.instances}x{shape.max_batch}")
     max_replicas = options.max_replicas
     if max_replicas <= 0:
-        quick = CapacityModel(measure_curve(profile, shape, aim, prompts, outputs, noise_sigma=options.noise_sigma, pools=(8,), points=10, requests_per_point=3000))
+        quick = CapacityModel(measure_curve(profile, shape, options.slo, prompts, outputs, noise_sigma=options.noise_sigma, pools=(8,), points=10, requests_per_point=3000))
         max_replicas = max(20, 2 * quick.replicas_for(burst_rps))
     fleet = Fleet(
         profile,
@@ -152,6 +151,7 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
         "requests": int(len(data)) if isinstance(data, Requests) else int(np.nansum(data.counts)),
         "span_h": round(data.span_s / 3600, 3),
         "mean_rps": round(mean_rps, 3),
+        "token_counts": "from the trace" if isinstance(data, Requests) and data.tokens_known else "fixed defaults (the trace has none)",
         "peak_rps_1min": round(peak_rps, 3),
         f"peak_rps_{options.bin_s:g}s": round(burst_rps, 3),
         "scale": options.scale,
