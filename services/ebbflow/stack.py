@@ -87,7 +87,9 @@ class Stack:
         self._spawn("actuator", actuator.run(self.stop_event))
         self.collector = Collector(self.config.collector, bus, self.view, CollectorMetrics(self.metrics_registry))
         self._spawn("collector", self.collector.run(self.stop_event))
-        self.scheduler = Scheduler(self.config.scheduler, bus, self.view, SchedulerMetrics(self.metrics_registry))
+        self.scheduler = Scheduler(
+            self.config.scheduler, bus, self.view, SchedulerMetrics(self.metrics_registry), time_scale=self.config.actuator.time_scale
+        )
         self._spawn("scheduler", self.scheduler.run(self.stop_event))
 
         router_config = self.config.router

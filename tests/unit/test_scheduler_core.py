@@ -179,3 +179,29 @@ def test_panic_engages_on_a_five_fold_step_skips_the_scale_up_window_and_blocks_
     decision, state = decide(fresh(8.0), policy, ScalingState(((0.0, 2),)), current, 1.0)
     decision, state = decide(fresh(12.0), policy, state, current, 2.0)
     assert decision.replicas == 2 and "panic" not in decision.reason
+
+
+def test_the_last_replica_waits_for_the_idle_time_before_scale_to_zero():
+    policy = ModelPolicy(model="llm", min_replicas=0, max_replicas=3, scale_down_delay_s=10, scale_to_zero_idle_s=60, panic_threshold=0)
+    state, current = ScalingState(), 1
+    for t in range(0, 120):
+        idle = LoadView(fresh=True, in_flight=0.0, arrival_rps=0.0, idle_s=float(t))
+        decision, state = decide(idle, policy, state, current, float(t))
+        current = decision.replicas
+        if t < 60:
+            assert current == 1, f"scaled to zero after {t} s idle"
+            if t >= 10:
+                assert "scale to zero after 60 s idle" in decision.reason
+        else:
+            assert current == 0, f"still {current} after {t} s idle"
+            break
+    # With no idle time set, the scale-down delay alone decides.
+    quick = ModelPolicy(model="llm", min_replicas=0, max_replicas=3, scale_down_delay_s=10, panic_threshold=0)
+    decision, _ = decide(LoadView(True, 0.0, 0.0, idle_s=11.0), quick, ScalingState(((0.0, 1),)), 1, 11.0)
+    assert decision.replicas == 0
+
+
+def test_a_policy_with_an_slo_but_no_curves_says_so_in_the_reason():
+    policy = ModelPolicy(model="llm", max_replicas=5, slo_ttft_s=1.0, panic_threshold=0, forecast_quantile=0)
+    decision, _ = decide(fresh(6), policy, ScalingState(), 1, 0.0, capacity_note="curves are being measured")
+    assert decision.replicas == 2 and "no SLO sizing: curves are being measured" in decision.reason

@@ -31,6 +31,7 @@ class Bus:
     desired: KeyValue
     policies: KeyValue
     models: KeyValue
+    capacity: KeyValue
     closing: list[bool]
 
     async def close(self) -> None:
@@ -95,6 +96,7 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
         desired=await _bucket(js, subjects.DESIRED_BUCKET, history=16),
         policies=await _bucket(js, subjects.POLICIES_BUCKET, history=16),
         models=await _bucket(js, subjects.MODELS_BUCKET, history=1),
+        capacity=await _bucket(js, subjects.CAPACITY_BUCKET, history=1),
         closing=closing,
     )
     await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, max_msgs=100_000)

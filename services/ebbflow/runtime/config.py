@@ -117,6 +117,9 @@ ROUTING_POLICIES = tuple(
 
 
 POLICY_MODES = ("active", "advisory")
+DEFAULT_SLO_PERCENTILE = 99.0
+DEFAULT_VERTICAL_MAX_INSTANCES = 4
+DEFAULT_VERTICAL_MAX_BATCH = 32
 
 
 def mode_to_proto(name: str) -> int:
@@ -191,6 +194,41 @@ class ModelPolicy:
     panic_hold_s: float = 60.0
     """How long a panic blocks scale-down, seconds (Knative's stable window)."""
 
+    slo_ttft_s: float = 0.0
+    """SLO: time to first token, seconds (0: no TTFT target). With any SLO target, the capacity model sizes replicas."""
+    slo_tpot_s: float = 0.0
+    """SLO: time per output token after the first, seconds (0: no target)."""
+    slo_latency_s: float = 0.0
+    """SLO: end-to-end latency, seconds (0: no target; the target for non-generative models)."""
+    slo_percentile: float = 0.0
+    """Percent of requests that should meet every SLO target, [50, 100) (0: 99)."""
+    scale_to_zero_idle_s: float = 0.0
+    """With min_replicas 0, the last replica goes only after no request arrived for this long, seconds (0: the scale-down delay)."""
+    vertical_auto: bool = False
+    """Let the scheduler choose instances and max batch size (within the bounds below) from the capacity model; needs an SLO."""
+    vertical_max_instances: int = 0
+    """Most instances per replica vertical_auto may choose (1-16; 0: 4)."""
+    vertical_max_batch_size: int = 0
+    """Largest max batch size vertical_auto may choose (1-1024; 0: 32)."""
+    gpu_memory_gb_per_instance: float = 0.0
+    """GPU memory one model instance needs, GB (0: a whole GPU per replica)."""
+    priority: int = 0
+    """Under a fleet GPU budget, models of lower priority give way first."""
+
+    @property
+    def has_slo(self) -> bool:
+        return any(target > 0 for target in (self.slo_ttft_s, self.slo_tpot_s, self.slo_latency_s))
+
+    @property
+    def slo_share(self) -> float:
+        """Share of requests that should meet the SLO."""
+        return (self.slo_percentile or DEFAULT_SLO_PERCENTILE) / 100
+
+    @property
+    def vertical_bounds(self) -> tuple[int, int]:
+        """(most instances, largest batch) vertical_auto may choose."""
+        return self.vertical_max_instances or DEFAULT_VERTICAL_MAX_INSTANCES, self.vertical_max_batch_size or DEFAULT_VERTICAL_MAX_BATCH
+
     def pin_active(self, wall_s: float) -> bool:
         return self.pinned and (self.pin_until_unix_s == 0 or wall_s < self.pin_until_unix_s)
 
@@ -235,6 +273,17 @@ class ModelPolicy:
             problems.append("a pin needs pin_replicas >= 0, pin_by (who) and pin_reason (why)")
         if not 0 <= self.target_utilization <= 1:
             problems.append(f"target_utilization must be 0 (unused) or in (0, 1], got {self.target_utilization}")
+        for name in ("slo_ttft_s", "slo_tpot_s", "slo_latency_s", "scale_to_zero_idle_s", "gpu_memory_gb_per_instance"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.slo_percentile != 0 and not 50 <= self.slo_percentile < 100:
+            problems.append(f"slo_percentile must be 0 (99) or in [50, 100), got {self.slo_percentile}")
+        if self.vertical_auto and not self.has_slo:
+            problems.append("vertical_auto needs an SLO target (slo_ttft_s, slo_tpot_s or slo_latency_s) to size against")
+        if not 0 <= self.vertical_max_instances <= 16:
+            problems.append(f"vertical_max_instances must be 1-16 (0: {DEFAULT_VERTICAL_MAX_INSTANCES}), got {self.vertical_max_instances}")
+        if not 0 <= self.vertical_max_batch_size <= 1024:
+            problems.append(f"vertical_max_batch_size must be 1-1024 (0: {DEFAULT_VERTICAL_MAX_BATCH}), got {self.vertical_max_batch_size}")
         if self.routing not in ROUTING_POLICIES:
             problems.append(f"routing must be one of {', '.join(ROUTING_POLICIES)}, got {self.routing!r}")
         if problems:

@@ -50,6 +50,7 @@ REPLICAS_BUCKET = "replicas"  # key <model>.<replica_id>: ReplicaEntry, written 
 DESIRED_BUCKET = "desired"  # key <model>: DesiredState, written by the scheduler (CAS)
 POLICIES_BUCKET = "policies"  # key <model>: ScalingPolicy
 MODELS_BUCKET = "models"  # key <model>: Triton ModelConfig from the repository, written by the actuator
+CAPACITY_BUCKET = "capacity"  # key <content hash>: CapacityCurves, written by the scheduler (decisions refer to them)
 
 
 def replica_key(model: str, replica_id: str) -> str:

@@ -15,6 +15,7 @@ from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, replay_subject
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.registry import RegistryView
+from ebbflow.scheduler.curves import read_stored
 from ebbflow.scheduler.explain import recompute
 from ebbflow.scheduler.hpa import policy_from_hpa
 from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
@@ -106,7 +107,12 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
             policy = policy_from_proto(inputs.policy)
         except ConfigError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the inputs' policy is invalid: {error}")
-        recomputed = recompute(inputs, policy)
+        capacity = None
+        if inputs.capacity_key:
+            capacity = await read_stored(self.bus.capacity, inputs.capacity_key, inputs.capacity_calibration or 1.0)
+            if capacity is None:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the capacity curves {inputs.capacity_key} this decision was sized on are no longer stored")
+        recomputed = recompute(inputs, policy, capacity)
         replicas, reason = recomputed.replicas, recomputed.reason
         return scheduling_pb2.ExplainResponse(
             decision=decision,

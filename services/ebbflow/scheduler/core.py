@@ -14,8 +14,12 @@ and do not scale down for panic_hold_s.
 With a capacity model (scheduler.capacity: curves measured on the emulator's
 service time), the current and forecast request rates become the fewest
 replicas whose pool meets the model's SLO instead, with in-flight as a floor
-for backlogs that outlast the lead (the simulator runs this path; the live
-scheduler does not build curves yet).
+for backlogs that outlast the lead. The live scheduler measures the curves
+for each model with an SLO (scheduler.curves); the simulator runs the same path.
+
+Scale to zero: with min_replicas 0, the last replica goes only after no
+request arrived for scale_to_zero_idle_s (KEDA's cooldown; Knative's
+scale-to-zero grace), on top of the scale-down delay.
 
 Scale-up is immediate; scale-down takes the maximum recommendation over the
 last `scale_down_delay_s` (Knative's scale-down delay), and since each
@@ -61,6 +65,8 @@ class LoadView:
     forecast: ForecastView | None = None
     burst_in_flight: float = -1.0
     """In-flight over the short (panic) window, when the load above is over a longer one; < 0: in_flight."""
+    idle_s: float = -1.0
+    """Seconds since the model's last arrival; < 0: none seen (scale to zero waits for scale_to_zero_idle_s of it)."""
 
 
 @dataclass(frozen=True)
@@ -195,12 +201,14 @@ def decide(
     lead_s: float = 0.0,
     wall_s: float = 0.0,
     capacity: "CapacityModel | None" = None,
+    capacity_note: str = "",
 ) -> tuple[Decision, ScalingState]:
     """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held;
     `wall_s` is the wall-clock time a pin's expiry is compared with. With a `capacity` model, demand in
     requests per second (current and forecast) becomes the fewest replicas whose pool meets the SLO on the
     measured curves; in-flight against what a replica carries at its SLO rate is a floor under that (a
-    heavier token mix or a building queue raises it) when that work outlasts the lead."""
+    heavier token mix or a building queue raises it) when that work outlasts the lead. `capacity_note` says why a
+    policy with an SLO is sized without curves (they are being measured, or cannot be)."""
     if policy.pin_active(wall_s):
         until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
         reason = f"pinned at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"
@@ -240,6 +248,8 @@ def decide(
             burst = recommend(load.burst_in_flight, policy)
         reactive = recommend(load.in_flight, policy)
         demand = f"in_flight {load.in_flight:.2f} / target {policy.in_flight_target:g} -> {reactive}"
+        if capacity_note:
+            demand += f" (no SLO sizing: {capacity_note})"
     prediction = predict(load, policy, time_in_system, lead_s, now_s, capacity)
     recommendation = max(reactive, prediction.replicas)
     if woken:
@@ -259,6 +269,10 @@ def decide(
     in_panic = now_s < panic_until
     if in_panic and desired < current:
         desired = current  # no scale-down while the panic lasts
+    idle_hold = ""
+    if desired == 0 < current and 0 <= load.idle_s < policy.scale_to_zero_idle_s:
+        desired = 1  # the last replica stays until the model has been idle long enough
+        idle_hold = f"; keeping 1 replica: last request {load.idle_s:.0f} s ago, scale to zero after {policy.scale_to_zero_idle_s:g} s idle"
     if prediction.replicas and capacity is not None:
         demand += f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s -> {prediction.replicas}"
     elif prediction.replicas:
@@ -282,6 +296,7 @@ def decide(
         reason = f"scale from zero: requests are held; {reason}"
     if limited:
         reason += f"; {limited}"
+    reason += idle_hold
     if panicking:
         burst_in_flight = max(load.in_flight, load.burst_in_flight)
         reason = f"panic: in_flight {burst_in_flight:.2f} needs {panic_need} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"

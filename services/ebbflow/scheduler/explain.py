@@ -6,9 +6,14 @@ now = 0 with every past moment at minus its age.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ebbflow.runtime.config import ModelPolicy
 from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision
 from ebbflow.v1 import forecast_pb2, policy_pb2, scheduling_pb2
+
+if TYPE_CHECKING:
+    from ebbflow.scheduler.capacity import CapacityModel
 
 
 def record_inputs(
@@ -21,6 +26,9 @@ def record_inputs(
     lead_s: float,
     decision: Decision,
     wall_s: float = 0.0,
+    capacity_key: str = "",
+    capacity_calibration: float = 0.0,
+    capacity_note: str = "",
 ) -> scheduling_pb2.DecisionInputs:
     inputs = scheduling_pb2.DecisionInputs(
         in_flight=load.in_flight if load else 0.0,
@@ -42,6 +50,10 @@ def record_inputs(
         prior_time_in_system_s=state.time_in_system_s,
         wall_unix_s=wall_s,
         prior_panic_left_s=max(0.0, state.panic_until_s - now_s),
+        capacity_key=capacity_key,
+        capacity_calibration=capacity_calibration,
+        capacity_note=capacity_note,
+        idle_s=load.idle_s if load else -1.0,
     )
     forecast = load.forecast if load else None
     if forecast is not None:
@@ -51,16 +63,18 @@ def record_inputs(
     return inputs
 
 
-def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy) -> Decision:
-    """The decision the rule makes for these inputs (at now = 0)."""
+def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy, capacity: "CapacityModel | None" = None) -> Decision:
+    """The decision the rule makes for these inputs (at now = 0), with the capacity curves they name (read by the caller)."""
     if inputs.initial:
         return initial_decision(policy)
     forecast = None
     if inputs.forecast:
         forecast = ForecastView(-inputs.forecast_age_s, inputs.forecast_step_s, {round(q.quantile, 4): tuple(q.arrival_rps) for q in inputs.forecast})
-    load = LoadView(inputs.fresh, inputs.in_flight, inputs.arrival_rps, inputs.load_reason, forecast)
+    load = LoadView(inputs.fresh, inputs.in_flight, inputs.arrival_rps, inputs.load_reason, forecast, idle_s=inputs.idle_s)
     state = ScalingState(
         tuple((-age, r) for age, r in zip(inputs.prior_ages_s, inputs.prior_recommendations)), inputs.prior_time_in_system_s, inputs.prior_panic_left_s
     )
-    decision, _ = decide(load, policy, state, inputs.current_replicas, 0.0, inputs.woken, inputs.lead_s, inputs.wall_unix_s)
+    decision, _ = decide(
+        load, policy, state, inputs.current_replicas, 0.0, inputs.woken, inputs.lead_s, inputs.wall_unix_s, capacity, inputs.capacity_note
+    )
     return decision

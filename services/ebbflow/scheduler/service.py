@@ -22,13 +22,19 @@ from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, mode_from_proto
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
+from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, CapacityModel
 from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
+from ebbflow.scheduler.curves import CapacityStore, CurveSpec, on_token_grid
 from ebbflow.scheduler.explain import record_inputs
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
 WAKEUP_MEMORY_S = 2.0
+TOKEN_MEMORY = 0.99
+"""Per snapshot, how much of the token mix seen so far is kept (about the last 100 snapshots count)."""
+MIN_TOKEN_REQUESTS = 50.0
+"""Completed requests the observed token mix needs before it replaces the default one."""
 
 
 def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
@@ -86,8 +92,10 @@ class SchedulerMetrics:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, bus: Bus, view: RegistryView, metrics: SchedulerMetrics) -> None:
+    def __init__(self, config: SchedulerConfig, bus: Bus, view: RegistryView, metrics: SchedulerMetrics, time_scale: float = 1.0) -> None:
         self.config = config
+        self.time_scale = time_scale
+        """The emulator's time scale (actuator.time_scale): curves are measured in the seconds clients see."""
         self.bus = bus
         self.view = view
         self.metrics = metrics
@@ -99,6 +107,14 @@ class Scheduler:
         self._dirty: set[str] = set()
         self._evaluated_at: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self._last_arrival: dict[str, float] = {}
+        # Per model, decayed sums of (prompt tokens, output tokens, requests) completed: the observed token mix.
+        self._tokens: dict[str, tuple[float, float, float]] = {}
+        self.capacity = CapacityStore(bus.capacity, on_ready=self._decide_all_now)
+
+    def _decide_all_now(self) -> None:
+        self._dirty.update(self.view.policies)
+        self._wake.set()
 
     async def _on_forecast(self, msg) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -126,6 +142,16 @@ class Scheduler:
         except DecodeError:
             return
         fresh = snapshot.status == load_pb2.DATA_STATUS_FRESH
+        if fresh and snapshot.arrival_rps > 0:
+            self._last_arrival[snapshot.model] = time.monotonic()
+        if snapshot.inference_rps > 0 and snapshot.prompt_tokens_per_s > 0:
+            window = snapshot.window_s or 1.0
+            prompt, output, requests = self._tokens.get(snapshot.model, (0.0, 0.0, 0.0))
+            self._tokens[snapshot.model] = (
+                prompt * TOKEN_MEMORY + snapshot.prompt_tokens_per_s * window,
+                output * TOKEN_MEMORY + snapshot.generated_tokens_per_s * window,
+                requests * TOKEN_MEMORY + snapshot.inference_rps * window,
+            )
         self._loads[snapshot.model] = Received(
             LoadView(fresh=fresh, in_flight=snapshot.in_flight, arrival_rps=snapshot.arrival_rps, reason=snapshot.status_reason), time.monotonic()
         )
@@ -147,7 +173,44 @@ class Scheduler:
             return None
         if now - received.at_s > self.config.stale_after_s:
             return LoadView(False, 0.0, 0.0, f"no load snapshot from the collector for {now - received.at_s:.0f} s")
-        return replace(received.load, forecast=self._forecasts.get(model))
+        last = self._last_arrival.get(model)
+        return replace(received.load, forecast=self._forecasts.get(model), idle_s=now - last if last is not None else -1.0)
+
+    def curve_spec(self, model: str, policy: ModelPolicy) -> tuple[CurveSpec | None, str]:
+        """What the model's capacity curves are measured from, or None and why they cannot be."""
+        config = self.view.model_configs.get(model)
+        if config is None:
+            return None, "the model's Triton config is not known yet"
+        profile = config.parameters["profile"].string_value if "profile" in config.parameters else ""
+        if not profile:
+            return None, "the model's config.pbtxt names no latency profile (parameter 'profile') to measure capacity from"
+        prompt, output = DEFAULT_PROMPT_TOKENS, DEFAULT_OUTPUT_TOKENS
+        prompt_sum, output_sum, requests = self._tokens.get(model, (0.0, 0.0, 0.0))
+        if requests >= MIN_TOKEN_REQUESTS:
+            prompt, output = on_token_grid(prompt_sum / requests), on_token_grid(output_sum / requests)
+        spec = CurveSpec(
+            profile=profile,
+            instances=max(1, policy.instances_per_replica),
+            max_batch=max(1, policy.max_batch_size),
+            ttft_s=policy.slo_ttft_s,
+            tpot_s=policy.slo_tpot_s,
+            latency_s=policy.slo_latency_s,
+            percentile=policy.slo_share * 100,
+            prompt_tokens=prompt,
+            output_tokens=output,
+            speed_factor=round(1.0 / self.time_scale, 6),
+        )
+        return spec, ""
+
+    def capacity_for(self, model: str, policy: ModelPolicy) -> tuple[CapacityModel | None, str, str]:
+        """The model's capacity curves (with their key), or None and why SLO sizing is not in force."""
+        if not policy.has_slo:
+            return None, "", ""
+        spec, why = self.curve_spec(model, policy)
+        if spec is None:
+            return None, "", why
+        capacity, why = self.capacity.get(spec)
+        return capacity, spec.key if capacity is not None else "", why
 
     async def _current(self, model: str) -> tuple[scheduling_pb2.DesiredState | None, int]:
         try:
@@ -185,8 +248,12 @@ class Scheduler:
             woken = self._woken_until.get(model, 0.0) >= now
             lead = self.lead_s(model, policy)
             wall = time.time()
-            decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken, lead, wall)
-            inputs = record_inputs(load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision, wall)
+            capacity, capacity_key, capacity_note = self.capacity_for(model, policy)
+            decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken, lead, wall, capacity, capacity_note)
+            inputs = record_inputs(
+                load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision, wall,
+                capacity_key, capacity.calibration if capacity else 0.0, capacity_note,
+            )
             if not decision.valid:
                 self.metrics.holds.labels(model).inc()
                 return
@@ -281,3 +348,4 @@ class Scheduler:
         finally:
             for subscription in subscriptions:
                 await unsubscribe(subscription)
+            await self.capacity.close()

@@ -38,7 +38,7 @@ class DesiredState(_message.Message):
     def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., horizontal: _Optional[_Union[HorizontalDecision, _Mapping]] = ..., vertical: _Optional[_Union[VerticalDecision, _Mapping]] = ..., reason: _Optional[str] = ..., decided_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class DecisionInputs(_message.Message):
-    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s")
+    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s", "capacity_key", "capacity_calibration", "capacity_note", "idle_s")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_RPS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,10 @@ class DecisionInputs(_message.Message):
     INITIAL_FIELD_NUMBER: _ClassVar[int]
     WALL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     PRIOR_PANIC_LEFT_S_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_KEY_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_NOTE_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
     in_flight: float
     arrival_rps: float
     current_replicas: int
@@ -85,7 +89,59 @@ class DecisionInputs(_message.Message):
     initial: bool
     wall_unix_s: float
     prior_panic_left_s: float
-    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ...) -> None: ...
+    capacity_key: str
+    capacity_calibration: float
+    capacity_note: str
+    idle_s: float
+    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ..., capacity_key: _Optional[str] = ..., capacity_calibration: _Optional[float] = ..., capacity_note: _Optional[str] = ..., idle_s: _Optional[float] = ...) -> None: ...
+
+class CapacityCurve(_message.Message):
+    __slots__ = ("pool", "rates", "met", "in_flight", "ttft_s")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    RATES_FIELD_NUMBER: _ClassVar[int]
+    MET_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    TTFT_S_FIELD_NUMBER: _ClassVar[int]
+    pool: int
+    rates: _containers.RepeatedScalarFieldContainer[float]
+    met: _containers.RepeatedScalarFieldContainer[float]
+    in_flight: _containers.RepeatedScalarFieldContainer[float]
+    ttft_s: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, pool: _Optional[int] = ..., rates: _Optional[_Iterable[float]] = ..., met: _Optional[_Iterable[float]] = ..., in_flight: _Optional[_Iterable[float]] = ..., ttft_s: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class CapacityCurves(_message.Message):
+    __slots__ = ("key", "profile", "shape", "slo_ttft_s", "slo_tpot_s", "slo_latency_s", "slo_percentile", "prompt_tokens", "output_tokens", "speed_factor", "ttft_levels", "curves", "max_rps", "note", "measured_at_unix_s")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    SLO_TTFT_S_FIELD_NUMBER: _ClassVar[int]
+    SLO_TPOT_S_FIELD_NUMBER: _ClassVar[int]
+    SLO_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    SLO_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    TTFT_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    CURVES_FIELD_NUMBER: _ClassVar[int]
+    MAX_RPS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    profile: str
+    shape: VerticalDecision
+    slo_ttft_s: float
+    slo_tpot_s: float
+    slo_latency_s: float
+    slo_percentile: float
+    prompt_tokens: int
+    output_tokens: int
+    speed_factor: float
+    ttft_levels: _containers.RepeatedScalarFieldContainer[float]
+    curves: _containers.RepeatedCompositeFieldContainer[CapacityCurve]
+    max_rps: float
+    note: str
+    measured_at_unix_s: float
+    def __init__(self, key: _Optional[str] = ..., profile: _Optional[str] = ..., shape: _Optional[_Union[VerticalDecision, _Mapping]] = ..., slo_ttft_s: _Optional[float] = ..., slo_tpot_s: _Optional[float] = ..., slo_latency_s: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., speed_factor: _Optional[float] = ..., ttft_levels: _Optional[_Iterable[float]] = ..., curves: _Optional[_Iterable[_Union[CapacityCurve, _Mapping]]] = ..., max_rps: _Optional[float] = ..., note: _Optional[str] = ..., measured_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class ScalingDecision(_message.Message):
     __slots__ = ("model", "generation", "previous_replicas", "desired", "inputs", "advisory")
