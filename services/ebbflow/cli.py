@@ -282,7 +282,8 @@ def _control_call(state_dir: Path, stub_class: Callable[[grpc.Channel], Any], ca
         try:
             return call(stub_class(channel))
         except grpc.RpcError as error:
-            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE) and error.details():
+            answered = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION)
+            if error.code() in (*answered, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) and error.details():
                 raise EbbflowError(error.details()) from None
             raise EbbflowError(f"ebbflow up at {state['control']} did not answer: {error.details()}") from None
 
@@ -385,6 +386,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
     from ebbflow.scheduler.service import policy_to_proto
 
     state_dir = Path(args.state_dir)
+    token = os.environ.get("EBBFLOW_ADMIN_TOKEN", "")
+    admin = (("authorization", f"Bearer {token}"),) if token else ()
     if args.action != "list" and not args.target:
         raise EbbflowError(f"policy {args.action} needs a {'file (or - for stdin)' if args.action in ('set', 'import') else 'model'}")
     if args.action == "list":
@@ -395,7 +398,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
         response = _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0))
         print(policy_json(response.policy))
     elif args.action == "delete":
-        _policy_call(state_dir, lambda stub: stub.DeletePolicy(policy_pb2.DeletePolicyRequest(model=args.target), timeout=5.0))
+        _policy_call(state_dir, lambda stub: stub.DeletePolicy(policy_pb2.DeletePolicyRequest(model=args.target), timeout=5.0, metadata=admin))
         print(f"policy of {args.target} deleted; its replicas stay as last decided")
     elif args.action == "set":
         import yaml
@@ -408,7 +411,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
         if not isinstance(models, dict):
             raise EbbflowError(f"{args.target}: expected `models: {{name: {{field: value}}}}` (as in the config file)")
         for policy in parse_config({"models": models}).models:  # defaults filled and every field validated here too
-            stored = _policy_call(state_dir, lambda stub: stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=policy_to_proto(policy)), timeout=5.0))
+            request = policy_pb2.SetPolicyRequest(policy=policy_to_proto(policy))
+            stored = _policy_call(state_dir, lambda stub: stub.SetPolicy(request, timeout=5.0, metadata=admin))
             print(f"policy of {stored.policy.model} stored")
     elif args.action in ("pin", "unpin", "advisory", "active"):
         stored = _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0)).policy
@@ -421,11 +425,11 @@ def cmd_policy(args: argparse.Namespace) -> int:
             stored.pinned, stored.pin_replicas, stored.pin_by, stored.pin_reason, stored.pin_until_unix_s = False, 0, "", "", 0.0
         else:
             stored.mode = policy_pb2.POLICY_MODE_ADVISORY if args.action == "advisory" else policy_pb2.POLICY_MODE_ACTIVE
-        _policy_call(state_dir, lambda stub: stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=stored), timeout=5.0))
+        _policy_call(state_dir, lambda stub: stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=stored), timeout=5.0, metadata=admin))
         print(f"policy of {args.target}: {args.action}" + (f" at {args.replicas} replicas" if args.action == "pin" else ""))
     elif args.action == "import":
         request = policy_pb2.ImportHpaRequest(manifest=_read_text(args.target), model=args.model or "", apply=not args.dry_run)
-        response = _policy_call(state_dir, lambda stub: stub.ImportHpa(request, timeout=5.0))
+        response = _policy_call(state_dir, lambda stub: stub.ImportHpa(request, timeout=5.0, metadata=admin))
         for note in response.notes:
             print(f"# {note}")
         print(policy_json(response.policy))

@@ -122,7 +122,7 @@ class Stack:
         )
         collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), control_server.server)
         forecast_pb2_grpc.add_ForecasterServiceServicer_to_server(ForecasterApi(forecaster), control_server.server)
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, self.view), control_server.server)
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, self.view, self.config.scheduler.admin_token), control_server.server)
         scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bus), control_server.server)
         control_port = control_server.bind("127.0.0.1", 0)
         await control_server.start()

@@ -116,3 +116,41 @@ async def test_an_advisory_policy_publishes_decisions_and_never_writes_desired_s
         await asyncio.gather(task, watcher, return_exceptions=True)
         await subscription.unsubscribe()
         await bus.close()
+
+
+async def test_with_an_admin_token_only_the_holder_changes_policies_and_reads_stay_open(nats_url: str) -> None:
+    await reset_jetstream(nats_url)
+    bus = await connect(nats_url, name="admin-token-test")
+    view, stop = RegistryView(), asyncio.Event()
+    watcher = asyncio.create_task(view.run(bus, stop))
+    await view.wait_loaded(10)
+    server = GrpcServer([policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name])
+    policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, view, admin_token="s3cret"), server.server)
+    port = server.bind("127.0.0.1", 0)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = policy_pb2_grpc.PolicyServiceStub(channel)
+    policy = policy_pb2.ScalingPolicy(model="llm", min_replicas=1, max_replicas=3, target_in_flight_per_replica=4)
+    try:
+        for metadata, code in ((None, grpc.StatusCode.UNAUTHENTICATED), ((("authorization", "Bearer wrong"),), grpc.StatusCode.PERMISSION_DENIED)):
+            for call in (
+                lambda: stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=policy), metadata=metadata),
+                lambda: stub.DeletePolicy(policy_pb2.DeletePolicyRequest(model="llm"), metadata=metadata),
+                lambda: stub.ImportHpa(policy_pb2.ImportHpaRequest(manifest=HPA, apply=True), metadata=metadata),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call()
+                assert refused.value.code() == code, refused.value.details()
+        admin = (("authorization", "Bearer s3cret"),)
+        await stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=policy), metadata=admin)
+        assert (await stub.GetPolicy(policy_pb2.GetPolicyRequest(model="llm"))).policy.max_replicas == 3  # reads need no token
+        translated = await stub.ImportHpa(policy_pb2.ImportHpaRequest(manifest=HPA))  # a dry run stores nothing: no token either
+        assert not translated.applied and translated.policy.model == "chat"
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetPolicy(policy_pb2.GetPolicyRequest(model="chat"))
+    finally:
+        await channel.close()
+        await server.stop(grace_s=0.2)
+        stop.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await bus.close()

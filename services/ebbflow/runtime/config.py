@@ -89,6 +89,10 @@ class SchedulerConfig:
     """Decide on a model as soon as its load snapshot arrives (else only every interval_s)."""
     min_forecast_observations: int = 30
     """A forecast based on fewer observed bins is not acted on (its calibration is not established yet)."""
+    admin_token: str = ""
+    """When set, changing policies (SetPolicy, DeletePolicy, ImportHpa that stores) needs gRPC metadata
+    `authorization: Bearer <token>` (the CLI sends $EBBFLOW_ADMIN_TOKEN); reads stay open. Prefer the
+    environment (EBBFLOW_SCHEDULER__ADMIN_TOKEN) to the config file for it."""
 
 
 @dataclass(frozen=True)

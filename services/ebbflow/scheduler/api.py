@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections import deque
 
@@ -22,10 +23,23 @@ from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
 from ebbflow.v1 import policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc
 
 
+async def require_admin(token: str, context: grpc.aio.ServicerContext) -> None:
+    """With an admin token configured, the call must carry `authorization: Bearer <token>`."""
+    if not token:
+        return
+    sent = dict(context.invocation_metadata() or ()).get("authorization", "")
+    if not sent:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "changing policies needs the admin token: metadata 'authorization: Bearer <token>'")
+    scheme, _, value = sent.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the admin token sent is not the configured one")
+
+
 class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
-    def __init__(self, bus: Bus, view: RegistryView) -> None:
+    def __init__(self, bus: Bus, view: RegistryView, admin_token: str = "") -> None:
         self.bus = bus
         self.view = view
+        self.admin_token = admin_token
 
     async def _stored(self, model: str, context: grpc.aio.ServicerContext) -> policy_pb2.ScalingPolicy:
         try:
@@ -42,6 +56,7 @@ class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
         return policy_pb2.ListPoliciesResponse(policies=[self.view.policies[m] for m in sorted(self.view.policies)])
 
     async def SetPolicy(self, request: policy_pb2.SetPolicyRequest, context: grpc.aio.ServicerContext) -> policy_pb2.SetPolicyResponse:
+        await require_admin(self.admin_token, context)
         try:
             policy = policy_from_proto(request.policy)
         except ConfigError as error:
@@ -51,11 +66,14 @@ class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
         return policy_pb2.SetPolicyResponse(policy=stored)
 
     async def DeletePolicy(self, request: policy_pb2.DeletePolicyRequest, context: grpc.aio.ServicerContext) -> policy_pb2.DeletePolicyResponse:
+        await require_admin(self.admin_token, context)
         await self._stored(request.model, context)
         await self.bus.policies.delete(request.model)
         return policy_pb2.DeletePolicyResponse()
 
     async def ImportHpa(self, request: policy_pb2.ImportHpaRequest, context: grpc.aio.ServicerContext) -> policy_pb2.ImportHpaResponse:
+        if request.apply:
+            await require_admin(self.admin_token, context)
         try:
             manifest = yaml.safe_load(request.manifest)
         except yaml.YAMLError as error:
