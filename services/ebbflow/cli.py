@@ -458,6 +458,26 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    response = _scheduler_call(Path(args.state_dir), lambda stub: stub.GetPlan(scheduling_pb2.GetPlanRequest(), timeout=10.0))
+    if args.json:
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+        return 0
+    inventory = ", ".join(response.nodes) or "none (replicas take no GPU slot)"
+    budget = f"{response.gpu_budget:g} GPUs" if response.gpu_budget else "none"
+    print(f"inventory: {inventory}; budget: {budget}")
+    print(f"GPUs wanted {response.gpus_wanted:.2f}, desired {response.gpus_desired:.2f}, in use {response.gpus_in_use}")
+    print(f"{'MODEL':<16} {'PRIO':>4} {'WANTED':>6} {'DESIRED':>7} {'GPU/REPL':>8} {'SHAPE':>9}  SLOTS")
+    for plan in response.models:
+        shape = f"{plan.desired.vertical.instances_per_replica or '-'}x{plan.desired.vertical.max_batch_size or '-'}"
+        slots = ", ".join(f"{r.gpu_slot or r.replica_id}({r.state})" for r in plan.replicas) or "-"
+        mode = " advisory" if plan.advisory else ""
+        print(f"{plan.model:<16} {plan.priority:>4} {plan.wanted_replicas:>6} {plan.desired.horizontal.replicas:>7} {plan.gpus_per_replica:>8.2f} {shape:>9}  {slots}{mode}")
+        if plan.wanted_replicas > plan.desired.horizontal.replicas and plan.budget_note:
+            print(f"{'':<16} gives way: {plan.budget_note}")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     request = scheduling_pb2.ExplainRequest(model=args.model, generation=args.generation or 0)
     response = _scheduler_call(Path(args.state_dir), lambda stub: stub.Explain(request, timeout=10.0))
@@ -591,6 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("--json", action="store_true", help="the ScalingDecision messages as JSON")
     decisions.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     decisions.set_defaults(func=cmd_decisions)
+
+    plan = sub.add_parser("plan", help="every model's wanted and desired replicas, GPU budget share, shape and GPU slots")
+    plan.add_argument("--json", action="store_true", help="the GetPlan response as JSON")
+    plan.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    plan.set_defaults(func=cmd_plan)
 
     explain = sub.add_parser("explain", help="a decision's inputs and reason, recomputed by the same rule (exit 1 if it does not match)")
     explain.add_argument("model")

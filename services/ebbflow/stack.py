@@ -77,7 +77,9 @@ class Stack:
         """Bring every part up; the addresses are also kept on `self.addresses`."""
         self.bus = bus = await connect(self.nats_url, name="ebbflow")
         await import_policies(bus, self.config.models)
-        self.actuator = actuator = LocalActuator(self.config.actuator, bus, self.state_dir, ActuatorMetrics(self.metrics_registry), self.say)
+        self.actuator = actuator = LocalActuator(
+            self.config.actuator, bus, self.state_dir, ActuatorMetrics(self.metrics_registry), self.say, self.config.placement
+        )
         await actuator.forget_previous_run()
         await actuator.publish_model_configs()
         self.view = RegistryView()
@@ -88,7 +90,8 @@ class Stack:
         self.collector = Collector(self.config.collector, bus, self.view, CollectorMetrics(self.metrics_registry))
         self._spawn("collector", self.collector.run(self.stop_event))
         self.scheduler = Scheduler(
-            self.config.scheduler, bus, self.view, SchedulerMetrics(self.metrics_registry), time_scale=self.config.actuator.time_scale
+            self.config.scheduler, bus, self.view, SchedulerMetrics(self.metrics_registry), time_scale=self.config.actuator.time_scale,
+            placement=self.config.placement,
         )
         self._spawn("scheduler", self.scheduler.run(self.stop_event))
 
@@ -123,7 +126,7 @@ class Stack:
         collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), control_server.server)
         forecast_pb2_grpc.add_ForecasterServiceServicer_to_server(ForecasterApi(forecaster), control_server.server)
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, self.view, self.config.scheduler.admin_token), control_server.server)
-        scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bus), control_server.server)
+        scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bus, self.view, self.scheduler), control_server.server)
         control_port = control_server.bind("127.0.0.1", 0)
         await control_server.start()
         # The forecaster refills through the collector's public API, as it would from another host.

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ebbflow.actuator.core import ActualReplica, Phase, live_routers, reconcile, routers_idle
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
-from ebbflow.runtime.config import ActuatorConfig
+from ebbflow.runtime.config import ActuatorConfig, PlacementConfig
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import ChildProcess, spawn
@@ -40,6 +40,7 @@ from ebbflow.runtime.triton import (
     vertical_of,
     with_vertical,
 )
+from ebbflow.scheduler.placement import GpuId, choose_slot, parse_node, parse_slot, slot_name
 from ebbflow.v1 import load_pb2, registry_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class ActuatorMetrics:
         self.replicas = Gauge("ebbflow_actuator_replicas", "Replicas by model and phase", ["model", "phase"], registry=registry)
         self.cold_start = Gauge("ebbflow_actuator_last_cold_start_seconds", "Start command to model ready, last replica", ["model"], registry=registry)
         self.failures = Counter("ebbflow_actuator_replica_failures", "Replicas that died or never became ready", ["model"], registry=registry)
+        self.unplaced = Gauge("ebbflow_actuator_unplaced_replicas", "Desired replicas not started for want of a GPU slot", ["model"], registry=registry)
 
 
 class LocalActuator:
@@ -92,8 +94,14 @@ class LocalActuator:
         state_dir: Path,
         metrics: ActuatorMetrics,
         say: Callable[[str], None] = lambda line: None,
+        placement: PlacementConfig = PlacementConfig(),
     ) -> None:
         self.config = config
+        self.nodes = [parse_node(text) for text in placement.nodes]
+        """The GPU inventory; empty: replicas take no slot."""
+        self.gpu_budget = int(placement.gpu_budget)
+        self.unplaced: dict[str, str] = {}
+        """Models with desired replicas that have no slot, and why."""
         self.bus = bus
         self.state_dir = state_dir
         self.metrics = metrics
@@ -172,14 +180,59 @@ class LocalActuator:
             wanted_batch = max_batch
         return desired.vertical.instances_per_replica or instances, wanted_batch
 
-    async def _start(self, model: str, desired: scheduling_pb2.DesiredState) -> None:
+    # ---- GPU slots --------------------------------------------------------------
+
+    def _used_gb(self, leaving_out: ManagedReplica | None = None) -> dict[GpuId, float]:
+        """Memory held on each GPU by this actuator's replicas (draining ones still hold theirs)."""
+        used: dict[GpuId, float] = {}
+        for replica in self.replicas.values():
+            gpu = parse_slot(replica.entry.gpu_slot)
+            if gpu is not None and replica is not leaving_out:
+                used[gpu] = used.get(gpu, 0.0) + replica.entry.gpu_memory_gb
+        return used
+
+    def _replica_memory(self, desired: scheduling_pb2.DesiredState) -> float:
+        return desired.vertical.gpu_memory_gb or max(n.gpu_memory_gb for n in self.nodes)
+
+    def _slot_for(self, model: str, memory_gb: float) -> tuple[str, str]:
+        """A GPU slot for a new replica of `model` ("" and why when none fits)."""
+        model_nodes: dict[str, int] = {}
+        for replica in self.replicas.values():
+            gpu = parse_slot(replica.entry.gpu_slot)
+            if replica.entry.model == model and gpu is not None and not replica.stopping:
+                model_nodes[gpu[0]] = model_nodes.get(gpu[0], 0) + 1
+        gpu, why = choose_slot(self.nodes, self._used_gb(), model_nodes, memory_gb, self.gpu_budget)
+        return (slot_name(gpu), "") if gpu is not None else ("", why)
+
+    def _fits_in_place(self, replica: ManagedReplica, memory_gb: float) -> bool:
+        """Whether the replica's GPU still has room when its memory becomes `memory_gb` (a vertical change)."""
+        gpu = parse_slot(replica.entry.gpu_slot)
+        if gpu is None:
+            return True
+        size = next(n.gpu_memory_gb for n in self.nodes if n.name == gpu[0])
+        return self._used_gb(leaving_out=replica).get(gpu, 0.0) + memory_gb <= size + 1e-9
+
+    async def _start(self, model: str, desired: scheduling_pb2.DesiredState) -> bool:
+        """Start one replica; False when no GPU slot fits it (nothing started, the reason kept in `unplaced`)."""
+        slot, memory = "", 0.0
+        if self.nodes:
+            memory = self._replica_memory(desired)
+            slot, why = self._slot_for(model, memory)
+            if not slot:
+                if self.unplaced.get(model) != why:
+                    self.say(f"{model}: a desired replica cannot start: {why}")
+                    log.warning("%s: a desired replica cannot start: %s", model, why)
+                self.unplaced[model] = why
+                return False
         # The entry records what the replica really runs: the repository's settings until a reload changes them.
         instances, max_batch = self._base_vertical(model)
         entry = new_replica_entry(model, instances=instances, max_batch_size=max_batch, generation=desired.generation)
+        entry.gpu_slot, entry.gpu_memory_gb = slot, memory
         replica = ManagedReplica(entry=entry)
         self.replicas[replica.key] = replica
         await self._record(replica, Phase.STARTING)
         replica.task = asyncio.create_task(self._live(replica), name=f"replica {replica.key}")
+        return True
 
     async def _live(self, replica: ManagedReplica) -> None:
         entry = replica.entry
@@ -210,7 +263,7 @@ class LocalActuator:
                 self.replicas.pop(replica.key, None)
                 self._kick.set()
 
-    async def _apply_vertical(self, replica: ManagedReplica, wanted: tuple[int, int]) -> None:
+    async def _apply_vertical(self, replica: ManagedReplica, wanted: tuple[int, int], memory_gb: float) -> None:
         """Reload the replica's model with the wanted instances and batch size; record what Triton then reports."""
         assert self._session is not None
         entry, config = replica.entry, self.model_configs.get(replica.entry.model)
@@ -222,6 +275,8 @@ class LocalActuator:
             if applied != wanted:
                 raise UnavailableError(f"Triton reports {applied[0]} instances and batch {applied[1]} after the reload, not {wanted[0]} and {wanted[1]}")
             entry.instances, entry.max_batch_size = applied
+            if entry.gpu_slot:
+                entry.gpu_memory_gb = memory_gb
             replica.failed_vertical = None
             self.say(f"replica {replica.key} reloaded: {applied[0]} instance(s), max batch {applied[1]} (verified)")
             await self._record(replica, Phase.READY, f"vertical: {applied[0]} instances, max batch {applied[1]}, verified")
@@ -240,7 +295,12 @@ class LocalActuator:
                 continue
             if (entry.instances, entry.max_batch_size) == wanted or replica.failed_vertical == wanted:
                 continue
-            task = asyncio.create_task(self._apply_vertical(replica, wanted), name=f"vertical {replica.key}")
+            memory = self._replica_memory(desired) if self.nodes and desired is not None else entry.gpu_memory_gb
+            if not self._fits_in_place(replica, memory):
+                replica.failed_vertical = wanted
+                log.warning("vertical change of %s to %s skipped: its GPU %s lacks the memory", replica.key, wanted, entry.gpu_slot)
+                continue
+            task = asyncio.create_task(self._apply_vertical(replica, wanted, memory), name=f"vertical {replica.key}")
             self._reloads.add(task)
             task.add_done_callback(self._reloads.discard)
 
@@ -339,10 +399,19 @@ class LocalActuator:
             actions = reconcile(target, actual)
             self._reconcile_vertical(model, desired)
             if actions.empty:
+                self.metrics.unplaced.labels(model).set(0)
+                self.unplaced.pop(model, None)
                 continue
             log.info("%s: %s", model, actions.reason)
+            started = 0
             for _ in range(actions.start):
-                await self._start(model, desired or scheduling_pb2.DesiredState(model=model))
+                if not await self._start(model, desired or scheduling_pb2.DesiredState(model=model)):
+                    break
+                started += 1
+            missing = actions.start - started
+            self.metrics.unplaced.labels(model).set(missing)
+            if not missing:
+                self.unplaced.pop(model, None)
             for replica_id in actions.drain:
                 replica = self.replicas[subjects.replica_key(model, replica_id)]
                 replica.stopping = True

@@ -113,6 +113,16 @@ class ActuatorConfig:
     """Drain bound: tritonserver --exit-timeout-secs lets in-flight requests finish, then SIGKILL, seconds."""
 
 
+@dataclass(frozen=True)
+class PlacementConfig:
+    nodes: tuple[str, ...] = ()
+    """GPU inventory, one `name:GPUSxMEMORY_GB` per node (e.g. gpu-a:4x80); empty: no GPU slots (CPU hosts)."""
+    gpu_budget: float = 0.0
+    """Fleet budget of GPUs; when demand exceeds it, lower-priority models give way (0: every GPU of the inventory, or none without one)."""
+    max_moves_per_hour: int = 6
+    """Running replicas moved to another GPU per hour to free GPUs (a move is a cold start), at most (0: never)."""
+
+
 _ROUTING_PREFIX = "ROUTING_POLICY_"
 ROUTING_POLICIES = tuple(
     name.removeprefix(_ROUTING_PREFIX).lower() for name in policy_pb2.RoutingPolicy.keys() if name != "ROUTING_POLICY_UNSPECIFIED"
@@ -302,6 +312,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     forecaster: ForecasterConfig = field(default_factory=ForecasterConfig)
     actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     models: tuple[ModelPolicy, ...] = (ModelPolicy(model="llm"), ModelPolicy(model="llm_stream", min_replicas=0, max_replicas=2))
 
 
@@ -335,6 +346,9 @@ def _section(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
             elif target == "tuple[float, ...]":
                 items = value.split(",") if isinstance(value, str) else value
                 values[name] = tuple(float(item) for item in items)
+            elif target == "tuple[str, ...]":
+                items = value.split(",") if isinstance(value, str) else value
+                values[name] = tuple(str(item).strip() for item in items if str(item).strip())
             else:
                 values[name] = str(value)
         except (TypeError, ValueError):
@@ -370,13 +384,23 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError("router.hold_timeout_s, hold_max_requests and hold_max_bytes must be positive")
     if r.max_retries < 0 or r.retry_buffer_bytes < 0 or r.eject_after_failures < 1 or r.eject_s < 0:
         raise ConfigError("router.max_retries, retry_buffer_bytes and eject_s must be >= 0 and eject_after_failures >= 1")
+    from ebbflow.scheduler.placement import parse_node  # the one parser of node specs
+
+    try:
+        names = [parse_node(text).name for text in config.placement.nodes]
+    except ValueError as error:
+        raise ConfigError(f"placement.nodes: {error}") from None
+    if len(set(names)) != len(names):
+        raise ConfigError(f"placement.nodes: node names must be unique, got {names}")
+    if config.placement.gpu_budget < 0 or config.placement.max_moves_per_hour < 0:
+        raise ConfigError("placement.gpu_budget and placement.max_moves_per_hour must be >= 0")
     if not 0 <= config.router.port <= 65535:
         raise ConfigError(f"router.port must be 0-65535, got {config.router.port}")
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
     """Build a validated Config from a mapping shaped like the YAML file."""
-    known = {"router", "collector", "forecaster", "scheduler", "actuator", "models"}
+    known = {"router", "collector", "forecaster", "scheduler", "actuator", "placement", "models"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown top-level section(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -394,6 +418,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         forecaster=_section(ForecasterConfig, raw.get("forecaster"), "forecaster"),
         scheduler=_section(SchedulerConfig, raw.get("scheduler"), "scheduler"),
         actuator=_section(ActuatorConfig, raw.get("actuator"), "actuator"),
+        placement=_section(PlacementConfig, raw.get("placement"), "placement"),
         models=models,
     )
     _check_ranges(config)
@@ -409,7 +434,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and "__" in key:
             section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
-            if section in ("router", "collector", "forecaster", "scheduler", "actuator"):
+            if section in ("router", "collector", "forecaster", "scheduler", "actuator", "placement"):
                 overrides.setdefault(section, {})[name] = value
     return overrides
 

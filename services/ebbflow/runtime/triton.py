@@ -188,8 +188,16 @@ def replica_launch(
         entry.metrics_port,
         exit_timeout_s,
         f"ebbflow_{entry.replica_id}_",
-        {"EBBFLOW_TIME_SCALE": str(time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor)},
+        {"EBBFLOW_TIME_SCALE": str(time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor), **gpu_environment(entry.gpu_slot)},
     )
+
+
+def gpu_environment(slot: str) -> dict[str, str]:
+    """The replica sees only its own GPU ("node/gpuN" -> CUDA_VISIBLE_DEVICES=N); nothing without a slot."""
+    from ebbflow.scheduler.placement import parse_slot  # the one slot format
+
+    gpu = parse_slot(slot)
+    return {"CUDA_VISIBLE_DEVICES": str(gpu[1])} if gpu is not None else {}
 
 
 def vertical_of(config: model_config_pb2.ModelConfig) -> tuple[int, int]:

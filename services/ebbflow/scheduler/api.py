@@ -19,8 +19,8 @@ from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.curves import read_stored
 from ebbflow.scheduler.explain import recompute
 from ebbflow.scheduler.hpa import policy_from_hpa
-from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
-from ebbflow.v1 import policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc
+from ebbflow.scheduler.service import Scheduler, policy_from_proto, policy_to_proto
+from ebbflow.v1 import policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc
 
 
 async def require_admin(token: str, context: grpc.aio.ServicerContext) -> None:
@@ -93,10 +93,45 @@ def policy_json(policy: policy_pb2.ScalingPolicy) -> str:
 
 
 class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
-    """The audit trail: decisions from the `DECISIONS` stream, and their recomputation."""
+    """The plan (desired state, budget, slots) and the audit trail: decisions from the `DECISIONS` stream, and their recomputation."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, view: RegistryView | None = None, scheduler: Scheduler | None = None) -> None:
         self.bus = bus
+        self.view = view
+        self.scheduler = scheduler
+
+    async def GetPlan(self, request: scheduling_pb2.GetPlanRequest, context: grpc.aio.ServicerContext) -> scheduling_pb2.GetPlanResponse:
+        if self.view is None or self.scheduler is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this process runs no scheduler")
+        view, scheduler = self.view, self.scheduler
+        response = scheduling_pb2.GetPlanResponse(nodes=[f"{n.name}:{n.gpus}x{n.gpu_memory_gb:g}" for n in scheduler.nodes], gpu_budget=scheduler.budget_gpus)
+        slots = set()
+        for model in sorted(view.policies):
+            policy = scheduler.resolved(model, policy_from_proto(view.policies[model]))
+            plan = scheduling_pb2.ModelPlan(
+                model=model, priority=policy.priority, gpus_per_replica=scheduler.gpus_per_replica(policy), advisory=policy.mode == "advisory"
+            )
+            try:
+                entry = await self.bus.desired.get(model)
+                plan.desired.ParseFromString(entry.value or b"")
+                plan.desired.generation = entry.revision or 0
+            except (KeyNotFoundError, DecodeError):
+                pass
+            demand = scheduler.demand_of(model)
+            plan.wanted_replicas = demand.replicas if demand is not None else plan.desired.horizontal.replicas
+            budget = scheduler.budget_for(model)
+            if budget is not None:
+                plan.budget_note = budget[1]
+            for replica in sorted(view.of_model(model), key=lambda r: r.replica_id):
+                state = registry_pb2.ReplicaState.Name(replica.state).removeprefix("REPLICA_STATE_").lower()
+                plan.replicas.add(replica_id=replica.replica_id, gpu_slot=replica.gpu_slot, state=state)
+                if replica.gpu_slot:
+                    slots.add(replica.gpu_slot)
+            response.gpus_wanted += plan.wanted_replicas * plan.gpus_per_replica
+            response.gpus_desired += plan.desired.horizontal.replicas * plan.gpus_per_replica
+            response.models.append(plan)
+        response.gpus_in_use = len(slots)
+        return response
 
     async def _decisions(self, model: str, keep: int) -> list[scheduling_pb2.ScalingDecision]:
         """The newest `keep` decisions of a model, oldest first (undecodable ones skipped)."""

@@ -98,6 +98,13 @@ class Decision:
     window: tuple[int, ...] = ()
     reactive: int = 0
     prediction: Prediction = Prediction()
+    wanted: int = -1
+    """Replicas before the fleet GPU budget's cap (-1: the same as replicas)."""
+
+    @property
+    def demand(self) -> int:
+        """What the model wants, budget or not."""
+        return self.replicas if self.wanted < 0 else self.wanted
 
 
 def bounded(replicas: int, policy: ModelPolicy) -> int:
@@ -202,13 +209,15 @@ def decide(
     wall_s: float = 0.0,
     capacity: "CapacityModel | None" = None,
     capacity_note: str = "",
+    budget: tuple[int, str] | None = None,
 ) -> tuple[Decision, ScalingState]:
     """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held;
     `wall_s` is the wall-clock time a pin's expiry is compared with. With a `capacity` model, demand in
     requests per second (current and forecast) becomes the fewest replicas whose pool meets the SLO on the
     measured curves; in-flight against what a replica carries at its SLO rate is a floor under that (a
     heavier token mix or a building queue raises it) when that work outlasts the lead. `capacity_note` says why a
-    policy with an SLO is sized without curves (they are being measured, or cannot be)."""
+    policy with an SLO is sized without curves (they are being measured, or cannot be). `budget` is the most
+    replicas a fleet GPU budget leaves this model, and why (models of lower priority give way first)."""
     if policy.pin_active(wall_s):
         until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
         reason = f"pinned at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"
@@ -297,10 +306,14 @@ def decide(
     if limited:
         reason += f"; {limited}"
     reason += idle_hold
+    wanted = -1
+    if budget is not None and desired > max(budget[0], 0):
+        wanted, desired = desired, max(budget[0], 0)
+        reason += f"; GPU budget caps it at {desired} of {wanted}: {budget[1]}"
     if panicking:
         burst_in_flight = max(load.in_flight, load.burst_in_flight)
         reason = f"panic: in_flight {burst_in_flight:.2f} needs {panic_need} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"
     elif in_panic:
         reason += f"; panic hold for {panic_until - now_s:.0f} s more: no scale-down"
-    decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction)
+    decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction, wanted)
     return decision, ScalingState(window, time_in_system, panic_until)

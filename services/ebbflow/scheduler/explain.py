@@ -29,6 +29,7 @@ def record_inputs(
     capacity_key: str = "",
     capacity_calibration: float = 0.0,
     capacity_note: str = "",
+    budget: tuple[int, str] | None = None,
 ) -> scheduling_pb2.DecisionInputs:
     inputs = scheduling_pb2.DecisionInputs(
         in_flight=load.in_flight if load else 0.0,
@@ -54,6 +55,9 @@ def record_inputs(
         capacity_calibration=capacity_calibration,
         capacity_note=capacity_note,
         idle_s=load.idle_s if load else -1.0,
+        budgeted=budget is not None,
+        budget_cap=max(0, budget[0]) if budget else 0,
+        budget_note=budget[1] if budget else "",
     )
     forecast = load.forecast if load else None
     if forecast is not None:
@@ -75,6 +79,7 @@ def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy, capaci
         tuple((-age, r) for age, r in zip(inputs.prior_ages_s, inputs.prior_recommendations)), inputs.prior_time_in_system_s, inputs.prior_panic_left_s
     )
     decision, _ = decide(
-        load, policy, state, inputs.current_replicas, 0.0, inputs.woken, inputs.lead_s, inputs.wall_unix_s, capacity, inputs.capacity_note
+        load, policy, state, inputs.current_replicas, 0.0, inputs.woken, inputs.lead_s, inputs.wall_unix_s, capacity, inputs.capacity_note,
+        (inputs.budget_cap, inputs.budget_note) if inputs.budgeted else None,
     )
     return decision

@@ -154,3 +154,106 @@ def place(
 def _any_fit(used_sorted: list[tuple[float, GpuId]], memory: float) -> GpuId | None:
     position = bisect.bisect_left(used_sorted, (memory, ("", -1)))
     return used_sorted[position][1] if position < len(used_sorted) else None
+
+
+# ---- one replica at a time (the actuator) and the fleet budget (the scheduler) ----
+
+
+def parse_node(text: str) -> Node:
+    """A node from the config's `name:GPUSxMEMORY_GB` (e.g. `gpu-a:4x80`)."""
+    name, _, spec = text.strip().partition(":")
+    count, _, memory = spec.lower().partition("x")
+    try:
+        node = Node(name, int(count), float(memory))
+    except ValueError:
+        raise ValueError(f"a node is name:GPUSxMEMORY_GB (e.g. gpu-a:4x80), got {text!r}") from None
+    if not name or node.gpus < 1 or node.gpu_memory_gb <= 0:
+        raise ValueError(f"a node needs a name, >= 1 GPU and memory > 0 GB, got {text!r}")
+    return node
+
+
+def slot_name(gpu: GpuId) -> str:
+    return f"{gpu[0]}/gpu{gpu[1]}"
+
+
+def parse_slot(text: str) -> GpuId | None:
+    node, _, index = text.rpartition("/gpu")
+    return (node, int(index)) if node and index.isdigit() else None
+
+
+def replica_memory_gb(nodes: Sequence[Node], instances: int, gb_per_instance: float) -> float:
+    """GPU memory a replica takes: its instances' memory, or a whole (largest) GPU when the policy gives none."""
+    whole = max((n.gpu_memory_gb for n in nodes), default=1.0)
+    return min(whole, instances * gb_per_instance) if gb_per_instance > 0 else whole
+
+
+def choose_slot(
+    nodes: Sequence[Node], used_gb: Mapping[GpuId, float], model_nodes: Mapping[str, int], memory_gb: float, gpu_budget: int = 0
+) -> tuple[GpuId | None, str]:
+    """The GPU for one new replica of a model, by the placement objectives, or None and why.
+
+    `used_gb`: memory taken on each GPU by live replicas (starting, ready and draining ones all hold it);
+    `model_nodes`: the model's live replicas per node. Memory must fit; a model on one node goes to another
+    when it can; then the fullest GPU in use that fits (best fit); else an unused GPU, on the node with the
+    most of them, unless the fleet already uses `gpu_budget` GPUs (0: no budget).
+    """
+    gpus = [((n.name, i), n.gpu_memory_gb) for n in nodes for i in range(n.gpus)]
+    fits = [(gpu, size - used_gb.get(gpu, 0.0)) for gpu, size in gpus if size - used_gb.get(gpu, 0.0) >= memory_gb - 1e-9]
+    if not fits:
+        most = max((size - used_gb.get(gpu, 0.0) for gpu, size in gpus), default=0.0)
+        return None, f"no GPU has {memory_gb:g} GB free (the most free on one GPU is {most:g} GB, of {len(gpus)} GPUs)"
+    spread = sum(model_nodes.values()) >= 1 and len([n for n, k in model_nodes.items() if k]) < 2
+
+    def elsewhere(gpu: GpuId) -> bool:
+        return not spread or not model_nodes.get(gpu[0])
+
+    in_use = [(free, gpu) for gpu, free in fits if used_gb.get(gpu, 0.0) > 0]
+    unused = [gpu for gpu, _ in fits if used_gb.get(gpu, 0.0) <= 0]
+    gpus_in_use = sum(1 for gpu, _ in gpus if used_gb.get(gpu, 0.0) > 0)
+    may_open = bool(unused) and (gpu_budget <= 0 or gpus_in_use < gpu_budget)
+    unused_per_node: dict[str, int] = defaultdict(int)
+    for gpu in unused:
+        unused_per_node[gpu[0]] += 1
+
+    def best_fit(candidates: list[tuple[float, GpuId]]) -> GpuId | None:
+        return min(candidates)[1] if candidates else None
+
+    def open_one(candidates: list[GpuId]) -> GpuId | None:
+        return min(candidates, key=lambda g: (-unused_per_node[g[0]], g)) if candidates else None
+
+    chosen = best_fit([c for c in in_use if elsewhere(c[1])])
+    if chosen is None and may_open:
+        chosen = open_one([g for g in unused if elsewhere(g)])
+    # Spreading is a preference, memory and the budget are not.
+    chosen = chosen or best_fit(in_use) or (open_one(unused) if may_open else None)
+    if chosen is None:
+        return None, f"the GPU budget of {gpu_budget} is in use and no GPU in use has {memory_gb:g} GB free"
+    return chosen, ""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one model wants from the fleet budget."""
+
+    model: str
+    priority: int
+    replicas: int
+    gpus_per_replica: float
+
+
+def budget_caps(demands: Sequence[Demand], budget_gpus: float) -> dict[str, tuple[int, str]]:
+    """Replicas each model may have under a fleet budget of GPUs: higher priority first (ties by name), each
+    taking what it wants of what is left. Returns model -> (cap, why), the why naming who took the rest."""
+    caps: dict[str, tuple[int, str]] = {}
+    left, takers = float(budget_gpus), []
+    for demand in sorted(demands, key=lambda d: (-d.priority, d.model)):
+        room = math.floor(left / demand.gpus_per_replica + 1e-9) if demand.gpus_per_replica > 0 else demand.replicas
+        taken = budget_gpus - left
+        who = ", ".join(takers[:3]) + (" ..." if len(takers) > 3 else "")
+        why = f"fleet budget {budget_gpus:g} GPUs, {taken:g} taken by models of higher priority or earlier name ({who or 'none'}): room for {room}"
+        caps[demand.model] = (room, why)
+        take = min(demand.replicas, room)
+        left -= take * demand.gpus_per_replica
+        if take:
+            takers.append(f"{demand.model} {take}x{demand.gpus_per_replica:g}")
+    return caps

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe
-from ebbflow.runtime.config import ModelPolicy, SchedulerConfig, mode_from_proto, mode_to_proto, routing_from_proto, routing_to_proto
+from ebbflow.runtime.config import ModelPolicy, PlacementConfig, SchedulerConfig, mode_from_proto, mode_to_proto, routing_from_proto, routing_to_proto
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
@@ -26,6 +26,7 @@ from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOK
 from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, on_token_grid
 from ebbflow.scheduler.explain import record_inputs
+from ebbflow.scheduler.placement import Demand, budget_caps, parse_node, replica_memory_gb
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,15 @@ class SchedulerMetrics:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, bus: Bus, view: RegistryView, metrics: SchedulerMetrics, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        bus: Bus,
+        view: RegistryView,
+        metrics: SchedulerMetrics,
+        time_scale: float = 1.0,
+        placement: PlacementConfig = PlacementConfig(),
+    ) -> None:
         self.config = config
         self.time_scale = time_scale
         """The emulator's time scale (actuator.time_scale): curves are measured in the seconds clients see."""
@@ -111,6 +120,10 @@ class Scheduler:
         # Per model, decayed sums of (prompt tokens, output tokens, requests) completed: the observed token mix.
         self._tokens: dict[str, tuple[float, float, float]] = {}
         self.capacity = CapacityStore(bus.capacity, on_ready=self._decide_all_now)
+        self.nodes = [parse_node(text) for text in placement.nodes]
+        self.budget_gpus = placement.gpu_budget or float(sum(n.gpus for n in self.nodes))
+        """Fleet GPU budget (0: none)."""
+        self._demands: dict[str, Demand] = {}
 
     def _decide_all_now(self) -> None:
         self._dirty.update(self.view.policies)
@@ -202,6 +215,39 @@ class Scheduler:
         )
         return spec, ""
 
+    def gpus_per_replica(self, policy: ModelPolicy) -> float:
+        """Fraction of a GPU one replica takes (1 without an inventory: a replica per GPU)."""
+        if not self.nodes:
+            return 1.0
+        whole = max(n.gpu_memory_gb for n in self.nodes)
+        return replica_memory_gb(self.nodes, max(1, policy.instances_per_replica), policy.gpu_memory_gb_per_instance) / whole
+
+    def vertical_for(self, policy: ModelPolicy) -> scheduling_pb2.VerticalDecision:
+        memory = replica_memory_gb(self.nodes, max(1, policy.instances_per_replica), policy.gpu_memory_gb_per_instance) if self.nodes else 0.0
+        return scheduling_pb2.VerticalDecision(instances_per_replica=policy.instances_per_replica, max_batch_size=policy.max_batch_size, gpu_memory_gb=memory)
+
+    def _note_demand(self, model: str, policy: ModelPolicy, replicas: int) -> None:
+        """Remember what the model wants; when that changes, models below it re-decide at once (their room changed)."""
+        demand = Demand(model, policy.priority, replicas, self.gpus_per_replica(policy))
+        if self.budget_gpus > 0 and self._demands.get(model) != demand:
+            self._dirty.update(m for m in self.view.policies if m != model)
+            self._wake.set()
+        self._demands[model] = demand
+
+    def demand_of(self, model: str) -> Demand | None:
+        """What the model last wanted (before the budget), or None before its first decision."""
+        return self._demands.get(model)
+
+    def budget_for(self, model: str) -> tuple[int, str] | None:
+        """The most replicas the fleet GPU budget leaves this model after models of higher priority; None without a budget."""
+        if self.budget_gpus <= 0:
+            return None
+        demands = [d for m, d in self._demands.items() if m in self.view.policies and m != model]
+        mine = self.view.policies.get(model)
+        policy = policy_from_proto(mine) if mine is not None else ModelPolicy(model=model)
+        caps = budget_caps([*demands, Demand(model, policy.priority, 0, self.gpus_per_replica(self.resolved(model, policy)))], self.budget_gpus)
+        return caps[model]
+
     def capacity_for(self, model: str, policy: ModelPolicy) -> tuple[CapacityModel | None, str, str]:
         """The model's capacity curves (with their key), or None and why SLO sizing is not in force."""
         if not policy.has_slo:
@@ -249,25 +295,29 @@ class Scheduler:
             lead = self.lead_s(model, policy)
             wall = time.time()
             capacity, capacity_key, capacity_note = self.capacity_for(model, policy)
-            decision, self._states[model] = decide(load, policy, state, current_replicas, now, woken, lead, wall, capacity, capacity_note)
+            budget = None if advisory else self.budget_for(model)
+            decision, self._states[model] = decide(
+                load, policy, state, current_replicas, now, woken, lead, wall, capacity, capacity_note, budget
+            )
             inputs = record_inputs(
                 load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision, wall,
-                capacity_key, capacity.calibration if capacity else 0.0, capacity_note,
+                capacity_key, capacity.calibration if capacity else 0.0, capacity_note, budget,
             )
             if not decision.valid:
                 self.metrics.holds.labels(model).inc()
                 return
             if advisory:
+                self._demands.pop(model, None)  # advice takes no share of the budget
                 await self._advise(model, decision, inputs, current_replicas)
                 return
-            assert current is not None
-            vertical = (current.vertical.instances_per_replica, current.vertical.max_batch_size)
-            if decision.replicas == current_replicas and vertical == (policy.instances_per_replica, policy.max_batch_size):
-                return
+        self._note_demand(model, policy, decision.demand)
+        vertical = self.vertical_for(policy)
+        if current is not None and decision.replicas == current_replicas and current.vertical == vertical:
+            return
         desired = scheduling_pb2.DesiredState(
             model=model,
             horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas),
-            vertical=scheduling_pb2.VerticalDecision(instances_per_replica=policy.instances_per_replica, max_batch_size=policy.max_batch_size),
+            vertical=vertical,
             reason=decision.reason,
             decided_at_unix_s=time.time(),
         )

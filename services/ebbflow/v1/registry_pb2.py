@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x62\x62\x66low/v1/registry.proto\x12\nebbflow.v1\"\xd4\x02\n\x0cReplicaEntry\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x11\n\tgrpc_port\x18\x04 \x01(\r\x12\x11\n\thttp_port\x18\x05 \x01(\r\x12\x14\n\x0cmetrics_port\x18\x06 \x01(\r\x12\'\n\x05state\x18\x07 \x01(\x0e\x32\x18.ebbflow.v1.ReplicaState\x12\x11\n\tinstances\x18\x08 \x01(\r\x12\x16\n\x0emax_batch_size\x18\t \x01(\r\x12\x10\n\x08gpu_slot\x18\n \x01(\t\x12\x1a\n\x12\x61pplied_generation\x18\x0b \x01(\x04\x12\x0b\n\x03pid\x18\x0c \x01(\r\x12\x19\n\x11started_at_unix_s\x18\r \x01(\x01\x12\x17\n\x0fready_at_unix_s\x18\x0e \x01(\x01\x12\x14\n\x0cspeed_factor\x18\x0f \x01(\x01\"\x8f\x01\n\x0eLifecycleEvent\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.ebbflow.v1.LifecycleEventKind\x12)\n\x07replica\x18\x02 \x01(\x0b\x32\x18.ebbflow.v1.ReplicaEntry\x12\x13\n\x0btime_unix_s\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\"S\n\x08\x44rainAck\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nreplica_id\x18\x03 \x01(\t\x12\x11\n\tin_flight\x18\x04 \x01(\r*\xb3\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x17\n\x13REPLICA_STATE_READY\x10\x02\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x03\x12\x19\n\x15REPLICA_STATE_STOPPED\x10\x04\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x05*\xe3\x01\n\x12LifecycleEventKind\x12$\n LIFECYCLE_EVENT_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dLIFECYCLE_EVENT_KIND_STARTING\x10\x01\x12\x1e\n\x1aLIFECYCLE_EVENT_KIND_READY\x10\x02\x12!\n\x1dLIFECYCLE_EVENT_KIND_DRAINING\x10\x03\x12 \n\x1cLIFECYCLE_EVENT_KIND_STOPPED\x10\x04\x12\x1f\n\x1bLIFECYCLE_EVENT_KIND_FAILED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x62\x62\x66low/v1/registry.proto\x12\nebbflow.v1\"\xeb\x02\n\x0cReplicaEntry\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x11\n\tgrpc_port\x18\x04 \x01(\r\x12\x11\n\thttp_port\x18\x05 \x01(\r\x12\x14\n\x0cmetrics_port\x18\x06 \x01(\r\x12\'\n\x05state\x18\x07 \x01(\x0e\x32\x18.ebbflow.v1.ReplicaState\x12\x11\n\tinstances\x18\x08 \x01(\r\x12\x16\n\x0emax_batch_size\x18\t \x01(\r\x12\x10\n\x08gpu_slot\x18\n \x01(\t\x12\x1a\n\x12\x61pplied_generation\x18\x0b \x01(\x04\x12\x0b\n\x03pid\x18\x0c \x01(\r\x12\x19\n\x11started_at_unix_s\x18\r \x01(\x01\x12\x17\n\x0fready_at_unix_s\x18\x0e \x01(\x01\x12\x14\n\x0cspeed_factor\x18\x0f \x01(\x01\x12\x15\n\rgpu_memory_gb\x18\x10 \x01(\x01\"\x8f\x01\n\x0eLifecycleEvent\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.ebbflow.v1.LifecycleEventKind\x12)\n\x07replica\x18\x02 \x01(\x0b\x32\x18.ebbflow.v1.ReplicaEntry\x12\x13\n\x0btime_unix_s\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\"S\n\x08\x44rainAck\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nreplica_id\x18\x03 \x01(\t\x12\x11\n\tin_flight\x18\x04 \x01(\r*\xb3\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x17\n\x13REPLICA_STATE_READY\x10\x02\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x03\x12\x19\n\x15REPLICA_STATE_STOPPED\x10\x04\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x05*\xe3\x01\n\x12LifecycleEventKind\x12$\n LIFECYCLE_EVENT_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dLIFECYCLE_EVENT_KIND_STARTING\x10\x01\x12\x1e\n\x1aLIFECYCLE_EVENT_KIND_READY\x10\x02\x12!\n\x1dLIFECYCLE_EVENT_KIND_DRAINING\x10\x03\x12 \n\x1cLIFECYCLE_EVENT_KIND_STOPPED\x10\x04\x12\x1f\n\x1bLIFECYCLE_EVENT_KIND_FAILED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ebbflow.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICASTATE']._serialized_start=616
-  _globals['_REPLICASTATE']._serialized_end=795
-  _globals['_LIFECYCLEEVENTKIND']._serialized_start=798
-  _globals['_LIFECYCLEEVENTKIND']._serialized_end=1025
+  _globals['_REPLICASTATE']._serialized_start=639
+  _globals['_REPLICASTATE']._serialized_end=818
+  _globals['_LIFECYCLEEVENTKIND']._serialized_start=821
+  _globals['_LIFECYCLEEVENTKIND']._serialized_end=1048
   _globals['_REPLICAENTRY']._serialized_start=42
-  _globals['_REPLICAENTRY']._serialized_end=382
-  _globals['_LIFECYCLEEVENT']._serialized_start=385
-  _globals['_LIFECYCLEEVENT']._serialized_end=528
-  _globals['_DRAINACK']._serialized_start=530
-  _globals['_DRAINACK']._serialized_end=613
+  _globals['_REPLICAENTRY']._serialized_end=405
+  _globals['_LIFECYCLEEVENT']._serialized_start=408
+  _globals['_LIFECYCLEEVENT']._serialized_end=551
+  _globals['_DRAINACK']._serialized_start=553
+  _globals['_DRAINACK']._serialized_end=636
 # @@protoc_insertion_point(module_scope)

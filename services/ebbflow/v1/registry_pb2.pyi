@@ -36,7 +36,7 @@ LIFECYCLE_EVENT_KIND_STOPPED: LifecycleEventKind
 LIFECYCLE_EVENT_KIND_FAILED: LifecycleEventKind
 
 class ReplicaEntry(_message.Message):
-    __slots__ = ("model", "replica_id", "host", "grpc_port", "http_port", "metrics_port", "state", "instances", "max_batch_size", "gpu_slot", "applied_generation", "pid", "started_at_unix_s", "ready_at_unix_s", "speed_factor")
+    __slots__ = ("model", "replica_id", "host", "grpc_port", "http_port", "metrics_port", "state", "instances", "max_batch_size", "gpu_slot", "applied_generation", "pid", "started_at_unix_s", "ready_at_unix_s", "speed_factor", "gpu_memory_gb")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class ReplicaEntry(_message.Message):
     STARTED_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     READY_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     SPEED_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_GB_FIELD_NUMBER: _ClassVar[int]
     model: str
     replica_id: str
     host: str
@@ -67,7 +68,8 @@ class ReplicaEntry(_message.Message):
     started_at_unix_s: float
     ready_at_unix_s: float
     speed_factor: float
-    def __init__(self, model: _Optional[str] = ..., replica_id: _Optional[str] = ..., host: _Optional[str] = ..., grpc_port: _Optional[int] = ..., http_port: _Optional[int] = ..., metrics_port: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., instances: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., gpu_slot: _Optional[str] = ..., applied_generation: _Optional[int] = ..., pid: _Optional[int] = ..., started_at_unix_s: _Optional[float] = ..., ready_at_unix_s: _Optional[float] = ..., speed_factor: _Optional[float] = ...) -> None: ...
+    gpu_memory_gb: float
+    def __init__(self, model: _Optional[str] = ..., replica_id: _Optional[str] = ..., host: _Optional[str] = ..., grpc_port: _Optional[int] = ..., http_port: _Optional[int] = ..., metrics_port: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., instances: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., gpu_slot: _Optional[str] = ..., applied_generation: _Optional[int] = ..., pid: _Optional[int] = ..., started_at_unix_s: _Optional[float] = ..., ready_at_unix_s: _Optional[float] = ..., speed_factor: _Optional[float] = ..., gpu_memory_gb: _Optional[float] = ...) -> None: ...
 
 class LifecycleEvent(_message.Message):
     __slots__ = ("kind", "replica", "time_unix_s", "message")

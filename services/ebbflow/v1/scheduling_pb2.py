@@ -26,7 +26,7 @@ from ebbflow.v1 import forecast_pb2 as ebbflow_dot_v1_dot_forecast__pb2
 from ebbflow.v1 import policy_pb2 as ebbflow_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x62\x62\x66low/v1/scheduling.proto\x12\nebbflow.v1\x1a\x19\x65\x62\x62\x66low/v1/forecast.proto\x1a\x17\x65\x62\x62\x66low/v1/policy.proto\"&\n\x12HorizontalDecision\x12\x10\n\x08replicas\x18\x01 \x01(\r\"I\n\x10VerticalDecision\x12\x1d\n\x15instances_per_replica\x18\x01 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\r\"\xc0\x01\n\x0c\x44\x65siredState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x32\n\nhorizontal\x18\x03 \x01(\x0b\x32\x1e.ebbflow.v1.HorizontalDecision\x12.\n\x08vertical\x18\x04 \x01(\x0b\x32\x1c.ebbflow.v1.VerticalDecision\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x63ided_at_unix_s\x18\x06 \x01(\x01\"\xb4\x05\n\x0e\x44\x65\x63isionInputs\x12\x11\n\tin_flight\x18\x01 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x02 \x01(\x01\x12\x18\n\x10\x63urrent_replicas\x18\x03 \x01(\r\x12\x1e\n\x16window_recommendations\x18\x04 \x03(\r\x12\x14\n\x0c\x66orecast_rps\x18\x05 \x01(\x01\x12\x19\n\x11\x66orecast_quantile\x18\x06 \x01(\x01\x12\x0e\n\x06lead_s\x18\x07 \x01(\x01\x12\x18\n\x10time_in_system_s\x18\x08 \x01(\x01\x12\x1b\n\x13predictive_replicas\x18\t \x01(\r\x12\x19\n\x11reactive_replicas\x18\n \x01(\r\x12)\n\x06policy\x18\x0b \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12\r\n\x05\x66resh\x18\x0c \x01(\x08\x12\x13\n\x0bload_reason\x18\r \x01(\t\x12\r\n\x05woken\x18\x0e \x01(\x08\x12\x1d\n\x15prior_recommendations\x18\x0f \x03(\r\x12\x14\n\x0cprior_ages_s\x18\x10 \x03(\x01\x12\x1e\n\x16prior_time_in_system_s\x18\x11 \x01(\x01\x12\x16\n\x0e\x66orecast_age_s\x18\x12 \x01(\x01\x12\x17\n\x0f\x66orecast_step_s\x18\x13 \x01(\x01\x12,\n\x08\x66orecast\x18\x14 \x03(\x0b\x32\x1a.ebbflow.v1.QuantileSeries\x12\x0f\n\x07initial\x18\x15 \x01(\x08\x12\x13\n\x0bwall_unix_s\x18\x16 \x01(\x01\x12\x1a\n\x12prior_panic_left_s\x18\x17 \x01(\x01\x12\x14\n\x0c\x63\x61pacity_key\x18\x18 \x01(\t\x12\x1c\n\x14\x63\x61pacity_calibration\x18\x19 \x01(\x01\x12\x15\n\rcapacity_note\x18\x1a \x01(\t\x12\x0e\n\x06idle_s\x18\x1b \x01(\x01\"\\\n\rCapacityCurve\x12\x0c\n\x04pool\x18\x01 \x01(\r\x12\r\n\x05rates\x18\x02 \x03(\x01\x12\x0b\n\x03met\x18\x03 \x03(\x01\x12\x11\n\tin_flight\x18\x04 \x03(\x01\x12\x0e\n\x06ttft_s\x18\x05 \x03(\x01\"\xf1\x02\n\x0e\x43\x61pacityCurves\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12+\n\x05shape\x18\x03 \x01(\x0b\x32\x1c.ebbflow.v1.VerticalDecision\x12\x12\n\nslo_ttft_s\x18\x04 \x01(\x01\x12\x12\n\nslo_tpot_s\x18\x05 \x01(\x01\x12\x15\n\rslo_latency_s\x18\x06 \x01(\x01\x12\x16\n\x0eslo_percentile\x18\x07 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x08 \x01(\r\x12\x15\n\routput_tokens\x18\t \x01(\r\x12\x14\n\x0cspeed_factor\x18\n \x01(\x01\x12\x13\n\x0bttft_levels\x18\x0b \x03(\x01\x12)\n\x06\x63urves\x18\x0c \x03(\x0b\x32\x19.ebbflow.v1.CapacityCurve\x12\x0f\n\x07max_rps\x18\r \x01(\x01\x12\x0c\n\x04note\x18\x0e \x01(\t\x12\x1a\n\x12measured_at_unix_s\x18\x0f \x01(\x01\"\xb8\x01\n\x0fScalingDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x19\n\x11previous_replicas\x18\x03 \x01(\r\x12)\n\x07\x64\x65sired\x18\x04 \x01(\x0b\x32\x18.ebbflow.v1.DesiredState\x12*\n\x06inputs\x18\x05 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputs\x12\x10\n\x08\x61\x64visory\x18\x06 \x01(\x08\"4\n\x14ListDecisionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"G\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.ebbflow.v1.ScalingDecision\"_\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12*\n\x06inputs\x18\x03 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputs\"\x89\x01\n\x0f\x45xplainResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.ebbflow.v1.ScalingDecision\x12\x1b\n\x13recomputed_replicas\x18\x02 \x01(\r\x12\x19\n\x11recomputed_reason\x18\x03 \x01(\t\x12\x0f\n\x07matches\x18\x04 \x01(\x08\x32\xac\x01\n\x10SchedulerService\x12T\n\rListDecisions\x12 .ebbflow.v1.ListDecisionsRequest\x1a!.ebbflow.v1.ListDecisionsResponse\x12\x42\n\x07\x45xplain\x12\x1a.ebbflow.v1.ExplainRequest\x1a\x1b.ebbflow.v1.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x62\x62\x66low/v1/scheduling.proto\x12\nebbflow.v1\x1a\x19\x65\x62\x62\x66low/v1/forecast.proto\x1a\x17\x65\x62\x62\x66low/v1/policy.proto\"&\n\x12HorizontalDecision\x12\x10\n\x08replicas\x18\x01 \x01(\r\"`\n\x10VerticalDecision\x12\x1d\n\x15instances_per_replica\x18\x01 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x02 \x01(\r\x12\x15\n\rgpu_memory_gb\x18\x03 \x01(\x01\"\xc0\x01\n\x0c\x44\x65siredState\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x32\n\nhorizontal\x18\x03 \x01(\x0b\x32\x1e.ebbflow.v1.HorizontalDecision\x12.\n\x08vertical\x18\x04 \x01(\x0b\x32\x1c.ebbflow.v1.VerticalDecision\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x63ided_at_unix_s\x18\x06 \x01(\x01\"\xef\x05\n\x0e\x44\x65\x63isionInputs\x12\x11\n\tin_flight\x18\x01 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x02 \x01(\x01\x12\x18\n\x10\x63urrent_replicas\x18\x03 \x01(\r\x12\x1e\n\x16window_recommendations\x18\x04 \x03(\r\x12\x14\n\x0c\x66orecast_rps\x18\x05 \x01(\x01\x12\x19\n\x11\x66orecast_quantile\x18\x06 \x01(\x01\x12\x0e\n\x06lead_s\x18\x07 \x01(\x01\x12\x18\n\x10time_in_system_s\x18\x08 \x01(\x01\x12\x1b\n\x13predictive_replicas\x18\t \x01(\r\x12\x19\n\x11reactive_replicas\x18\n \x01(\r\x12)\n\x06policy\x18\x0b \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12\r\n\x05\x66resh\x18\x0c \x01(\x08\x12\x13\n\x0bload_reason\x18\r \x01(\t\x12\r\n\x05woken\x18\x0e \x01(\x08\x12\x1d\n\x15prior_recommendations\x18\x0f \x03(\r\x12\x14\n\x0cprior_ages_s\x18\x10 \x03(\x01\x12\x1e\n\x16prior_time_in_system_s\x18\x11 \x01(\x01\x12\x16\n\x0e\x66orecast_age_s\x18\x12 \x01(\x01\x12\x17\n\x0f\x66orecast_step_s\x18\x13 \x01(\x01\x12,\n\x08\x66orecast\x18\x14 \x03(\x0b\x32\x1a.ebbflow.v1.QuantileSeries\x12\x0f\n\x07initial\x18\x15 \x01(\x08\x12\x13\n\x0bwall_unix_s\x18\x16 \x01(\x01\x12\x1a\n\x12prior_panic_left_s\x18\x17 \x01(\x01\x12\x14\n\x0c\x63\x61pacity_key\x18\x18 \x01(\t\x12\x1c\n\x14\x63\x61pacity_calibration\x18\x19 \x01(\x01\x12\x15\n\rcapacity_note\x18\x1a \x01(\t\x12\x0e\n\x06idle_s\x18\x1b \x01(\x01\x12\x10\n\x08\x62udgeted\x18\x1c \x01(\x08\x12\x12\n\nbudget_cap\x18\x1d \x01(\r\x12\x13\n\x0b\x62udget_note\x18\x1e \x01(\t\"\\\n\rCapacityCurve\x12\x0c\n\x04pool\x18\x01 \x01(\r\x12\r\n\x05rates\x18\x02 \x03(\x01\x12\x0b\n\x03met\x18\x03 \x03(\x01\x12\x11\n\tin_flight\x18\x04 \x03(\x01\x12\x0e\n\x06ttft_s\x18\x05 \x03(\x01\"\xf1\x02\n\x0e\x43\x61pacityCurves\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12+\n\x05shape\x18\x03 \x01(\x0b\x32\x1c.ebbflow.v1.VerticalDecision\x12\x12\n\nslo_ttft_s\x18\x04 \x01(\x01\x12\x12\n\nslo_tpot_s\x18\x05 \x01(\x01\x12\x15\n\rslo_latency_s\x18\x06 \x01(\x01\x12\x16\n\x0eslo_percentile\x18\x07 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x08 \x01(\r\x12\x15\n\routput_tokens\x18\t \x01(\r\x12\x14\n\x0cspeed_factor\x18\n \x01(\x01\x12\x13\n\x0bttft_levels\x18\x0b \x03(\x01\x12)\n\x06\x63urves\x18\x0c \x03(\x0b\x32\x19.ebbflow.v1.CapacityCurve\x12\x0f\n\x07max_rps\x18\r \x01(\x01\x12\x0c\n\x04note\x18\x0e \x01(\t\x12\x1a\n\x12measured_at_unix_s\x18\x0f \x01(\x01\"\xb8\x01\n\x0fScalingDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x19\n\x11previous_replicas\x18\x03 \x01(\r\x12)\n\x07\x64\x65sired\x18\x04 \x01(\x0b\x32\x18.ebbflow.v1.DesiredState\x12*\n\x06inputs\x18\x05 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputs\x12\x10\n\x08\x61\x64visory\x18\x06 \x01(\x08\"4\n\x14ListDecisionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"G\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.ebbflow.v1.ScalingDecision\"_\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12*\n\x06inputs\x18\x03 \x01(\x0b\x32\x1a.ebbflow.v1.DecisionInputs\"\x89\x01\n\x0f\x45xplainResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.ebbflow.v1.ScalingDecision\x12\x1b\n\x13recomputed_replicas\x18\x02 \x01(\r\x12\x19\n\x11recomputed_reason\x18\x03 \x01(\t\x12\x0f\n\x07matches\x18\x04 \x01(\x08\"\x10\n\x0eGetPlanRequest\"E\n\x0ePlannedReplica\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x10\n\x08gpu_slot\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"\xdf\x01\n\tModelPlan\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x07\x64\x65sired\x18\x02 \x01(\x0b\x32\x18.ebbflow.v1.DesiredState\x12\x17\n\x0fwanted_replicas\x18\x03 \x01(\r\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x18\n\x10gpus_per_replica\x18\x05 \x01(\x01\x12\x13\n\x0b\x62udget_note\x18\x06 \x01(\t\x12,\n\x08replicas\x18\x07 \x03(\x0b\x32\x1a.ebbflow.v1.PlannedReplica\x12\x10\n\x08\x61\x64visory\x18\x08 \x01(\x08\"\x9b\x01\n\x0fGetPlanResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.ebbflow.v1.ModelPlan\x12\r\n\x05nodes\x18\x02 \x03(\t\x12\x12\n\ngpu_budget\x18\x03 \x01(\x01\x12\x13\n\x0bgpus_wanted\x18\x04 \x01(\x01\x12\x14\n\x0cgpus_desired\x18\x05 \x01(\x01\x12\x13\n\x0bgpus_in_use\x18\x06 \x01(\r2\xf0\x01\n\x10SchedulerService\x12\x42\n\x07GetPlan\x12\x1a.ebbflow.v1.GetPlanRequest\x1a\x1b.ebbflow.v1.GetPlanResponse\x12T\n\rListDecisions\x12 .ebbflow.v1.ListDecisionsRequest\x1a!.ebbflow.v1.ListDecisionsResponse\x12\x42\n\x07\x45xplain\x12\x1a.ebbflow.v1.ExplainRequest\x1a\x1b.ebbflow.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HORIZONTALDECISION']._serialized_start=95
   _globals['_HORIZONTALDECISION']._serialized_end=133
   _globals['_VERTICALDECISION']._serialized_start=135
-  _globals['_VERTICALDECISION']._serialized_end=208
-  _globals['_DESIREDSTATE']._serialized_start=211
-  _globals['_DESIREDSTATE']._serialized_end=403
-  _globals['_DECISIONINPUTS']._serialized_start=406
-  _globals['_DECISIONINPUTS']._serialized_end=1098
-  _globals['_CAPACITYCURVE']._serialized_start=1100
-  _globals['_CAPACITYCURVE']._serialized_end=1192
-  _globals['_CAPACITYCURVES']._serialized_start=1195
-  _globals['_CAPACITYCURVES']._serialized_end=1564
-  _globals['_SCALINGDECISION']._serialized_start=1567
-  _globals['_SCALINGDECISION']._serialized_end=1751
-  _globals['_LISTDECISIONSREQUEST']._serialized_start=1753
-  _globals['_LISTDECISIONSREQUEST']._serialized_end=1805
-  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1807
-  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1878
-  _globals['_EXPLAINREQUEST']._serialized_start=1880
-  _globals['_EXPLAINREQUEST']._serialized_end=1975
-  _globals['_EXPLAINRESPONSE']._serialized_start=1978
-  _globals['_EXPLAINRESPONSE']._serialized_end=2115
-  _globals['_SCHEDULERSERVICE']._serialized_start=2118
-  _globals['_SCHEDULERSERVICE']._serialized_end=2290
+  _globals['_VERTICALDECISION']._serialized_end=231
+  _globals['_DESIREDSTATE']._serialized_start=234
+  _globals['_DESIREDSTATE']._serialized_end=426
+  _globals['_DECISIONINPUTS']._serialized_start=429
+  _globals['_DECISIONINPUTS']._serialized_end=1180
+  _globals['_CAPACITYCURVE']._serialized_start=1182
+  _globals['_CAPACITYCURVE']._serialized_end=1274
+  _globals['_CAPACITYCURVES']._serialized_start=1277
+  _globals['_CAPACITYCURVES']._serialized_end=1646
+  _globals['_SCALINGDECISION']._serialized_start=1649
+  _globals['_SCALINGDECISION']._serialized_end=1833
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=1835
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=1887
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1889
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1960
+  _globals['_EXPLAINREQUEST']._serialized_start=1962
+  _globals['_EXPLAINREQUEST']._serialized_end=2057
+  _globals['_EXPLAINRESPONSE']._serialized_start=2060
+  _globals['_EXPLAINRESPONSE']._serialized_end=2197
+  _globals['_GETPLANREQUEST']._serialized_start=2199
+  _globals['_GETPLANREQUEST']._serialized_end=2215
+  _globals['_PLANNEDREPLICA']._serialized_start=2217
+  _globals['_PLANNEDREPLICA']._serialized_end=2286
+  _globals['_MODELPLAN']._serialized_start=2289
+  _globals['_MODELPLAN']._serialized_end=2512
+  _globals['_GETPLANRESPONSE']._serialized_start=2515
+  _globals['_GETPLANRESPONSE']._serialized_end=2670
+  _globals['_SCHEDULERSERVICE']._serialized_start=2673
+  _globals['_SCHEDULERSERVICE']._serialized_end=2913
 # @@protoc_insertion_point(module_scope)

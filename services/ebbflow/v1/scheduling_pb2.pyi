@@ -14,12 +14,14 @@ class HorizontalDecision(_message.Message):
     def __init__(self, replicas: _Optional[int] = ...) -> None: ...
 
 class VerticalDecision(_message.Message):
-    __slots__ = ("instances_per_replica", "max_batch_size")
+    __slots__ = ("instances_per_replica", "max_batch_size", "gpu_memory_gb")
     INSTANCES_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_GB_FIELD_NUMBER: _ClassVar[int]
     instances_per_replica: int
     max_batch_size: int
-    def __init__(self, instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    gpu_memory_gb: float
+    def __init__(self, instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., gpu_memory_gb: _Optional[float] = ...) -> None: ...
 
 class DesiredState(_message.Message):
     __slots__ = ("model", "generation", "horizontal", "vertical", "reason", "decided_at_unix_s")
@@ -38,7 +40,7 @@ class DesiredState(_message.Message):
     def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., horizontal: _Optional[_Union[HorizontalDecision, _Mapping]] = ..., vertical: _Optional[_Union[VerticalDecision, _Mapping]] = ..., reason: _Optional[str] = ..., decided_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class DecisionInputs(_message.Message):
-    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s", "capacity_key", "capacity_calibration", "capacity_note", "idle_s")
+    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s", "capacity_key", "capacity_calibration", "capacity_note", "idle_s", "budgeted", "budget_cap", "budget_note")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_RPS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +68,9 @@ class DecisionInputs(_message.Message):
     CAPACITY_CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_NOTE_FIELD_NUMBER: _ClassVar[int]
     IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    BUDGETED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_CAP_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_NOTE_FIELD_NUMBER: _ClassVar[int]
     in_flight: float
     arrival_rps: float
     current_replicas: int
@@ -93,7 +98,10 @@ class DecisionInputs(_message.Message):
     capacity_calibration: float
     capacity_note: str
     idle_s: float
-    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ..., capacity_key: _Optional[str] = ..., capacity_calibration: _Optional[float] = ..., capacity_note: _Optional[str] = ..., idle_s: _Optional[float] = ...) -> None: ...
+    budgeted: bool
+    budget_cap: int
+    budget_note: str
+    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ..., capacity_key: _Optional[str] = ..., capacity_calibration: _Optional[float] = ..., capacity_note: _Optional[str] = ..., idle_s: _Optional[float] = ..., budgeted: bool = ..., budget_cap: _Optional[int] = ..., budget_note: _Optional[str] = ...) -> None: ...
 
 class CapacityCurve(_message.Message):
     __slots__ = ("pool", "rates", "met", "in_flight", "ttft_s")
@@ -194,3 +202,53 @@ class ExplainResponse(_message.Message):
     recomputed_reason: str
     matches: bool
     def __init__(self, decision: _Optional[_Union[ScalingDecision, _Mapping]] = ..., recomputed_replicas: _Optional[int] = ..., recomputed_reason: _Optional[str] = ..., matches: bool = ...) -> None: ...
+
+class GetPlanRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PlannedReplica(_message.Message):
+    __slots__ = ("replica_id", "gpu_slot", "state")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_SLOT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    gpu_slot: str
+    state: str
+    def __init__(self, replica_id: _Optional[str] = ..., gpu_slot: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class ModelPlan(_message.Message):
+    __slots__ = ("model", "desired", "wanted_replicas", "priority", "gpus_per_replica", "budget_note", "replicas", "advisory")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    WANTED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    GPUS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_NOTE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ADVISORY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    desired: DesiredState
+    wanted_replicas: int
+    priority: int
+    gpus_per_replica: float
+    budget_note: str
+    replicas: _containers.RepeatedCompositeFieldContainer[PlannedReplica]
+    advisory: bool
+    def __init__(self, model: _Optional[str] = ..., desired: _Optional[_Union[DesiredState, _Mapping]] = ..., wanted_replicas: _Optional[int] = ..., priority: _Optional[int] = ..., gpus_per_replica: _Optional[float] = ..., budget_note: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[PlannedReplica, _Mapping]]] = ..., advisory: bool = ...) -> None: ...
+
+class GetPlanResponse(_message.Message):
+    __slots__ = ("models", "nodes", "gpu_budget", "gpus_wanted", "gpus_desired", "gpus_in_use")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    GPU_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    GPUS_WANTED_FIELD_NUMBER: _ClassVar[int]
+    GPUS_DESIRED_FIELD_NUMBER: _ClassVar[int]
+    GPUS_IN_USE_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelPlan]
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    gpu_budget: float
+    gpus_wanted: float
+    gpus_desired: float
+    gpus_in_use: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelPlan, _Mapping]]] = ..., nodes: _Optional[_Iterable[str]] = ..., gpu_budget: _Optional[float] = ..., gpus_wanted: _Optional[float] = ..., gpus_desired: _Optional[float] = ..., gpus_in_use: _Optional[int] = ...) -> None: ...

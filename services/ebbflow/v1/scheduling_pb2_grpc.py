@@ -35,6 +35,11 @@ class SchedulerServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
+        self.GetPlan = channel.unary_unary(
+                '/ebbflow.v1.SchedulerService/GetPlan',
+                request_serializer=ebbflow_dot_v1_dot_scheduling__pb2.GetPlanRequest.SerializeToString,
+                response_deserializer=ebbflow_dot_v1_dot_scheduling__pb2.GetPlanResponse.FromString,
+                _registered_method=True)
         self.ListDecisions = channel.unary_unary(
                 '/ebbflow.v1.SchedulerService/ListDecisions',
                 request_serializer=ebbflow_dot_v1_dot_scheduling__pb2.ListDecisionsRequest.SerializeToString,
@@ -50,6 +55,13 @@ class SchedulerServiceStub(object):
 class SchedulerServiceServicer(object):
     """The scheduler's audit trail.
     """
+
+    def GetPlan(self, request, context):
+        """Every model's desired state, wanted demand, budget share and slots.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def ListDecisions(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -67,6 +79,11 @@ class SchedulerServiceServicer(object):
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlan,
+                    request_deserializer=ebbflow_dot_v1_dot_scheduling__pb2.GetPlanRequest.FromString,
+                    response_serializer=ebbflow_dot_v1_dot_scheduling__pb2.GetPlanResponse.SerializeToString,
+            ),
             'ListDecisions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDecisions,
                     request_deserializer=ebbflow_dot_v1_dot_scheduling__pb2.ListDecisionsRequest.FromString,
@@ -88,6 +105,33 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
 class SchedulerService(object):
     """The scheduler's audit trail.
     """
+
+    @staticmethod
+    def GetPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ebbflow.v1.SchedulerService/GetPlan',
+            ebbflow_dot_v1_dot_scheduling__pb2.GetPlanRequest.SerializeToString,
+            ebbflow_dot_v1_dot_scheduling__pb2.GetPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListDecisions(request,
