@@ -23,7 +23,7 @@ from ebbflow.v1 import collector_pb2, collector_pb2_grpc
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, connect
-from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, ModelPolicy, RouterConfig
+from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, ModelPolicy, PlacementConfig, RouterConfig
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.service import policy_to_proto
 from ebbflow.stack import Stack
@@ -52,11 +52,12 @@ async def reset_jetstream(url: str) -> None:
     await nc.close()
 
 
-def stack_config(policy: ModelPolicy) -> Config:
+def stack_config(policy: ModelPolicy, placement: PlacementConfig = PlacementConfig()) -> Config:
     return replace(
         Config(),
         router=RouterConfig(port=0, hold_timeout_s=20.0),
         actuator=ActuatorConfig(time_scale=0.02, drain_propagation_s=0.3, exit_timeout_s=3),
+        placement=placement,
         models=(policy,),
     )
 
@@ -65,9 +66,9 @@ def stack_config(policy: ModelPolicy) -> Config:
 async def make_stack(nats_url: str, tmp_path: Path) -> AsyncIterator:
     stacks: list[Stack] = []
 
-    async def make(policy: ModelPolicy) -> Stack:
+    async def make(policy: ModelPolicy, placement: PlacementConfig = PlacementConfig()) -> Stack:
         await reset_jetstream(nats_url)
-        stack = Stack(stack_config(policy), nats_url, tmp_path / f"state{len(stacks)}")
+        stack = Stack(stack_config(policy, placement), nats_url, tmp_path / f"state{len(stacks)}")
         stacks.append(stack)
         await stack.start()
         await stack.wait_serving([policy.model], timeout_s=60)

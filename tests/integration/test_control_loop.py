@@ -164,3 +164,27 @@ async def test_a_vertical_change_under_load_fails_no_request(make_stack):
     assert sum(group.count for group in config.instance_group) == 2 and config.max_batch_size == 8
     desired = scheduling_pb2.DesiredState.FromString((await stack.bus.desired.get("llm")).value)
     assert desired.vertical.instances_per_replica == 2 and desired.horizontal.replicas == 1
+
+
+async def test_replicas_start_only_on_a_gpu_slot_that_fits_and_the_plan_shows_them(make_stack):
+    """Two 80 GB GPUs, 50 GB per replica: the budget (2 GPUs = 3.2 replicas' memory) allows 3, but memory does not
+    divide, so two replicas start, one per GPU, and the third is refused with the reason."""
+    import grpc
+
+    from ebbflow.runtime.config import PlacementConfig
+    from ebbflow.v1 import scheduling_pb2_grpc
+
+    policy = ModelPolicy(model="llm", min_replicas=3, max_replicas=3, gpu_memory_gb_per_instance=50)
+    stack = await make_stack(policy, PlacementConfig(nodes=("local:2x80",)))
+    await wait_for(lambda: len(stack.view.ready("llm")) == 2 and "llm" in stack.actuator.unplaced, 60, "two replicas on the GPUs, one refused")
+    entries = stack.view.of_model("llm")
+    assert sorted((e.gpu_slot, e.gpu_memory_gb) for e in entries) == [("local/gpu0", 50.0), ("local/gpu1", 50.0)]
+    assert "no GPU has 50 GB free (the most free on one GPU is 30 GB" in stack.actuator.unplaced["llm"]
+    await asyncio.sleep(1.5)  # a few more reconcile ticks: still refused, nothing over-committed
+    assert len(stack.view.of_model("llm")) == 2
+    async with grpc.aio.insecure_channel(stack.addresses.control) as channel:
+        plan = await scheduling_pb2_grpc.SchedulerServiceStub(channel).GetPlan(scheduling_pb2.GetPlanRequest())
+    (model,) = plan.models
+    assert model.desired.horizontal.replicas == 3 and model.desired.vertical.gpu_memory_gb == 50
+    assert sorted(r.gpu_slot for r in model.replicas) == ["local/gpu0", "local/gpu1"] and plan.gpus_in_use == 2
+    assert plan.nodes == ["local:2x80"] and plan.gpu_budget == 2 and abs(model.gpus_per_replica - 50 / 80) < 1e-9

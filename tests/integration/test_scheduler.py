@@ -72,3 +72,63 @@ async def test_a_restarted_scheduler_resumes_without_spurious_changes_and_genera
         stop_view.set()
         await asyncio.gather(watcher, return_exceptions=True)
         await bus.close()
+
+
+async def test_under_a_gpu_budget_the_lower_priority_model_gives_way_and_its_decision_says_so(nats_url: str) -> None:
+    from ebbflow.runtime.config import PlacementConfig
+
+    await reset_jetstream(nats_url)
+    bus = await connect(nats_url, name="scheduler-budget-test")
+    view, stop_view = RegistryView(), asyncio.Event()
+    watcher = asyncio.create_task(view.run(bus, stop_view))
+    await view.wait_loaded(10)
+    common = dict(min_replicas=1, max_replicas=4, target_in_flight_per_replica=4, scale_down_delay_s=30, forecast_quantile=0, panic_threshold=0)
+    for model, priority in (("chat", 10), ("batch", 0)):
+        await bus.policies.put(model, policy_to_proto(ModelPolicy(model=model, priority=priority, **common)).SerializeToString())  # type: ignore[arg-type]
+    await wait_for(lambda: {"chat", "batch"} <= set(view.policies), 5, "both policies in the view")
+    decisions: dict[str, list[scheduling_pb2.ScalingDecision]] = {"chat": [], "batch": []}
+
+    async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
+        decision = scheduling_pb2.ScalingDecision.FromString(msg.data)
+        decisions[decision.model].append(decision)
+
+    subscription = await bus.nc.subscribe(f"{subjects.DECISIONS}.>", cb=on_decision)
+    load = {"chat": 4.0, "batch": 8.0}
+    feeding = asyncio.Event()
+
+    async def collector() -> None:
+        while not feeding.is_set():
+            for model, in_flight in load.items():
+                snapshot = load_pb2.LoadSnapshot(model=model, status=load_pb2.DATA_STATUS_FRESH, in_flight=in_flight, arrival_rps=in_flight)
+                await bus.nc.publish(subjects.load_subject(model), snapshot.SerializeToString())
+            await asyncio.sleep(0.2)
+
+    stop = asyncio.Event()
+    scheduler = Scheduler(SchedulerConfig(interval_s=0.2), bus, view, SchedulerMetrics(CollectorRegistry()), placement=PlacementConfig(nodes=("a:2x80",)))
+    feeder = asyncio.create_task(collector())
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        latest = lambda model: decisions[model][-1].desired.horizontal.replicas if decisions[model] else None  # noqa: E731
+        await asyncio.sleep(2.0)
+        assert (latest("chat"), latest("batch")) == (1, 1), "2 GPUs: chat takes 1, batch wants 2 and gets the other"
+        load["chat"] = 8.0  # chat now wants both GPUs
+        await wait_for(lambda: (latest("chat"), latest("batch")) == (2, 0), 10, "batch giving way to chat")
+        last = decisions["batch"][-1]
+        assert "GPU budget caps it at 0 of 2" in last.desired.reason and "chat 2x1" in last.desired.reason
+        assert last.inputs.budgeted and last.inputs.budget_cap == 0
+        from ebbflow.scheduler.explain import recompute
+        from ebbflow.scheduler.service import policy_from_proto
+
+        again = recompute(last.inputs, policy_from_proto(last.inputs.policy))
+        assert (again.replicas, again.reason) == (0, last.desired.reason)
+        load["chat"] = 4.0  # chat needs one again: batch gets its GPU back (chat's scale-down waits for its delay)
+        await asyncio.sleep(1.0)
+        assert latest("batch") == 0, "the room frees only when chat actually gives its replica up"
+    finally:
+        feeding.set()
+        stop.set()
+        await asyncio.gather(task, feeder, return_exceptions=True)
+        await subscription.unsubscribe()
+        stop_view.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await bus.close()
