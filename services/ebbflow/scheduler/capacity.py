@@ -323,3 +323,26 @@ def recalibrate(calibration: float, finished: float, missed: float, target: floa
         calibration *= 1 + step
     low, high = CALIBRATION_BOUNDS
     return min(high, max(low, calibration))
+
+
+def choose_shape(
+    models: dict[Shape, "CapacityModel"], current: Shape, rps: float, gpus_per_replica: Callable[[Shape], float]
+) -> tuple[Shape, str]:
+    """The vertical setting that serves `rps` within the SLO for the fewest GPUs (replicas x GPU share), and why.
+
+    A change must cost strictly less than staying, so equal costs (low demand, where every shape needs one
+    replica) never flip the shape back and forth; ties between other shapes go to fewer instances, then
+    the smaller batch.
+    """
+    def cost(shape: Shape) -> float:
+        return max(1, models[shape].replicas_for(rps)) * gpus_per_replica(shape)
+
+    feasible = [s for s, m in models.items() if m.rps_at_slo(10**9) > 0]
+    if not feasible:
+        return current, "vertical: no shape meets the SLO; keeping the current one"
+    best = min(feasible, key=lambda s: (cost(s), s.instances, s.max_batch))
+    here = f"{current.instances}x{current.max_batch}"
+    if current in models and cost(current) <= cost(best):
+        return current, f"vertical: {here} (instances x batch) is the cheapest at {rps:.2f} rps: {cost(current):g} GPUs"
+    was = f", {cost(current):g} as {here}" if current in models else ""
+    return best, f"vertical: {best.instances}x{best.max_batch} serves {rps:.2f} rps with {cost(best):g} GPUs{was}"

@@ -210,6 +210,7 @@ def decide(
     capacity: "CapacityModel | None" = None,
     capacity_note: str = "",
     budget: tuple[int, str] | None = None,
+    vertical_note: str = "",
 ) -> tuple[Decision, ScalingState]:
     """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held;
     `wall_s` is the wall-clock time a pin's expiry is compared with. With a `capacity` model, demand in
@@ -217,7 +218,8 @@ def decide(
     measured curves; in-flight against what a replica carries at its SLO rate is a floor under that (a
     heavier token mix or a building queue raises it) when that work outlasts the lead. `capacity_note` says why a
     policy with an SLO is sized without curves (they are being measured, or cannot be). `budget` is the most
-    replicas a fleet GPU budget leaves this model, and why (models of lower priority give way first)."""
+    replicas a fleet GPU budget leaves this model, and why (models of lower priority give way first).
+    `vertical_note` says which shape the policy carries and why (vertical_auto), for the reason."""
     if policy.pin_active(wall_s):
         until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
         reason = f"pinned at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"
@@ -310,6 +312,8 @@ def decide(
     if budget is not None and desired > max(budget[0], 0):
         wanted, desired = desired, max(budget[0], 0)
         reason += f"; GPU budget caps it at {desired} of {wanted}: {budget[1]}"
+    if vertical_note:
+        reason += f"; {vertical_note}"
     if panicking:
         burst_in_flight = max(load.in_flight, load.burst_in_flight)
         reason = f"panic: in_flight {burst_in_flight:.2f} needs {panic_need} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"

@@ -30,6 +30,7 @@ def record_inputs(
     capacity_calibration: float = 0.0,
     capacity_note: str = "",
     budget: tuple[int, str] | None = None,
+    vertical_note: str = "",
 ) -> scheduling_pb2.DecisionInputs:
     inputs = scheduling_pb2.DecisionInputs(
         in_flight=load.in_flight if load else 0.0,
@@ -58,6 +59,7 @@ def record_inputs(
         budgeted=budget is not None,
         budget_cap=max(0, budget[0]) if budget else 0,
         budget_note=budget[1] if budget else "",
+        vertical_note=vertical_note,
     )
     forecast = load.forecast if load else None
     if forecast is not None:
@@ -80,6 +82,6 @@ def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy, capaci
     )
     decision, _ = decide(
         load, policy, state, inputs.current_replicas, 0.0, inputs.woken, inputs.lead_s, inputs.wall_unix_s, capacity, inputs.capacity_note,
-        (inputs.budget_cap, inputs.budget_note) if inputs.budgeted else None,
+        (inputs.budget_cap, inputs.budget_note) if inputs.budgeted else None, inputs.vertical_note,
     )
     return decision

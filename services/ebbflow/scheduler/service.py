@@ -22,7 +22,7 @@ from ebbflow.runtime.config import ModelPolicy, PlacementConfig, SchedulerConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
-from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, CapacityModel
+from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, CapacityModel, Shape, choose_shape
 from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, on_token_grid
 from ebbflow.scheduler.explain import record_inputs
@@ -215,6 +215,40 @@ class Scheduler:
         )
         return spec, ""
 
+    def vertical_choice(
+        self, model: str, policy: ModelPolicy, current: scheduling_pb2.DesiredState | None, load: LoadView | None
+    ) -> tuple[ModelPolicy, str]:
+        """With vertical_auto, the policy with the shape that serves the demand within the SLO for the fewest GPUs
+        (scheduler.capacity.choose_shape), and why; the shape in force while curves are measured or load is unknown."""
+        if not policy.vertical_auto:
+            return policy, ""
+        batching = policy.max_batch_size > 0  # a reload resizes batching, never switches it on or off
+        in_force = Shape(
+            (current.vertical.instances_per_replica if current else 0) or max(1, policy.instances_per_replica),
+            ((current.vertical.max_batch_size if current else 0) or policy.max_batch_size) if batching else 1,
+        )
+        most_instances, largest_batch = policy.vertical_bounds
+        batches = [2**k for k in range(11) if 2**k <= largest_batch] if batching else [1]
+        shapes = [Shape(i, b) for i in range(1, most_instances + 1) for b in batches]
+
+        def with_shape(shape: Shape) -> ModelPolicy:
+            return replace(policy, instances_per_replica=shape.instances, max_batch_size=shape.max_batch if batching else policy.max_batch_size)
+
+        models: dict[Shape, CapacityModel] = {}
+        for shape in shapes:
+            spec, why = self.curve_spec(model, with_shape(shape))
+            if spec is None:
+                return with_shape(in_force), f"vertical: keeping {in_force.instances}x{in_force.max_batch}: {why}"
+            measured, _ = self.capacity.get(spec)
+            if measured is not None:
+                models[shape] = measured
+        if len(models) < len(shapes):
+            return with_shape(in_force), f"vertical: keeping {in_force.instances}x{in_force.max_batch} while {len(shapes) - len(models)} of {len(shapes)} shapes' curves are measured"
+        if load is None or not load.fresh:
+            return with_shape(in_force), ""
+        chosen, why = choose_shape(models, in_force, load.arrival_rps, lambda shape: self.gpus_per_replica(with_shape(shape)))
+        return with_shape(chosen), why
+
     def gpus_per_replica(self, policy: ModelPolicy) -> float:
         """Fraction of a GPU one replica takes (1 without an inventory: a replica per GPU)."""
         if not self.nodes:
@@ -294,14 +328,15 @@ class Scheduler:
             woken = self._woken_until.get(model, 0.0) >= now
             lead = self.lead_s(model, policy)
             wall = time.time()
+            policy, vertical_note = self.vertical_choice(model, policy, current, load)
             capacity, capacity_key, capacity_note = self.capacity_for(model, policy)
             budget = None if advisory else self.budget_for(model)
             decision, self._states[model] = decide(
-                load, policy, state, current_replicas, now, woken, lead, wall, capacity, capacity_note, budget
+                load, policy, state, current_replicas, now, woken, lead, wall, capacity, capacity_note, budget, vertical_note
             )
             inputs = record_inputs(
                 load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision, wall,
-                capacity_key, capacity.calibration if capacity else 0.0, capacity_note, budget,
+                capacity_key, capacity.calibration if capacity else 0.0, capacity_note, budget, vertical_note,
             )
             if not decision.valid:
                 self.metrics.holds.labels(model).inc()
