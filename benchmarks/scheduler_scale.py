@@ -17,9 +17,18 @@ running replicas. Reported: time, GPUs used against the fractional lower
 bound (sum of memory / GPU memory), models with 2+ replicas on 2+ nodes,
 moves, unplaced replicas.
 
+Live (--live-rounds > 0): the whole embedded stack (real nats-server, real
+tritonserver replicas, router, collector, scheduler, actuator); 2 closed-loop
+tritonclient clients through the router, then a x5 step to 10. Timed: the
+step until the scale-up decision is on the DECISIONS stream. Side by side in
+the same run: panic reading the routers' in-flight push vs the collector's
+snapshots only.
+Between rounds the load goes back to 2 clients and the model back to 1
+replica.
+
 Prints one JSON line, then a table.
 
-    .venv/bin/python benchmarks/scheduler_scale.py [--models 50] [--rounds 200] [--placement-models 1000] [--gpus 10000]
+    .venv/bin/python benchmarks/scheduler_scale.py [--models 50] [--rounds 200] [--placement-models 1000] [--gpus 10000] [--live-rounds 5]
 """
 
 from __future__ import annotations
@@ -130,6 +139,80 @@ def placement(models: int, gpus: int, seed: int = 7) -> dict:
     }
 
 
+async def live_step(push: bool, rounds: int, state_dir: Path, nats_url: str) -> list[float]:
+    """Seconds from a x5 step in closed-loop clients to the scale-up decision, through the whole stack."""
+    from dataclasses import replace
+
+    import tritonclient.grpc.aio as triton_aio
+
+    from ebbflow.demo import PROMPT, llm_inputs
+    from ebbflow.runtime.config import ActuatorConfig, Config, RouterConfig
+    from ebbflow.stack import Stack
+
+    # Short delay and panic hold, so that each round starts again from one replica within seconds.
+    policy = ModelPolicy(
+        model="llm", min_replicas=1, max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=3, panic_hold_s=3, forecast_quantile=0
+    )
+    config = replace(
+        Config(),
+        router=RouterConfig(port=0),
+        scheduler=SchedulerConfig(interval_s=1.0, router_push=push),
+        actuator=ActuatorConfig(time_scale=0.05, drain_propagation_s=0.3, exit_timeout_s=3),
+        models=(policy,),
+    )
+    stack = Stack(config, nats_url, state_dir)
+    await stack.start()
+    await stack.wait_serving(["llm"], timeout_s=60)
+    active = {"clients": 2}
+    stop = asyncio.Event()
+
+    async def client(index: int) -> None:
+        triton = triton_aio.InferenceServerClient(stack.addresses.router)
+        try:
+            while not stop.is_set():
+                if index >= active["clients"]:
+                    await asyncio.sleep(0.05)
+                    continue
+                try:
+                    await triton.infer("llm", llm_inputs(PROMPT, 32))
+                except Exception:  # counted by the router; a benchmark client just goes on
+                    await asyncio.sleep(0.05)
+        finally:
+            await triton.close()
+
+    scale_up = asyncio.Event()
+
+    async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
+        decision = scheduling_pb2.ScalingDecision.FromString(msg.data)
+        if decision.desired.horizontal.replicas > decision.previous_replicas:
+            scale_up.set()
+
+    async def desired() -> int:
+        return scheduling_pb2.DesiredState.FromString((await stack.bus.desired.get("llm")).value).horizontal.replicas
+
+    tasks = [asyncio.create_task(client(i)) for i in range(10)]
+    subscription = await stack.bus.nc.subscribe(subjects.decision_subject("llm"), cb=on_decision)
+    latencies = []
+    try:
+        for _ in range(rounds):
+            active["clients"] = 2
+            deadline = time.monotonic() + 60
+            while (await desired() != 1 or len(stack.view.ready("llm")) != 1) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(3.0)  # the quiet load in the collector's windows
+            scale_up.clear()
+            started = time.monotonic()
+            active["clients"] = 10
+            await asyncio.wait_for(scale_up.wait(), 30)
+            latencies.append(time.monotonic() - started)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await subscription.unsubscribe()
+        await stack.stop()
+    return latencies
+
+
 async def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         nats, url = await start_nats_server(Path(tmp))
@@ -138,6 +221,11 @@ async def run(args: argparse.Namespace) -> dict:
             for label, react in (("on arrival", True), ("1 s tick (baseline)", False)):
                 latencies = await measure(url, args.models, args.rounds, react)
                 results[label] = {"p50_ms": float(np.percentile(latencies, 50) * 1e3), "p99_ms": float(np.percentile(latencies, 99) * 1e3), "rounds": len(latencies)}
+            live = {}
+            for label, push in (("router push", True), ("snapshots only (baseline)", False)):
+                if args.live_rounds:
+                    steps = await live_step(push, args.live_rounds, Path(tmp) / f"live-{push}", url)
+                    live[label] = {"median_s": float(np.median(steps)), "max_s": float(np.max(steps)), "rounds": len(steps)}
         finally:
             await nats.stop(5.0)
     base = results["1 s tick (baseline)"]
@@ -147,6 +235,7 @@ async def run(args: argparse.Namespace) -> dict:
         "results": results,
         "p99_ratio_to_baseline": results["on arrival"]["p99_ms"] / base["p99_ms"],
         "placement": placement(args.placement_models, args.gpus),
+        "live_step": live,
     }
 
 
@@ -156,6 +245,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--placement-models", type=int, default=1000)
     parser.add_argument("--gpus", type=int, default=10000)
+    parser.add_argument("--live-rounds", type=int, default=5, help="x5 steps through the whole stack per mode (0: skip)")
     args = parser.parse_args()
     report = asyncio.run(run(args))
     print(json.dumps(report))
@@ -173,6 +263,8 @@ def main() -> None:
         f"re-placement after +-20 % replicas: {p['replace_s'] * 1e3:.0f} ms, {p['replace_kept']} replicas kept in place, {p['replace_moves']} moved, "
         f"{p['replace_gpus_used']} GPUs vs lower bound {p['replace_lower_bound']}"
     )
+    for label, r in report["live_step"].items():
+        print(f"live x5 step -> scale-up decision, {label:<26} median {r['median_s']:.2f} s, max {r['max_s']:.2f} s ({r['rounds']} rounds)")
 
 
 if __name__ == "__main__":

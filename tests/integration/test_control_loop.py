@@ -188,3 +188,27 @@ async def test_replicas_start_only_on_a_gpu_slot_that_fits_and_the_plan_shows_th
     assert model.desired.horizontal.replicas == 3 and model.desired.vertical.gpu_memory_gb == 50
     assert sorted(r.gpu_slot for r in model.replicas) == ["local/gpu0", "local/gpu1"] and plan.gpus_in_use == 2
     assert plan.nodes == ["local:2x80"] and plan.gpu_budget == 2 and abs(model.gpus_per_replica - 50 / 80) < 1e-9
+
+
+async def test_a_fragmented_fleet_is_consolidated_by_moving_a_replica_make_before_break(make_stack):
+    """Two 80 GB GPUs, 30 GB replicas: llm x2 fill GPU 0 to 60 GB, so llm_stream lands on GPU 1; when llm drops to
+    one replica, the actuator moves one replica so that a GPU is freed: the replacement starts first, then the
+    old one drains; one move, within max_moves_per_hour."""
+    from ebbflow.runtime.config import PlacementConfig
+
+    policy = ModelPolicy(model="llm", min_replicas=2, max_replicas=2, gpu_memory_gb_per_instance=30, scale_down_delay_s=0)
+    stack = await make_stack(policy, PlacementConfig(nodes=("local:2x80",), max_moves_per_hour=2))
+    await wait_for(lambda: len(stack.view.ready("llm")) == 2, 60, "two llm replicas")
+    stream = ModelPolicy(model="llm_stream", min_replicas=1, max_replicas=1, gpu_memory_gb_per_instance=30)
+    await stack.bus.policies.put("llm_stream", policy_to_proto(stream).SerializeToString())
+    await wait_for(lambda: len(stack.view.ready("llm_stream")) == 1, 60, "one llm_stream replica")
+    slots = lambda model: sorted(e.gpu_slot for e in stack.view.of_model(model))  # noqa: E731
+    assert slots("llm") == ["local/gpu0", "local/gpu0"] and slots("llm_stream") == ["local/gpu1"]
+
+    one = ModelPolicy(model="llm", min_replicas=1, max_replicas=1, gpu_memory_gb_per_instance=30, scale_down_delay_s=0)
+    await stack.bus.policies.put("llm", policy_to_proto(one).SerializeToString())
+    await wait_for(lambda: len({e.gpu_slot for e in stack.view.replicas.values()}) == 1 and len(stack.view.replicas) == 2, 60, "both models on one GPU")
+    assert all(e.state == READY for e in stack.view.replicas.values())
+    assert stack.metrics_registry.get_sample_value("ebbflow_actuator_moves_total", {"model": "llm"}) == 1.0
+    await asyncio.sleep(2.0)  # settled: no further move
+    assert stack.metrics_registry.get_sample_value("ebbflow_actuator_moves_total", {"model": "llm"}) == 1.0

@@ -132,3 +132,51 @@ async def test_under_a_gpu_budget_the_lower_priority_model_gives_way_and_its_dec
         stop_view.set()
         await asyncio.gather(watcher, return_exceptions=True)
         await bus.close()
+
+
+async def test_the_routers_in_flight_push_triggers_panic_before_the_next_snapshot(nats_url: str) -> None:
+    from ebbflow.scheduler.explain import recompute
+    from ebbflow.scheduler.service import policy_from_proto
+
+    await reset_jetstream(nats_url)
+    bus = await connect(nats_url, name="scheduler-push-test")
+    view, stop_view = RegistryView(), asyncio.Event()
+    watcher = asyncio.create_task(view.run(bus, stop_view))
+    await view.wait_loaded(10)
+    policy = ModelPolicy(model="llm", max_replicas=8, target_in_flight_per_replica=4, forecast_quantile=0)
+    await bus.policies.put("llm", policy_to_proto(policy).SerializeToString())
+    await wait_for(lambda: "llm" in view.policies, 5, "the policy in the view")
+    decisions: list[scheduling_pb2.ScalingDecision] = []
+
+    async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
+        decisions.append(scheduling_pb2.ScalingDecision.FromString(msg.data))
+
+    subscription = await bus.nc.subscribe(subjects.decision_subject("llm"), cb=on_decision)
+    stop = asyncio.Event()
+    # A 60 s tick: only the snapshot and the push can trigger a decision within this test.
+    scheduler = Scheduler(SchedulerConfig(interval_s=60), bus, view, SchedulerMetrics(CollectorRegistry()))
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        await asyncio.sleep(0.3)
+        snapshot = load_pb2.LoadSnapshot(model="llm", status=load_pb2.DATA_STATUS_FRESH, in_flight=2.0, arrival_rps=4.0)
+        await bus.nc.publish(subjects.load_subject("llm"), snapshot.SerializeToString())
+        await wait_for(lambda: len(decisions) >= 1, 5, "the initial decision")
+        await asyncio.sleep(0.3)
+        assert [d.desired.horizontal.replicas for d in decisions] == [1]
+        pushed = asyncio.get_running_loop().time()
+        for router in ("router-a", "router-b"):  # two routers, 10 in flight each: 20 -> 5 replicas
+            telemetry = load_pb2.RouterTelemetry(router_id=router, window_s=1.0, models=[load_pb2.ModelTelemetry(model="llm", in_flight_avg=10.0, arrivals=20)])
+            await bus.nc.publish(subjects.ROUTER_TELEMETRY, telemetry.SerializeToString())
+        await wait_for(lambda: decisions[-1].desired.horizontal.replicas == 5, 5, "panic on the routers' push")
+        assert asyncio.get_running_loop().time() - pushed < 1.0, "decided on the push, not on a later snapshot or tick"
+        last = decisions[-1]
+        assert last.desired.reason.startswith("panic: in_flight 20.00 needs 5 replicas") and last.inputs.burst_in_flight == 20.0
+        again = recompute(last.inputs, policy_from_proto(last.inputs.policy))
+        assert (again.replicas, again.reason) == (5, last.desired.reason)
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await subscription.unsubscribe()
+        stop_view.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await bus.close()

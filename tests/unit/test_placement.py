@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ebbflow.runtime.config import ModelPolicy
 from ebbflow.scheduler.core import LoadView, ScalingState, decide
-from ebbflow.scheduler.placement import Demand, Node, Want, budget_caps, choose_slot, parse_node, parse_slot, place, slot_name
+from ebbflow.scheduler.placement import Demand, Node, Placed, Want, budget_caps, choose_slot, consolidation_move, parse_node, parse_slot, place, slot_name
 
 NODES = [Node(f"n{i}", 4, 80.0) for i in range(3)]
 
@@ -124,3 +124,55 @@ def test_the_budget_is_never_exceeded_and_a_model_only_gives_way_to_higher_ones(
         if granted[d.model] < d.replicas:  # it gave way: the room went to models ordered before it
             before = [o for o in demands if (-o.priority, o.model) < (-d.priority, d.model)]
             assert sum(granted[o.model] * o.gpus_per_replica for o in before) > budget - (granted[d.model] + 1) * d.gpus_per_replica - 1e-9
+
+
+def _apply(placed, move):
+    replica, target = move
+    return [p if p is not replica else Placed(p.replica_id, p.model, target, p.memory_gb) for p in placed]
+
+
+def test_consolidation_empties_the_least_used_gpu_one_move_at_a_time():
+    nodes = [parse_node("a:3x80")]
+    placed = [Placed("r1", "x", ("a", 0), 40.0), Placed("r2", "y", ("a", 1), 20.0), Placed("r3", "z", ("a", 2), 10.0), Placed("r4", "w", ("a", 2), 10.0)]
+    moves = 0
+    while (move := consolidation_move(nodes, placed)) is not None:
+        placed = _apply(placed, move)
+        moves += 1
+        assert moves <= 4
+    gpus = {p.gpu for p in placed}
+    assert len(gpus) == 1 and moves == 3, placed  # 80 GB of replicas on one 80 GB GPU
+
+
+def test_consolidation_never_leaves_a_multi_replica_model_on_one_node():
+    nodes = [parse_node("a:1x80"), parse_node("b:1x80")]
+    placed = [Placed("r1", "m", ("a", 0), 20.0), Placed("r2", "m", ("b", 0), 20.0)]
+    assert consolidation_move(nodes, placed) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("xyz"), st.sampled_from([10.0, 20.0, 30.0, 50.0])), min_size=1, max_size=16))
+def test_consolidation_moves_never_exceed_memory_and_never_add_gpus(items):
+    nodes = [parse_node("a:4x80"), parse_node("b:4x80")]
+    used: dict = {}
+    placed = []
+    for i, (model, memory) in enumerate(items):
+        counts: dict = {}
+        for p in placed:
+            if p.model == model:
+                counts[p.gpu[0]] = counts.get(p.gpu[0], 0) + 1
+        gpu, _ = choose_slot(nodes, used, counts, memory)
+        if gpu is None:
+            continue
+        used[gpu] = used.get(gpu, 0.0) + memory
+        placed.append(Placed(f"r{i}", model, gpu, memory))
+    before = len({p.gpu for p in placed})
+    for _ in range(20):
+        move = consolidation_move(nodes, placed)
+        if move is None:
+            break
+        placed = _apply(placed, move)
+        load: dict = {}
+        for p in placed:
+            load[p.gpu] = load.get(p.gpu, 0.0) + p.memory_gb
+        assert all(v <= 80.0 + 1e-9 for v in load.values())
+    assert len({p.gpu for p in placed}) <= before

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +41,7 @@ from ebbflow.runtime.triton import (
     vertical_of,
     with_vertical,
 )
-from ebbflow.scheduler.placement import GpuId, choose_slot, parse_node, parse_slot, slot_name
+from ebbflow.scheduler.placement import GpuId, Placed, choose_slot, consolidation_move, parse_node, parse_slot, slot_name
 from ebbflow.v1 import load_pb2, registry_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class ManagedReplica:
     # A vertical reload in progress, and the last target that failed (not retried until the target changes).
     reloading: bool = False
     failed_vertical: tuple[int, int] | None = None
+    # A move to another GPU (consolidation): the old replica serves until its replacement is ready, then drains.
+    moving_to: str = ""
+    replaces: str = ""
 
     @property
     def key(self) -> str:
@@ -83,6 +87,7 @@ class ActuatorMetrics:
         self.replicas = Gauge("ebbflow_actuator_replicas", "Replicas by model and phase", ["model", "phase"], registry=registry)
         self.cold_start = Gauge("ebbflow_actuator_last_cold_start_seconds", "Start command to model ready, last replica", ["model"], registry=registry)
         self.failures = Counter("ebbflow_actuator_replica_failures", "Replicas that died or never became ready", ["model"], registry=registry)
+        self.moves = Counter("ebbflow_actuator_moves", "Replicas moved to another GPU to free one (each a cold start)", ["model"], registry=registry)
         self.unplaced = Gauge("ebbflow_actuator_unplaced_replicas", "Desired replicas not started for want of a GPU slot", ["model"], registry=registry)
 
 
@@ -100,6 +105,9 @@ class LocalActuator:
         self.nodes = [parse_node(text) for text in placement.nodes]
         """The GPU inventory; empty: replicas take no slot."""
         self.gpu_budget = int(placement.gpu_budget)
+        self.max_moves_per_hour = placement.max_moves_per_hour
+        self._moves: deque[float] = deque()
+        """When recent consolidation moves started (monotonic seconds)."""
         self.unplaced: dict[str, str] = {}
         """Models with desired replicas that have no slot, and why."""
         self.bus = bus
@@ -212,10 +220,9 @@ class LocalActuator:
         size = next(n.gpu_memory_gb for n in self.nodes if n.name == gpu[0])
         return self._used_gb(leaving_out=replica).get(gpu, 0.0) + memory_gb <= size + 1e-9
 
-    async def _start(self, model: str, desired: scheduling_pb2.DesiredState) -> bool:
-        """Start one replica; False when no GPU slot fits it (nothing started, the reason kept in `unplaced`)."""
-        slot, memory = "", 0.0
-        if self.nodes:
+    async def _start(self, model: str, desired: scheduling_pb2.DesiredState, slot: str = "", memory: float = 0.0) -> ManagedReplica | None:
+        """Start one replica (on `slot` when given); None when no GPU slot fits it (the reason kept in `unplaced`)."""
+        if self.nodes and not slot:
             memory = self._replica_memory(desired)
             slot, why = self._slot_for(model, memory)
             if not slot:
@@ -223,7 +230,7 @@ class LocalActuator:
                     self.say(f"{model}: a desired replica cannot start: {why}")
                     log.warning("%s: a desired replica cannot start: %s", model, why)
                 self.unplaced[model] = why
-                return False
+                return None
         # The entry records what the replica really runs: the repository's settings until a reload changes them.
         instances, max_batch = self._base_vertical(model)
         entry = new_replica_entry(model, instances=instances, max_batch_size=max_batch, generation=desired.generation)
@@ -232,7 +239,7 @@ class LocalActuator:
         self.replicas[replica.key] = replica
         await self._record(replica, Phase.STARTING)
         replica.task = asyncio.create_task(self._live(replica), name=f"replica {replica.key}")
-        return True
+        return replica
 
     async def _live(self, replica: ManagedReplica) -> None:
         entry = replica.entry
@@ -247,6 +254,7 @@ class LocalActuator:
                 self.metrics.cold_start.labels(entry.model).set(cold_start_s)
                 self.say(f"replica {replica.key} serving on {entry.host}:{entry.grpc_port} (cold start {cold_start_s:.1f} s)")
                 await self._record(replica, Phase.READY, f"cold start {cold_start_s:.1f} s")
+                self._finish_move(replica)
             code = await replica.child.process.wait()
             if not replica.stopping:
                 self.metrics.failures.labels(entry.model).inc()
@@ -258,6 +266,7 @@ class LocalActuator:
             if replica.child is not None:
                 await replica.child.stop(1.0)
         finally:
+            self._abandon_move(replica)
             if not replica.stopping:
                 await self._record(replica, Phase.STOPPED)
                 self.replicas.pop(replica.key, None)
@@ -328,6 +337,7 @@ class LocalActuator:
         """DESIGN.md "Drain": mark draining and let the routers finish with it, then SIGTERM
         (Triton finishes in-flight work within --exit-timeout-secs), then SIGKILL."""
         replica.stopping = True
+        self._abandon_move(replica)
         if wait_for_routers:
             await self._drain_routers(replica)
         else:
@@ -390,22 +400,24 @@ class LocalActuator:
 
     async def reconcile_once(self) -> None:
         models = set(self.desired) | {r.entry.model for r in self.replicas.values()}
+        in_sync = True
         for model in sorted(models):
             desired = self.desired.get(model)
             target = desired.horizontal.replicas if desired else 0
             mine = [r for r in self.replicas.values() if r.entry.model == model]
-            # A replica chosen for draining is on its way out even before its drain task has run.
-            actual = [ActualReplica(r.entry.replica_id, Phase.DRAINING if r.stopping else r.phase, r.started_s) for r in mine]
+            # A replica chosen for draining, or being moved, is on its way out even before its drain task has run.
+            actual = [ActualReplica(r.entry.replica_id, Phase.DRAINING if r.stopping or r.moving_to else r.phase, r.started_s) for r in mine]
             actions = reconcile(target, actual)
             self._reconcile_vertical(model, desired)
             if actions.empty:
                 self.metrics.unplaced.labels(model).set(0)
                 self.unplaced.pop(model, None)
                 continue
+            in_sync = False
             log.info("%s: %s", model, actions.reason)
             started = 0
             for _ in range(actions.start):
-                if not await self._start(model, desired or scheduling_pb2.DesiredState(model=model)):
+                if await self._start(model, desired or scheduling_pb2.DesiredState(model=model)) is None:
                     break
                 started += 1
             missing = actions.start - started
@@ -413,11 +425,68 @@ class LocalActuator:
             if not missing:
                 self.unplaced.pop(model, None)
             for replica_id in actions.drain:
-                replica = self.replicas[subjects.replica_key(model, replica_id)]
-                replica.stopping = True
-                task = asyncio.create_task(self._drain(replica, wait_for_routers=True), name=f"drain {replica.key}")
-                self._drains.add(task)
-                task.add_done_callback(self._drains.discard)
+                self._drain_in_background(self.replicas[subjects.replica_key(model, replica_id)])
+        await self.consolidate(in_sync)
+
+    # ---- consolidation moves ----------------------------------------------------
+
+    def _drain_in_background(self, replica: ManagedReplica) -> None:
+        replica.stopping = True
+        task = asyncio.create_task(self._drain(replica, wait_for_routers=True), name=f"drain {replica.key}")
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    def _finish_move(self, replacement: ManagedReplica) -> None:
+        """The replacement is ready: the replica it replaces drains (make before break)."""
+        old = self.replicas.get(replacement.replaces)
+        replacement.replaces = ""
+        if old is not None and not old.stopping:
+            self.say(f"moved {old.entry.model} from {old.entry.gpu_slot} to {replacement.entry.gpu_slot}; draining {old.key}")
+            old.moving_to = ""
+            self._drain_in_background(old)
+
+    def _abandon_move(self, replica: ManagedReplica) -> None:
+        """A replacement that stops before it is ready ends its move: the old replica counts as live again."""
+        if replica.replaces:
+            old = self.replicas.get(replica.replaces)
+            if old is not None:
+                old.moving_to = ""
+            replica.replaces = ""
+        if replica.moving_to:
+            replacement = self.replicas.get(replica.moving_to)
+            if replacement is not None:
+                replacement.replaces = ""
+            replica.moving_to = ""
+
+    async def consolidate(self, in_sync: bool) -> None:
+        """Free a GPU by moving one ready replica (a cold start) when everything is in sync, no move is under way,
+        and fewer than max_moves_per_hour moves started in the last hour."""
+        if not self.nodes or not in_sync or self.max_moves_per_hour <= 0:
+            return
+        now = time.monotonic()
+        while self._moves and now - self._moves[0] > 3600:
+            self._moves.popleft()
+        busy = any(r.phase != Phase.READY or r.stopping or r.moving_to or r.replaces or r.reloading for r in self.replicas.values())
+        if busy or len(self._moves) >= self.max_moves_per_hour:
+            return
+        placed = []
+        for replica in self.replicas.values():
+            gpu = parse_slot(replica.entry.gpu_slot)
+            if gpu is not None:
+                placed.append(Placed(replica.key, replica.entry.model, gpu, replica.entry.gpu_memory_gb))
+        move = consolidation_move(self.nodes, placed)
+        if move is None:
+            return
+        chosen, target = move
+        old = self.replicas[chosen.replica_id]
+        desired = self.desired.get(old.entry.model) or scheduling_pb2.DesiredState(model=old.entry.model)
+        replacement = await self._start(old.entry.model, desired, slot_name(target), old.entry.gpu_memory_gb)
+        if replacement is None:
+            return
+        old.moving_to, replacement.replaces = replacement.key, old.key
+        self._moves.append(now)
+        self.metrics.moves.labels(old.entry.model).inc()
+        self.say(f"moving {old.key} from {old.entry.gpu_slot} to {slot_name(target)} to free a GPU ({len(self._moves)} of {self.max_moves_per_hour} moves this hour)")
 
     async def run(self, stop: asyncio.Event) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))

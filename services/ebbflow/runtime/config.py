@@ -86,7 +86,9 @@ class SchedulerConfig:
     stale_after_s: float = 3.0
     """A load snapshot older than this is stale and the scheduler holds, seconds."""
     react_to_snapshots: bool = True
-    """Decide on a model as soon as its load snapshot arrives (else only every interval_s)."""
+    """Decide on a model as soon as its load snapshot arrives, or the routers push a sharp rise of its in-flight (else only every interval_s)."""
+    router_push: bool = True
+    """Panic also reads the in-flight each router worker pushes once a second, ahead of the collector's snapshot (Knative's push)."""
     min_forecast_observations: int = 30
     """A forecast based on fewer observed bins is not acted on (its calibration is not established yet)."""
     admin_token: str = ""

@@ -60,6 +60,7 @@ def record_inputs(
         budget_cap=max(0, budget[0]) if budget else 0,
         budget_note=budget[1] if budget else "",
         vertical_note=vertical_note,
+        burst_in_flight=load.burst_in_flight if load else -1.0,
     )
     forecast = load.forecast if load else None
     if forecast is not None:
@@ -76,7 +77,11 @@ def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy, capaci
     forecast = None
     if inputs.forecast:
         forecast = ForecastView(-inputs.forecast_age_s, inputs.forecast_step_s, {round(q.quantile, 4): tuple(q.arrival_rps) for q in inputs.forecast})
-    load = LoadView(inputs.fresh, inputs.in_flight, inputs.arrival_rps, inputs.load_reason, forecast, idle_s=inputs.idle_s)
+    load = LoadView(
+        inputs.fresh, inputs.in_flight, inputs.arrival_rps, inputs.load_reason, forecast,
+        # Decisions recorded before the field existed read 0 there; panic cannot have engaged on a burst of 0.
+        burst_in_flight=inputs.burst_in_flight if inputs.burst_in_flight else -1.0, idle_s=inputs.idle_s,
+    )
     state = ScalingState(
         tuple((-age, r) for age, r in zip(inputs.prior_ages_s, inputs.prior_recommendations)), inputs.prior_time_in_system_s, inputs.prior_panic_left_s
     )

@@ -257,3 +257,58 @@ def budget_caps(demands: Sequence[Demand], budget_gpus: float) -> dict[str, tupl
         if take:
             takers.append(f"{demand.model} {take}x{demand.gpus_per_replica:g}")
     return caps
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A running replica on a GPU."""
+
+    replica_id: str
+    model: str
+    gpu: GpuId
+    memory_gb: float
+
+
+def consolidation_move(nodes: Sequence[Node], placed: Sequence[Placed]) -> tuple[Placed, GpuId] | None:
+    """One move toward fewer GPUs (the fourth objective), or None.
+
+    The least-used GPU is emptied when every replica on it fits, best fit, on other GPUs in use, without
+    leaving a model with 2+ replicas on a single node; the first of those moves is returned (one replica
+    at a time, as each move is a cold start). Never opens a GPU.
+    """
+    size = {(n.name, i): n.gpu_memory_gb for n in nodes for i in range(n.gpus)}
+    used: dict[GpuId, float] = defaultdict(float)
+    on_gpu: dict[GpuId, list[Placed]] = defaultdict(list)
+    nodes_of: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for replica in placed:
+        used[replica.gpu] += replica.memory_gb
+        on_gpu[replica.gpu].append(replica)
+        nodes_of[replica.model][replica.gpu[0]] += 1
+    if len(on_gpu) < 2:
+        return None
+    for source in sorted(on_gpu, key=lambda g: (used[g], g)):
+        free = {g: size.get(g, 0.0) - used[g] for g in on_gpu if g != source}
+        spread = {m: defaultdict(int, counts) for m, counts in nodes_of.items()}
+        moves: list[tuple[Placed, GpuId]] = []
+        for replica in sorted(on_gpu[source], key=lambda r: (-r.memory_gb, r.replica_id)):
+            counts = spread[replica.model]
+
+            def keeps_spread(target: GpuId) -> bool:
+                if sum(counts.values()) < 2 or target[0] == replica.gpu[0]:
+                    return True
+                after = dict(counts)
+                after[replica.gpu[0]] -= 1
+                after[target[0]] = after.get(target[0], 0) + 1
+                return sum(1 for k in after.values() if k) >= min(2, sum(1 for k in counts.values() if k))
+
+            fits = [(free[g], g) for g in free if free[g] >= replica.memory_gb - 1e-9 and keeps_spread(g)]
+            if not fits:
+                break
+            _, target = min(fits)
+            free[target] -= replica.memory_gb
+            counts[replica.gpu[0]] -= 1
+            counts[target[0]] += 1
+            moves.append((replica, target))
+        else:
+            return moves[0]
+    return None

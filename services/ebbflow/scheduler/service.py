@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 WAKEUP_MEMORY_S = 2.0
 TOKEN_MEMORY = 0.99
 """Per snapshot, how much of the token mix seen so far is kept (about the last 100 snapshots count)."""
+ROUTER_FRESH_S = 2.5
+"""Router telemetry (one window a second) older than this no longer counts toward the pushed in-flight."""
 MIN_TOKEN_REQUESTS = 50.0
 """Completed requests the observed token mix needs before it replaces the default one."""
 
@@ -117,6 +119,8 @@ class Scheduler:
         self._evaluated_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._last_arrival: dict[str, float] = {}
+        # Per router worker: when its last telemetry arrived and each model's in-flight in that window.
+        self._pushed: dict[str, tuple[float, dict[str, float]]] = {}
         # Per model, decayed sums of (prompt tokens, output tokens, requests) completed: the observed token mix.
         self._tokens: dict[str, tuple[float, float, float]] = {}
         self.capacity = CapacityStore(bus.capacity, on_ready=self._decide_all_now)
@@ -172,6 +176,27 @@ class Scheduler:
             self._dirty.add(snapshot.model)
             self._wake.set()  # a new picture is decided on at once, not at the next tick
 
+    async def _on_router_telemetry(self, msg) -> None:  # type: ignore[no-untyped-def]
+        """Knative's push: the routers' in-flight reaches panic without waiting for the collector's next snapshot."""
+        try:
+            telemetry = load_pb2.RouterTelemetry.FromString(msg.data)
+        except DecodeError:
+            return
+        now = time.monotonic()
+        self._pushed[telemetry.router_id] = (now, {m.model: m.in_flight_avg for m in telemetry.models})
+        for model in {m.model for m in telemetry.models}:
+            received = self._loads.get(model)
+            burst = self._burst(model, now)
+            # A sharp rise over the last snapshot is decided on now; anything else waits for the snapshot.
+            if self.config.react_to_snapshots and received is not None and burst > max(2.0 * received.load.in_flight, 1.0):
+                self._dirty.add(model)
+                self._wake.set()
+
+    def _burst(self, model: str, now: float) -> float:
+        """In-flight the routers pushed in their last window, summed over routers heard from lately; -1 if none."""
+        recent = [loads for seen, loads in self._pushed.values() if now - seen <= ROUTER_FRESH_S and model in loads]
+        return sum(loads[model] for loads in recent) if recent else -1.0
+
     async def _on_wakeup(self, msg) -> None:  # type: ignore[no-untyped-def]
         model = msg.subject.rsplit(".", 1)[-1]
         first = self._woken_until.get(model, 0.0) < time.monotonic()
@@ -187,7 +212,9 @@ class Scheduler:
         if now - received.at_s > self.config.stale_after_s:
             return LoadView(False, 0.0, 0.0, f"no load snapshot from the collector for {now - received.at_s:.0f} s")
         last = self._last_arrival.get(model)
-        return replace(received.load, forecast=self._forecasts.get(model), idle_s=now - last if last is not None else -1.0)
+        return replace(
+            received.load, forecast=self._forecasts.get(model), idle_s=now - last if last is not None else -1.0, burst_in_flight=self._burst(model, now)
+        )
 
     def curve_spec(self, model: str, policy: ModelPolicy) -> tuple[CurveSpec | None, str]:
         """What the model's capacity curves are measured from, or None and why they cannot be."""
@@ -407,6 +434,8 @@ class Scheduler:
             await self.bus.nc.subscribe(f"{subjects.WAKEUP}.*", cb=self._on_wakeup),
             await self.bus.nc.subscribe(f"{subjects.FORECAST}.*", cb=self._on_forecast),
         ]
+        if self.config.router_push:
+            subscriptions.append(await self.bus.nc.subscribe(subjects.ROUTER_TELEMETRY, cb=self._on_router_telemetry))
         try:
             next_tick = time.monotonic()
             while not stop.is_set():
