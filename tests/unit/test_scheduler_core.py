@@ -1,6 +1,8 @@
 """The reactive rule, on a fake clock: no sleeps, no I/O."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ebbflow.runtime.config import ModelPolicy
 from ebbflow.scheduler.core import LoadView, ScalingState, decide, recommend
@@ -88,8 +90,6 @@ def test_initial_decision_is_the_floor():
 
 from dataclasses import replace  # noqa: E402
 
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 from ebbflow.scheduler.core import ForecastView  # noqa: E402
 
@@ -205,3 +205,56 @@ def test_a_policy_with_an_slo_but_no_curves_says_so_in_the_reason():
     policy = ModelPolicy(model="llm", max_replicas=5, slo_ttft_s=1.0, panic_threshold=0, forecast_quantile=0)
     decision, _ = decide(fresh(6), policy, ScalingState(), 1, 0.0, capacity_note="curves are being measured")
     assert decision.replicas == 2 and "no SLO sizing: curves are being measured" in decision.reason
+
+
+# Kubernetes' HPA documentation: desiredReplicas = ceil(currentReplicas * currentMetricValue / desiredMetricValue),
+# no change while the ratio is within the tolerance (0.1) of 1.0. Scale-down delay and panic off, as a bare HPA.
+HPA_LIKE = ModelPolicy(model="llm", min_replicas=1, max_replicas=50, target_in_flight_per_replica=4, scale_down_delay_s=0, panic_threshold=0, forecast_quantile=0)
+
+
+@pytest.mark.parametrize(
+    "current,ratio,expected",
+    [
+        (3, 200 / 100, 6),  # "200m against 100m: the number of replicas will be doubled"
+        (4, 50 / 100, 2),  # "50m: you'll halve the number of replicas"
+        (5, 90 / 75, 6),  # 90 % used against a 75 % target: ceil(5 x 1.2)
+        (10, 90 / 75, 12),
+        (10, 1.05, 10),  # within the tolerance: no change
+        (10, 0.92, 10),
+        (10, 1.15, 12),  # outside: ceil(11.5)
+        (10, 0.85, 9),  # ceil(8.5)
+    ],
+)
+def test_the_in_flight_rule_reproduces_the_kubernetes_hpa_examples(current, ratio, expected):
+    in_flight = current * HPA_LIKE.target_in_flight_per_replica * ratio
+    decision, _ = decide(LoadView(True, in_flight, in_flight), HPA_LIKE, ScalingState(), current, 0.0)
+    assert decision.replicas == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.5, 60.0), st.integers(0, 2**16))
+def test_stationary_demand_with_20_percent_noise_changes_replicas_at_most_4_times_an_hour(mean, seed):
+    import numpy as np
+
+    policy = ModelPolicy(model="llm", max_replicas=100)  # the defaults, bounds wide enough for the demand
+    rng = np.random.default_rng(seed)
+    state, current, changes = ScalingState(), 0, -1  # the first decision (0 -> n) is not a change of mind
+    for t in range(3600):
+        x = mean * rng.uniform(0.8, 1.2)
+        decision, state = decide(LoadView(True, x, x), policy, state, current, float(t))
+        if decision.replicas != current:
+            changes += 1
+            current = decision.replicas
+    assert changes <= 4, f"{changes} changes in an hour at a mean in-flight of {mean:.2f}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 200), st.floats(0, 200), st.integers(0, 40), st.sampled_from([0.0, 0.1, 0.3]))
+def test_more_demand_never_provisions_less(a, b, current, tolerance):
+    from dataclasses import replace
+
+    low, high = sorted((a, b))
+    policy = replace(HPA_LIKE, scale_tolerance=tolerance)
+    fewer, _ = decide(LoadView(True, low, low), policy, ScalingState(), current, 0.0)
+    more, _ = decide(LoadView(True, high, high), policy, ScalingState(), current, 0.0)
+    assert more.replicas >= fewer.replicas

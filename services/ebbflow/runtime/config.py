@@ -230,6 +230,9 @@ class ModelPolicy:
     """GPU memory one model instance needs, GB (0: a whole GPU per replica)."""
     priority: int = 0
     """Under a fleet GPU budget, models of lower priority give way first."""
+    scale_tolerance: float = 0.1
+    """When demand is within this fraction of what the replicas in force are sized for, the reactive part keeps them
+    (Kubernetes HPA's tolerance, 0.1 by default there too; 0: none)."""
 
     @property
     def has_slo(self) -> bool:
@@ -292,6 +295,8 @@ class ModelPolicy:
         for name in ("slo_ttft_s", "slo_tpot_s", "slo_latency_s", "scale_to_zero_idle_s", "gpu_memory_gb_per_instance"):
             if not getattr(self, name) >= 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.scale_tolerance < 1:
+            problems.append(f"scale_tolerance must be in [0, 1), got {self.scale_tolerance}")
         if self.slo_percentile != 0 and not 50 <= self.slo_percentile < 100:
             problems.append(f"slo_percentile must be 0 (99) or in [50, 100), got {self.slo_percentile}")
         if self.vertical_auto and not self.has_slo:

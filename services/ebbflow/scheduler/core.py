@@ -116,6 +116,12 @@ def recommend(in_flight: float, policy: ModelPolicy) -> int:
     return bounded(math.ceil(max(0.0, in_flight) / policy.in_flight_target - _EPSILON), policy)
 
 
+def tolerated(demand: float, sized_for: float, policy: ModelPolicy) -> bool:
+    """Kubernetes HPA's tolerance: demand within scale_tolerance of what the replicas in force are sized for
+    changes nothing (noise around a boundary must not flap)."""
+    return sized_for > 0 and abs(demand / sized_for - 1.0) <= policy.scale_tolerance
+
+
 def initial_decision(policy: ModelPolicy) -> Decision:
     """The first desired state of a model nobody has decided for yet: its floor."""
     return Decision(True, policy.min_replicas, f"initial: {policy.min_replicas} replica(s) from min_replicas", policy.min_replicas)
@@ -244,6 +250,8 @@ def decide(
         # for work that outlasts a cold start: a backlog the replicas in force clear before a new one could
         # be ready is not worth a replica (bursts of seconds against a 30 s cold start).
         by_rate = capacity.replicas_for(load.arrival_rps)
+        if tolerated(load.arrival_rps, current * capacity.rps_at_slo(current), policy):
+            by_rate = current
 
         def outlasts(in_flight: float) -> bool:
             return in_flight / (max(1, current) * capacity.max_rps) > lead_s
@@ -258,6 +266,8 @@ def decide(
         if load.burst_in_flight >= 0:
             burst = recommend(load.burst_in_flight, policy)
         reactive = recommend(load.in_flight, policy)
+        if tolerated(load.in_flight, current * policy.in_flight_target, policy):
+            reactive = bounded(current, policy)
         demand = f"in_flight {load.in_flight:.2f} / target {policy.in_flight_target:g} -> {reactive}"
         if capacity_note:
             demand += f" (no SLO sizing: {capacity_note})"
