@@ -393,7 +393,12 @@ def cmd_policy(args: argparse.Namespace) -> int:
     if args.action == "list":
         response = _policy_call(state_dir, lambda stub: stub.ListPolicies(policy_pb2.ListPoliciesRequest(), timeout=5.0))
         for policy in response.policies:
-            print(policy_json(policy) if args.json else f"{policy.model:<16} {policy.min_replicas}-{policy.max_replicas} replicas, target {policy.target_in_flight_per_replica:g} in flight, p{policy.forecast_quantile * 100:g} forecast")
+            targets = [f"{name} <= {value:g} s" for name, value in (("TTFT", policy.slo_ttft_s), ("TPOT", policy.slo_tpot_s), ("latency", policy.slo_latency_s)) if value]
+            sizing = f"SLO p{policy.slo_percentile or 99:g} {', '.join(targets)}" if targets else f"target {policy.target_in_flight_per_replica:g} in flight"
+            extras = "".join(
+                text for flag, text in ((policy.vertical_auto, ", vertical auto"), (policy.priority, f", priority {policy.priority}"), (policy.mode == policy_pb2.POLICY_MODE_ADVISORY, ", advisory")) if flag
+            )
+            print(policy_json(policy) if args.json else f"{policy.model:<16} {policy.min_replicas}-{policy.max_replicas} replicas, {sizing}, p{policy.forecast_quantile * 100:g} forecast{extras}")
     elif args.action == "get":
         response = _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0))
         print(policy_json(response.policy))

@@ -165,6 +165,13 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         bad.write_text("models:\n  llm: {max_replicas: 0}\n")
         refused = run_cli("policy", "set", str(bad), "--state-dir", str(state_dir))
         assert refused.returncode == 2 and "max_replicas" in refused.stderr
+        slo = tmp_path / "slo.yaml"
+        slo.write_text("models:\n  llm: {min_replicas: 1, max_replicas: 2, slo_ttft_s: 2, slo_percentile: 99}\n")
+        assert run_cli("policy", "set", str(slo), "--state-dir", str(state_dir)).returncode == 0
+        policies = run_cli("policy", "list", "--state-dir", str(state_dir))
+        assert "SLO p99 TTFT <= 2 s" in policies.stdout, policies.stdout + policies.stderr
+        plan = run_cli("plan", "--state-dir", str(state_dir))
+        assert plan.returncode == 0 and "inventory: none" in plan.stdout and "\nllm " in plan.stdout, plan.stdout + plan.stderr
         # The decision that started the llm replica, recomputed by the same rule from its recorded inputs.
         listed = run_cli("decisions", "llm", "--state-dir", str(state_dir))
         assert listed.returncode == 0 and "initial" in listed.stdout, listed.stdout + listed.stderr
