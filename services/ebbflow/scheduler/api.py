@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections import deque
+from dataclasses import replace
 
 import grpc
 import yaml
@@ -108,18 +109,19 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
         slots = set()
         for model in sorted(view.policies):
             policy = scheduler.resolved(model, policy_from_proto(view.policies[model]))
-            plan = scheduling_pb2.ModelPlan(
-                model=model, priority=policy.priority, gpus_per_replica=scheduler.gpus_per_replica(policy), advisory=policy.mode == "advisory"
-            )
+            plan = scheduling_pb2.ModelPlan(model=model, priority=policy.priority, advisory=policy.mode == "advisory")
             try:
                 entry = await self.bus.desired.get(model)
                 plan.desired.ParseFromString(entry.value or b"")
                 plan.desired.generation = entry.revision or 0
             except (KeyNotFoundError, DecodeError):
                 pass
+            if plan.desired.vertical.instances_per_replica:  # the shape in force (vertical_auto may have chosen it)
+                policy = replace(policy, instances_per_replica=plan.desired.vertical.instances_per_replica)
+            plan.gpus_per_replica = scheduler.gpus_per_replica(policy)
             demand = scheduler.demand_of(model)
             plan.wanted_replicas = demand.replicas if demand is not None else plan.desired.horizontal.replicas
-            budget = scheduler.budget_for(model)
+            budget = scheduler.budget_for(model, policy)
             if budget is not None:
                 plan.budget_note = budget[1]
             for replica in sorted(view.of_model(model), key=lambda r: r.replica_id):

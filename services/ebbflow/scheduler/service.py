@@ -299,14 +299,13 @@ class Scheduler:
         """What the model last wanted (before the budget), or None before its first decision."""
         return self._demands.get(model)
 
-    def budget_for(self, model: str) -> tuple[int, str] | None:
-        """The most replicas the fleet GPU budget leaves this model after models of higher priority; None without a budget."""
+    def budget_for(self, model: str, policy: ModelPolicy) -> tuple[int, str] | None:
+        """The most replicas of the (resolved, shaped) policy the fleet GPU budget leaves this model after models of
+        higher priority; None without a budget."""
         if self.budget_gpus <= 0:
             return None
         demands = [d for m, d in self._demands.items() if m in self.view.policies and m != model]
-        mine = self.view.policies.get(model)
-        policy = policy_from_proto(mine) if mine is not None else ModelPolicy(model=model)
-        caps = budget_caps([*demands, Demand(model, policy.priority, 0, self.gpus_per_replica(self.resolved(model, policy)))], self.budget_gpus)
+        caps = budget_caps([*demands, Demand(model, policy.priority, 0, self.gpus_per_replica(policy))], self.budget_gpus)
         return caps[model]
 
     def capacity_for(self, model: str, policy: ModelPolicy) -> tuple[CapacityModel | None, str, str]:
@@ -357,7 +356,7 @@ class Scheduler:
             wall = time.time()
             policy, vertical_note = self.vertical_choice(model, policy, current, load)
             capacity, capacity_key, capacity_note = self.capacity_for(model, policy)
-            budget = None if advisory else self.budget_for(model)
+            budget = None if advisory else self.budget_for(model, policy)
             decision, self._states[model] = decide(
                 load, policy, state, current_replicas, now, woken, lead, wall, capacity, capacity_note, budget, vertical_note
             )
