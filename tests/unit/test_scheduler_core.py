@@ -258,3 +258,20 @@ def test_more_demand_never_provisions_less(a, b, current, tolerance):
     fewer, _ = decide(LoadView(True, low, low), policy, ScalingState(), current, 0.0)
     more, _ = decide(LoadView(True, high, high), policy, ScalingState(), current, 0.0)
     assert more.replicas >= fewer.replicas
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 5),
+    st.integers(1, 12),
+    st.lists(st.floats(0, 500), min_size=1, max_size=40),
+    st.integers(0, 30),
+    st.booleans(),
+)
+def test_bounds_always_hold(low, span, loads, current, woken):
+    policy = ModelPolicy(model="llm", min_replicas=low, max_replicas=low + span, scale_down_delay_s=5, forecast_quantile=0)
+    state = ScalingState()
+    for t, x in enumerate(loads):
+        decision, state = decide(LoadView(True, x, x / 2, burst_in_flight=x * 1.5), policy, state, current, float(t), woken=woken)
+        assert policy.min_replicas <= decision.replicas <= policy.max_replicas, (decision.replicas, decision.reason)
+        current = decision.replicas
