@@ -86,7 +86,12 @@ def test_calibration_reaches_its_target_on_a_stationary_noisy_series():
 def test_selection_prefers_the_seasonal_models_on_a_seasonal_series_and_a_smoother_on_noise():
     seasonal = Selector(horizon=6, season=24, max_history=600, refit_every=96)
     result = run(seasonal, sine(24 * 12))[-1]
-    assert set(result.methods) <= {"holt_winters_24", "lag_ridge", "median_ensemble"}, result.methods
+    seasonal_models = {"holt_winters_24", "lag_ridge", "median_ensemble"}
+    assert set(result.methods) <= seasonal_models | {"hedge"}, result.methods
+    if "hedge" in result.methods:  # then its weight must sit on the seasonal models
+        names = [c.name for c in seasonal.candidates if c.model not in seasonal.aggregates]
+        on_seasonal = seasonal.hedge.weights[[i for i, n in enumerate(names) if n in seasonal_models]].sum(axis=0)
+        assert (on_seasonal > 0.9).all(), dict(zip(names, seasonal.hedge.weights[:, 0].round(3)))
     noisy = Selector(horizon=6, refit_every=100)
     result = run(noisy, RNG.poisson(30, 300).astype(float))[-1]
     assert "last_value" not in result.methods, result.methods  # the noisiest forecast of white noise
@@ -123,3 +128,27 @@ def test_rebin_and_describe():
     assert math.isnan(rebin(np.array([1, 3, np.nan, np.nan]), 2)[1])
     assert describe(["a", "a", "b", "b", "b", "a"]) == "a@1-2,b@3-5,a@6"
     assert describe(["ewma"] * 4) == "ewma"
+
+
+def test_hedge_weighs_models_by_recent_error_and_ignores_missing_ones():
+    from ebbflow.forecaster.core import Hedge
+
+    hedge = Hedge(rate=20.0)
+    forecasts = np.array([[10.0, 10.0, math.nan], [20.0, 30.0, math.nan], [12.0, math.nan, math.nan]])
+    errors = np.array([[0.1, 0.1, math.nan], [0.4, 0.1, math.nan], [0.1, 0.1, math.nan]])
+    combined = hedge.combine(forecasts, errors)
+    assert combined[0] == pytest.approx(11.0, abs=1e-3)  # the 4x worse model has no say: (10 + 12) / 2
+    assert combined[1] == pytest.approx(20.0)  # equal errors, equal weights; the missing forecast takes none
+    assert math.isnan(combined[2])  # nobody to weigh
+    assert hedge.weights[:, 0].sum() == pytest.approx(1.0) and hedge.weights[1, 0] < 1e-6
+
+
+def test_hedge_tracks_the_best_single_model_on_white_noise():
+    # Near-ties between the models (hard selection publishes 1.012x the best single model on this series).
+    y = np.random.default_rng(12345).poisson(40, 1200).astype(float)
+    selector = Selector(horizon=3, refit_every=300)
+    forecasts, _ = replay(selector, y)
+    scores = {s.method: s.relative_mae for s in score_replay(y, forecasts, [3], warmup=400)}
+    best = min(v for m, v in scores.items() if m not in ("selected", "hedge", "median_ensemble"))
+    assert scores["hedge"] <= 1.005 * best, scores
+    assert scores["hedge"] < 0.75 * scores["last_value"]  # not a mix that follows the noisiest model
