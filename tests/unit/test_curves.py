@@ -57,3 +57,31 @@ def test_the_cheapest_shape_in_gpus_wins_and_ties_keep_the_shape_in_force():
     per_instance = lambda shape: 0.25 * shape.instances  # noqa: E731
     chosen, _ = choose_shape(models, small, 9.0, per_instance)
     assert chosen == big
+
+
+def test_vertical_auto_sizes_the_shape_for_the_forecast_peak_when_it_is_above_the_current_rate():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+    from ebbflow.runtime.registry import RegistryView
+    from ebbflow.runtime.triton import default_model_repository, read_model_configs
+    from ebbflow.scheduler.core import ForecastView, LoadView
+    from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
+
+    view = RegistryView()
+    view.model_configs.update(read_model_configs(default_model_repository()))
+    scheduler = Scheduler(SchedulerConfig(), SimpleNamespace(capacity=None), view, SchedulerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    policy = scheduler.resolved("llm", ModelPolicy(model="llm", slo_ttft_s=2.0, vertical_auto=True, vertical_max_instances=1, vertical_max_batch_size=2))
+    rates = {Shape(1, 1): 1.0, Shape(1, 2): 3.0}  # batch 2 buys throughput, one replica of either serves 0.5 rps
+    for shape, rate in rates.items():
+        spec, _ = scheduler.curve_spec("llm", replace(policy, instances_per_replica=shape.instances, max_batch_size=shape.max_batch))
+        scheduler.capacity._models[spec.key] = _flat_model(rate, shape)
+    quiet = LoadView(True, 0.5, 0.5)
+    shaped, why = scheduler.vertical_choice("llm", policy, None, quiet, lead_s=30.0, now_s=100.0)
+    assert (shaped.instances_per_replica, shaped.max_batch_size) == (1, 1), why  # in force: policy 1 x 8 -> the cheapest tie, 1 x 1
+    surge = ForecastView(issued_s=95.0, step_s=10.0, quantiles={0.9: (0.6, 6.0, 6.0)})
+    shaped, why = scheduler.vertical_choice("llm", policy, None, LoadView(True, 0.5, 0.5, forecast=surge), lead_s=30.0, now_s=100.0)
+    assert (shaped.instances_per_replica, shaped.max_batch_size) == (1, 2) and "6.00 rps" in why, why

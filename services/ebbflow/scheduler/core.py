@@ -178,27 +178,34 @@ def lead_time(policy: ModelPolicy, cold_starts_s: Sequence[float], interval_s: f
     return (max(cold_starts_s) if cold_starts_s else DEFAULT_LEAD_S) + interval_s
 
 
-def predict(
-    load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float, capacity: "CapacityModel | None" = None
-) -> Prediction:
-    """Replicas for the forecast quantile's peak demand over the lead; Prediction() with a note when it cannot apply."""
+def forecast_peak(load: LoadView, policy: ModelPolicy, lead_s: float, now_s: float) -> tuple[float | None, str]:
+    """The policy's forecast quantile at its peak over the lead, or None and why it cannot be read."""
     q = policy.forecast_quantile
     if q <= 0:
-        return Prediction(note="prediction off")
+        return None, "prediction off"
     forecast = load.forecast
     if forecast is None or q not in forecast.quantiles or not forecast.quantiles[q]:
-        return Prediction(note="no trusted forecast yet")
+        return None, "no trusted forecast yet"
     values = forecast.quantiles[q]
     if now_s - forecast.issued_s > 3 * forecast.step_s + lead_s:
-        return Prediction(note=f"forecast is {now_s - forecast.issued_s:.0f} s old")
-    if capacity is None and time_in_system_s <= 0:
-        return Prediction(note="time in system not known yet")
+        return None, f"forecast is {now_s - forecast.issued_s:.0f} s old"
     # Every step that ends within the lead, from now: capacity ordered now serves from then on.
     last = min(len(values), max(1, math.ceil((now_s + lead_s - forecast.issued_s) / forecast.step_s)))
     window = [v for v in values[:last] if not math.isnan(v)]
     if not window:
-        return Prediction(note="forecast has no values over the lead")
-    peak = max(window)
+        return None, "forecast has no values over the lead"
+    return max(window), ""
+
+
+def predict(
+    load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float, capacity: "CapacityModel | None" = None
+) -> Prediction:
+    """Replicas for the forecast quantile's peak demand over the lead; Prediction() with a note when it cannot apply."""
+    peak, why = forecast_peak(load, policy, lead_s, now_s)
+    if peak is None:
+        return Prediction(note=why)
+    if capacity is None and time_in_system_s <= 0:
+        return Prediction(note="time in system not known yet")
     if capacity is not None:
         return Prediction(bounded(capacity.replicas_for(peak), policy), peak, lead_s, time_in_system_s)
     return Prediction(recommend(peak * time_in_system_s, policy), peak, lead_s, time_in_system_s)

@@ -23,7 +23,17 @@ from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
 from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, CapacityModel, Shape, choose_shape
-from ebbflow.scheduler.core import Decision, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
+from ebbflow.scheduler.core import (
+    Decision,
+    ForecastView,
+    LoadView,
+    ScalingState,
+    decide,
+    forecast_peak,
+    initial_decision,
+    lead_time,
+    resume_state,
+)
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, on_token_grid
 from ebbflow.scheduler.explain import record_inputs
 from ebbflow.scheduler.placement import Demand, budget_caps, parse_node, replica_memory_gb
@@ -243,10 +253,11 @@ class Scheduler:
         return spec, ""
 
     def vertical_choice(
-        self, model: str, policy: ModelPolicy, current: scheduling_pb2.DesiredState | None, load: LoadView | None
+        self, model: str, policy: ModelPolicy, current: scheduling_pb2.DesiredState | None, load: LoadView | None, lead_s: float, now_s: float
     ) -> tuple[ModelPolicy, str]:
-        """With vertical_auto, the policy with the shape that serves the demand within the SLO for the fewest GPUs
-        (scheduler.capacity.choose_shape), and why; the shape in force while curves are measured or load is unknown."""
+        """With vertical_auto, the policy with the shape that serves the demand (the current rate, or the forecast's
+        peak over the lead when higher) within the SLO for the fewest GPUs (scheduler.capacity.choose_shape), and why;
+        the shape in force while curves are measured or load is unknown."""
         if not policy.vertical_auto:
             return policy, ""
         batching = policy.max_batch_size > 0  # a reload resizes batching, never switches it on or off
@@ -273,7 +284,9 @@ class Scheduler:
             return with_shape(in_force), f"vertical: keeping {in_force.instances}x{in_force.max_batch} while {len(shapes) - len(models)} of {len(shapes)} shapes' curves are measured"
         if load is None or not load.fresh:
             return with_shape(in_force), ""
-        chosen, why = choose_shape(models, in_force, load.arrival_rps, lambda shape: self.gpus_per_replica(with_shape(shape)))
+        peak, _ = forecast_peak(load, policy, lead_s, now_s)
+        demand = max(load.arrival_rps, peak or 0.0)
+        chosen, why = choose_shape(models, in_force, demand, lambda shape: self.gpus_per_replica(with_shape(shape)))
         return with_shape(chosen), why
 
     def gpus_per_replica(self, policy: ModelPolicy) -> float:
@@ -354,7 +367,7 @@ class Scheduler:
             woken = self._woken_until.get(model, 0.0) >= now
             lead = self.lead_s(model, policy)
             wall = time.time()
-            policy, vertical_note = self.vertical_choice(model, policy, current, load)
+            policy, vertical_note = self.vertical_choice(model, policy, current, load, lead, now)
             capacity, capacity_key, capacity_note = self.capacity_for(model, policy)
             budget = None if advisory else self.budget_for(model, policy)
             decision, self._states[model] = decide(
