@@ -381,8 +381,9 @@ def _read_text(path: str) -> str:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from ebbflow.runtime.config import parse_config
+    from ebbflow.runtime.config import DEFAULT_SLO_PERCENTILE, parse_config
     from ebbflow.scheduler.api import policy_json
+    from ebbflow.scheduler.capacity import Slo
     from ebbflow.scheduler.service import policy_to_proto
 
     state_dir = Path(args.state_dir)
@@ -393,8 +394,10 @@ def cmd_policy(args: argparse.Namespace) -> int:
     if args.action == "list":
         response = _policy_call(state_dir, lambda stub: stub.ListPolicies(policy_pb2.ListPoliciesRequest(), timeout=5.0))
         for policy in response.policies:
-            targets = [f"{name} <= {value:g} s" for name, value in (("TTFT", policy.slo_ttft_s), ("TPOT", policy.slo_tpot_s), ("latency", policy.slo_latency_s)) if value]
-            sizing = f"SLO p{policy.slo_percentile or 99:g} {', '.join(targets)}" if targets else f"target {policy.target_in_flight_per_replica:g} in flight"
+            sizing = f"target {policy.target_in_flight_per_replica:g} in flight"
+            if policy.slo_ttft_s or policy.slo_tpot_s or policy.slo_latency_s:
+                slo = Slo(policy.slo_ttft_s, policy.slo_tpot_s, policy.slo_latency_s, policy.slo_percentile or DEFAULT_SLO_PERCENTILE)
+                sizing = f"SLO {slo.describe()}"
             extras = "".join(
                 text for flag, text in ((policy.vertical_auto, ", vertical auto"), (policy.priority, f", priority {policy.priority}"), (policy.mode == policy_pb2.POLICY_MODE_ADVISORY, ", advisory")) if flag
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, Iterable
 
 import grpc
 import pytest
@@ -19,13 +19,13 @@ from ebbflow.actuator.static import StaticReplicas
 from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.runtime.grpc_server import GrpcServer
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, scheduling_pb2
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, connect
 from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, ModelPolicy, PlacementConfig, RouterConfig
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.service import policy_to_proto
+from ebbflow.scheduler.service import Scheduler, policy_to_proto
 from ebbflow.stack import Stack
 from tests.conftest import llm_inputs, wait_for
 
@@ -188,3 +188,71 @@ async def open_loop(address: str, rate_rps: float, duration_s: float, max_tokens
     await asyncio.gather(*tasks)
     await client.close()
     return sent_rate, errors
+
+
+class SchedulerBed:
+    """A real NATS with the registry view loaded, for schedulers run in the test: policies in, snapshots fed,
+    decisions collected; everything started here is stopped by the fixture."""
+
+    def __init__(self, bus: Bus, view: RegistryView) -> None:
+        self.bus, self.view = bus, view
+        self._stops: list[asyncio.Event] = []
+        self._tasks: list[asyncio.Task] = []
+        self._subscriptions: list = []
+
+    async def put_policies(self, *policies: ModelPolicy) -> None:
+        for policy in policies:
+            await self.bus.policies.put(policy.model, policy_to_proto(policy).SerializeToString())
+        await wait_for(lambda: {p.model for p in policies} <= set(self.view.policies), 5, "the policies in the view")
+
+    async def decisions(self, subject: str) -> list[scheduling_pb2.ScalingDecision]:
+        """Every decision published on `subject` from now on, appended as it arrives."""
+        found: list[scheduling_pb2.ScalingDecision] = []
+
+        async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
+            found.append(scheduling_pb2.ScalingDecision.FromString(msg.data))
+
+        self._subscriptions.append(await self.bus.nc.subscribe(subject, cb=on_decision))
+        return found
+
+    def feed(self, snapshots: Callable[[], Iterable[load_pb2.LoadSnapshot]], every_s: float = 0.2) -> None:
+        """Publish what `snapshots()` returns every `every_s`, as the collector would."""
+        stop = asyncio.Event()
+
+        async def collector() -> None:
+            while not stop.is_set():
+                for snapshot in snapshots():
+                    await self.bus.nc.publish(subjects.load_subject(snapshot.model), snapshot.SerializeToString())
+                await asyncio.sleep(every_s)
+
+        self._stops.append(stop)
+        self._tasks.append(asyncio.create_task(collector()))
+
+    def run(self, scheduler: Scheduler) -> tuple[asyncio.Event, asyncio.Task]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stop))
+        self._stops.append(stop)
+        self._tasks.append(task)
+        return stop, task
+
+    async def close(self) -> None:
+        for stop in self._stops:
+            stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for subscription in self._subscriptions:
+            await subscription.unsubscribe()
+
+
+@pytest_asyncio.fixture
+async def scheduler_bed(nats_url: str) -> AsyncIterator[SchedulerBed]:
+    await reset_jetstream(nats_url)
+    bus = await connect(nats_url, name="scheduler-test")
+    view, stop_view = RegistryView(), asyncio.Event()
+    watcher = asyncio.create_task(view.run(bus, stop_view))
+    await view.wait_loaded(10)
+    bed = SchedulerBed(bus, view)
+    yield bed
+    await bed.close()
+    stop_view.set()
+    await asyncio.gather(watcher, return_exceptions=True)
+    await bus.close()

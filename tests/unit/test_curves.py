@@ -78,7 +78,7 @@ def test_vertical_auto_sizes_the_shape_for_the_forecast_peak_when_it_is_above_th
     rates = {Shape(1, 1): 1.0, Shape(1, 2): 3.0}  # batch 2 buys throughput, one replica of either serves 0.5 rps
     for shape, rate in rates.items():
         spec, _ = scheduler.curve_spec("llm", replace(policy, instances_per_replica=shape.instances, max_batch_size=shape.max_batch))
-        scheduler.capacity._models[spec.key] = _flat_model(rate, shape)
+        scheduler.capacity._models[spec] = _flat_model(rate, shape)
     quiet = LoadView(True, 0.5, 0.5)
     shaped, why = scheduler.vertical_choice("llm", policy, None, quiet, lead_s=30.0, now_s=100.0)
     assert (shaped.instances_per_replica, shaped.max_batch_size) == (1, 1), why  # in force: policy 1 x 8 -> the cheapest tie, 1 x 1

@@ -41,7 +41,7 @@ from ebbflow.runtime.triton import (
     vertical_of,
     with_vertical,
 )
-from ebbflow.scheduler.placement import GpuId, Placed, choose_slot, consolidation_move, parse_node, parse_slot, slot_name
+from ebbflow.scheduler.placement import GpuId, Placed, choose_slot, consolidation_move, largest_gpu_gb, parse_node, parse_slot, slot_name
 from ebbflow.v1 import load_pb2, registry_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -190,24 +190,26 @@ class LocalActuator:
 
     # ---- GPU slots --------------------------------------------------------------
 
+    def _slotted(self) -> list[tuple[ManagedReplica, GpuId]]:
+        """This actuator's replicas that hold a GPU slot (draining ones still hold theirs), with the slot."""
+        return [(r, gpu) for r in self.replicas.values() if (gpu := parse_slot(r.entry.gpu_slot)) is not None]
+
     def _used_gb(self, leaving_out: ManagedReplica | None = None) -> dict[GpuId, float]:
-        """Memory held on each GPU by this actuator's replicas (draining ones still hold theirs)."""
+        """Memory held on each GPU by this actuator's replicas."""
         used: dict[GpuId, float] = {}
-        for replica in self.replicas.values():
-            gpu = parse_slot(replica.entry.gpu_slot)
-            if gpu is not None and replica is not leaving_out:
+        for replica, gpu in self._slotted():
+            if replica is not leaving_out:
                 used[gpu] = used.get(gpu, 0.0) + replica.entry.gpu_memory_gb
         return used
 
     def _replica_memory(self, desired: scheduling_pb2.DesiredState) -> float:
-        return desired.vertical.gpu_memory_gb or max(n.gpu_memory_gb for n in self.nodes)
+        return desired.vertical.gpu_memory_gb or largest_gpu_gb(self.nodes)
 
     def _slot_for(self, model: str, memory_gb: float) -> tuple[str, str]:
         """A GPU slot for a new replica of `model` ("" and why when none fits)."""
         model_nodes: dict[str, int] = {}
-        for replica in self.replicas.values():
-            gpu = parse_slot(replica.entry.gpu_slot)
-            if replica.entry.model == model and gpu is not None and not replica.stopping:
+        for replica, gpu in self._slotted():
+            if replica.entry.model == model and not replica.stopping:
                 model_nodes[gpu[0]] = model_nodes.get(gpu[0], 0) + 1
         gpu, why = choose_slot(self.nodes, self._used_gb(), model_nodes, memory_gb, self.gpu_budget)
         return (slot_name(gpu), "") if gpu is not None else ("", why)
@@ -469,11 +471,7 @@ class LocalActuator:
         busy = any(r.phase != Phase.READY or r.stopping or r.moving_to or r.replaces or r.reloading for r in self.replicas.values())
         if busy or len(self._moves) >= self.max_moves_per_hour:
             return
-        placed = []
-        for replica in self.replicas.values():
-            gpu = parse_slot(replica.entry.gpu_slot)
-            if gpu is not None:
-                placed.append(Placed(replica.key, replica.entry.model, gpu, replica.entry.gpu_memory_gb))
+        placed = [Placed(replica.key, replica.entry.model, gpu, replica.entry.gpu_memory_gb) for replica, gpu in self._slotted()]
         move = consolidation_move(self.nodes, placed)
         if move is None:
             return

@@ -36,9 +36,9 @@ QUANTILES = (0.5, 0.9, 0.99)
 # The choice is made apart for the median and for the upper quantiles, each by its own pinball loss:
 # the model that best tracks the centre is often not the one whose upper tail is best calibrated.
 GROUPS = {"median": 0.5, "upper": 0.9}
-# Before models can be compared: a combination first, then smoothers, the last value last.
 HEDGE_MIN_ERRORS = 10.0
 """Scored errors (discounted) a model needs at a horizon step before Hedge gives it weight."""
+# Before models can be compared: a combination first, then smoothers, the last value last.
 FALLBACK_ORDER = ("median_ensemble", "ewma", "holt", "last_value")
 
 
@@ -153,10 +153,8 @@ class Candidate:
         return self.model.name
 
 
-class Median(Model):
-    """The median of the other candidates' point forecasts (set by the selector each step)."""
-
-    name = "median_ensemble"
+class Aggregate(Model):
+    """A combination of the other candidates: the selector sets its points each step, after theirs."""
 
     def __init__(self) -> None:
         self.points = np.zeros(0)
@@ -171,7 +169,13 @@ class Median(Model):
         return self.points[:horizon] if len(self.points) >= horizon else np.full(horizon, math.nan)
 
 
-class Hedge(Model):
+class Median(Aggregate):
+    """The median of the other candidates' point forecasts."""
+
+    name = "median_ensemble"
+
+
+class Hedge(Aggregate):
     """Exponentially weighted aggregation (Hedge) of the other candidates' point forecasts, per horizon step.
 
     Each model's weight at step h is exp(-rate * L / mean L), where L is its discounted absolute error at that
@@ -183,19 +187,10 @@ class Hedge(Model):
     name = "hedge"
 
     def __init__(self, rate: float = 20.0) -> None:
+        super().__init__()
         self.rate = rate
-        self.points = np.zeros(0)
         self.weights = np.zeros((0, 0))
         """The last combination's weights, (models x horizon), each column summing to 1 (0 where none)."""
-
-    def update(self, value: float) -> None:
-        pass
-
-    def fit(self, history: np.ndarray) -> None:
-        pass
-
-    def predict(self, horizon: int) -> np.ndarray:
-        return self.points[:horizon] if len(self.points) >= horizon else np.full(horizon, math.nan)
 
     def combine(self, forecasts: np.ndarray, errors: np.ndarray) -> np.ndarray:
         """forecasts, errors: (models x horizon); a model with a NaN forecast or error takes no weight at that
@@ -285,11 +280,11 @@ class Selector:
                 Conformal(horizon, self.quantiles, calibration_window),
                 deque(maxlen=horizon),
                 {group: [RollingMean(window) for _ in range(horizon)] for group in GROUPS},
+                abs_error=np.zeros(horizon),
+                abs_count=np.zeros(horizon),
             )
             for m in [*make(), self.median, self.hedge]
         ]
-        for candidate in self.candidates:
-            candidate.abs_error, candidate.abs_count = np.zeros(horizon), np.zeros(horizon)
         self.aggregates = (self.median, self.hedge)
         self.selected: dict[str, list[Candidate | None]] = {group: [None] * horizon for group in GROUPS}
         self._streak: dict[str, list[tuple[str, int]]] = {group: [("", 0)] * horizon for group in GROUPS}
@@ -342,7 +337,7 @@ class Selector:
         self.median.points = np.median(np.array(complete), axis=0) if len(complete) >= 3 else np.full(self.horizon, math.nan)
         bases = [c for c in self.candidates if c.model not in self.aggregates]
         errors = np.array([c.mean_abs_error(HEDGE_MIN_ERRORS) for c in bases])
-        self.hedge.points = self.hedge.combine(np.where(np.isnan(errors), math.nan, np.array(others)), errors)
+        self.hedge.points = self.hedge.combine(np.array(others), errors)
         for candidate in self.candidates:
             if candidate.model in self.aggregates:
                 self._issue(candidate, typical)
@@ -365,7 +360,6 @@ class Selector:
         typicals = np.array([issued.typical for _, issued in due])
         complete = ~np.isnan(bounds).any(axis=1)
         if complete.any():
-            scale = max(typical, 1e-9)
             for group, level in GROUPS.items():
                 difference = y - bounds[complete][:, self.quantiles.index(level)]
                 losses = np.maximum(level * difference, (level - 1) * difference) / scale

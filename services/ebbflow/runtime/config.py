@@ -405,9 +405,13 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError(f"router.port must be 0-65535, got {config.router.port}")
 
 
+SECTIONS = tuple(f.name for f in fields(Config) if f.name != "models")
+"""The config file's settings sections (every one can be overridden from the environment)."""
+
+
 def parse_config(raw: Mapping[str, Any]) -> Config:
     """Build a validated Config from a mapping shaped like the YAML file."""
-    known = {"router", "collector", "forecaster", "scheduler", "actuator", "placement", "models"}
+    known = {*SECTIONS, "models"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown top-level section(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -441,7 +445,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and "__" in key:
             section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
-            if section in ("router", "collector", "forecaster", "scheduler", "actuator", "placement"):
+            if section in SECTIONS:
                 overrides.setdefault(section, {})[name] = value
     return overrides
 

@@ -88,6 +88,32 @@ def on_token_grid(mean_tokens: float) -> int:
     return max(1, int(round(2 ** (round(2 * math.log2(max(1.0, mean_tokens))) / 2))))
 
 
+TOKEN_MEMORY = 0.99
+"""Per snapshot, how much of the token mix seen so far is kept (about the last 100 snapshots count)."""
+MIN_TOKEN_REQUESTS = 50.0
+"""Completed requests the observed token mix needs before it replaces the default one."""
+
+
+@dataclass
+class TokenMix:
+    """A model's observed token mix: decayed sums of prompt tokens, output tokens and requests completed."""
+
+    prompt: float = 0.0
+    output: float = 0.0
+    requests: float = 0.0
+
+    def observe(self, prompt_per_s: float, output_per_s: float, requests_per_s: float, window_s: float) -> None:
+        self.prompt = self.prompt * TOKEN_MEMORY + prompt_per_s * window_s
+        self.output = self.output * TOKEN_MEMORY + output_per_s * window_s
+        self.requests = self.requests * TOKEN_MEMORY + requests_per_s * window_s
+
+    def on_grid(self) -> tuple[int, int]:
+        """(prompt, output) mean tokens per request on the token grid; the defaults until enough are seen."""
+        if self.requests < MIN_TOKEN_REQUESTS:
+            return DEFAULT_PROMPT_TOKENS, DEFAULT_OUTPUT_TOKENS
+        return on_token_grid(self.prompt / self.requests), on_token_grid(self.output / self.requests)
+
+
 def measure(spec: CurveSpec) -> bytes:
     """Measure the spec's curves (seconds of CPU; run it in a worker process) and return them serialised."""
     from ebbflow.sim.profile import measure_curve  # the simulator is only needed where curves are measured
@@ -168,28 +194,25 @@ class CapacityStore:
     def __init__(self, bucket: KeyValue, on_ready: Callable[[], None] = lambda: None) -> None:
         self.bucket = bucket
         self.on_ready = on_ready
-        self._models: dict[str, CapacityModel] = {}
-        self._pending: dict[str, asyncio.Task[None]] = {}
-        self._failed: dict[str, str] = {}
+        # By spec (hashable), so the per-decision lookups of every shape never hash the spec's JSON.
+        self._models: dict[CurveSpec, CapacityModel] = {}
+        self._pending: dict[CurveSpec, asyncio.Task[None]] = {}
+        self._failed: dict[CurveSpec, str] = {}
         self._pool: ProcessPoolExecutor | None = None
 
     def get(self, spec: CurveSpec) -> tuple[CapacityModel | None, str]:
-        key = spec.key
-        if key in self._models:
-            return self._models[key], ""
-        if key in self._failed:
-            return None, f"measuring the capacity curves failed: {self._failed[key]}"
-        if key not in self._pending:
-            self._pending[key] = asyncio.create_task(self._fetch(spec), name=f"capacity {key}")
+        if spec in self._models:
+            return self._models[spec], ""
+        if spec in self._failed:
+            return None, f"measuring the capacity curves failed: {self._failed[spec]}"
+        if spec not in self._pending:
+            self._pending[spec] = asyncio.create_task(self._fetch(spec), name=f"capacity {spec.key}")
         return None, f"capacity curves for {spec.describe()} are being measured"
-
-    async def read(self, key: str) -> CapacityModel | None:
-        return self._models.get(key) or await read_stored(self.bucket, key)
 
     async def _fetch(self, spec: CurveSpec) -> None:
         key = spec.key
         try:
-            model = await self.read(key)
+            model = await read_stored(self.bucket, key)
             if model is None:
                 started = time.monotonic()
                 if self._pool is None:
@@ -199,12 +222,12 @@ class CapacityStore:
                 log.info("capacity curves for %s measured in %.1f s", spec.describe(), time.monotonic() - started)
                 await self.bucket.put(key, data)
                 model = model_from_bytes(data)
-            self._models[key] = model
+            self._models[spec] = model
         except Exception as error:  # keep sizing without curves, and say why
             log.exception("capacity curves for %s failed", spec.describe())
-            self._failed[key] = str(error) or type(error).__name__
+            self._failed[spec] = str(error) or type(error).__name__
         finally:
-            self._pending.pop(key, None)
+            self._pending.pop(spec, None)
             self.on_ready()
 
     async def close(self) -> None:

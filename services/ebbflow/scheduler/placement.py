@@ -181,9 +181,14 @@ def parse_slot(text: str) -> GpuId | None:
     return (node, int(index)) if node and index.isdigit() else None
 
 
+def largest_gpu_gb(nodes: Sequence[Node]) -> float:
+    """Memory of the inventory's largest GPU: what a replica of unknown size takes (1 without an inventory)."""
+    return max((n.gpu_memory_gb for n in nodes), default=1.0)
+
+
 def replica_memory_gb(nodes: Sequence[Node], instances: int, gb_per_instance: float) -> float:
     """GPU memory a replica takes: its instances' memory, or a whole (largest) GPU when the policy gives none."""
-    whole = max((n.gpu_memory_gb for n in nodes), default=1.0)
+    whole = largest_gpu_gb(nodes)
     return min(whole, instances * gb_per_instance) if gb_per_instance > 0 else whole
 
 
@@ -202,7 +207,7 @@ def choose_slot(
     if not fits:
         most = max((size - used_gb.get(gpu, 0.0) for gpu, size in gpus), default=0.0)
         return None, f"no GPU has {memory_gb:g} GB free (the most free on one GPU is {most:g} GB, of {len(gpus)} GPUs)"
-    spread = sum(model_nodes.values()) >= 1 and len([n for n, k in model_nodes.items() if k]) < 2
+    spread = sum(1 for k in model_nodes.values() if k > 0) == 1  # on one node only: the next goes elsewhere
 
     def elsewhere(gpu: GpuId) -> bool:
         return not spread or not model_nodes.get(gpu[0])

@@ -22,7 +22,7 @@ from ebbflow.runtime.config import ModelPolicy, PlacementConfig, SchedulerConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
-from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, CapacityModel, Shape, choose_shape
+from ebbflow.scheduler.capacity import CapacityModel, Shape, choose_shape
 from ebbflow.scheduler.core import (
     Decision,
     ForecastView,
@@ -34,20 +34,16 @@ from ebbflow.scheduler.core import (
     lead_time,
     resume_state,
 )
-from ebbflow.scheduler.curves import CapacityStore, CurveSpec, on_token_grid
+from ebbflow.scheduler.curves import CapacityStore, CurveSpec, TokenMix
 from ebbflow.scheduler.explain import record_inputs
-from ebbflow.scheduler.placement import Demand, budget_caps, parse_node, replica_memory_gb
+from ebbflow.scheduler.placement import Demand, budget_caps, largest_gpu_gb, parse_node, replica_memory_gb
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
 WAKEUP_MEMORY_S = 2.0
-TOKEN_MEMORY = 0.99
-"""Per snapshot, how much of the token mix seen so far is kept (about the last 100 snapshots count)."""
 ROUTER_FRESH_S = 2.5
 """Router telemetry (one window a second) older than this no longer counts toward the pushed in-flight."""
-MIN_TOKEN_REQUESTS = 50.0
-"""Completed requests the observed token mix needs before it replaces the default one."""
 
 
 def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
@@ -131,8 +127,7 @@ class Scheduler:
         self._last_arrival: dict[str, float] = {}
         # Per router worker: when its last telemetry arrived and each model's in-flight in that window.
         self._pushed: dict[str, tuple[float, dict[str, float]]] = {}
-        # Per model, decayed sums of (prompt tokens, output tokens, requests) completed: the observed token mix.
-        self._tokens: dict[str, tuple[float, float, float]] = {}
+        self._tokens: dict[str, TokenMix] = {}
         self.capacity = CapacityStore(bus.capacity, on_ready=self._decide_all_now)
         self.nodes = [parse_node(text) for text in placement.nodes]
         self.budget_gpus = placement.gpu_budget or float(sum(n.gpus for n in self.nodes))
@@ -172,13 +167,8 @@ class Scheduler:
         if fresh and snapshot.arrival_rps > 0:
             self._last_arrival[snapshot.model] = time.monotonic()
         if snapshot.inference_rps > 0 and snapshot.prompt_tokens_per_s > 0:
-            window = snapshot.window_s or 1.0
-            prompt, output, requests = self._tokens.get(snapshot.model, (0.0, 0.0, 0.0))
-            self._tokens[snapshot.model] = (
-                prompt * TOKEN_MEMORY + snapshot.prompt_tokens_per_s * window,
-                output * TOKEN_MEMORY + snapshot.generated_tokens_per_s * window,
-                requests * TOKEN_MEMORY + snapshot.inference_rps * window,
-            )
+            mix = self._tokens.setdefault(snapshot.model, TokenMix())
+            mix.observe(snapshot.prompt_tokens_per_s, snapshot.generated_tokens_per_s, snapshot.inference_rps, snapshot.window_s or 1.0)
         self._loads[snapshot.model] = Received(
             LoadView(fresh=fresh, in_flight=snapshot.in_flight, arrival_rps=snapshot.arrival_rps, reason=snapshot.status_reason), time.monotonic()
         )
@@ -194,11 +184,12 @@ class Scheduler:
             return
         now = time.monotonic()
         self._pushed[telemetry.router_id] = (now, {m.model: m.in_flight_avg for m in telemetry.models})
+        if not self.config.react_to_snapshots:
+            return  # the next tick reads the push
         for model in {m.model for m in telemetry.models}:
             received = self._loads.get(model)
-            burst = self._burst(model, now)
             # A sharp rise over the last snapshot is decided on now; anything else waits for the snapshot.
-            if self.config.react_to_snapshots and received is not None and burst > max(2.0 * received.load.in_flight, 1.0):
+            if received is not None and self._burst(model, now) > max(2.0 * received.load.in_flight, 1.0):
                 self._dirty.add(model)
                 self._wake.set()
 
@@ -234,10 +225,7 @@ class Scheduler:
         profile = config.parameters["profile"].string_value if "profile" in config.parameters else ""
         if not profile:
             return None, "the model's config.pbtxt names no latency profile (parameter 'profile') to measure capacity from"
-        prompt, output = DEFAULT_PROMPT_TOKENS, DEFAULT_OUTPUT_TOKENS
-        prompt_sum, output_sum, requests = self._tokens.get(model, (0.0, 0.0, 0.0))
-        if requests >= MIN_TOKEN_REQUESTS:
-            prompt, output = on_token_grid(prompt_sum / requests), on_token_grid(output_sum / requests)
+        prompt, output = self._tokens.get(model, TokenMix()).on_grid()
         spec = CurveSpec(
             profile=profile,
             instances=max(1, policy.instances_per_replica),
@@ -289,19 +277,21 @@ class Scheduler:
         chosen, why = choose_shape(models, in_force, demand, lambda shape: self.gpus_per_replica(with_shape(shape)))
         return with_shape(chosen), why
 
+    def _replica_memory(self, policy: ModelPolicy) -> float:
+        """GPU memory one replica of the policy takes (0 without an inventory)."""
+        return replica_memory_gb(self.nodes, max(1, policy.instances_per_replica), policy.gpu_memory_gb_per_instance) if self.nodes else 0.0
+
     def gpus_per_replica(self, policy: ModelPolicy) -> float:
         """Fraction of a GPU one replica takes (1 without an inventory: a replica per GPU)."""
-        if not self.nodes:
-            return 1.0
-        whole = max(n.gpu_memory_gb for n in self.nodes)
-        return replica_memory_gb(self.nodes, max(1, policy.instances_per_replica), policy.gpu_memory_gb_per_instance) / whole
+        return self._replica_memory(policy) / largest_gpu_gb(self.nodes) if self.nodes else 1.0
 
     def vertical_for(self, policy: ModelPolicy) -> scheduling_pb2.VerticalDecision:
-        memory = replica_memory_gb(self.nodes, max(1, policy.instances_per_replica), policy.gpu_memory_gb_per_instance) if self.nodes else 0.0
-        return scheduling_pb2.VerticalDecision(instances_per_replica=policy.instances_per_replica, max_batch_size=policy.max_batch_size, gpu_memory_gb=memory)
+        return scheduling_pb2.VerticalDecision(
+            instances_per_replica=policy.instances_per_replica, max_batch_size=policy.max_batch_size, gpu_memory_gb=self._replica_memory(policy)
+        )
 
     def _note_demand(self, model: str, policy: ModelPolicy, replicas: int) -> None:
-        """Remember what the model wants; when that changes, models below it re-decide at once (their room changed)."""
+        """Remember what the model wants; when that changes, the other models re-decide at once (their room may have changed)."""
         demand = Demand(model, policy.priority, replicas, self.gpus_per_replica(policy))
         if self.budget_gpus > 0 and self._demands.get(model) != demand:
             self._dirty.update(m for m in self.view.policies if m != model)
