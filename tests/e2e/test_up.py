@@ -51,6 +51,16 @@ class Up:
             self.output.append(line)
             self.lines.put(line)
 
+    def stop(self, timeout_s: float) -> int:
+        """SIGTERM, then the exit code; on a hang, the output so far names where it stuck."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"no exit {timeout_s:.0f} s after SIGTERM; output:\n{''.join(self.output)}") from None
+
     def wait_line(self, word: str, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -191,8 +201,7 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         refused = run_cli("policy", "import", str(hpa), "--state-dir", str(state_dir))
         assert refused.returncode == 2 and "spec.metrics[0].resource.name" in refused.stderr
     finally:
-        up.process.send_signal(signal.SIGTERM)
-        code = up.process.wait(timeout=40)
+        code = up.stop(timeout_s=40)
     assert code == 0, "".join(up.output)
     assert sum("ready" in line for line in up.output) == 1, "exactly one line may contain 'ready'"
     leftovers = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
@@ -248,6 +257,5 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
         assert served == 20, "the parent's /metrics sums both workers"
         assert 'ebbflow_router_hold_wait_seconds_count{model="llm_stream"} 1.0' in text
     finally:
-        up.process.send_signal(signal.SIGTERM)
-        code = up.process.wait(timeout=40)
+        code = up.stop(timeout_s=40)
     assert code == 0, "".join(up.output)

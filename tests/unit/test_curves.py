@@ -1,5 +1,7 @@
 """The live scheduler's curve specs and their stored form."""
 
+import pytest
+
 from ebbflow.scheduler.capacity import Curve, Curves, Shape, Slo
 from ebbflow.scheduler.curves import CurveSpec, curves_from_proto, curves_to_proto, on_token_grid
 
@@ -85,3 +87,52 @@ def test_vertical_auto_sizes_the_shape_for_the_forecast_peak_when_it_is_above_th
     surge = ForecastView(issued_s=95.0, step_s=10.0, quantiles={0.9: (0.6, 6.0, 6.0)})
     shaped, why = scheduler.vertical_choice("llm", policy, None, LoadView(True, 0.5, 0.5, forecast=surge), lead_s=30.0, now_s=100.0)
     assert (shaped.instances_per_replica, shaped.max_batch_size) == (1, 2) and "6.00 rps" in why, why
+
+
+def test_a_faster_emulator_is_measured_over_as_many_requests_and_scales_exactly():
+    """At time scale 1/50 every duration shrinks 50x: the curves are the unscaled ones with rates x50 and
+    TTFT /50, measured in the same time (before, a fixed 180 s minimum run made them 50x the work)."""
+    from ebbflow.emulator.service_time import load_profile
+    from ebbflow.sim.profile import measure_curve
+
+    profile = load_profile("llama2-7b-a100")
+    kwargs = dict(pools=(1, 4), points=6, requests_per_point=600)
+    slow = measure_curve(profile, Shape(1, 8), Slo(ttft_s=100.0, percentile=99.0), **kwargs)
+    fast = measure_curve(profile, Shape(1, 8), Slo(ttft_s=2.0, percentile=99.0), speed_factor=50.0, **kwargs)
+    for a, b in zip(slow.curves, fast.curves, strict=True):
+        assert [round(r * 50, 6) for r in a.rates] == [round(r, 6) for r in b.rates]
+        assert a.met == pytest.approx(b.met, abs=1e-9)
+        assert [t / 50 for t in a.ttft[0]] == pytest.approx(list(b.ttft[0]), rel=1e-6)
+
+
+def test_a_cancelled_measurement_kills_its_process_at_once():
+    import asyncio
+    import time
+
+    import psutil
+
+    from ebbflow.scheduler.curves import measure_in_child
+
+    before = {child.pid for child in psutil.Process().children()}  # other tests' servers may be running
+
+    async def cancel_early() -> tuple[psutil.Process, float]:
+        task = asyncio.create_task(measure_in_child(SPEC))
+        await asyncio.sleep(0.5)
+        (child,) = [c for c in psutil.Process().children() if c.pid not in before]  # the measurement's process
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return child, time.monotonic() - started
+
+    child, seconds = asyncio.run(cancel_early())
+    assert seconds < 1.0 and not child.is_running()
+
+
+def test_a_measurement_in_a_child_returns_the_spec_s_curves():
+    import asyncio
+
+    from ebbflow.scheduler.curves import measure_in_child, model_from_bytes
+
+    model = model_from_bytes(asyncio.run(measure_in_child(SPEC)))
+    assert model.curves.shape == Shape(1, 8) and model.curves.slo == SPEC.slo and len(model.curves.curves) == 6

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """For preexec_fn: the child gets SIGKILL when its parent dies."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -78,7 +79,7 @@ async def spawn(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str
             stderr=asyncio.subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     log.debug("started %s (pid %d): %s", name, process.pid, " ".join(argv))
     return ChildProcess(name=name, process=process, log_path=log_path, argv=tuple(argv))

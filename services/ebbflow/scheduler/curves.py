@@ -24,9 +24,8 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -35,12 +34,13 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from ebbflow.emulator.service_time import load_profile
+from ebbflow.runtime.process import die_with_parent
 from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, LEVELS, CapacityModel, Curve, Curves, Shape, Slo
 from ebbflow.v1 import scheduling_pb2
 
 log = logging.getLogger(__name__)
 
-MEASURE_VERSION = 1
+MEASURE_VERSION = 2
 """Bumped when the measurement changes, so stored curves of an older method are not reused."""
 POOLS = (1, 2, 4, 8, 16, 32)
 POINTS = 12
@@ -128,6 +128,27 @@ def measure(spec: CurveSpec) -> bytes:
     return curves_to_proto(curves, spec).SerializeToString()
 
 
+async def measure_in_child(spec: CurveSpec) -> bytes:
+    """`measure` in a child process (`python -m ebbflow.scheduler.curves`, the spec as JSON on stdin): it holds
+    a CPU for seconds and must not stall the caller's event loop. Cancelling kills the child at once."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ebbflow.scheduler.curves",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        data, errors = await child.communicate(json.dumps(asdict(spec)).encode())
+    except BaseException:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        raise
+    if child.returncode != 0:
+        last = errors.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {child.returncode}"]
+        raise RuntimeError(f"the measuring process failed: {last[0]}")
+    return data
+
+
 def curves_to_proto(curves: Curves, spec: CurveSpec) -> scheduling_pb2.CapacityCurves:
     return scheduling_pb2.CapacityCurves(
         key=spec.key,
@@ -198,7 +219,7 @@ class CapacityStore:
         self._models: dict[CurveSpec, CapacityModel] = {}
         self._pending: dict[CurveSpec, asyncio.Task[None]] = {}
         self._failed: dict[CurveSpec, str] = {}
-        self._pool: ProcessPoolExecutor | None = None
+        self._measuring = asyncio.Lock()  # one measurement at a time: each holds a CPU
 
     def get(self, spec: CurveSpec) -> tuple[CapacityModel | None, str]:
         if spec in self._models:
@@ -214,11 +235,9 @@ class CapacityStore:
         try:
             model = await read_stored(self.bucket, key)
             if model is None:
-                started = time.monotonic()
-                if self._pool is None:
-                    # A separate process: measuring holds a CPU for seconds and must not stall this event loop.
-                    self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-                data = await asyncio.get_running_loop().run_in_executor(self._pool, measure, spec)
+                async with self._measuring:
+                    started = time.monotonic()
+                    data = await measure_in_child(spec)
                 log.info("capacity curves for %s measured in %.1f s", spec.describe(), time.monotonic() - started)
                 await self.bucket.put(key, data)
                 model = model_from_bytes(data)
@@ -234,5 +253,7 @@ class CapacityStore:
         for task in list(self._pending.values()):
             task.cancel()
         await asyncio.gather(*self._pending.values(), return_exceptions=True)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+if __name__ == "__main__":  # the child of measure_in_child
+    sys.stdout.buffer.write(measure(CurveSpec(**json.loads(sys.stdin.buffer.read()))))

@@ -48,18 +48,22 @@ def measure_curve(
     top = full_batch_rps(profile, shape, p, o, speed_factor)
     rng = np.random.default_rng(seed)
     rates = tuple(float(r) for r in top * np.linspace(1 / points, 1.0, points))
+    # Durations are in the emulator's time unit: a replica `speed_factor` times faster is measured over as
+    # many requests (not `speed_factor` times as many) in a run that much shorter.
+    unit_s = 1.0 / speed_factor
+    warmup_s = WARMUP_S * unit_s
     curves = []
     for pool in pools:
         fleet = Fleet(profile, shape, speed_factor=speed_factor, noise_sigma=noise_sigma, min_replicas=pool, max_replicas=pool, seed=seed)
         met, ttft, in_flight = [], [], []
         for rate in rates:
-            duration_s = min(MAX_DURATION_S, max(MIN_DURATION_S, WARMUP_S + requests_per_point / (pool * rate)))
+            duration_s = min(MAX_DURATION_S * unit_s, max(MIN_DURATION_S * unit_s, warmup_s + requests_per_point / (pool * rate)))
             n = max(1, int(rng.poisson(rate * pool * duration_s)))
             times = np.sort(rng.uniform(0.0, duration_s, n))
             rows = rng.integers(0, len(p), n)
             requests = Requests("profile", times, p[rows], o[rows])
             outcome = simulate(requests, fleet, Schedule("profile", np.array([pool]), duration_s), span_s=duration_s, initial=pool)
-            scored = times >= WARMUP_S  # the pool starts empty: skip the first minute
+            scored = times >= warmup_s  # the pool starts empty: skip the first (emulated) minute
             ok = slo.met(outcome.ttft_s, outcome.tpot_s, outcome.latency_s)[scored]
             met.append(float(ok.mean()) if len(ok) else 1.0)
             values = np.nan_to_num(outcome.ttft_s[scored], nan=np.inf)
