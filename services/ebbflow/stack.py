@@ -23,6 +23,8 @@ from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.forecaster.api import ForecasterApi
 from ebbflow.forecaster.service import Forecaster, ForecasterMetrics, collector_history
+from ebbflow.router.front import HaproxyFront
+from ebbflow.router.server import RouterMetrics
 from ebbflow.router.worker import RouterService, RouterWorkers
 from ebbflow.runtime.bus import Bus, connect
 from ebbflow.runtime.config import Config
@@ -59,6 +61,7 @@ class Stack:
         self.actuator: LocalActuator | None = None
         self.router: RouterService | None = None
         self.router_workers: RouterWorkers | None = None
+        self.front: HaproxyFront | None = None
         self.control_server: GrpcServer | None = None
         self.metrics_server: WSGIServer | None = None
         self.addresses: Addresses | None = None
@@ -96,8 +99,12 @@ class Stack:
         self._spawn("scheduler", self.scheduler.run(self.stop_event))
 
         router_config = self.config.router
+        if router_config.front == "haproxy":  # the Python router serves HAProxy's fallback on a private port
+            router_config = replace(router_config, host="127.0.0.1", port=0)
+        router_metrics = None
         if router_config.workers == 1:
             self.router = RouterService(router_config, bus, self.view, self.metrics_registry)
+            router_metrics = self.router.router.metrics
             router_port = await self.router.start()
         else:
             router_port = router_config.port or free_port(router_config.host)
@@ -106,6 +113,12 @@ class Stack:
             await self.router_workers.start()
             MultiProcessCollector(self.metrics_registry, path=str(metrics_dir))
         router_address = f"{router_config.host}:{router_port}"
+        if self.config.router.front == "haproxy":
+            self.front = HaproxyFront(
+                self.config.router, bus, self.view, router_address, self.state_dir, router_metrics or RouterMetrics(self.metrics_registry)
+            )
+            router_address = f"{self.config.router.host}:{await self.front.start()}"
+            self._spawn("haproxy front", self.front.run(self.stop_event))
 
         view = self.view
         self.forecaster = forecaster = Forecaster(
@@ -151,6 +164,8 @@ class Stack:
 
     async def stop(self) -> None:
         self.stop_event.set()
+        if self.front is not None:
+            await self.front.stop()
         if self.router is not None:
             await self.router.stop(grace_s=5.0)
         if self.router_workers is not None:

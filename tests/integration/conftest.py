@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterable
 
@@ -20,6 +20,7 @@ from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, scheduling_pb2
+from ebbflow.router.front import HaproxyFront
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, connect
@@ -86,18 +87,29 @@ class RouterBed:
     replicas: StaticReplicas
     routers: list[RouterService]
     registries: list[CollectorRegistry]
+    state_dir: Path
+    fronts: list[HaproxyFront] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def policy(self, model: str, **fields: object) -> None:
         await self.bus.policies.put(model, policy_to_proto(ModelPolicy(model=model, **fields).validate()).SerializeToString())  # type: ignore[arg-type]
         await wait_for(lambda: model in self.view.policies, 5, f"policy of {model} in the view")
 
-    async def router(self, **settings_: object) -> str:
+    async def router(self, front: bool = False, **settings_: object) -> str:
+        """A router's address: the Python router's, or with `front` the HAProxy front's before it."""
         config = replace(RouterConfig(port=0, hold_timeout_s=20.0), **settings_)  # type: ignore[arg-type]
         self.registries.append(CollectorRegistry())
         service = RouterService(config, self.bus, self.view, self.registries[-1])
         self.routers.append(service)
         port = await service.start()
-        return f"127.0.0.1:{port}"
+        if not front:
+            return f"127.0.0.1:{port}"
+        haproxy = HaproxyFront(config, self.bus, self.view, f"127.0.0.1:{port}", self.state_dir / f"front{len(self.fronts)}", service.router.metrics)
+        self.fronts.append(haproxy)
+        front_port = await haproxy.start()
+        self.tasks.append(asyncio.create_task(haproxy.run(self.stop)))
+        return f"127.0.0.1:{front_port}"
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample from the newest router's metrics."""
@@ -118,8 +130,12 @@ async def testbed(nats_url: str, tmp_path: Path) -> AsyncIterator[RouterBed]:
     replicas = StaticReplicas(bus, tmp_path / "state", TIME_SCALE)
     await replicas.publish_model_configs()
     await wait_for(lambda: "llm_stream" in view.model_configs, 5, "model configs in the view")
-    bed = RouterBed(bus, view, replicas, [], [])
+    bed = RouterBed(bus, view, replicas, [], [], tmp_path)
     yield bed
+    bed.stop.set()
+    await asyncio.gather(*bed.tasks, return_exceptions=True)
+    for haproxy in bed.fronts:
+        await haproxy.stop()
     for service in bed.routers:
         await service.stop(grace_s=0.5)
     await replicas.stop()

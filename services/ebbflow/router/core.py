@@ -346,10 +346,20 @@ class ModelMeter:
     def finish(self, now_s: float, latency_s: float, ok: bool) -> None:
         self._advance(now_s)
         self.in_flight -= 1
+        self.completed(latency_s, ok)
+
+    def completed(self, latency_s: float, ok: bool) -> None:
+        """A request's latency and outcome (without moving the in-flight count)."""
         if not ok:
             self.errors += 1
         self._counts[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
         self._sum_s += latency_s
+
+    def observe(self, now_s: float, arrivals: int, in_flight: int) -> None:
+        """Counts read from a proxy's statistics (the HAProxy front): new arrivals, and the in-flight count now."""
+        self._advance(now_s)
+        self.arrivals += arrivals
+        self.in_flight = in_flight
 
     def close_window(self, now_s: float) -> WindowStats:
         """Return the window's stats and start a new window at now_s."""

@@ -1,0 +1,189 @@
+"""The router's compiled fast path, as pure functions: HAProxy's configuration and what HAProxy reports.
+
+With `router.front: haproxy`, clients connect to an HAProxy (Debian's 2.6)
+instead of the Python router. It reads `model_name` (field 1 of
+`ModelInferRequest`) off the gRPC body with its `ungrpc` converter, looks the
+model up in a map, and sends the call to that model's backend: the model's
+ready replicas, balanced as the model's routing policy says (least
+outstanding is HAProxy's `leastconn`, power of two choices `random(2)`,
+round robin `roundrobin`). A call that fails to connect or gets no response
+at all is resent to another replica (`retry-on conn-failure empty-response`).
+
+Everything else goes to the Python router behind it, which answers exactly
+as without the front: other methods (metadata, statistics, readiness,
+streaming, the refused ones), unknown models and unreadable requests (no map
+entry), bodies larger than HAProxy's buffer (64 KiB: the Python router
+enforces `router.max_message_bytes`), and a model with no ready replica (the
+Python router is each model backend's `backup` server, so it holds the
+request while the model scales from zero).
+
+What the fast path does not do, and the Python router does: OpenTelemetry
+spans (trace headers still pass through to the replica), ejecting a failing
+replica for a while (HAProxy resends and the registry removes dead replicas),
+and refusing a body whose model name is readable but whose rest is broken
+(the replica answers it as Triton does: INTERNAL "Unable to parse request").
+Latencies in its telemetry have HAProxy's millisecond resolution.
+
+The shell (router.front) renders the configuration from the registry,
+reloads HAProxy when it changes, reads HAProxy's statistics for arrivals and
+in-flight, and its per-request log lines for latency and outcome.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+BALANCE = {"least_outstanding": "leastconn", "power_of_two": "random(2)", "round_robin": "roundrobin"}
+"""Routing policy (config.ROUTING names) → HAProxy balance algorithm."""
+FALLBACK = "router"
+"""Name of the Python router as a server in every backend."""
+HARD_STOP_S = 300
+"""How long an HAProxy replaced by a reload may finish the calls it holds."""
+LOG_FORMAT = "%[var(txn.model)] %s %Ta %ST %[var(txn.grpc_status)]"
+
+
+@dataclass(frozen=True)
+class FrontServer:
+    name: str  # the replica id
+    address: str  # host:port of its gRPC endpoint
+
+
+@dataclass(frozen=True)
+class FrontBackend:
+    model: str
+    routing: str
+    servers: tuple[FrontServer, ...]
+
+
+@dataclass(frozen=True)
+class FrontSpec:
+    listen: str
+    fallback: str
+    admin_socket: Path
+    map_path: Path
+    log_address: str
+    retries: int
+    buffer_bytes: int = 65536
+
+
+def backend_name(index: int) -> str:
+    return f"model_{index}"
+
+
+def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
+    """HAProxy's configuration and its model map (model name → backend), for these backends."""
+    ordered = sorted(backends, key=lambda b: b.model)
+    lines = [
+        "global",
+        f"  stats socket {spec.admin_socket} mode 600 level admin expose-fd listeners",
+        "  nbthread 1",
+        f"  hard-stop-after {HARD_STOP_S}s",
+        f"  tune.bufsize {spec.buffer_bytes}",
+        f"  log {spec.log_address} len 1024 format raw local0 info",
+        "",
+        "defaults",
+        "  mode http",
+        "  log global",
+        f'  log-format "{LOG_FORMAT}"',
+        "  option http-no-delay",
+        "  http-reuse always",
+        "  timeout connect 2s",
+        "  timeout http-request 60s",
+        "  timeout client 3600s",
+        "  timeout server 3600s",
+        "",
+        "frontend triton",
+        f"  bind {spec.listen} proto h2",
+        # Wait for a unary call's body (never for a stream's: it stays open) before reading the model name.
+        "  http-request wait-for-body time 30s if { path /inference.GRPCInferenceService/ModelInfer }",
+        # Only a body that fit in the buffer whole: it is all there to read and to resend; a larger one goes to
+        # the Python router, which enforces router.max_message_bytes.
+        f"  http-request set-var(txn.model) req.body,ungrpc(1) if {{ path /inference.GRPCInferenceService/ModelInfer }} "
+        f"{{ req.body_len lt {spec.buffer_bytes - 2048} }}",
+        f"  use_backend %[var(txn.model),map({spec.map_path})] if {{ var(txn.model),map({spec.map_path}) -m found }}",
+        f"  default_backend {FALLBACK}",
+        "",
+        f"backend {FALLBACK}",
+        f"  server {FALLBACK} {spec.fallback} proto h2",
+    ]
+    map_lines = []
+    for index, backend in enumerate(ordered):
+        name = backend_name(index)
+        map_lines.append(f"{backend.model} {name}")
+        lines += [
+            "",
+            f"backend {name}",
+            f"  balance {BALANCE.get(backend.routing, 'leastconn')}",
+            f"  retries {spec.retries}",
+            "  retry-on conn-failure empty-response",
+            "  option redispatch 1",
+            "  http-response set-var(txn.grpc_status) res.hdr(grpc-status)",
+        ]
+        lines += [f"  server {server.name} {server.address} proto h2" for server in sorted(backend.servers, key=lambda s: s.name)]
+        lines.append(f"  server {FALLBACK} {spec.fallback} proto h2 backup")
+    return "\n".join(lines) + "\n", "".join(line + "\n" for line in map_lines)
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    requests_total: int  # stot: calls sent to the server since HAProxy started
+    in_flight: int  # scur
+
+
+def parse_stats(text: str) -> dict[tuple[str, str], ServerStats]:
+    """`show stat` CSV → per (backend, server), the replica servers only (not FRONTEND/BACKEND rows)."""
+    body = text.lstrip("# ")
+    out = {}
+    for row in csv.DictReader(io.StringIO(body)):
+        server = row.get("svname", "")
+        if server in ("FRONTEND", "BACKEND", "") or not row.get("pxname"):
+            continue
+        out[(row["pxname"], server)] = ServerStats(int(row.get("stot") or 0), int(row.get("scur") or 0))
+    return out
+
+
+@dataclass(frozen=True)
+class Completed:
+    model: str
+    server: str
+    seconds: float
+    ok: bool
+    code: str  # the gRPC status name, or HTTP_<status> when HAProxy itself answered
+
+
+_GRPC_CODES = (
+    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS PERMISSION_DENIED RESOURCE_EXHAUSTED "
+    "FAILED_PRECONDITION ABORTED OUT_OF_RANGE UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
+).split()
+
+
+def parse_log_line(line: str) -> Completed | None:
+    """One raw log line (LOG_FORMAT) → the finished call; None for a line that is not one (or a malformed one).
+
+    A call answered normally carries its grpc-status in trailers, which HAProxy does not log: it counts as OK
+    when HTTP says 200 and no grpc-status header came early (Triton sends errors as trailers-only responses).
+    """
+    parts = line.strip().split(" ")
+    if len(parts) != 5 or parts[0] in ("", "-"):
+        return None
+    model, server, active_ms, http_status, grpc_status = parts
+    try:
+        seconds = max(0.0, float(active_ms)) / 1000.0
+        status = int(http_status)
+    except ValueError:
+        return None
+    if math.isnan(seconds):
+        return None
+    if status != 200:
+        code = f"HTTP_{status}"
+    elif grpc_status in ("-", ""):
+        code = "OK"
+    elif grpc_status.isdigit() and int(grpc_status) < len(_GRPC_CODES):
+        code = _GRPC_CODES[int(grpc_status)]
+    else:
+        code = "UNKNOWN"
+    return Completed(model, server, seconds, code == "OK", code)
