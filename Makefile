@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 
-.PHONY: install demo test test-unit test-integration test-e2e proto lint-proto buf clean
+.PHONY: install demo test test-unit test-integration test-e2e proto lint-proto buf haproxy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) haproxy
 	PYTHONUNBUFFERED=1 $(BIN)/ebbflow demo
+
+# The router's HAProxy front (best effort: without it the Python router serves alone).
+haproxy:
+	@scripts/install_haproxy.sh
 
 $(BUF):
 	mkdir -p $(TOOLS)
@@ -32,16 +36,16 @@ lint-proto: $(BUF)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
-test: $(STAMP) lint-proto
+test: $(STAMP) lint-proto haproxy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) haproxy
 	$(BIN)/python -m pytest -q tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) haproxy
 	$(BIN)/python -m pytest -q tests/e2e
 
 clean:

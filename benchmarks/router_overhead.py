@@ -3,14 +3,17 @@
 1. Overhead. A raw grpc.aio load generator (pre-serialised ModelInferRequest,
    8 channels with their own connections, closed loop) drives the `echo`
    model (no work, so the proxies' cost is what shows) at concurrency 1, 8,
-   32 and 64 against: the replica directly, benchmarks/naive_proxy.py, and
-   the router (`--router-workers` processes sharing one port). Targets are
+   32 and 64 against: the replica directly, benchmarks/naive_proxy.py, the
+   router (`--router-workers` processes sharing one port), and the router
+   behind its HAProxy front (router.front = haproxy; CPU summed over HAProxy,
+   the front's Python process and the router workers; skipped when no
+   `haproxy` binary is installed). Targets are
    interleaved per concurrency over `--rounds` rounds (each round a different
    target goes first) and pooled, so machine noise hits all alike. CPU per
    request is summed over every proxy process from /proc.
 2. Routing policies. Three `llm` replicas, one 4x slower (the emulator's
-   speed factor); closed-loop clients through the router under each routing
-   policy: latency percentiles and the slow replica's share.
+   speed factor); closed-loop clients through the router (and the front)
+   under each routing policy: latency percentiles and the slow replica's share.
 
 Prints one JSON line, then readable tables. Needs no traces.
 
@@ -25,24 +28,27 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # before grpc is imp
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 from tritonclient.grpc import service_pb2  # noqa: E402
 
 from ebbflow.actuator.static import StaticReplicas  # noqa: E402
 from ebbflow.demo import llm_inputs  # noqa: E402
+from ebbflow.router.front import haproxy_binary  # noqa: E402
 from ebbflow.router.worker import RouterWorkers  # noqa: E402
 from ebbflow.runtime.bus import Bus, connect  # noqa: E402
 from ebbflow.runtime.config import ModelPolicy, RouterConfig  # noqa: E402
 from ebbflow.runtime.nats_server import start_nats_server  # noqa: E402
-from ebbflow.runtime.process import free_port, spawn, venv_environment  # noqa: E402
+from ebbflow.runtime.process import ChildProcess, free_port, spawn, venv_environment  # noqa: E402
 from ebbflow.scheduler.service import policy_to_proto  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -144,7 +150,7 @@ async def run(args: argparse.Namespace) -> dict:
     echo_replicas = StaticReplicas(bus, work / "echo", time_scale=1.0, repository=HERE / "models")
     llm_replicas = StaticReplicas(bus, work / "llm", time_scale=args.llm_time_scale)
     workers = RouterWorkers(RouterConfig(port=free_port(), workers=args.router_workers), nats_url, work, work / "router-metrics")
-    proxy = None
+    proxy = front = None
     try:
         await echo_replicas.publish_model_configs()
         await llm_replicas.publish_model_configs()
@@ -160,8 +166,15 @@ async def run(args: argparse.Namespace) -> dict:
             work / "logs" / "naive-proxy.log",
             venv_environment(),
         )
+        front = None
+        if haproxy_binary() is not None:
+            front, front_address = await start_front(work, nats_url, workers.config.port)
         await asyncio.sleep(1.0)  # router workers pick up the echo replica from the registry; the proxy binds
         targets = {"direct": (echo.address, []), "naive_proxy": (f"127.0.0.1:{proxy_port}", [proxy.pid]), "router": (router_address, workers.pids)}
+        if front is not None:  # HAProxy, the front's Python side and the router behind it, all counted
+            targets["router_haproxy"] = (front_address, [*workers.pids, front.pid, *(c.pid for c in psutil.Process(front.pid).children())])
+        else:
+            print("  no haproxy binary: the router_haproxy target is skipped (apt-get install haproxy)", file=sys.stderr)
         payload = echo_request()
         overhead = []
         names = list(targets)
@@ -183,14 +196,17 @@ async def run(args: argparse.Namespace) -> dict:
             slow = replica if speed < 1 else slow
         assert slow is not None
         policies = []
-        for routing in ("least_outstanding", "power_of_two", "round_robin"):
+        for routing, (target, address) in itertools.product(
+            ("least_outstanding", "power_of_two", "round_robin"), [(t, targets[t][0]) for t in ("router", "router_haproxy") if t in targets]
+        ):
             await put_policy(bus, "llm", routing=routing)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)  # the routers, and the front's reload, follow the policy
             before = await served_by(slow.address)
-            latencies, errors = await closed_loop(router_address, llm_request("a short prompt of six words", 40), args.policy_clients, args.seconds * args.rounds)
+            latencies, errors = await closed_loop(address, llm_request("a short prompt of six words", 40), args.policy_clients, args.seconds * args.rounds)
             slow_count = await served_by(slow.address) - before
             policies.append(
                 {
+                    "target": target,
                     "routing": routing,
                     "p50_ms": percentile(latencies, 0.5),
                     "p99_ms": percentile(latencies, 0.99),
@@ -199,9 +215,11 @@ async def run(args: argparse.Namespace) -> dict:
                     "slow_replica_share": slow_count / max(1, len(latencies)),
                 }
             )
-            print(f"  {routing:<18} p99 {policies[-1]['p99_ms']:.1f} ms", file=sys.stderr)
+            print(f"  {target:<15} {routing:<18} p99 {policies[-1]['p99_ms']:.1f} ms", file=sys.stderr)
         return {"overhead": overhead, "policies": policies, "router_workers": args.router_workers, "speed_factors": speeds}
     finally:
+        if front is not None:
+            await front.stop(5.0)
         if proxy is not None:
             await proxy.stop(2.0)
         await workers.stop()
@@ -209,6 +227,27 @@ async def run(args: argparse.Namespace) -> dict:
         await llm_replicas.stop()
         await bus.close()
         await nats_child.stop(5.0)
+
+
+async def start_front(work: Path, nats_url: str, router_port: int) -> tuple[ChildProcess, str]:
+    """The HAProxy front in its own process (`python -m ebbflow.router.front`) before the router workers."""
+    port = free_port()
+    ready = work / "front-ready"
+    env = venv_environment()
+    env.update(
+        EBBFLOW_NATS_URL=nats_url,
+        EBBFLOW_ROUTER_CONFIG=json.dumps(asdict(RouterConfig(port=port))),
+        EBBFLOW_FRONT_FALLBACK=f"127.0.0.1:{router_port}",
+        EBBFLOW_STATE_DIR=str(work / "front"),
+        EBBFLOW_READY_FILE=str(ready),
+    )
+    child = await spawn("haproxy front", [sys.executable, "-m", "ebbflow.router.front"], work / "logs" / "front.log", env)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if not child.running or time.monotonic() > deadline:
+            raise RuntimeError(f"the haproxy front did not start:\n{child.tail()}")
+        await asyncio.sleep(0.05)
+    return child, f"127.0.0.1:{port}"
 
 
 async def served_by(address: str) -> int:
@@ -220,18 +259,21 @@ async def served_by(address: str) -> int:
 
 
 def summarize(result: dict) -> dict:
+    """Per concurrency and router target: added latency over direct, and CPU and throughput against the naive proxy."""
     rows = {(r["concurrency"], r["target"]): r for r in result["overhead"]}
-    summary = {}
+    summary: dict[str, dict[str, dict[str, float]]] = {}
     for concurrency in sorted({r["concurrency"] for r in result["overhead"]}):
-        direct, naive, router = rows[(concurrency, "direct")], rows[(concurrency, "naive_proxy")], rows[(concurrency, "router")]
-        summary[str(concurrency)] = {
-            "router_added_p50_ms": router["p50_ms"] - direct["p50_ms"],
-            "router_added_p99_ms": router["p99_ms"] - direct["p99_ms"],
-            "naive_added_p50_ms": naive["p50_ms"] - direct["p50_ms"],
-            "naive_added_p99_ms": naive["p99_ms"] - direct["p99_ms"],
-            "cpu_ratio_router_to_naive": router["cpu_ms_per_request"] / naive["cpu_ms_per_request"] if naive["cpu_ms_per_request"] else float("nan"),
-            "rps_ratio_router_to_naive": router["rps"] / naive["rps"] if naive["rps"] else float("nan"),
-        }
+        direct, naive = rows[(concurrency, "direct")], rows[(concurrency, "naive_proxy")]
+        for target in ("naive_proxy", "router", "router_haproxy"):
+            row = rows.get((concurrency, target))
+            if row is None:
+                continue
+            summary.setdefault(str(concurrency), {})[target] = {
+                "added_p50_ms": row["p50_ms"] - direct["p50_ms"],
+                "added_p99_ms": row["p99_ms"] - direct["p99_ms"],
+                "cpu_ratio_to_naive": row["cpu_ms_per_request"] / naive["cpu_ms_per_request"] if naive["cpu_ms_per_request"] else float("nan"),
+                "rps_ratio_to_naive": row["rps"] / naive["rps"] if naive["rps"] else float("nan"),
+            }
     return summary
 
 
@@ -248,21 +290,22 @@ def main() -> None:
     result["summary"] = summarize(result)
     print(json.dumps(result))
     print()
-    print(f"{'conc':>4}  {'target':<12} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'CPU ms/req':>10}")
+    print(f"{'conc':>4}  {'target':<15} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'CPU ms/req':>10}")
     for row in result["overhead"]:
-        print(f"{row['concurrency']:>4}  {row['target']:<12} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} {row['rps']:7.0f} {row['cpu_ms_per_request']:10.3f}")
+        print(f"{row['concurrency']:>4}  {row['target']:<15} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} {row['rps']:7.0f} {row['cpu_ms_per_request']:10.3f}")
     print()
-    print(f"{'conc':>4}  {'router +p50':>11} {'router +p99':>11} {'naive +p50':>10} {'naive +p99':>10} {'CPU router/naive':>16} {'req/s router/naive':>18}")
-    for concurrency, s in result["summary"].items():
-        print(
-            f"{concurrency:>4}  {s['router_added_p50_ms']:11.2f} {s['router_added_p99_ms']:11.2f} {s['naive_added_p50_ms']:10.2f} "
-            f"{s['naive_added_p99_ms']:10.2f} {s['cpu_ratio_router_to_naive']:16.2f} {s['rps_ratio_router_to_naive']:18.2f}"
-        )
+    print(f"{'conc':>4}  {'target':<15} {'+p50 ms':>8} {'+p99 ms':>8} {'CPU / naive':>11} {'req/s / naive':>13}")
+    for concurrency, targets in result["summary"].items():
+        for target, s in targets.items():
+            print(
+                f"{concurrency:>4}  {target:<15} {s['added_p50_ms']:8.2f} {s['added_p99_ms']:8.2f} "
+                f"{s['cpu_ratio_to_naive']:11.2f} {s['rps_ratio_to_naive']:13.2f}"
+            )
     print()
     print(f"routing policies, replicas at speed {result['speed_factors']}:")
-    print(f"{'policy':<18} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'slow share':>10}")
+    print(f"{'target':<15} {'policy':<18} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'slow share':>10}")
     for row in result["policies"]:
-        print(f"{row['routing']:<18} {row['p50_ms']:7.1f} {row['p99_ms']:7.1f} {row['rps']:7.1f} {row['slow_replica_share']:10.2f}")
+        print(f"{row['target']:<15} {row['routing']:<18} {row['p50_ms']:7.1f} {row['p99_ms']:7.1f} {row['rps']:7.1f} {row['slow_replica_share']:10.2f}")
 
 
 if __name__ == "__main__":

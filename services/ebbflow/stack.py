@@ -23,7 +23,7 @@ from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.forecaster.api import ForecasterApi
 from ebbflow.forecaster.service import Forecaster, ForecasterMetrics, collector_history
-from ebbflow.router.front import HaproxyFront
+from ebbflow.router.front import HaproxyFront, haproxy_binary
 from ebbflow.router.server import RouterMetrics
 from ebbflow.router.worker import RouterService, RouterWorkers
 from ebbflow.runtime.bus import Bus, connect
@@ -99,7 +99,8 @@ class Stack:
         self._spawn("scheduler", self.scheduler.run(self.stop_event))
 
         router_config = self.config.router
-        if router_config.front == "haproxy":  # the Python router serves HAProxy's fallback on a private port
+        use_front = router_config.front == "haproxy" or (router_config.front == "auto" and haproxy_binary() is not None)
+        if use_front:  # the Python router serves HAProxy's fallback on a private port
             router_config = replace(router_config, host="127.0.0.1", port=0)
         router_metrics = None
         if router_config.workers == 1:
@@ -113,11 +114,13 @@ class Stack:
             await self.router_workers.start()
             MultiProcessCollector(self.metrics_registry, path=str(metrics_dir))
         router_address = f"{router_config.host}:{router_port}"
-        if self.config.router.front == "haproxy":
+        if use_front:
             self.front = HaproxyFront(
                 self.config.router, bus, self.view, router_address, self.state_dir, router_metrics or RouterMetrics(self.metrics_registry)
             )
+            fallback = router_address
             router_address = f"{self.config.router.host}:{await self.front.start()}"
+            self.say(f"haproxy front on {router_address} forwards inference itself; the Python router behind it is on {fallback}")
             self._spawn("haproxy front", self.front.run(self.stop_event))
 
         view = self.view

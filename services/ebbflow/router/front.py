@@ -295,3 +295,38 @@ class HaproxyFront:
             self._acked[key] = holders
             ack = registry_pb2.DrainAck(router_id=self.router_id, model=entry.model, replica_id=entry.replica_id, in_flight=holders)
             asyncio.ensure_future(self.bus.nc.publish(subjects.drain_ack_subject(entry.model, entry.replica_id), ack.SerializeToString()))
+
+
+async def _run_front() -> None:
+    """`python -m ebbflow.router.front`: the front on its own, before a router at $EBBFLOW_FRONT_FALLBACK
+    (what benchmarks/router_overhead.py runs, so its Python side's CPU is counted apart)."""
+    import json
+    import signal
+
+    from prometheus_client import CollectorRegistry
+
+    from ebbflow.runtime.bus import connect
+
+    config = RouterConfig(**json.loads(os.environ["EBBFLOW_ROUTER_CONFIG"]))
+    bus = await connect(os.environ["EBBFLOW_NATS_URL"], name=f"ebbflow-front-{os.getpid()}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    view = RegistryView()
+    watcher = asyncio.create_task(view.run(bus, stop))
+    await view.wait_loaded(30)
+    front = HaproxyFront(config, bus, view, os.environ["EBBFLOW_FRONT_FALLBACK"], Path(os.environ["EBBFLOW_STATE_DIR"]), RouterMetrics(CollectorRegistry()))
+    await front.start()
+    runner = asyncio.create_task(front.run(stop))
+    Path(os.environ["EBBFLOW_READY_FILE"]).touch()
+    await stop.wait()
+    await asyncio.gather(runner, return_exceptions=True)
+    await front.stop()
+    await asyncio.gather(watcher, return_exceptions=True)
+    await bus.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_run_front())

@@ -41,9 +41,10 @@ class RouterConfig:
     """How long an ejected replica gets no requests, seconds."""
     tracing: bool = False
     """OpenTelemetry span per request through the process's tracer provider, trace context forwarded."""
-    front: str = "grpc"
-    """What listens on the port: `grpc` (the Python router) or `haproxy` (HAProxy forwards ModelInfer of
-    models with ready replicas itself and everything else to the Python router; router.haproxy)."""
+    front: str = "auto"
+    """What listens on the port: `haproxy` (HAProxy forwards ModelInfer of models with ready replicas itself,
+    everything else to the Python router behind it; router.haproxy), `grpc` (the Python router alone), or
+    `auto` (haproxy when a `haproxy` binary is installed, else grpc)."""
 
 
 @dataclass(frozen=True)
@@ -388,8 +389,8 @@ def _check_ranges(config: Config) -> None:
     if not 0 < config.actuator.time_scale <= 10:
         raise ConfigError(f"actuator.time_scale must be in (0, 10], got {config.actuator.time_scale}")
     r = config.router
-    if r.front not in ("grpc", "haproxy"):
-        raise ConfigError(f"router.front must be grpc or haproxy, got {r.front!r}")
+    if r.front not in ("auto", "grpc", "haproxy"):
+        raise ConfigError(f"router.front must be auto, grpc or haproxy, got {r.front!r}")
     if not 1 <= r.workers <= 64:
         raise ConfigError(f"router.workers must be 1-64, got {r.workers}")
     if r.hold_timeout_s <= 0 or r.hold_max_requests < 1 or r.hold_max_bytes < 1:
