@@ -15,6 +15,8 @@ import queue
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import tritonclient.grpc as triton_grpc
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
@@ -173,6 +175,16 @@ async def test_everything_else_crosses_the_front_unchanged(testbed: RouterBed) -
         except grpc.aio.AioRpcError as error:
             return error.code()
 
+    loop = asyncio.get_running_loop()
+    statuses: set[grpc.StatusCode] = set()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.binary(max_size=512))
+    def random_bytes(data: bytes) -> None:
+        statuses.add(asyncio.run_coroutine_threadsafe(call(data), loop).result(timeout=10))
+
+    await asyncio.to_thread(random_bytes)
+    assert statuses <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}, statuses
     # Unreadable model name: the Python router refuses it. Readable name, broken rest: the fast path hands it to
     # the replica, which answers as Triton does to any client (the documented difference of the front).
     assert await call(b"\x0a\xff\x01garbage") == grpc.StatusCode.INVALID_ARGUMENT
