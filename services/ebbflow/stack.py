@@ -99,7 +99,10 @@ class Stack:
         self._spawn("scheduler", self.scheduler.run(self.stop_event))
 
         router_config = self.config.router
-        use_front = router_config.front == "haproxy" or (router_config.front == "auto" and haproxy_binary() is not None)
+        # auto: the front wherever haproxy is installed, unless spans are wanted for every request (the fast path has none)
+        use_front = router_config.front == "haproxy" or (
+            router_config.front == "auto" and not router_config.tracing and haproxy_binary() is not None
+        )
         if use_front:  # the Python router serves HAProxy's fallback on a private port
             router_config = replace(router_config, host="127.0.0.1", port=0)
         router_metrics = None

@@ -11,7 +11,9 @@ the front.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
+import signal
 
 import grpc
 import pytest
@@ -212,3 +214,16 @@ async def test_everything_else_crosses_the_front_unchanged(testbed: RouterBed) -
         await asyncio.to_thread(stream_client.stop_stream)
         await asyncio.to_thread(stream_client.close)
     assert await closed_loop(address, clients=1, requests_each=3) == []  # and it still serves
+
+
+async def test_a_killed_haproxy_is_started_again_on_the_same_port(testbed: RouterBed) -> None:
+    await testbed.policy("llm")
+    replica = await testbed.replicas.start("llm")
+    address = await testbed.router(front=True)
+    await wait_in_front(testbed, replica)
+    front = testbed.fronts[0]
+    (pid,) = front.pids
+    os.kill(pid, signal.SIGKILL)
+    await wait_for(lambda: front.pids and front.pids[0] != pid, 5, "a new haproxy")
+    assert await closed_loop(address, clients=2, requests_each=5) == []
+    assert python_router_calls(testbed, "llm") == 0

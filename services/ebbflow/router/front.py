@@ -142,7 +142,12 @@ class HaproxyFront:
             try:
                 await self._poll()
                 backends = self._backends_now()
-                if render(self.spec, backends)[0] != self._rendered:
+                if self._current is None or not self._current.child.running:
+                    log.error("haproxy front exited (code %s); starting it again:\n%s", self._current and self._current.child.process.returncode,
+                              self._current and self._current.child.tail())
+                    self._current = None
+                    await self._apply(backends)
+                elif render(self.spec, backends)[0] != self._rendered:
                     await self._apply(backends)
                 self._reap()
                 self._acknowledge_drains()

@@ -44,7 +44,7 @@ class RouterConfig:
     front: str = "auto"
     """What listens on the port: `haproxy` (HAProxy forwards ModelInfer of models with ready replicas itself,
     everything else to the Python router behind it; router.haproxy), `grpc` (the Python router alone), or
-    `auto` (haproxy when a `haproxy` binary is installed, else grpc)."""
+    `auto` (haproxy when a `haproxy` binary is installed and `tracing` is off, else grpc)."""
 
 
 @dataclass(frozen=True)
