@@ -4,7 +4,9 @@
 router's public port. When the ready replicas or routing policies change, it
 renders a new configuration and reloads seamlessly: a new process takes the
 listening socket over (`-x`, `expose-fd listeners`) and tells the old one to
-finish its calls and exit (`-sf`, bounded by HARD_STOP_S).
+finish its calls and exit (`-sf`, bounded by HARD_STOP_S). A configuration
+HAProxy refuses is logged and not retried until it changes (the running one
+keeps serving); an HAProxy that dies is started again on the same port.
 
 Telemetry: every STATS_POLL_S it reads `show stat` (calls sent to each
 replica, calls in flight) and each finished call's log line arrives over UDP
@@ -36,7 +38,7 @@ from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig, routing_from_proto
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.loops import wait_any
-from ebbflow.runtime.process import ChildProcess, spawn
+from ebbflow.runtime.process import ChildProcess, free_port, spawn
 from ebbflow.runtime.registry import DRAINING, READY, RegistryView
 from ebbflow.v1 import load_pb2, registry_pb2
 
@@ -79,6 +81,7 @@ class HaproxyFront:
         self._current: _Process | None = None
         self._retiring: list[_Process] = []
         self._rendered = ""
+        self._refused = ""  # a configuration HAProxy would not start on
         self._backends: dict[str, str] = {}  # backend name → model
         self._stats: dict[tuple[str, str], ServerStats] = {}
         self._meters: dict[str, ModelMeter] = {}
@@ -86,9 +89,13 @@ class HaproxyFront:
         self._transport: asyncio.DatagramTransport | None = None
         self._codes: dict[tuple[str, str], Any] = {}
 
+    def _processes(self) -> list[_Process]:
+        """The serving HAProxy and those replaced but still finishing calls."""
+        return [*([self._current] if self._current else []), *self._retiring]
+
     @property
     def pids(self) -> list[int]:
-        return [p.child.pid for p in [*([self._current] if self._current else []), *self._retiring] if p.child.running]
+        return [p.child.pid for p in self._processes() if p.child.running]
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -102,11 +109,7 @@ class HaproxyFront:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _LogReceiver(self), local_addr=("127.0.0.1", 0))
         log_port = self._transport.get_extra_info("sockname")[1]
-        port = self.config.port
-        if port == 0:
-            from ebbflow.runtime.process import free_port
-
-            port = free_port(self.config.host)
+        port = self.config.port or free_port(self.config.host)
         self.spec = FrontSpec(
             listen=f"{self.config.host}:{port}",
             fallback=self.fallback,
@@ -125,7 +128,7 @@ class HaproxyFront:
         return Path(tempfile.mkdtemp(prefix="ebbflow-haproxy-")) / "admin.sock"
 
     async def stop(self) -> None:
-        for process in [*([self._current] if self._current else []), *self._retiring]:
+        for process in self._processes():
             await process.child.stop(5.0)
         self._current, self._retiring = None, []
         if self._transport is not None:
@@ -147,7 +150,7 @@ class HaproxyFront:
                               self._current and self._current.child.tail())
                     self._current = None
                     await self._apply(backends)
-                elif render(self.spec, backends)[0] != self._rendered:
+                elif render(self.spec, backends)[0] not in (self._rendered, self._refused):
                     await self._apply(backends)
                 self._reap()
                 self._acknowledge_drains()
@@ -179,7 +182,12 @@ class HaproxyFront:
             await self._poll()  # the counts of the process being replaced, up to now
             argv += ["-x", str(self.spec.admin_socket), "-sf", str(previous.child.pid)]
         child = await spawn("haproxy", argv, self.state_dir / "logs" / "haproxy.log")
-        await self._wait_serving(child)
+        try:
+            await self._wait_serving(child)
+        except UnavailableError:
+            await child.stop(1.0)
+            self._refused = text  # not retried until the configuration changes; the running HAProxy keeps serving
+            raise
         ordered = sorted(backends, key=lambda b: b.model)
         self._backends = {backend_name(i): b.model for i, b in enumerate(ordered)}
         replicas = frozenset(subjects.replica_key(b.model, s.name) for b in backends for s in b.servers)
@@ -294,7 +302,7 @@ class HaproxyFront:
             if key not in draining:
                 del self._acked[key]
         for key, entry in draining.items():
-            holders = sum(1 for p in [*([self._current] if self._current else []), *self._retiring] if key in p.replicas and p.child.running)
+            holders = sum(1 for p in self._processes() if key in p.replicas and p.child.running)
             if self._acked.get(key) == holders:
                 continue
             self._acked[key] = holders
