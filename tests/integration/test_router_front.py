@@ -11,6 +11,8 @@ the front.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import os
 import queue
 import signal
@@ -107,6 +109,9 @@ async def test_a_replica_killed_mid_load_costs_clients_nothing_through_the_front
     await asyncio.sleep(0.5)
     testbed.replicas.kill(doomed)  # the registry still says READY: the front's resends stand between it and the clients
     assert await load == []
+    stats = await testbed.fronts[0]._admin("show stat")
+    (row,) = [r for r in csv.DictReader(io.StringIO(stats.lstrip("# "))) if r["svname"] == doomed.entry.replica_id]
+    assert row["status"].startswith("DOWN"), "the dead replica is ejected"
 
 
 async def test_the_front_publishes_telemetry_and_acknowledges_drains(testbed: RouterBed) -> None:

@@ -22,7 +22,8 @@ def test_each_model_gets_a_backend_of_its_ready_replicas_with_its_balance_and_th
     assert models == "embed model_0\nllm model_1\n"  # sorted, so the same fleet renders the same text
     llm = text.split("backend model_1\n")[1]
     assert "balance random(2)" in llm and "retries 2" in llm and "retry-on conn-failure empty-response" in llm
-    assert llm.index("server a1 10.0.0.1:8001 proto h2") < llm.index("server b2 10.0.0.2:8001 proto h2")
+    assert llm.index("server a1 10.0.0.1:8001 proto h2 check") < llm.index("server b2 10.0.0.2:8001 proto h2 check")
+    assert "observe layer4 error-limit 3 on-error mark-down" in llm
     assert "server router 127.0.0.1:9000 proto h2 backup" in llm
     embed = text.split("backend model_0\n")[1].split("backend model_1")[0]
     assert "balance roundrobin" in embed and embed.count("server ") == 1  # at zero only the Python router, which holds

@@ -117,6 +117,7 @@ class HaproxyFront:
             map_path=self.dir / "models.map",
             log_address=f"127.0.0.1:{log_port}",
             retries=self.config.max_retries,
+            eject_after=self.config.eject_after_failures,
         )
         await self._apply(self._backends_now())
         return port

@@ -17,10 +17,11 @@ enforces `router.max_message_bytes`), and a model with no ready replica (the
 Python router is each model backend's `backup` server, so it holds the
 request while the model scales from zero).
 
+A replica whose connections fail `eject_after_failures` times in a row is
+marked down until two TCP checks (one a second) succeed again.
+
 What the fast path does not do, and the Python router does: OpenTelemetry
-spans (trace headers still pass through to the replica), ejecting a failing
-replica for a while (HAProxy resends and the registry removes dead replicas),
-and refusing a body whose model name is readable but whose rest is broken
+spans (trace headers still pass through to the replica), and refusing a body whose model name is readable but whose rest is broken
 (the replica answers it as Triton does: INTERNAL "Unable to parse request").
 Latencies in its telemetry have HAProxy's millisecond resolution.
 
@@ -67,6 +68,7 @@ class FrontSpec:
     map_path: Path
     log_address: str
     retries: int
+    eject_after: int = 3
     buffer_bytes: int = 65536
 
 
@@ -123,7 +125,10 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
             "  option redispatch 1",
             "  http-response set-var(txn.grpc_status) res.hdr(grpc-status)",
         ]
-        lines += [f"  server {server.name} {server.address} proto h2" for server in sorted(backend.servers, key=lambda s: s.name)]
+        # Ejection: eject_after connection failures in a row mark a replica down; a TCP check every second
+        # (two successes) brings it back.
+        health = f"check inter 1s fall 3 rise 2 observe layer4 error-limit {spec.eject_after} on-error mark-down"
+        lines += [f"  server {server.name} {server.address} proto h2 {health}" for server in sorted(backend.servers, key=lambda s: s.name)]
         lines.append(f"  server {FALLBACK} {spec.fallback} proto h2 backup")
     return "\n".join(lines) + "\n", "".join(line + "\n" for line in map_lines)
 
