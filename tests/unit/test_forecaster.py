@@ -152,3 +152,22 @@ def test_hedge_tracks_the_best_single_model_on_white_noise():
     best = min(v for m, v in scores.items() if m not in ("selected", "hedge", "median_ensemble"))
     assert scores["hedge"] <= 1.005 * best, scores
     assert scores["hedge"] < 0.75 * scores["last_value"]  # not a mix that follows the noisiest model
+
+
+def test_near_ties_keep_hedge_in_force_so_selection_loses_nothing_on_white_noise():
+    y = np.random.default_rng(12345).poisson(40, 1200).astype(float)
+    selector = Selector(horizon=3, refit_every=300)
+    forecasts, _ = replay(selector, y)
+    scores = {s.method: s.relative_mae for s in score_replay(y, forecasts, [3], warmup=400)}
+    best = min(v for m, v in scores.items() if m != "selected")
+    assert scores["selected"] <= 1.02 * best, scores  # goal (a) of the forecaster, on a near-tie series
+    assert selector.forecast().methods[2] == "hedge"
+
+
+def test_a_model_clearly_better_than_hedge_keeps_the_step():
+    # A noiseless ramp, and a Hedge made blind (rate 0: the plain mean of the last value and two lagging moving
+    # averages, 20 behind on average): the last value, exact but for 1, must hold the step against it.
+    selector = Selector(horizon=1, refit_every=50, models=lambda: [LastValue(), MovingAverage(30), MovingAverage(90)])
+    selector.hedge.rate = 0.0
+    results = run(selector, [float(i) for i in range(400)])
+    assert all(r.methods[0] == "last_value" for r in results[150:]), {r.methods for r in results[150:]}

@@ -12,8 +12,10 @@ step, for every candidate model:
    adapted online (adaptive conformal inference, Gibbs & Candes 2021) so
    coverage follows the target when the errors drift.
 The forecast published is the selected candidate's; selection is by mean
-pinball loss (p50 and p90) over a trailing window, and switches only when a
-challenger beats the incumbent by a margin for `patience` consecutive steps.
+pinball loss (p50 and p90) over a trailing window. Hedge (the error-weighted
+mix of the others) is the default; a challenger takes over only when it
+beats the one in force by a margin for `patience` consecutive steps, and
+Hedge takes back over as soon as it is no worse.
 A series too short for any scored comparison uses an explicit fallback, with
 the reason.
 
@@ -388,8 +390,9 @@ class Selector:
             )
             return
         self.reason = (
-            f"per horizon step, p50 from the lowest p50 pinball loss and p90/p99 from the lowest p90 pinball loss over the last "
-            f"{self.window} scored targets, switching after {self.patience} consecutive wins by {self.margin:.0%}"
+            f"per horizon step, p50 by p50 pinball loss and p90/p99 by p90 pinball loss over the last {self.window} scored "
+            f"targets: hedge (the error-weighted mix) unless another model won {self.patience} times in a row by "
+            f"{self.margin:.0%}, back to hedge once it is no worse"
         )
         if "fallback" in median:
             self.reason += f"; steps {', '.join(str(h + 1) for h, r in enumerate(median) if r == 'fallback')} still on a fallback"
@@ -414,6 +417,12 @@ class Selector:
             return "fallback"
         best_loss, _, best = scored[0]
         current_loss = next((loss for loss, _, c in scored if c is current), None)
+        hedge = next(((loss, c) for loss, _, c in scored if c.model is self.hedge), None)
+        if hedge is not None and (current is None or current_loss is None or (current is not hedge[1] and hedge[0] <= current_loss)):
+            # Hedge is the incumbent by default: another model takes a step only by winning consistently, and
+            # gives it back as soon as Hedge is no worse (near-ties then cost nothing, where switching did).
+            selected[h], streaks[h] = hedge[1], ("", 0)
+            return "best"
         if current is None or current_loss is None or best is current:
             selected[h], streaks[h] = best, ("", 0)
             return "best"
