@@ -45,6 +45,7 @@ from ebbflow.v1 import load_pb2, registry_pb2
 log = logging.getLogger(__name__)
 
 STATS_POLL_S = 0.2
+RESTART_BACKOFF_S = 2.0
 
 
 def haproxy_binary() -> str | None:
@@ -82,6 +83,7 @@ class HaproxyFront:
         self._retiring: list[_Process] = []
         self._rendered = ""
         self._refused = ""  # a configuration HAProxy would not start on
+        self._next_restart_s = 0.0
         self._backends: dict[str, str] = {}  # backend name → model
         self._stats: dict[tuple[str, str], ServerStats] = {}
         self._meters: dict[str, ModelMeter] = {}
@@ -147,10 +149,7 @@ class HaproxyFront:
                 await self._poll()
                 backends = self._backends_now()
                 if self._current is None or not self._current.child.running:
-                    log.error("haproxy front exited (code %s); starting it again:\n%s", self._current and self._current.child.process.returncode,
-                              self._current and self._current.child.tail())
-                    self._current = None
-                    await self._apply(backends)
+                    await self._restart(backends)
                 elif render(self.spec, backends)[0] not in (self._rendered, self._refused):
                     await self._apply(backends)
                 self._reap()
@@ -160,6 +159,17 @@ class HaproxyFront:
                     await self._publish_telemetry()
             except Exception:  # one bad round (a reload that failed, NATS away) must not end the front
                 log.exception("haproxy front round failed")
+
+    async def _restart(self, backends: list[FrontBackend]) -> None:
+        """Start HAProxy again after it died (at most once per RESTART_BACKOFF_S)."""
+        if time.monotonic() < self._next_restart_s:
+            return
+        self._next_restart_s = time.monotonic() + RESTART_BACKOFF_S
+        if self._current is not None:
+            child = self._current.child
+            log.error("haproxy (pid %d) exited with code %s; starting it again:\n%s", child.pid, child.process.returncode, child.tail())
+            self._current = None
+        await self._apply(backends)
 
     # ---- configuration ------------------------------------------------------------
 
