@@ -118,8 +118,11 @@ class Stack:
             MultiProcessCollector(self.metrics_registry, path=str(metrics_dir))
         router_address = f"{router_config.host}:{router_port}"
         if use_front:
+            # With worker processes, /metrics carries their merged families; a second copy of the same names from
+            # this process would make the exposition ambiguous, so the front's then stay out of it (its telemetry
+            # still reaches the collector).
             self.front = HaproxyFront(
-                self.config.router, bus, self.view, router_address, self.state_dir, router_metrics or RouterMetrics(self.metrics_registry)
+                self.config.router, bus, self.view, router_address, self.state_dir, router_metrics or RouterMetrics(CollectorRegistry())
             )
             fallback = router_address
             router_address = f"{self.config.router.host}:{await self.front.start()}"
