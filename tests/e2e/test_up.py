@@ -215,10 +215,13 @@ def test_status_without_a_running_stack_is_a_clear_error(tmp_path: Path):
 
 
 def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(tmp_path: Path):
-    """Two router processes on one port; `llm_stream` starts at zero replicas and wakes on the first request."""
+    """Two router processes on one port; `llm_stream` starts at zero replicas and wakes on the first request.
+
+    The Python router serves the port itself here (`front: grpc`): behind the HAProxy front the workers would
+    only see what the front hands over."""
     config = tmp_path / "workers.yaml"
     config.write_text(
-        "router:\n  workers: 2\nactuator:\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
+        "router:\n  workers: 2\n  front: grpc\nactuator:\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
         "models:\n  llm:\n    min_replicas: 1\n    max_replicas: 1\n  llm_stream:\n    min_replicas: 0\n    max_replicas: 1\n"
     )
     port = free_port()
