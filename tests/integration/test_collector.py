@@ -91,10 +91,12 @@ async def test_reload_and_restart_on_the_same_port_give_no_negative_or_spiked_ra
     address = await testbed.router()
     await testbed.wait_routable("llm", 1)
     collector, stub = await collectors()
-    rate = 30.0
+    rate, duration_s = 30.0, 14.0
+    sent = 0.0
 
     async def disturb() -> None:
-        sender = asyncio.create_task(open_loop(address, rate_rps=rate, duration_s=14.0))
+        nonlocal sent
+        sender = asyncio.create_task(open_loop(address, rate_rps=rate, duration_s=duration_s))
         await asyncio.sleep(4.0)
         # Vertical scaling's move: reload through the repository API with a new instance count.
         admin = triton_aio.InferenceServerClient(replica.address)
@@ -104,19 +106,28 @@ async def test_reload_and_restart_on_the_same_port_give_no_negative_or_spiked_ra
         await admin.close()
         await asyncio.sleep(3.0)
         await testbed.replicas.restart(replica)  # same ports, counters from zero
-        _, errors = await sender
+        sent_rate, errors = await sender
+        sent = sent_rate * duration_s
         assert errors == []  # the router resends to the replica once it is back on its address
 
     seen = await snapshots_during(stub, disturb())
     assert len(seen) >= 20
-    ceiling = 2 * rate  # a spike of one interval's worth of history would be far above this
     for snapshot in seen:
         for load in [*snapshot.replicas, *(r for w in snapshot.windows for r in w.replicas)]:
             for name in ("inference_rps", "request_rps", "in_system", "queued", "prompt_tokens_per_s"):
                 value = getattr(load, name)
                 assert 0 <= value, (name, value)
-            assert load.request_rps <= ceiling, load
-        assert 0 <= snapshot.inference_rps <= ceiling * 8  # inferences may batch; still bounded
+    # Requests held through the restart complete in a burst, so one interval may exceed the send rate. What a
+    # misread counter adds is history counted twice, which would make the completions the snapshots account
+    # for exceed what was sent; in every window too.
+    bound = 1.1 * sent + 5
+    completed = sum(r.request_rps * s.window_s for s in seen for r in s.replicas)
+    assert completed <= bound, (completed, sent)
+    assert sum(s.inference_rps * s.window_s for s in seen) <= bound
+    for snapshot in seen:
+        for window in snapshot.windows:  # a window averages over the intervals it holds
+            covered_s = window.intervals * snapshot.window_s
+            assert sum(r.request_rps for r in window.replicas) * covered_s <= bound, (window, sent)
     assert any(r.counter_resets for s in seen for r in s.replicas), "the restart was never seen as a counter reset"
 
 
