@@ -12,7 +12,7 @@ at all is resent to another replica (`retry-on conn-failure empty-response`).
 Everything else goes to the Python router behind it, which answers exactly
 as without the front: other methods (metadata, statistics, readiness,
 streaming, the refused ones), unknown models and unreadable requests (no map
-entry), bodies larger than HAProxy's buffer (64 KiB: the Python router
+entry), bodies that do not fit HAProxy's buffer (over 62 KiB: the Python router
 enforces `router.max_message_bytes`), and a model with no ready replica (the
 Python router is each model backend's `backup` server, so it holds the
 request while the model scales from zero).
@@ -21,9 +21,10 @@ A replica whose connections fail `eject_after_failures` times in a row is
 marked down until two TCP checks (one a second) succeed again.
 
 What the fast path does not do, and the Python router does: OpenTelemetry
-spans (trace headers still pass through to the replica), and refusing a body whose model name is readable but whose rest is broken
-(the replica answers it as Triton does: INTERNAL "Unable to parse request").
-Latencies in its telemetry have HAProxy's millisecond resolution.
+spans (trace headers still pass through to the replica), and refusing a
+body whose model name is readable but whose rest is broken (the replica
+answers it as Triton does: INTERNAL "Unable to parse request"). Latencies in
+its telemetry have HAProxy's millisecond resolution.
 
 The shell (router.front) renders the configuration from the registry,
 reloads HAProxy when it changes, reads HAProxy's statistics for arrivals and
