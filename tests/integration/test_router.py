@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
+from typing import Awaitable, Callable
 
 import aiohttp
 import grpc
@@ -192,6 +193,34 @@ async def test_streaming_delivers_every_token_in_order_and_cancel_stops_the_repl
     await wait_for(lambda: testbed.metric("ebbflow_router_upstream_in_flight", model="llm_stream", replica=replica.entry.replica_id) == 0, 5, "stream settled")
 
 
+def raw_infer(channel: grpc.aio.Channel) -> Callable[[bytes], Awaitable[grpc.StatusCode]]:
+    """ModelInfer with raw bytes as the body; answers the status code instead of raising."""
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+
+    async def call(data: bytes) -> grpc.StatusCode:
+        try:
+            await infer(data, timeout=5)
+            return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+
+    return call
+
+
+async def random_body_statuses(call: Callable[[bytes], Awaitable[grpc.StatusCode]], examples: int) -> set[grpc.StatusCode]:
+    """The status codes `examples` hypothesis-drawn random bodies get (hypothesis runs in a thread, the calls on this loop)."""
+    loop = asyncio.get_running_loop()
+    statuses: set[grpc.StatusCode] = set()
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.binary(max_size=512))
+    def random_bytes(data: bytes) -> None:
+        statuses.add(asyncio.run_coroutine_threadsafe(call(data), loop).result(timeout=10))
+
+    await asyncio.to_thread(random_bytes)
+    return statuses
+
+
 async def wait_for_async(read, at_least: float, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while await read() < at_least:
@@ -272,24 +301,8 @@ async def test_garbage_and_oversized_input_never_hurt_the_router(testbed: Router
     address = await testbed.router(max_message_bytes=1024 * 1024)
     await testbed.wait_routable("llm", 1)
     channel = grpc.aio.insecure_channel(address)
-    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-    statuses: set[grpc.StatusCode] = set()
-
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.binary(max_size=512))
-    def random_bytes(data: bytes) -> None:
-        future = asyncio.run_coroutine_threadsafe(call(data), loop)
-        statuses.add(future.result(timeout=10))
-
-    async def call(data: bytes) -> grpc.StatusCode:
-        try:
-            await infer(data, timeout=5)
-            return grpc.StatusCode.OK
-        except grpc.aio.AioRpcError as error:
-            return error.code()
-
-    loop = asyncio.get_running_loop()
-    await asyncio.to_thread(random_bytes)
+    call = raw_infer(channel)
+    statuses = await random_body_statuses(call, examples=150)
     assert statuses <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}, statuses
 
     valid = triton_grpc.service_pb2.ModelInferRequest(model_name="llm", id="x")

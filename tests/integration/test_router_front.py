@@ -19,8 +19,6 @@ import signal
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 import tritonclient.grpc as triton_grpc
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
@@ -31,7 +29,7 @@ from ebbflow.runtime import subjects
 from ebbflow.v1 import load_pb2, registry_pb2
 from tests.conftest import expected_output, llm_inputs, wait_for
 from tests.integration.conftest import RouterBed
-from tests.integration.test_router import PROMPT, closed_loop, inference_count
+from tests.integration.test_router import PROMPT, closed_loop, inference_count, random_body_statuses, raw_infer
 
 pytestmark = [
     pytest.mark.integration,
@@ -174,23 +172,8 @@ async def test_everything_else_crosses_the_front_unchanged(testbed: RouterBed) -
         await client.close()
     channel = grpc.aio.insecure_channel(address)
     infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-
-    async def call(data: bytes) -> grpc.StatusCode:
-        try:
-            await infer(data, timeout=5)
-            return grpc.StatusCode.OK
-        except grpc.aio.AioRpcError as error:
-            return error.code()
-
-    loop = asyncio.get_running_loop()
-    statuses: set[grpc.StatusCode] = set()
-
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.binary(max_size=512))
-    def random_bytes(data: bytes) -> None:
-        statuses.add(asyncio.run_coroutine_threadsafe(call(data), loop).result(timeout=10))
-
-    await asyncio.to_thread(random_bytes)
+    call = raw_infer(channel)
+    statuses = await random_body_statuses(call, examples=60)
     assert statuses <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}, statuses
     # Unreadable model name: the Python router refuses it. Readable name, broken rest: the fast path hands it to
     # the replica, which answers as Triton does to any client (the documented difference of the front).

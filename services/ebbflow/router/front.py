@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ebbflow.router.core import LATENCY_BUCKETS_S, ModelMeter
+from ebbflow.router.core import ModelMeter
 from ebbflow.router.haproxy import FALLBACK, FrontBackend, FrontServer, FrontSpec, ServerStats, backend_name, parse_log_line, parse_stats, render
-from ebbflow.router.server import RouterMetrics
+from ebbflow.router.server import RouterMetrics, model_telemetry
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig, routing_from_proto
@@ -286,17 +286,7 @@ class HaproxyFront:
         now = time.monotonic()
         models = []
         for model in sorted(self.view.known_models() | set(self._meters)):
-            stats = self._meter(model, now).close_window(now)
-            models.append(
-                load_pb2.ModelTelemetry(
-                    model=model,
-                    arrivals=stats.arrivals,
-                    in_flight_avg=stats.in_flight_avg,
-                    in_flight_now=stats.in_flight_now,
-                    errors=stats.errors,
-                    latency=load_pb2.LatencyHistogram(upper_bounds_s=LATENCY_BUCKETS_S, counts=stats.latency_counts, sum_s=stats.latency_sum_s),
-                )
-            )
+            models.append(model_telemetry(model, self._meter(model, now).close_window(now)))
         message = load_pb2.RouterTelemetry(
             router_id=self.router_id, window_end_unix_s=time.time(), window_s=self.config.telemetry_interval_s, models=models
         )
@@ -324,31 +314,19 @@ class HaproxyFront:
 async def _run_front() -> None:
     """`python -m ebbflow.router.front`: the front on its own, before a router at $EBBFLOW_FRONT_FALLBACK
     (what benchmarks/router_overhead.py runs, so its Python side's CPU is counted apart)."""
-    import json
-    import signal
-
     from prometheus_client import CollectorRegistry
 
-    from ebbflow.runtime.bus import connect
+    from ebbflow.router.worker import child_process
 
-    config = RouterConfig(**json.loads(os.environ["EBBFLOW_ROUTER_CONFIG"]))
-    bus = await connect(os.environ["EBBFLOW_NATS_URL"], name=f"ebbflow-front-{os.getpid()}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    view = RegistryView()
-    watcher = asyncio.create_task(view.run(bus, stop))
-    await view.wait_loaded(30)
-    front = HaproxyFront(config, bus, view, os.environ["EBBFLOW_FRONT_FALLBACK"], Path(os.environ["EBBFLOW_STATE_DIR"]), RouterMetrics(CollectorRegistry()))
-    await front.start()
-    runner = asyncio.create_task(front.run(stop))
-    Path(os.environ["EBBFLOW_READY_FILE"]).touch()
-    await stop.wait()
-    await asyncio.gather(runner, return_exceptions=True)
-    await front.stop()
-    await asyncio.gather(watcher, return_exceptions=True)
-    await bus.close()
+    async with child_process("ebbflow-front") as (config, bus, view, stop):
+        fallback, state_dir = os.environ["EBBFLOW_FRONT_FALLBACK"], Path(os.environ["EBBFLOW_STATE_DIR"])
+        front = HaproxyFront(config, bus, view, fallback, state_dir, RouterMetrics(CollectorRegistry()))
+        await front.start()
+        runner = asyncio.create_task(front.run(stop))
+        Path(os.environ["EBBFLOW_READY_FILE"]).touch()
+        await stop.wait()
+        await asyncio.gather(runner, return_exceptions=True)
+        await front.stop()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from ebbflow.router.core import (
     RequestHead,
     RetryBudget,
     Routing,
+    WindowStats,
     pick_replica,
     read_request_head,
 )
@@ -83,6 +84,18 @@ class RouterMetrics:
         self.ejections = Counter("ebbflow_router_ejections", "Replicas taken out of routing after repeated failures", ["model", "replica"], registry=registry)
         self.ttft = histogram("ebbflow_router_ttft_seconds", "Streaming: request sent to first response", ["model"])
         self.tpot = histogram("ebbflow_router_tpot_seconds", "Streaming: time between consecutive responses of one request", ["model"])
+
+
+def model_telemetry(model: str, stats: WindowStats) -> load_pb2.ModelTelemetry:
+    """One model's closed telemetry window as published on ebbflow.router.telemetry."""
+    return load_pb2.ModelTelemetry(
+        model=model,
+        arrivals=stats.arrivals,
+        in_flight_avg=stats.in_flight_avg,
+        in_flight_now=stats.in_flight_now,
+        errors=stats.errors,
+        latency=load_pb2.LatencyHistogram(upper_bounds_s=LATENCY_BUCKETS_S, counts=stats.latency_counts, sum_s=stats.latency_sum_s),
+    )
 
 
 @dataclass
@@ -576,19 +589,7 @@ class Router:
         """Close the window for every known model (zero arrivals included: no data is not zero load)."""
         models = []
         for model in sorted(self.view.known_models() | set(self._books)):
-            stats = self.books(model, now_s).meter.close_window(now_s)
-            models.append(
-                load_pb2.ModelTelemetry(
-                    model=model,
-                    arrivals=stats.arrivals,
-                    in_flight_avg=stats.in_flight_avg,
-                    in_flight_now=stats.in_flight_now,
-                    errors=stats.errors,
-                    latency=load_pb2.LatencyHistogram(
-                        upper_bounds_s=LATENCY_BUCKETS_S, counts=stats.latency_counts, sum_s=stats.latency_sum_s
-                    ),
-                )
-            )
+            models.append(model_telemetry(model, self.books(model, now_s).meter.close_window(now_s)))
         return load_pb2.RouterTelemetry(router_id=self.router_id, window_end_unix_s=wall_s, window_s=self.config.telemetry_interval_s, models=models)
 
     async def publish_telemetry(self, stop: asyncio.Event) -> None:

@@ -19,9 +19,10 @@ import shutil
 import signal
 import sys
 import time
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, multiprocess
@@ -125,23 +126,35 @@ class RouterWorkers:
             multiprocess.mark_process_dead(child.pid, str(self.metrics_dir))  # their live gauges stop counting
 
 
-async def _run_worker() -> None:
+@asynccontextmanager
+async def child_process(name: str) -> AsyncIterator[tuple[RouterConfig, Bus, RegistryView, asyncio.Event]]:
+    """How a router child process (a worker, or the HAProxy front) starts: its config and NATS URL from the
+    environment, a loaded registry view, and a stop event that SIGTERM or SIGINT sets. On exit the view stops
+    and NATS closes."""
     config = RouterConfig(**json.loads(os.environ["EBBFLOW_ROUTER_CONFIG"]))
-    bus = await connect(os.environ["EBBFLOW_NATS_URL"], name=f"ebbflow-router-{os.getpid()}")
+    bus = await connect(os.environ["EBBFLOW_NATS_URL"], name=f"{name}-{os.getpid()}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     view = RegistryView()
     watcher = asyncio.create_task(view.run(bus, stop))
-    await view.wait_loaded(30)
-    service = RouterService(config, bus, view, CollectorRegistry(), share_port=True)
-    await service.start()
-    Path(os.environ["EBBFLOW_READY_FILE"]).touch()
-    await stop.wait()
-    await service.stop()
-    await asyncio.gather(watcher, return_exceptions=True)
-    await bus.close()
+    try:
+        await view.wait_loaded(30)
+        yield config, bus, view, stop
+    finally:
+        stop.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await bus.close()
+
+
+async def _run_worker() -> None:
+    async with child_process("ebbflow-router") as (config, bus, view, stop):
+        service = RouterService(config, bus, view, CollectorRegistry(), share_port=True)
+        await service.start()
+        Path(os.environ["EBBFLOW_READY_FILE"]).touch()
+        await stop.wait()
+        await service.stop()
 
 
 if __name__ == "__main__":
