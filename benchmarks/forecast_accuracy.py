@@ -116,7 +116,7 @@ def replay_series(series: Series, window: int) -> tuple[list[dict], dict]:
     }
     rows = []
     for score in score_replay(series.values, forecasts, series.horizons, series.warmup):
-        low, high = wilson(round(score.coverage_p90 * score.scored), score.scored)
+        low, high = wilson(round(score.coverage_p90 * score.scored), score.scored) if score.scored else (math.nan, math.nan)
         rows.append(
             {
                 "series": series.name,
@@ -141,7 +141,9 @@ def goals(rows: list[dict], series: list[Series]) -> dict:
     bursty = {s.name for s in series if s.bursty}
     keys = sorted({(r["series"], r["horizon_steps"]) for r in rows})
     for key in keys:
-        group = {r["method"]: r for r in rows if (r["series"], r["horizon_steps"]) == key}
+        group = {r["method"]: r for r in rows if (r["series"], r["horizon_steps"]) == key and r["n"]}  # n = 0: not enough history
+        if "selected" not in group:
+            continue
         selected = group["selected"]
         singles = {m: r for m, r in group.items() if m != "selected"}
         best = min(singles.values(), key=lambda r: r["rel_mae"])
@@ -152,7 +154,7 @@ def goals(rows: list[dict], series: list[Series]) -> dict:
             if "arima" in singles:
                 out["p90_pinball_10pct_below_arima"].append({"series": key[0], "h": key[1], "ratio": selected["pinball_p90"] / singles["arima"]["pinball_p90"]})
     rate_names = {s.name for s in series if s.step_s >= 60}
-    pooled = [r for r in rows if r["method"] == "selected" and r["series"] in rate_names]
+    pooled = [r for r in rows if r["method"] == "selected" and r["series"] in rate_names and r["n"]]
     hits = sum(r["coverage_p90"] * r["n"] for r in pooled)
     total = sum(r["n"] for r in pooled)
     out["rate_traces_pooled_coverage_p90"] = {"coverage": hits / total if total else math.nan, "wilson": wilson(round(hits), total)}
@@ -189,23 +191,34 @@ def tables(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
+    """--traces, --trace, --time-column, --time-unit, --only: which series to read (shared with forecast_headroom.py)."""
     default = ROOT.parent / "shared" / "traces"
     parser.add_argument("--traces", type=Path, default=default if default.exists() else None, help="folder of trace files (default: ../shared/traces)")
     parser.add_argument("--trace", type=Path, action="append", default=[], help="one more trace file (repeatable)")
     parser.add_argument("--time-column", help="arrival-time column of per-request traces (default: detected)")
     parser.add_argument("--time-unit", default="auto", choices=("auto", "s", "ms", "us", "ns"), help="unit of numeric arrival times")
-    parser.add_argument("--window", type=int, default=60, help="selection window in steps (the forecaster's selection_window_steps)")
     parser.add_argument("--only", nargs="*", help="only the series whose names contain one of these")
-    args = parser.parse_args()
-    if args.trace and args.traces == default:
+
+
+def selected_series(args: argparse.Namespace) -> list[Series]:
+    """The series the trace arguments name; exits with a message when there are none."""
+    if args.trace and args.traces == ROOT.parent / "shared" / "traces":
         args.traces = None  # explicit files only
     if args.traces is None and not args.trace:
         sys.exit("no traces: pass --traces DIR or --trace FILE")
-    all_series = [s for s in load_series(args.traces, args.trace, args.time_column, args.time_unit) if not args.only or any(part in s.name for part in args.only)]
-    if not all_series:
+    found = [s for s in load_series(args.traces, args.trace, args.time_column, args.time_unit) if not args.only or any(part in s.name for part in args.only)]
+    if not found:
         sys.exit("no usable trace found")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_trace_arguments(parser)
+    parser.add_argument("--window", type=int, default=60, help="selection window in steps (the forecaster's selection_window_steps)")
+    args = parser.parse_args()
+    all_series = selected_series(args)
     rows, summaries = [], []
     for series in all_series:
         print(f"replaying {series.name} ({len(series.values)} steps of {series.step_s:g} s)...", file=sys.stderr)

@@ -34,6 +34,19 @@ def test_holt_winters_and_the_learned_model_follow_a_season():
     assert future.shape == (12,)
 
 
+def test_the_learned_model_scales_a_daily_shape_with_a_growing_level():
+    # Demand doubles over nine days and its daily swing grows with it (multiplicative season). The learned model
+    # works in log changes, so the shape scales with the level; an additive season (Holt-Winters) cannot.
+    t = np.arange(24 * 9 + 12)
+    level = 50.0 * 2 ** (t / (24 * 9))
+    y = level * (1 + 0.5 * np.sin(2 * np.pi * t / 24)) * np.exp(RNG.normal(0, 0.03, len(t)))
+    truth = level[-12:] * (1 + 0.5 * np.sin(2 * np.pi * t[-12:] / 24))
+    learned = fitted(LagRidge(horizon=12, season=24), y[:-12]).predict(12)
+    assert np.max(np.abs(learned / truth - 1)) < 0.05, learned / truth
+    additive = fitted(HoltWinters(24), y[:-12]).predict(12)
+    assert np.mean(np.abs(additive - truth)) > 1.5 * np.mean(np.abs(learned - truth))  # the control
+
+
 def test_holt_follows_a_trend():
     y = 10 + 0.5 * np.arange(200) + RNG.normal(0, 0.5, 200)
     forecast = fitted(HoltWinters(), y).predict(10)
