@@ -122,6 +122,32 @@ class RollingMean:
         return self.total / len(self.values) if self.values else math.nan
 
 
+class TrailingLosses:
+    """Per quantile group and horizon step, the mean of the last `window` losses: numpy rings, O(1) per loss."""
+
+    def __init__(self, groups: int, horizon: int, window: int) -> None:
+        self.window = window
+        self.ring = np.zeros((groups, horizon, window))
+        self.total = np.zeros((groups, horizon))
+        self.added = np.zeros((groups, horizon), dtype=int)
+
+    def add(self, group: int, steps: np.ndarray, losses: np.ndarray) -> None:
+        """One loss per step (steps distinct); the oldest of a full window drops out."""
+        slots = self.added[group, steps] % self.window
+        self.total[group, steps] += losses - self.ring[group, steps, slots]
+        self.ring[group, steps, slots] = losses
+        self.added[group, steps] += 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.minimum(self.added, self.window)
+
+    @property
+    def means(self) -> np.ndarray:
+        counts = self.counts
+        return np.divide(self.total, counts, out=np.full(self.total.shape, math.nan), where=counts > 0)
+
+
 @dataclass
 class Issued:
     """One candidate's forecast issued at a step: points and (horizon x quantiles) bounds."""
@@ -138,8 +164,8 @@ class Candidate:
     refit_every: int
     conformal: Conformal
     issued: deque = field(default_factory=deque)
-    # Per quantile group and horizon step, the mean pinball loss over recent targets.
-    losses: dict[str, list[RollingMean]] = field(default_factory=dict)
+    # Per quantile group (in GROUPS order) and horizon step, the mean pinball loss over recent targets.
+    losses: TrailingLosses = field(default_factory=lambda: TrailingLosses(len(GROUPS), 0, 1))
     fitted_at: int = -1
     # Per horizon step, the discounted sum and count of absolute errors of the point forecast (scaled by the
     # level), for Hedge.
@@ -285,11 +311,11 @@ class Selector:
                 refit_every,
                 Conformal(horizon, self.quantiles, calibration_window),
                 deque(maxlen=horizon),
-                {group: [RollingMean(window) for _ in range(horizon)] for group in GROUPS},
+                TrailingLosses(len(GROUPS), horizon, window),
                 abs_error=np.zeros(horizon),
                 abs_count=np.zeros(horizon),
             )
-            for m in [*make(), self.median, self.hedge]
+            for m in [*make(), self.median, self.hedge]  # Hedge last: the selection finds it there
         ]
         self.aggregates = (self.median, self.hedge)
         self.selected: dict[str, list[Candidate | None]] = {group: [None] * horizon for group in GROUPS}
@@ -366,11 +392,9 @@ class Selector:
         typicals = np.array([issued.typical for _, issued in due])
         complete = ~np.isnan(bounds).any(axis=1)
         if complete.any():
-            for group, level in GROUPS.items():
+            for group, level in enumerate(GROUPS.values()):
                 difference = y - bounds[complete][:, self.quantiles.index(level)]
-                losses = np.maximum(level * difference, (level - 1) * difference) / scale
-                for h, loss in zip(steps[complete], losses):
-                    candidate.losses[group][h].add(float(loss))
+                candidate.losses.add(group, steps[complete], np.maximum(level * difference, (level - 1) * difference) / scale)
         candidate.conformal.observe(steps, y, points, typicals, bounds)
 
     def _issue(self, candidate: Candidate, typical: float) -> np.ndarray:
@@ -384,7 +408,13 @@ class Selector:
     # -- choosing --------------------------------------------------------------------------------
 
     def _select(self) -> None:
-        outcomes = {group: [self._select_one(group, h) for h in range(self.horizon)] for group in GROUPS}
+        needed = max(10, self.window // 6)  # scored targets before a model's mean loss counts
+        losses = np.array([c.losses.means for c in self.candidates])  # (candidates x groups x steps)
+        calibrated = np.array([~np.isnan(c.issued[-1].bounds[:, 0]) for c in self.candidates])  # (candidates x steps)
+        eligible = (np.array([c.losses.counts for c in self.candidates]) >= needed) & calibrated[:, None, :]
+        outcomes = {
+            group: [self._select_one(group, h, losses[:, g, h], eligible[:, g, h]) for h in range(self.horizon)] for g, group in enumerate(GROUPS)
+        }
         median = outcomes["median"]
         if all(r == "fallback" for r in median):
             self.reason = (
@@ -401,27 +431,22 @@ class Selector:
         if "fallback" in median:
             self.reason += f"; steps {', '.join(str(h + 1) for h, r in enumerate(median) if r == 'fallback')} still on a fallback"
 
-    def _select_one(self, group: str, h: int) -> str:
-        """Choose group's model at horizon step h; returns what happened."""
-        needed = max(10, self.window // 6)
+    def _select_one(self, group: str, h: int, losses: np.ndarray, eligible: np.ndarray) -> str:
+        """Choose group's model at horizon step h from each candidate's mean loss (eligible: enough scored targets
+        and a calibrated forecast now); returns what happened."""
         selected, streaks = self.selected[group], self._streak[group]
-        scored = sorted(
-            (
-                (c.losses[group][h].mean, i, c)
-                for i, c in enumerate(self.candidates)
-                if len(c.losses[group][h]) >= needed and not math.isnan(c.issued[-1].bounds[h, 0])
-            ),
-            key=lambda entry: (entry[0], entry[1]),
-        )
         current = selected[h]
-        if not scored:  # too few scored targets: the most robust candidate that has a forecast
+        ranked = np.flatnonzero(eligible)
+        if not len(ranked):  # too few scored targets: the most robust candidate that has a forecast
             usable = [c for c in self.candidates if c.issued and not math.isnan(c.issued[-1].points[h])]
             usable.sort(key=lambda c: FALLBACK_ORDER.index(c.name) if c.name in FALLBACK_ORDER else len(FALLBACK_ORDER))
             selected[h] = usable[0] if usable else None
             return "fallback"
-        best_loss, _, best = scored[0]
-        current_loss = next((loss for loss, _, c in scored if c is current), None)
-        hedge = next(((loss, c) for loss, _, c in scored if c.model is self.hedge), None)
+        first = ranked[np.argmin(losses[ranked])]  # the lowest loss; ties go to the earlier candidate
+        best_loss, best = float(losses[first]), self.candidates[first]
+        at = next((i for i in ranked if self.candidates[i] is current), None)
+        current_loss = float(losses[at]) if at is not None else None
+        hedge = (float(losses[-1]), self.candidates[-1]) if eligible[-1] else None  # Hedge is the last candidate
         if hedge is not None and (current is None or current_loss is None or (current is not hedge[1] and hedge[0] <= current_loss)):
             # Hedge is the incumbent by default: another model takes a step only by winning consistently, and
             # gives it back as soon as Hedge is no worse (near-ties then cost nothing, where switching did).
