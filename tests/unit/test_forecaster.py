@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ebbflow.forecaster.core import Bins, Selector, describe, replay, score_replay
+from ebbflow.forecaster.core import Bins, Selector, TrailingLosses, describe, replay, score_replay
 from ebbflow.forecaster.models import Arima, Ewma, HoltWinters, LagRidge, LastValue, MovingAverage
 from ebbflow.traces import rebin
 
@@ -184,3 +184,14 @@ def test_a_model_clearly_better_than_hedge_keeps_the_step():
     selector.hedge.rate = 0.0
     results = run(selector, [float(i) for i in range(400)])
     assert all(r.methods[0] == "last_value" for r in results[150:]), {r.methods for r in results[150:]}
+
+
+def test_trailing_losses_keep_the_mean_of_the_last_window_per_group_and_step():
+    losses = TrailingLosses(groups=2, horizon=3, window=4)
+    for value in [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]:  # step 0 of group 0 sees six losses; only the last four count
+        losses.add(0, np.array([0]), np.array([value]))
+    losses.add(1, np.array([1, 2]), np.array([10.0, 20.0]))
+    assert losses.counts.tolist() == [[4, 0, 0], [0, 1, 1]]
+    means = losses.means
+    assert means[0, 0] == pytest.approx(4.5) and means[1, 1] == 10.0 and means[1, 2] == 20.0
+    assert np.isnan(means[0, 1]) and np.isnan(means[1, 0])  # nothing scored yet
