@@ -42,6 +42,7 @@ from ebbflow.forecaster.core import Selector, default_models, replay, score_repl
 from ebbflow.traces import Trace, load_trace, trace_files
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRACES = ROOT.parent / "shared" / "traces"
 SIMPLE = ("last_value", "ewma")  # and every moving_average_<steps>
 
 
@@ -193,8 +194,7 @@ def tables(report: dict) -> str:
 
 def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     """--traces, --trace, --time-column, --time-unit, --only: which series to read (shared with forecast_headroom.py)."""
-    default = ROOT.parent / "shared" / "traces"
-    parser.add_argument("--traces", type=Path, default=default if default.exists() else None, help="folder of trace files (default: ../shared/traces)")
+    parser.add_argument("--traces", type=Path, default=DEFAULT_TRACES if DEFAULT_TRACES.exists() else None, help="folder of trace files (default: ../shared/traces)")
     parser.add_argument("--trace", type=Path, action="append", default=[], help="one more trace file (repeatable)")
     parser.add_argument("--time-column", help="arrival-time column of per-request traces (default: detected)")
     parser.add_argument("--time-unit", default="auto", choices=("auto", "s", "ms", "us", "ns"), help="unit of numeric arrival times")
@@ -203,7 +203,7 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
 
 def selected_series(args: argparse.Namespace) -> list[Series]:
     """The series the trace arguments name; exits with a message when there are none."""
-    if args.trace and args.traces == ROOT.parent / "shared" / "traces":
+    if args.trace and args.traces == DEFAULT_TRACES:
         args.traces = None  # explicit files only
     if args.traces is None and not args.trace:
         sys.exit("no traces: pass --traces DIR or --trace FILE")

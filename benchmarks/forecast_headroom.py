@@ -10,9 +10,9 @@ pattern before it is scored, far more than the online forecaster ever has.
 Models, per horizon, on the log-ratio target log(y[t+h] / y[t]):
 - gradient boosting (scikit-learn HistGradientBoostingRegressor, absolute loss);
 - ridge regression;
-both on recent lags, short and long means, the same-time-of-day change over
-the previous days (when the trace holds 3 days at its resolution), and the
-time of day.
+both on the forecaster's own learned-model features (LagRidge.features:
+recent lags, short and long means, the same-time-of-day change over up to 7
+previous days when the trace holds them, and the time of day).
 
 Baselines on the same targets: last value, the benchmark's moving averages,
 and EWMA with alpha tuned on the fitting half. Reported: MAE relative to the
@@ -38,47 +38,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from forecast_accuracy import Series, add_trace_arguments, selected_series  # noqa: E402  (the same series and horizons)
 
-LAGS = 12
-MAX_DAYS = 7
+from ebbflow.forecaster.models import LagRidge, interpolate  # noqa: E402
 
 
-def filled(values: np.ndarray) -> np.ndarray:
-    """Gaps linearly interpolated (ends held), for features only; targets stay as observed."""
-    y = np.asarray(values, dtype=float)
-    known = ~np.isnan(y)
-    index = np.arange(len(y))
-    return np.interp(index, index[known], y[known])
-
-
-def design(series: Series, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows (origins t), features at t, and the log-ratio target for t + h; NaN targets where y[t+h] is a gap."""
-    y = series.values
-    offset = 0.05 * float(np.nanmean(y))  # keeps log finite through zeros (bursty request traces)
-    log = np.log(filled(y) + offset)
-    season = series.season
-    days = min(MAX_DAYS, (len(y) // season) - 1) if season else 0
-    start = max(LAGS, 30, days * season + 2)
-    origins = np.arange(start, len(y) - h)
-    rows = []
-    for t in origins:
-        now = log[t]
-        features = list(log[t - LAGS + 1 : t] - now)
-        features += [log[t - 5 : t + 1].mean() - now, log[t - 29 : t + 1].mean() - now]
-        for d in range(1, days + 1):
-            then = t - d * season
-            features += [log[then + h] - log[then], log[then + h - 2 : then + h + 3].mean() - log[then - 2 : then + 3].mean()]
-        if season:
-            phase = 2 * np.pi * ((t + h) % season) / season
-            features += [np.sin(phase), np.cos(phase), np.sin(2 * phase), np.cos(2 * phase)]
-        rows.append(features)
+def design(series: Series, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """The forecaster's own learned-model features at each origin t for step h (LagRidge.features), the log
+    level at t, the log-ratio target for t + h (NaN where y[t+h] is a gap: targets stay as observed), and the
+    offset c of log(y + c)."""
+    model = LagRidge(horizon=h, season=series.season)
+    log = model.prepare(series.values)
+    assert log is not None
+    origins = np.arange(model.first_origin, len(log) - h)
+    features = model.features(log, origins, np.array([h]), 0)[:, 0, :]
     with np.errstate(invalid="ignore"):
-        target = np.log(y[origins + h] + offset) - log[origins]
-    return origins, np.asarray(rows), target
+        target = np.log(series.values[origins + h] + model.offset) - log[origins]
+    return origins, features, log[origins], target, model.offset
 
 
 def baselines(series: Series, origins: np.ndarray, h: int, fit: np.ndarray) -> dict[str, np.ndarray]:
     """Simple forecasts of y[t + h] at each origin; EWMA's alpha tuned on the `fit` origins."""
-    y = filled(series.values)
+    y = interpolate(series.values)
     out = {"last_value": y[origins]}
     for window in series.ma_windows:
         out[f"moving_average_{window}"] = np.array([y[max(0, t - window + 1) : t + 1].mean() for t in origins])
@@ -102,13 +81,11 @@ def headroom(series: Series, h: int) -> dict:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
 
-    origins, x, target = design(series, h)
+    origins, x, now, target, offset = design(series, h)
     usable = ~np.isnan(target) & ~np.isnan(series.values[origins])
-    origins, x, target = origins[usable], x[usable], target[usable]
+    origins, x, now, target = origins[usable], x[usable], now[usable], target[usable]
     half = len(origins) // 2
     folds = [(np.arange(half), np.arange(half, len(origins))), (np.arange(half, len(origins)), np.arange(half))]
-    offset = 0.05 * float(np.nanmean(series.values))
-    now = np.log(filled(series.values)[origins] + offset)
     predictions: dict[str, np.ndarray] = {}
     for fit, score in folds:
         models = {

@@ -11,8 +11,6 @@ the front.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import os
 import queue
 import signal
@@ -25,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from ebbflow.emulator.tokens import emit_tokens
 from ebbflow.router.front import haproxy_binary
+from ebbflow.router.haproxy import parse_stats
 from ebbflow.runtime import subjects
 from ebbflow.v1 import load_pb2, registry_pb2
 from tests.conftest import expected_output, llm_inputs, wait_for
@@ -107,9 +106,9 @@ async def test_a_replica_killed_mid_load_costs_clients_nothing_through_the_front
     await asyncio.sleep(0.5)
     testbed.replicas.kill(doomed)  # the registry still says READY: the front's resends stand between it and the clients
     assert await load == []
-    stats = await testbed.fronts[0]._admin("show stat")
-    (row,) = [r for r in csv.DictReader(io.StringIO(stats.lstrip("# "))) if r["svname"] == doomed.entry.replica_id]
-    assert row["status"].startswith("DOWN"), "the dead replica is ejected"
+    stats = parse_stats(await testbed.fronts[0]._admin("show stat"))
+    (status,) = [s.status for (_, server), s in stats.items() if server == doomed.entry.replica_id]
+    assert status.startswith("DOWN"), "the dead replica is ejected"
 
 
 async def test_the_front_publishes_telemetry_and_acknowledges_drains(testbed: RouterBed) -> None:

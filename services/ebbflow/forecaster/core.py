@@ -163,9 +163,9 @@ class Candidate:
     model: Model
     refit_every: int
     conformal: Conformal
-    issued: deque = field(default_factory=deque)
     # Per quantile group (in GROUPS order) and horizon step, the mean pinball loss over recent targets.
-    losses: TrailingLosses = field(default_factory=lambda: TrailingLosses(len(GROUPS), 0, 1))
+    losses: TrailingLosses
+    issued: deque = field(default_factory=deque)
     fitted_at: int = -1
     # Per horizon step, the discounted sum and count of absolute errors of the point forecast (scaled by the
     # level), for Hedge.
@@ -310,8 +310,8 @@ class Selector:
                 m,
                 refit_every,
                 Conformal(horizon, self.quantiles, calibration_window),
-                deque(maxlen=horizon),
                 TrailingLosses(len(GROUPS), horizon, window),
+                deque(maxlen=horizon),
                 abs_error=np.zeros(horizon),
                 abs_count=np.zeros(horizon),
             )

@@ -329,7 +329,7 @@ class LagRidge(Model):
     def _memory(self, days: int) -> int:
         return max(self.lags, 30, days * self.season + 3) + 1
 
-    def _features(self, log: np.ndarray, origins: np.ndarray, steps: np.ndarray, first: int) -> np.ndarray:
+    def features(self, log: np.ndarray, origins: np.ndarray, steps: np.ndarray, first: int) -> np.ndarray:
         """(origins x steps x features) at these origins (indices into log, gap-filled) for these horizon steps
         (1-based); log[0] is the series' step `first`."""
         sums = np.concatenate([[0.0], np.cumsum(log)])
@@ -350,12 +350,13 @@ class LagRidge(Model):
             by_step += [np.sin(phase), np.cos(phase), np.sin(2 * phase), np.cos(2 * phase)]
         return np.concatenate([rows, np.stack(by_step, axis=2)], axis=2) if by_step else rows
 
-    def fit(self, history: np.ndarray) -> None:
+    def prepare(self, history: np.ndarray) -> np.ndarray | None:
+        """The gap-filled log series a fit works on (None when nothing is known); sets the offset, how many
+        previous seasons the features look at, and the recent values predictions start from."""
         y = interpolate(np.maximum(history, 0.0))
         self.steps_seen = len(y)
-        self.coef = None
         if np.isnan(y).all():
-            return
+            return None
         self.offset = max(0.05 * float(np.mean(y)), 1e-6)
         log = np.log(y + self.offset)
         # Seasonal features look h + 2 steps past a phase a whole season back: only while that is still the past.
@@ -363,14 +364,26 @@ class LagRidge(Model):
         while self.days > 0 and len(y) - self._memory(self.days) < 4 * self.season:  # too few rows with that many days
             self.days -= 1
         self.log = deque(log[-self._memory(self.MAX_DAYS) :], maxlen=self._memory(self.MAX_DAYS))
-        start = self._memory(self.days) - 1
-        if len(y) - start - self.horizon < self.lags + 8:  # rows per step; the penalty keeps a short fit sane
+        return log
+
+    @property
+    def first_origin(self) -> int:
+        """The first index of the series with the history its features need."""
+        return self._memory(self.days) - 1
+
+    def fit(self, history: np.ndarray) -> None:
+        self.coef = None
+        log = self.prepare(history)
+        if log is None:
             return
-        features = self._features(log, np.arange(start, len(y) - 1), np.arange(1, self.horizon + 1), 0)
+        n, start = len(log), self.first_origin
+        if n - start - self.horizon < self.lags + 8:  # rows per step; the penalty keeps a short fit sane
+            return
+        features = self.features(log, np.arange(start, n - 1), np.arange(1, self.horizon + 1), 0)
         coefs, means, stds = [], [], []
         for h in range(1, self.horizon + 1):
-            x = features[: len(y) - h - start, h - 1, :]
-            target = log[start + h : len(y)] - log[start : len(y) - h]
+            x = features[: n - h - start, h - 1, :]
+            target = log[start + h : n] - log[start : n - h]
             mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
             z = np.column_stack([(x - mean) / std, np.ones(len(x))])
             penalty = self.PENALTY * np.eye(z.shape[1])
@@ -389,7 +402,7 @@ class LagRidge(Model):
         if self.coef is None or self.scale is None or len(self.log) < self._memory(self.days) or math.isnan(self.log[-1]):
             return np.full(horizon, math.nan)
         log = np.asarray(self.log)
-        x = self._features(log, np.array([len(log) - 1]), np.arange(1, self.horizon + 1), self.steps_seen - len(log))[0]
+        x = self.features(log, np.array([len(log) - 1]), np.arange(1, self.horizon + 1), self.steps_seen - len(log))[0]
         z = (x - self.scale[0]) / self.scale[1]
         out = np.exp(log[-1] + np.einsum("hf,hf->h", z, self.coef[:, :-1]) + self.coef[:, -1]) - self.offset
         if horizon > len(out):

@@ -138,6 +138,7 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
 class ServerStats:
     requests_total: int  # stot: calls sent to the server since HAProxy started
     in_flight: int  # scur
+    status: str = ""  # UP, DOWN, MAINT, ... (with check details, e.g. "DOWN 1/2")
 
 
 def parse_stats(text: str) -> dict[tuple[str, str], ServerStats]:
@@ -148,7 +149,7 @@ def parse_stats(text: str) -> dict[tuple[str, str], ServerStats]:
         server = row.get("svname", "")
         if server in ("FRONTEND", "BACKEND", "") or not row.get("pxname"):
             continue
-        out[(row["pxname"], server)] = ServerStats(int(row.get("stot") or 0), int(row.get("scur") or 0))
+        out[(row["pxname"], server)] = ServerStats(int(row.get("stot") or 0), int(row.get("scur") or 0), row.get("status", ""))
     return out
 
 
