@@ -77,6 +77,7 @@ def load_series(traces: Path | None, files: list[Path], time_column: str | None,
     found = []
     for path in paths:
         trace = load_trace(path, time_column=time_column, time_unit=time_unit)
+        print(f"read {trace.describe()}", file=sys.stderr)
         series = series_of(trace)
         if len(series.values) - series.warmup < 2 * max(series.horizons) + 10:
             print(f"skipping {trace.name}: {len(series.values)} steps of {series.step_s:g} s are too few to score", file=sys.stderr)

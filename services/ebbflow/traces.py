@@ -4,10 +4,12 @@ Two kinds of trace come out:
 - **requests**: one row per request with an arrival time (absolute datetimes,
   or numbers in s / ms / us / ns, detected or given), optionally prompt and
   output token counts; repeated timestamps are fine, rows need not be sorted;
-- **rates**: request rates per fixed window (ServeGen's
-  `window_start_s,total_rate_rps`, or its per-client files, summed). A window
+- **rates**: request rates per fixed window. ServeGen's
+  `window_start_s,total_rate_rps`, or its per-client files, summed: a window
   whose rate is exactly 0 is a collection gap (ServeGen drops windows under 10
-  requests), so it is missing, not zero.
+  requests), so it is missing, not zero. Any other file with a time column and
+  a rate column (`arrival_rps`, `rate_rps`, `rps`, ...; e.g. what `ebbflow
+  history` writes): an empty or negative rate is missing, zero is zero.
 CSV (optionally gzipped) and JSON Lines are read; column names are matched
 case-insensitively against common spellings, or given explicitly.
 """
@@ -23,7 +25,11 @@ import pandas as pd
 
 from ebbflow.runtime.errors import ConfigError
 
-TIME_COLUMNS = ("timestamp", "time", "arrival_time", "arrival_timestamp", "arrival", "ts", "start_time", "created", "created_at", "request_time")
+TIME_COLUMNS = (
+    "timestamp", "time", "arrival_time", "arrival_timestamp", "arrival", "ts", "start_time", "created", "created_at", "request_time", "time_unix",
+    "window_start",
+)  # fmt: skip
+RATE_COLUMNS = ("arrival_rps", "rate_rps", "total_rate_rps", "rps", "requests_per_second", "request_rate")
 PROMPT_COLUMNS = ("contexttokens", "prompt_tokens", "input_tokens", "num_prompt_tokens", "prompt_len", "input_length", "request_tokens")
 OUTPUT_COLUMNS = ("generatedtokens", "output_tokens", "completion_tokens", "num_output_tokens", "output_len", "output_length", "response_tokens")
 UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
@@ -41,6 +47,19 @@ class Trace:
     # rates: req/s per window of rate_step_s (NaN where the window is a gap).
     rates: np.ndarray | None = None
     rate_step_s: float = 0.0
+    times_read: str = ""  # which column the times came from and how they were read
+
+    def describe(self) -> str:
+        """One line on what was read, to catch a misread unit or column: kind, size, span, mean rate."""
+        hours = self.span_s / 3600
+        if self.kind == "requests":
+            assert self.arrivals_s is not None
+            rate = len(self.arrivals_s) / self.span_s if self.span_s > 0 else math.nan
+            tokens = ", ".join(what for what, column in (("prompt", self.prompt_tokens), ("output", self.output_tokens)) if column is not None) or "no"
+            return f"{self.name}: {len(self.arrivals_s):,} requests over {hours:.2f} h ({rate:.3g} req/s); times {self.times_read}; {tokens} token counts"
+        assert self.rates is not None
+        read = f"; times {self.times_read}" if self.times_read else ""
+        return f"{self.name}: rates per {self.rate_step_s:g} s over {hours:.2f} h, {int(np.isnan(self.rates).sum())} of {len(self.rates)} windows missing{read}"
 
     @property
     def span_s(self) -> float:
@@ -82,43 +101,65 @@ def _read(path: Path) -> pd.DataFrame:
         raise ConfigError(f"cannot read trace {path}: {error}") from None
 
 
+def _key(name: object) -> str:
+    """A column name compared loosely: case, spaces, dashes and brackets do not matter ("Request tokens" = request_tokens)."""
+    return "_".join("".join(c if c.isalnum() else " " for c in str(name).lower()).split())
+
+
 def _column(frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...], what: str, required: bool) -> str | None:
-    lower = {str(c).lower(): str(c) for c in frame.columns}
+    loose = {_key(c): str(c) for c in frame.columns}
     if given:
         if given in frame.columns:
             return given
-        if given.lower() in lower:
-            return lower[given.lower()]
+        if _key(given) in loose:
+            return loose[_key(given)]
         raise ConfigError(f"no column {given!r} for {what}; the trace has: {', '.join(map(str, frame.columns))}")
     for candidate in candidates:
-        if candidate in lower:
-            return lower[candidate]
+        for suffix in ("", "_s", "_ms", "_us", "_ns"):
+            if candidate + suffix in loose:
+                return loose[candidate + suffix]
     if required:
         raise ConfigError(f"no {what} column found (tried {', '.join(candidates)}); name it with a flag. Columns: {', '.join(map(str, frame.columns))}")
     return None
 
 
-def _seconds(values: pd.Series, unit: str) -> np.ndarray:
-    """Arrival times as seconds, row by row (NaN where a row has none); not yet sorted or shifted."""
+def _unit_of(numbers: np.ndarray, column: str, requests: bool) -> tuple[str, str]:
+    """The unit of numeric times, and why: the column name's suffix (t_ms), else the magnitude of epoch times,
+    else seconds, unless one row per request would make a sparse trace of days (relative milliseconds)."""
+    suffix = _key(column).rsplit("_", 1)
+    if len(suffix) == 2 and suffix[1] in UNITS:
+        return suffix[1], f"from the column name {column!r}"
+    known = numbers[~np.isnan(numbers)]
+    largest = float(np.max(np.abs(known))) if len(known) else 0.0
+    # Epoch times: seconds ~1.7e9, ms ~1.7e12, us ~1.7e15, ns ~1.7e18; relative times are small.
+    if largest > 1e11:
+        unit = "ns" if largest > 1e17 else "us" if largest > 1e14 else "ms"
+        return unit, "epoch time by magnitude"
+    span = float(np.ptp(known)) if len(known) else 0.0
+    if requests and span > 86400 and len(known) / span < 0.01:  # read as seconds: days of under one request per 100 s
+        return "ms", f"as seconds they would span {span / 86400:.0f} days at {len(known) / span:.4f} req/s"
+    return "s", "detected"
+
+
+def _seconds(values: pd.Series, unit: str, column: str, requests: bool = True) -> tuple[np.ndarray, str]:
+    """Times as seconds, row by row (NaN where a row has none; not yet sorted or shifted), and how they were
+    read; `requests`: one row per request (else one per window)."""
     if pd.api.types.is_numeric_dtype(values):
         numbers = values.to_numpy(dtype=float)
+        how = "given"
         if unit == "auto":
-            largest = np.nanmax(np.abs(numbers)) if len(numbers) else 0.0
-            # Epoch times: seconds ~1.7e9, ms ~1.7e12, us ~1.7e15, ns ~1.7e18; relative times are small.
-            unit = "ns" if largest > 1e17 else "us" if largest > 1e14 else "ms" if largest > 1e11 else "s"
+            unit, how = _unit_of(numbers, column, requests)
         if unit not in UNITS:
             raise ConfigError(f"time unit must be one of auto, {', '.join(UNITS)}; got {unit!r}")
-        seconds = numbers * UNITS[unit]
-    else:
+        return numbers * UNITS[unit], f"numbers in {unit} ({how})"
+    try:
+        stamps = pd.to_datetime(values, format="ISO8601")
+    except (ValueError, TypeError):
         try:
-            stamps = pd.to_datetime(values, format="ISO8601")
-        except (ValueError, TypeError):
-            try:
-                stamps = pd.to_datetime(values, format="mixed")
-            except (ValueError, TypeError) as error:
-                raise ConfigError(f"arrival times are neither numbers nor datetimes: {error}") from None
-        seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy()
-    return seconds
+            stamps = pd.to_datetime(values, format="mixed")
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"arrival times are neither numbers nor datetimes: {error}") from None
+    return (stamps - stamps.min()).dt.total_seconds().to_numpy(), "datetimes"
 
 
 def load_trace(
@@ -144,7 +185,13 @@ def load_trace(
         return _rates(name, totals.index.to_numpy(dtype=float), totals.to_numpy(dtype=float))
     time_name = _column(frame, time_column, TIME_COLUMNS, "arrival time", required=True)
     assert time_name is not None
-    seconds = _seconds(frame[time_name], time_unit)
+    rate_name = _column(frame, None, RATE_COLUMNS, "rate", required=False)
+    if rate_name:  # one row per window, e.g. `ebbflow history`: empty is missing, zero is zero
+        starts, how = _seconds(frame[time_name], time_unit, time_name, requests=False)
+        rates = pd.to_numeric(frame[rate_name], errors="coerce").to_numpy(dtype=float)
+        known = ~np.isnan(starts)
+        return _rates(name, starts[known], rates[known], zero_is_gap=False, times_read=f"column {time_name!r}: {how}; rates from {rate_name!r}")
+    seconds, how = _seconds(frame[time_name], time_unit, time_name)
     # Rows with a time, in time order (stable, so repeated timestamps keep file order); tokens follow their rows.
     rows = np.flatnonzero(~np.isnan(seconds))
     if not len(rows):
@@ -162,10 +209,11 @@ def load_trace(
         arrivals_s=arrivals,
         prompt_tokens=tokens(prompt_column, PROMPT_COLUMNS, "prompt tokens"),
         output_tokens=tokens(output_column, OUTPUT_COLUMNS, "output tokens"),
+        times_read=f"column {time_name!r}: {how}",
     )
 
 
-def _rates(name: str, starts: np.ndarray, rates: np.ndarray) -> Trace:
+def _rates(name: str, starts: np.ndarray, rates: np.ndarray, zero_is_gap: bool = True, times_read: str = "") -> Trace:
     if len(starts) < 2:
         raise ConfigError(f"{name}: a rates trace needs at least two windows")
     order = np.argsort(starts)
@@ -175,8 +223,8 @@ def _rates(name: str, starts: np.ndarray, rates: np.ndarray) -> Trace:
         raise ConfigError(f"{name}: repeated window starts in a rates trace")
     index = np.round((starts - starts[0]) / step).astype(int)
     series = np.full(index[-1] + 1, math.nan)
-    series[index] = np.where(rates > 0, rates, math.nan)  # a zero window is a collection gap
-    return Trace(name, "rates", rates=series, rate_step_s=step)
+    series[index] = np.where(rates > 0, rates, math.nan) if zero_is_gap else np.where(rates >= 0, rates, math.nan)
+    return Trace(name, "rates", rates=series, rate_step_s=step, times_read=times_read)
 
 
 def trace_files(folder: Path) -> list[Path]:

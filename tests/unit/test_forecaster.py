@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ebbflow.forecaster.core import Bins, Selector, TrailingLosses, describe, replay, score_replay
+from ebbflow.forecaster.core import Bins, IssuedRing, Selector, TrailingLosses, describe, replay, score_replay
 from ebbflow.forecaster.models import Arima, Ewma, HoltWinters, LagRidge, LastValue, MovingAverage
 from ebbflow.traces import rebin
 
@@ -195,3 +195,18 @@ def test_trailing_losses_keep_the_mean_of_the_last_window_per_group_and_step():
     means = losses.means
     assert means[0, 0] == pytest.approx(4.5) and means[1, 1] == 10.0 and means[1, 2] == 20.0
     assert np.isnan(means[0, 1]) and np.isnan(means[1, 0])  # nothing scored yet
+
+
+def test_issued_forecasts_come_due_at_the_horizon_step_they_were_made_for():
+    ring = IssuedRing(horizon=3, quantiles=1)
+    assert [len(part) for part in ring.due()] == [0, 0, 0, 0] and np.isnan(ring.last_points).all()
+    for issue in range(5):  # issue k forecasts 10k + 1, 10k + 2, 10k + 3; the last of issue 4 is missing
+        points = np.array([10 * issue + 1, 10 * issue + 2, math.nan if issue == 4 else 10 * issue + 3])
+        ring.add(points, points[:, None] * 2, typical=float(issue))
+    steps, points, bounds, typicals = ring.due()  # the next step: issue 4 at step 1, issue 3 at 2, issue 2 at 3
+    assert steps.tolist() == [2, 1, 0]  # the oldest forecast first
+    assert points.tolist() == [23, 32, 41] and bounds[:, 0].tolist() == [46, 64, 82] and typicals.tolist() == [2, 3, 4]
+    assert ring.last_points[:2].tolist() == [41, 42] and np.isnan(ring.last_bounds[2, 0])
+    ring.add(np.array([math.nan, 52.0, 53.0]), np.full((3, 1), math.nan), typical=5.0)
+    steps, points, _, _ = ring.due()
+    assert steps.tolist() == [2, 1] and points.tolist() == [33, 42]  # a missing point is not due

@@ -45,6 +45,42 @@ def test_unsorted_relative_seconds_with_a_named_column_and_unit(tmp_path: Path):
         load_trace(path, time_column="nope")
 
 
+def test_burstgpt_style_columns_with_spaces_are_found(tmp_path: Path):
+    path = _write(
+        tmp_path / "burst.csv",
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,472,18,490,Conversation log\n45,GPT-4,1087,250,1337,API log\n",
+    )
+    trace = load_trace(path)
+    assert trace.arrivals_s.tolist() == [0.0, 40.0]
+    assert trace.prompt_tokens.tolist() == [472, 1087] and trace.output_tokens.tolist() == [18, 250]
+    assert "'Timestamp': numbers in s" in trace.describe()
+
+
+def test_relative_milliseconds_are_told_from_seconds(tmp_path: Path):
+    # Mooncake-style: integer milliseconds from the start, an hour of 3 req/s. Read as seconds that would be
+    # 42 days at 0.003 req/s; a day of relative seconds at a plausible rate stays seconds.
+    rng = np.random.default_rng(0)
+    ms = np.sort(rng.integers(0, 3_600_000, 10_800))
+    path = tmp_path / "mooncake.jsonl"
+    path.write_text("\n".join(json.dumps({"timestamp": int(t), "input_length": 100, "output_length": 7}) for t in ms))
+    trace = load_trace(path)
+    assert trace.span_s == pytest.approx((ms[-1] - ms[0]) / 1000)
+    assert "numbers in ms" in trace.describe() and "3 req/s" in trace.describe()
+    seconds = _write(tmp_path / "seconds.csv", "ts\n" + "\n".join(str(t) for t in range(0, 2 * 86400, 60)))
+    assert load_trace(seconds).span_s == pytest.approx(2 * 86400 - 60)
+    named = _write(tmp_path / "named.csv", "arrival_time_us\n0\n1500000\n")  # the column name says the unit
+    assert load_trace(named).arrivals_s.tolist() == [0.0, 1.5]
+    assert load_trace(named, time_unit="ms").arrivals_s.tolist() == [0.0, 1500.0]  # a given unit wins
+
+
+def test_a_rate_per_row_file_such_as_ebbflow_history_is_a_rates_trace_where_zero_is_zero(tmp_path: Path):
+    path = _write(tmp_path / "history.csv", "time_unix_s,arrival_rps,latency_p99_s\n1764430000,2.5,0.1\n1764430010,0,0.1\n1764430020,,\n1764430040,4,0.2\n")
+    trace = load_trace(path)
+    assert trace.kind == "rates" and trace.rate_step_s == 10
+    assert trace.rates[:2].tolist() == [2.5, 0.0] and np.isnan(trace.rates[2:4]).all() and trace.rates[4] == 4.0  # empty and absent rows: missing
+    assert "rates from 'arrival_rps'" in trace.describe()
+
+
 def test_rate_traces_treat_zero_windows_as_gaps_and_rebin(tmp_path: Path):
     total = tmp_path / "servegen_x_total_rate_10min.csv"
     total.write_text("window_start_s,total_rate_rps,active_clients\n0,10.0,3\n600,0.0,0\n1200,30.0,4\n1800,20.0,4\n")

@@ -26,6 +26,7 @@ the tests.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -74,19 +75,22 @@ class Conformal:
 
     def bounds(self, points: np.ndarray, typical: float) -> np.ndarray:
         """(horizon x quantiles) bounds; NaN rows where the step has too few errors or no point."""
-        out = np.full((len(points), len(self.quantiles)), np.nan)
         ready = (self.count >= self.minimum) & ~np.isnan(points)
-        if not ready.any():
+        out = np.full((len(points), len(self.quantiles)), np.nan)
+        if ready.all():
+            rows: slice | np.ndarray = slice(None)  # the usual case: no copies through a mask
+        elif ready.any():
+            rows = np.flatnonzero(ready)
+        else:
             return out
-        ordered = np.sort(self.errors[ready], axis=1)  # NaN (unfilled) sort last
-        n = np.minimum(self.count[ready], self.window)[:, None]
-        position = np.clip(self.levels[ready], 0.0, 1.0) * (n - 1)
-        low = np.floor(position).astype(int)
+        ordered = np.sort(self.errors[rows], axis=1)  # NaN (unfilled) sort last
+        n = np.minimum(self.count[rows], self.window)[:, None]
+        position = np.clip(self.levels[rows], 0.0, 1.0) * (n - 1)
+        low = position.astype(int)  # floor: positions are >= 0
         high = np.minimum(low + 1, n - 1)
-        rows = np.arange(len(ordered))[:, None]
         fraction = position - low
-        quantile = ordered[rows, low] * (1 - fraction) + ordered[rows, high] * fraction
-        out[ready] = np.maximum(points[ready, None] + quantile * self.scale(points[ready], typical)[:, None], 0.0)
+        quantile = np.take_along_axis(ordered, low, axis=1) * (1 - fraction) + np.take_along_axis(ordered, high, axis=1) * fraction
+        out[rows] = np.maximum(points[rows, None] + quantile * self.scale(points[rows], typical)[:, None], 0.0)
         return out
 
     def observe(self, steps: np.ndarray, y: float, points: np.ndarray, typicals: np.ndarray, bounds: np.ndarray) -> None:
@@ -148,14 +152,40 @@ class TrailingLosses:
         return np.divide(self.total, counts, out=np.full(self.total.shape, math.nan), where=counts > 0)
 
 
-@dataclass
-class Issued:
-    """One candidate's forecast issued at a step: points and (horizon x quantiles) bounds."""
+class IssuedRing:
+    """One candidate's forecasts of the last `horizon` steps: points, (quantile) bounds and the level they were
+    scaled by, in rings indexed by issue. Every step issues exactly once, so the forecast issued k steps ago
+    is the one that forecast this step at horizon step k."""
 
-    step: int
-    typical: float
-    points: np.ndarray
-    bounds: np.ndarray
+    def __init__(self, horizon: int, quantiles: int) -> None:
+        self.horizon = horizon
+        self.points = np.full((horizon, horizon), np.nan)
+        self.bounds = np.full((horizon, horizon, quantiles), np.nan)
+        self.typical = np.ones(horizon)
+        self.issues = 0
+
+    def add(self, points: np.ndarray, bounds: np.ndarray, typical: float) -> None:
+        slot = self.issues % self.horizon
+        self.points[slot], self.bounds[slot], self.typical[slot] = points, bounds, typical
+        self.issues += 1
+
+    def due(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For this step: the 0-based horizon steps it was forecast at (those with a point; the oldest forecast
+        first), and the points, bounds and levels of those forecasts."""
+        ages = np.arange(min(self.issues, self.horizon), 0, -1)
+        slots = (self.issues - ages) % self.horizon
+        points = self.points[slots, ages - 1]
+        known = ~np.isnan(points)
+        slots, steps = slots[known], ages[known] - 1
+        return steps, points[known], self.bounds[slots, steps], self.typical[slots]
+
+    @property
+    def last_points(self) -> np.ndarray:
+        return self.points[(self.issues - 1) % self.horizon] if self.issues else np.full(self.horizon, np.nan)
+
+    @property
+    def last_bounds(self) -> np.ndarray:
+        return self.bounds[(self.issues - 1) % self.horizon] if self.issues else np.full(self.bounds.shape[1:], np.nan)
 
 
 @dataclass
@@ -165,7 +195,7 @@ class Candidate:
     conformal: Conformal
     # Per quantile group (in GROUPS order) and horizon step, the mean pinball loss over recent targets.
     losses: TrailingLosses
-    issued: deque = field(default_factory=deque)
+    issued: IssuedRing
     fitted_at: int = -1
     # Per horizon step, the discounted sum and count of absolute errors of the point forecast (scaled by the
     # level), for Hedge.
@@ -311,7 +341,7 @@ class Selector:
                 refit_every,
                 Conformal(horizon, self.quantiles, calibration_window),
                 TrailingLosses(len(GROUPS), horizon, window),
-                deque(maxlen=horizon),
+                IssuedRing(horizon, len(self.quantiles)),
                 abs_error=np.zeros(horizon),
                 abs_count=np.zeros(horizon),
             )
@@ -329,7 +359,8 @@ class Selector:
 
     def typical(self) -> float:
         """The recent mean level (robust to bursty zeros), for scaling errors."""
-        recent = [v for v in list(self.history)[-self.window :] if not math.isnan(v)]
+        last = list(itertools.islice(reversed(self.history), self.window))[::-1]  # not a copy of the whole history
+        recent = [v for v in last if not math.isnan(v)]
         return float(np.mean(recent)) if recent else 1.0
 
     def observe(self, value: float) -> ForecastResult:
@@ -379,17 +410,12 @@ class Selector:
         return result
 
     def _score(self, candidate: Candidate, y: float, typical: float) -> None:
-        due = [(self.step - issued.step - 1, issued) for issued in candidate.issued if 1 <= self.step - issued.step <= self.horizon]
-        due = [(h, issued) for h, issued in due if not math.isnan(issued.points[h])]
-        if not due:
+        steps, points, bounds, typicals = candidate.issued.due()
+        if not len(steps):
             return
-        steps = np.array([h for h, _ in due])
-        points = np.array([issued.points[h] for h, issued in due])
         scale = max(typical, 1e-9)
         candidate.abs_error[steps] = candidate.abs_error[steps] * self._discount + np.abs(y - points) / scale
         candidate.abs_count[steps] = candidate.abs_count[steps] * self._discount + 1.0
-        bounds = np.array([issued.bounds[h] for h, issued in due])
-        typicals = np.array([issued.typical for _, issued in due])
         complete = ~np.isnan(bounds).any(axis=1)
         if complete.any():
             for group, level in enumerate(GROUPS.values()):
@@ -402,7 +428,7 @@ class Selector:
             points = np.asarray(candidate.model.predict(self.horizon), dtype=float)
         except Exception:
             points = np.full(self.horizon, math.nan)
-        candidate.issued.append(Issued(self.step, typical, points, candidate.conformal.bounds(points, typical)))
+        candidate.issued.add(points, candidate.conformal.bounds(points, typical), typical)
         return points
 
     # -- choosing --------------------------------------------------------------------------------
@@ -410,7 +436,7 @@ class Selector:
     def _select(self) -> None:
         needed = max(10, self.window // 6)  # scored targets before a model's mean loss counts
         losses = np.array([c.losses.means for c in self.candidates])  # (candidates x groups x steps)
-        calibrated = np.array([~np.isnan(c.issued[-1].bounds[:, 0]) for c in self.candidates])  # (candidates x steps)
+        calibrated = np.array([~np.isnan(c.issued.last_bounds[:, 0]) for c in self.candidates])  # (candidates x steps)
         eligible = (np.array([c.losses.counts for c in self.candidates]) >= needed) & calibrated[:, None, :]
         outcomes = {
             group: [self._select_one(group, h, losses[:, g, h], eligible[:, g, h]) for h in range(self.horizon)] for g, group in enumerate(GROUPS)
@@ -438,7 +464,7 @@ class Selector:
         current = selected[h]
         ranked = np.flatnonzero(eligible)
         if not len(ranked):  # too few scored targets: the most robust candidate that has a forecast
-            usable = [c for c in self.candidates if c.issued and not math.isnan(c.issued[-1].points[h])]
+            usable = [c for c in self.candidates if not math.isnan(c.issued.last_points[h])]
             usable.sort(key=lambda c: FALLBACK_ORDER.index(c.name) if c.name in FALLBACK_ORDER else len(FALLBACK_ORDER))
             selected[h] = usable[0] if usable else None
             return "fallback"
@@ -475,14 +501,13 @@ class Selector:
         methods, upper_methods = [], []
         for h in range(self.horizon):
             centre, tail = self.selected["median"][h], self.selected["upper"][h] or self.selected["median"][h]
-            if centre is None or not centre.issued:
+            if centre is None or not centre.issued.issues:
                 methods.append("none")
                 continue
-            issued = centre.issued[-1]
-            points[h], bounds[h] = issued.points[h], issued.bounds[h]
+            points[h], bounds[h] = centre.issued.last_points[h], centre.issued.last_bounds[h]
             methods.append(centre.name)
-            if tail is not None and tail.issued and not np.isnan(tail.issued[-1].bounds[h]).any():
-                bounds[h, upper] = tail.issued[-1].bounds[h, upper]
+            if tail is not None and not np.isnan(tail.issued.last_bounds[h]).any():
+                bounds[h, upper] = tail.issued.last_bounds[h, upper]
                 upper_methods.append(tail.name)
         reason = self.reason
         missing = np.isnan(bounds).any(axis=1) & ~np.isnan(points)
@@ -561,7 +586,7 @@ def replay(selector: Selector, values: Sequence[float], clock: Callable[[], floa
         if clock:
             timings.append((clock() - started, [c.fitted_at for c in selector.candidates] != fitted_before))
         for candidate in selector.candidates:
-            bounds = candidate.issued[-1].bounds
+            bounds = candidate.issued.last_bounds
             if not np.isnan(bounds).any():
                 forecasts[candidate.name][0][t] = bounds[:, q50]
                 forecasts[candidate.name][1][t] = bounds[:, q90]
