@@ -19,7 +19,7 @@ from ebbflow.sim.control import Observation, Schedule, Telemetry
 from ebbflow.sim.des import Fleet, least_outstanding, simulate
 from ebbflow.sim.fluid import simulate_fluid
 from ebbflow.sim.profile import measure_curve
-from ebbflow.sim.workload import Counts, Requests, counts_from_rates, scale
+from ebbflow.sim.workload import Counts, Requests, counts_from_rates, counts_from_requests, scale, token_mix
 from ebbflow.traces import Trace
 
 PROFILE = load_profile("llama2-7b-a100")
@@ -295,6 +295,18 @@ def test_the_two_modes_agree_on_a_small_trace() -> None:
         # The stated agreement (README): GPU-hours within 10 %, attainment within 3 points.
         assert fluid.gpu_s == pytest.approx(des.gpu_s, rel=0.10)
         assert abs(fluid.attainment(slo) - des.attainment(slo)) < 0.03
+
+
+def test_a_request_trace_replayed_as_counts_keeps_its_token_mix_split_by_time() -> None:
+    early = poisson(5.0, 600, seed=2, prompt=100, output=10)
+    late = poisson(5.0, 600, seed=3, prompt=3000, output=500)
+    requests = Requests("mixed", np.concatenate([early.times, late.times + 600]), np.concatenate([early.prompts, late.prompts]),
+                        np.concatenate([early.outputs, late.outputs]), duration_s=1200)  # fmt: skip
+    counts = counts_from_requests(requests, 10.0, sample=1000, seed=0)
+    assert counts.counts.sum() == len(requests) and len(counts.mix) == 1000  # every arrival counted, tokens sampled
+    dev, evaluation = counts.split(600.0)
+    assert token_mix(dev)[0].max() < 200 and token_mix(evaluation)[1].min() >= 250  # each half has its own mix
+    assert token_mix(Counts("rates", 10.0, counts.counts)) == (None, None)  # a rates trace: the profile's default mix
 
 
 # ---- the scheduler core with a capacity model ----------------------------------------------------

@@ -39,7 +39,7 @@ from ebbflow.sim.des import Fleet, Outcome, simulate
 from ebbflow.sim.ebbflow_policy import Ebbflow, Forecasts, default_policy, forecasts
 from ebbflow.sim.fluid import simulate_fluid
 from ebbflow.sim.profile import capacity_model
-from ebbflow.sim.workload import Counts, Requests
+from ebbflow.sim.workload import Counts, Requests, token_mix
 
 POLICIES = ("ebbflow", "hpa", "kpa", "ray", "dynamo", "static_peak", "oracle")
 SWEEPS: dict[str, tuple[float, ...]] = {
@@ -304,8 +304,7 @@ def compare(
     dev, evaluation = data.split(cut)
     fleet, slo = setup.fleet, setup.slo
     workers = setup.workers or os.cpu_count() or 1
-    prompts = dev.prompts if isinstance(dev, Requests) and len(dev) else None
-    outputs = dev.outputs if isinstance(dev, Requests) and len(dev) else None
+    prompts, outputs = token_mix(dev)  # the development split's own mix, also in fluid mode
     aim = replace(slo, percentile=setup.target * 100)
 
     def measure(objective: Slo, speed_factor: float = 1.0) -> CapacityModel:

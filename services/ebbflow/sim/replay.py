@@ -23,7 +23,7 @@ from ebbflow.scheduler.capacity import CapacityModel, Shape, Slo
 from ebbflow.sim.compare import KNOBS, POLICIES, SWEEPS, Comparison, Setup, compare
 from ebbflow.sim.des import Fleet
 from ebbflow.sim.profile import best_shape, default_shapes, measure_curve
-from ebbflow.sim.workload import Counts, Requests, client_dispersion, counts_from_rates, requests_from_trace, scale
+from ebbflow.sim.workload import Counts, Requests, client_dispersion, counts_from_rates, counts_from_requests, requests_from_trace, scale, token_mix
 from ebbflow.traces import load_trace
 
 MAX_DES_REQUESTS = 1_000_000
@@ -94,7 +94,7 @@ def load_workload(options: ReplayOptions, say: Callable[[str], None] = lambda _:
     if options.mode == "auto" and len(requests) > MAX_DES_REQUESTS:
         say(f"{len(requests):,} requests are over {MAX_DES_REQUESTS:,}: fluid mode (--mode des simulates each one, some 10 minutes per million)")
     if options.mode == "fluid" or (options.mode == "auto" and len(requests) > MAX_DES_REQUESTS):
-        return Counts(requests.name, options.bin_s, requests.counts(options.bin_s)), "fluid"
+        return counts_from_requests(requests, options.bin_s, seed=options.seed), "fluid"
     return requests, "discrete-event"
 
 
@@ -114,8 +114,7 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
     except ValueError as error:
         raise ConfigError(str(error)) from None
     say(f"{data.name}: {mode} mode, {data.span_s / 3600:.2f} h")
-    prompts = data.prompts if isinstance(data, Requests) else None
-    outputs = data.outputs if isinstance(data, Requests) else None
+    prompts, outputs = token_mix(data)
     rates = data.rates(60.0)
     mean_rps = float(np.nanmean(rates)) if np.isfinite(rates).any() else 0.0
     peak_rps = float(np.nanmax(rates)) if np.isfinite(rates).any() else 0.0

@@ -113,6 +113,9 @@ class Counts:
     name: str
     step_s: float
     counts: np.ndarray
+    mix: Requests | None = None
+    """A per-request trace replayed in fluid mode: a sample of its requests, whose token counts the capacity
+    curves are measured with (without one, the profile's default mix)."""
 
     @property
     def span_s(self) -> float:
@@ -120,7 +123,8 @@ class Counts:
 
     def split(self, cut_s: float) -> tuple["Counts", "Counts"]:
         k = int(round(cut_s / self.step_s))
-        return Counts(self.name + "[dev]", self.step_s, self.counts[:k]), Counts(self.name + "[eval]", self.step_s, self.counts[k:])
+        head, tail = self.mix.split(k * self.step_s) if self.mix is not None else (None, None)
+        return Counts(self.name + "[dev]", self.step_s, self.counts[:k], head), Counts(self.name + "[eval]", self.step_s, self.counts[k:], tail)
 
     def rates(self, step_s: float) -> np.ndarray:
         """req/s per bin of step_s (a multiple of this step; NaN where a whole bin is a gap)."""
@@ -129,6 +133,22 @@ class Counts:
         groups = self.counts[:usable].reshape(-1, factor)
         with np.errstate(invalid="ignore"):
             return np.where(np.isnan(groups).all(axis=1), np.nan, np.nansum(groups, axis=1) / (factor * self.step_s))
+
+
+def token_mix(workload: Requests | Counts) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The prompt and output token counts to measure capacity curves with: the trace's own, also for a
+    per-request trace replayed in fluid mode; none (the profile's defaults) for a rates trace."""
+    requests = workload if isinstance(workload, Requests) else workload.mix
+    if requests is None or not len(requests):
+        return None, None
+    return requests.prompts, requests.outputs
+
+
+def counts_from_requests(requests: Requests, step_s: float, sample: int = 200_000, seed: int = 0) -> Counts:
+    """A per-request trace as arrivals per bin, keeping a sample of its requests (seeded) for the token mix."""
+    keep = np.sort(np.random.default_rng(seed).choice(len(requests), sample, replace=False)) if len(requests) > sample else np.arange(len(requests))
+    mix = Requests(requests.name, requests.times[keep], requests.prompts[keep], requests.outputs[keep], requests.tokens_known, requests.span_s)
+    return Counts(requests.name, step_s, requests.counts(step_s), mix)
 
 
 def client_dispersion(clients_file: Path) -> np.ndarray:
