@@ -64,15 +64,15 @@ def series_of(trace: Trace) -> Series:
     if trace.kind == "requests":
         values = trace.binned(10.0)
         bursty = float(np.std(values) / max(np.mean(values), 1e-9)) > 1.0  # CV of 10-s rates
-        return Series(trace.name, values, 10.0, (3, 6, 12), 0, (6, 30, 90), min(90, len(values) // 3), refit_every(values, 30), bursty)
+        return Series(trace.name, values, 10.0, (3, 6, 12), 0, (6, 30, 90), min(90, len(values) // 3), refit_schedule(values, 30), bursty)
     step = trace.rate_step_s
     values = trace.binned(step)
     day = 86400.0 / step
     season = int(day) if day.is_integer() and day <= 288 and len(values) >= 3 * day else 0
-    return Series(trace.name, values, step, (1, 3, 6, 12), season, (1, 3, 6), min(144, len(values) // 3), refit_every(values, 36), True)
+    return Series(trace.name, values, step, (1, 3, 6, 12), season, (1, 3, 6), min(144, len(values) // 3), refit_schedule(values, 36), True)
 
 
-def refit_every(values: np.ndarray, least: int) -> int:
+def refit_schedule(values: np.ndarray, least: int) -> int:
     """Refits sized to the series: every `least` steps, but at most about 200 over the whole series (a refit of
     every model costs some 100 ms; two days of 10 s bins refitted every 30 steps spent 5 of 6.5 minutes there)."""
     return max(least, len(values) // 200)

@@ -33,6 +33,7 @@ RATE_COLUMNS = ("arrival_rps", "rate_rps", "total_rate_rps", "rps", "requests_pe
 PROMPT_COLUMNS = ("contexttokens", "prompt_tokens", "input_tokens", "num_prompt_tokens", "prompt_len", "input_length", "request_tokens")
 OUTPUT_COLUMNS = ("generatedtokens", "output_tokens", "completion_tokens", "num_output_tokens", "output_len", "output_length", "response_tokens")
 UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+UNIT_SUFFIXES = ("", "_s", "_ms", "_us", "_ns")  # a time column may carry its unit (arrival_ms)
 SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json", ".ndjson")
 
 
@@ -106,7 +107,7 @@ def _key(name: object) -> str:
     return "_".join("".join(c if c.isalnum() else " " for c in str(name).lower()).split())
 
 
-def _column(frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...], what: str, required: bool) -> str | None:
+def _column(frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...], what: str, required: bool, suffixes: tuple[str, ...] = ("",)) -> str | None:
     loose = {_key(c): str(c) for c in frame.columns}
     if given:
         if given in frame.columns:
@@ -115,7 +116,7 @@ def _column(frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...],
             return loose[_key(given)]
         raise ConfigError(f"no column {given!r} for {what}; the trace has: {', '.join(map(str, frame.columns))}")
     for candidate in candidates:
-        for suffix in ("", "_s", "_ms", "_us", "_ns"):
+        for suffix in suffixes:
             if candidate + suffix in loose:
                 return loose[candidate + suffix]
     if required:
@@ -183,7 +184,7 @@ def load_trace(
     if {"window_start_s", "rate_rps", "client_id"} <= columns:
         totals = frame.groupby("window_start_s")["rate_rps"].sum()
         return _rates(name, totals.index.to_numpy(dtype=float), totals.to_numpy(dtype=float))
-    time_name = _column(frame, time_column, TIME_COLUMNS, "arrival time", required=True)
+    time_name = _column(frame, time_column, TIME_COLUMNS, "arrival time", required=True, suffixes=UNIT_SUFFIXES)
     assert time_name is not None
     rate_name = _column(frame, None, RATE_COLUMNS, "rate", required=False)
     if rate_name:  # one row per window, e.g. `ebbflow history`: empty is missing, zero is zero

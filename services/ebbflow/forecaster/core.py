@@ -75,13 +75,9 @@ class Conformal:
 
     def bounds(self, points: np.ndarray, typical: float) -> np.ndarray:
         """(horizon x quantiles) bounds; NaN rows where the step has too few errors or no point."""
-        ready = (self.count >= self.minimum) & ~np.isnan(points)
         out = np.full((len(points), len(self.quantiles)), np.nan)
-        if ready.all():
-            rows: slice | np.ndarray = slice(None)  # the usual case: no copies through a mask
-        elif ready.any():
-            rows = np.flatnonzero(ready)
-        else:
+        rows = np.flatnonzero((self.count >= self.minimum) & ~np.isnan(points))
+        if not len(rows):
             return out
         ordered = np.sort(self.errors[rows], axis=1)  # NaN (unfilled) sort last
         n = np.minimum(self.count[rows], self.window)[:, None]

@@ -91,9 +91,10 @@ def load_workload(options: ReplayOptions, say: Callable[[str], None] = lambda _:
     requests = scale(requests_from_trace(trace), options.scale, seed=options.seed)
     if len(requests) < 100:
         raise ConfigError(f"{trace.name}: {len(requests)} requests after scaling; at least 100 are needed for a meaningful replay")
-    if options.mode == "auto" and len(requests) > MAX_DES_REQUESTS:
+    too_many = options.mode == "auto" and len(requests) > MAX_DES_REQUESTS
+    if too_many:
         say(f"{len(requests):,} requests are over {MAX_DES_REQUESTS:,}: fluid mode (--mode des simulates each one, some 10 minutes per million)")
-    if options.mode == "fluid" or (options.mode == "auto" and len(requests) > MAX_DES_REQUESTS):
+    if options.mode == "fluid" or too_many:
         return counts_from_requests(requests, options.bin_s, seed=options.seed), "fluid"
     return requests, "discrete-event"
 
