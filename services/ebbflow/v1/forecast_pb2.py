@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x62\x62\x66low/v1/forecast.proto\x12\nebbflow.v1\"7\n\x0eQuantileSeries\x12\x10\n\x08quantile\x18\x01 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x02 \x03(\x01\"c\n\x0f\x46orecastQuality\x12\x0e\n\x06scored\x18\x01 \x01(\r\x12\x14\n\x0crelative_mae\x18\x02 \x01(\x01\x12\x14\n\x0c\x63overage_p90\x18\x03 \x01(\x01\x12\x14\n\x0c\x63overage_p99\x18\x04 \x01(\x01\"\xf6\x01\n\x08\x46orecast\x12\r\n\x05model\x18\x01 \x01(\t\x12\x18\n\x10issued_at_unix_s\x18\x02 \x01(\x01\x12\x0e\n\x06step_s\x18\x03 \x01(\x01\x12-\n\tquantiles\x18\x04 \x03(\x0b\x32\x1a.ebbflow.v1.QuantileSeries\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07methods\x18\x07 \x03(\t\x12\r\n\x05point\x18\x08 \x03(\x01\x12\x14\n\x0cobservations\x18\t \x01(\r\x12,\n\x07quality\x18\n \x01(\x0b\x32\x1b.ebbflow.v1.ForecastQuality\"6\n\x12GetForecastRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\thorizon_s\x18\x02 \x01(\x01\"=\n\x13GetForecastResponse\x12&\n\x08\x66orecast\x18\x01 \x01(\x0b\x32\x14.ebbflow.v1.Forecast\"}\n\x0f\x42\x61\x63ktestRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x03(\x01\x12\x0e\n\x06step_s\x18\x03 \x01(\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x15\n\rhorizon_steps\x18\x05 \x01(\r\x12\x14\n\x0cseason_steps\x18\x06 \x01(\r\"\x9c\x01\n\rBacktestScore\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x15\n\rhorizon_steps\x18\x02 \x01(\r\x12\x0e\n\x06scored\x18\x03 \x01(\r\x12\x14\n\x0crelative_mae\x18\x04 \x01(\x01\x12\x13\n\x0bpinball_p50\x18\x05 \x01(\x01\x12\x13\n\x0bpinball_p90\x18\x06 \x01(\x01\x12\x14\n\x0c\x63overage_p90\x18\x07 \x01(\x01\"e\n\x10\x42\x61\x63ktestResponse\x12)\n\x06scores\x18\x01 \x03(\x0b\x32\x19.ebbflow.v1.BacktestScore\x12\x17\n\x0fselected_method\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x01(\r2\xaa\x01\n\x11\x46orecasterService\x12N\n\x0bGetForecast\x12\x1e.ebbflow.v1.GetForecastRequest\x1a\x1f.ebbflow.v1.GetForecastResponse\x12\x45\n\x08\x42\x61\x63ktest\x12\x1b.ebbflow.v1.BacktestRequest\x1a\x1c.ebbflow.v1.BacktestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x62\x62\x66low/v1/forecast.proto\x12\nebbflow.v1\"7\n\x0eQuantileSeries\x12\x10\n\x08quantile\x18\x01 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x02 \x03(\x01\"c\n\x0f\x46orecastQuality\x12\x0e\n\x06scored\x18\x01 \x01(\r\x12\x14\n\x0crelative_mae\x18\x02 \x01(\x01\x12\x14\n\x0c\x63overage_p90\x18\x03 \x01(\x01\x12\x14\n\x0c\x63overage_p99\x18\x04 \x01(\x01\"\x90\x02\n\x08\x46orecast\x12\r\n\x05model\x18\x01 \x01(\t\x12\x18\n\x10issued_at_unix_s\x18\x02 \x01(\x01\x12\x0e\n\x06step_s\x18\x03 \x01(\x01\x12-\n\tquantiles\x18\x04 \x03(\x0b\x32\x1a.ebbflow.v1.QuantileSeries\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07methods\x18\x07 \x03(\t\x12\r\n\x05point\x18\x08 \x03(\x01\x12\x14\n\x0cobservations\x18\t \x01(\r\x12,\n\x07quality\x18\n \x01(\x0b\x32\x1b.ebbflow.v1.ForecastQuality\x12\x18\n\x10untrusted_reason\x18\x0b \x01(\t\"6\n\x12GetForecastRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\thorizon_s\x18\x02 \x01(\x01\"=\n\x13GetForecastResponse\x12&\n\x08\x66orecast\x18\x01 \x01(\x0b\x32\x14.ebbflow.v1.Forecast\"}\n\x0f\x42\x61\x63ktestRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x03(\x01\x12\x0e\n\x06step_s\x18\x03 \x01(\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x15\n\rhorizon_steps\x18\x05 \x01(\r\x12\x14\n\x0cseason_steps\x18\x06 \x01(\r\"\x9c\x01\n\rBacktestScore\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x15\n\rhorizon_steps\x18\x02 \x01(\r\x12\x0e\n\x06scored\x18\x03 \x01(\r\x12\x14\n\x0crelative_mae\x18\x04 \x01(\x01\x12\x13\n\x0bpinball_p50\x18\x05 \x01(\x01\x12\x13\n\x0bpinball_p90\x18\x06 \x01(\x01\x12\x14\n\x0c\x63overage_p90\x18\x07 \x01(\x01\"e\n\x10\x42\x61\x63ktestResponse\x12)\n\x06scores\x18\x01 \x03(\x0b\x32\x19.ebbflow.v1.BacktestScore\x12\x17\n\x0fselected_method\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x01(\r2\xaa\x01\n\x11\x46orecasterService\x12N\n\x0bGetForecast\x12\x1e.ebbflow.v1.GetForecastRequest\x1a\x1f.ebbflow.v1.GetForecastResponse\x12\x45\n\x08\x42\x61\x63ktest\x12\x1b.ebbflow.v1.BacktestRequest\x1a\x1c.ebbflow.v1.BacktestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FORECASTQUALITY']._serialized_start=98
   _globals['_FORECASTQUALITY']._serialized_end=197
   _globals['_FORECAST']._serialized_start=200
-  _globals['_FORECAST']._serialized_end=446
-  _globals['_GETFORECASTREQUEST']._serialized_start=448
-  _globals['_GETFORECASTREQUEST']._serialized_end=502
-  _globals['_GETFORECASTRESPONSE']._serialized_start=504
-  _globals['_GETFORECASTRESPONSE']._serialized_end=565
-  _globals['_BACKTESTREQUEST']._serialized_start=567
-  _globals['_BACKTESTREQUEST']._serialized_end=692
-  _globals['_BACKTESTSCORE']._serialized_start=695
-  _globals['_BACKTESTSCORE']._serialized_end=851
-  _globals['_BACKTESTRESPONSE']._serialized_start=853
-  _globals['_BACKTESTRESPONSE']._serialized_end=954
-  _globals['_FORECASTERSERVICE']._serialized_start=957
-  _globals['_FORECASTERSERVICE']._serialized_end=1127
+  _globals['_FORECAST']._serialized_end=472
+  _globals['_GETFORECASTREQUEST']._serialized_start=474
+  _globals['_GETFORECASTREQUEST']._serialized_end=528
+  _globals['_GETFORECASTRESPONSE']._serialized_start=530
+  _globals['_GETFORECASTRESPONSE']._serialized_end=591
+  _globals['_BACKTESTREQUEST']._serialized_start=593
+  _globals['_BACKTESTREQUEST']._serialized_end=718
+  _globals['_BACKTESTSCORE']._serialized_start=721
+  _globals['_BACKTESTSCORE']._serialized_end=877
+  _globals['_BACKTESTRESPONSE']._serialized_start=879
+  _globals['_BACKTESTRESPONSE']._serialized_end=980
+  _globals['_FORECASTERSERVICE']._serialized_start=983
+  _globals['_FORECASTERSERVICE']._serialized_end=1153
 # @@protoc_insertion_point(module_scope)

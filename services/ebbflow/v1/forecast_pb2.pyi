@@ -26,7 +26,7 @@ class ForecastQuality(_message.Message):
     def __init__(self, scored: _Optional[int] = ..., relative_mae: _Optional[float] = ..., coverage_p90: _Optional[float] = ..., coverage_p99: _Optional[float] = ...) -> None: ...
 
 class Forecast(_message.Message):
-    __slots__ = ("model", "issued_at_unix_s", "step_s", "quantiles", "method", "reason", "methods", "point", "observations", "quality")
+    __slots__ = ("model", "issued_at_unix_s", "step_s", "quantiles", "method", "reason", "methods", "point", "observations", "quality", "untrusted_reason")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     STEP_S_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class Forecast(_message.Message):
     POINT_FIELD_NUMBER: _ClassVar[int]
     OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    UNTRUSTED_REASON_FIELD_NUMBER: _ClassVar[int]
     model: str
     issued_at_unix_s: float
     step_s: float
@@ -47,7 +48,8 @@ class Forecast(_message.Message):
     point: _containers.RepeatedScalarFieldContainer[float]
     observations: int
     quality: ForecastQuality
-    def __init__(self, model: _Optional[str] = ..., issued_at_unix_s: _Optional[float] = ..., step_s: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[QuantileSeries, _Mapping]]] = ..., method: _Optional[str] = ..., reason: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., point: _Optional[_Iterable[float]] = ..., observations: _Optional[int] = ..., quality: _Optional[_Union[ForecastQuality, _Mapping]] = ...) -> None: ...
+    untrusted_reason: str
+    def __init__(self, model: _Optional[str] = ..., issued_at_unix_s: _Optional[float] = ..., step_s: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[QuantileSeries, _Mapping]]] = ..., method: _Optional[str] = ..., reason: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., point: _Optional[_Iterable[float]] = ..., observations: _Optional[int] = ..., quality: _Optional[_Union[ForecastQuality, _Mapping]] = ..., untrusted_reason: _Optional[str] = ...) -> None: ...
 
 class GetForecastRequest(_message.Message):
     __slots__ = ("model", "horizon_s")
