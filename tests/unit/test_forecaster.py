@@ -210,3 +210,41 @@ def test_issued_forecasts_come_due_at_the_horizon_step_they_were_made_for():
     ring.add(np.array([math.nan, 52.0, 53.0]), np.full((3, 1), math.nan), typical=5.0)
     steps, points, _, _ = ring.due()
     assert steps.tolist() == [2, 1] and points.tolist() == [33, 42]  # a missing point is not due
+
+
+def test_quantiles_stay_sane_through_a_step_from_zero_and_back():
+    # Live, a step from 0 to 6 req/s once gave a p99 of 353,155 req/s: errors measured at zero were divided by
+    # ~0 and multiplied back by the new level, and a run of misses pushed the adapted levels past 1.
+    rng = np.random.default_rng(3)
+    series = np.concatenate([np.zeros(120), rng.poisson(60, 120) / 10, np.zeros(60)])  # 10 s bins: 0, 6, 0 req/s
+    selector = Selector(horizon=12, rate_floor=0.1)
+    results, counted = [], []
+    for value in series:
+        results.append(selector.observe(float(value)))
+        counted.append((selector.quality.scored, len(selector.quality.hits[0.9])))
+    assert results[10].untrusted_reason.startswith("11 observation(s)")  # too young to act on, and it says so
+    for k, result in enumerate(results):
+        highest = float(series[max(0, k - 360) : k + 1].max())
+        if result.quantiles:
+            assert float(result.quantiles[0.99].max()) <= 3 * max(highest, 0.1) + 1e-9, (k, highest, result.quantiles[0.99])
+    on = results[150]  # 30 bins into the step: the band is about the new level, not a replay of the jump
+    assert 5.0 < float(on.quantiles[0.9][:4].max()) < 12.0
+    off = results[260]  # 20 bins after the drop: the upper quantiles over a cold start's lead are back near zero
+    assert float(off.quantiles[0.9][:4].max()) < 1.0
+    assert not off.untrusted_reason
+    # Coverage is measured on calibrated quantiles only, apart for each level (they were once always equal).
+    scored, covered = counted[45]
+    assert covered < scored
+    assert selector.quality.coverage(0.9) <= selector.quality.coverage(0.99)
+
+
+def test_adapted_levels_stay_within_half_the_way_to_one():
+    from ebbflow.forecaster.core import Conformal
+
+    conformal = Conformal(horizon=1, quantiles=(0.5, 0.9, 0.99), minimum=1)
+    for _ in range(100):  # every target far above every bound
+        conformal.observe(np.array([0]), 100.0, np.array([1.0]), np.array([1.0]), np.array([[1.0, 1.0, 1.0]]))
+    assert conformal.levels[0].tolist() == pytest.approx([0.5, 0.95, 0.995])
+    # And a quantile never exceeds the point by more than the series' largest rise within the step.
+    bounds = conformal.bounds(np.array([10.0]), typical=1.0, rises=np.array([4.0]))
+    assert bounds[0].max() == pytest.approx(14.0)

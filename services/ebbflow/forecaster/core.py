@@ -11,6 +11,20 @@ step, for every candidate model:
    quantile of its recent scaled errors at that horizon step, with the level
    adapted online (adaptive conformal inference, Gibbs & Candes 2021) so
    coverage follows the target when the errors drift.
+Three guards keep the quantiles sane under a change of regime (a step from
+zero, a burst), where scaled errors say less than they seem to:
+- the level errors are scaled by is floored at `rate_floor` (one arrival
+  per bin): errors measured while the series sat at zero would otherwise be
+  divided by ~0 and, once demand arrives, multiplied back by its level (a
+  step from 0 to 150 req/s gave a p99 of 1e10);
+- adapted levels stay within [0.5, q + (1 - q) / 2]: a run of misses at a
+  step pushed p90's level past 1 (the largest error) and, recovering by
+  gamma x 0.1 per hit, it stayed there for ~100 bins after the change;
+- no quantile exceeds the point forecast by more than the largest rise the
+  series itself made within that many bins over the calibration window: a
+  relative error from a low level (0 -> 6 is a 60x error) is not replayed
+  at the new level (6 -> 360), yet a series that does jump keeps a band
+  as wide as its jumps.
 The forecast published is the selected candidate's; selection is by mean
 pinball loss (p50 and p90) over a trailing window. Hedge (the error-weighted
 mix of the others) is the default; a challenger takes over only when it
@@ -44,6 +58,10 @@ HEDGE_MIN_ERRORS = 10.0
 """Scored errors (discounted) a model needs at a horizon step before Hedge gives it weight."""
 # Before models can be compared: a combination first, then smoothers, the last value last.
 FALLBACK_ORDER = ("median_ensemble", "ewma", "holt", "last_value")
+# A forecast whose p90 has recently covered under this share of targets (once this many are scored) is not acted
+# on: something changed that calibration has not caught up with.
+TRUST_MIN_COVERAGE = 0.7
+TRUST_MIN_SCORED = 100
 
 
 def pinball(y: float, forecast: float, quantile: float) -> float:
@@ -65,7 +83,10 @@ class Conformal:
         self.minimum = minimum
         self.errors = np.full((horizon, window), np.nan)
         self.count = np.zeros(horizon, dtype=int)
-        self.levels = np.tile(np.asarray(self.quantiles, dtype=float), (horizon, 1))  # adapted per (step, quantile)
+        targets = np.asarray(self.quantiles, dtype=float)
+        self.levels = np.tile(targets, (horizon, 1))  # adapted per (step, quantile)
+        # Adaptation corrects drift; it must not run away: half the way to 1 at most (p90: 0.95, p99: 0.995).
+        self.level_range = (np.minimum(targets, 0.5), targets + (1 - targets) / 2)
 
     @staticmethod
     def scale(point: float | np.ndarray, typical: float) -> float | np.ndarray:
@@ -73,8 +94,10 @@ class Conformal:
         typical = max(typical, 1e-6)
         return np.sqrt(np.maximum(point, 0.0) + 0.25 * typical) * np.sqrt(typical)
 
-    def bounds(self, points: np.ndarray, typical: float) -> np.ndarray:
-        """(horizon x quantiles) bounds; NaN rows where the step has too few errors or no point."""
+    def bounds(self, points: np.ndarray, typical: float, rises: np.ndarray | None = None) -> np.ndarray:
+        """(horizon x quantiles) bounds; NaN rows where the step has too few errors or no point. With `rises`
+        (per horizon step, the largest rise the series made within that many steps), no bound exceeds the point
+        by more."""
         out = np.full((len(points), len(self.quantiles)), np.nan)
         rows = np.flatnonzero((self.count >= self.minimum) & ~np.isnan(points))
         if not len(rows):
@@ -86,7 +109,10 @@ class Conformal:
         high = np.minimum(low + 1, n - 1)
         fraction = position - low
         quantile = np.take_along_axis(ordered, low, axis=1) * (1 - fraction) + np.take_along_axis(ordered, high, axis=1) * fraction
-        out[rows] = np.maximum(points[rows, None] + quantile * self.scale(points[rows], typical)[:, None], 0.0)
+        spread = quantile * self.scale(points[rows], typical)[:, None]
+        if rises is not None:
+            spread = np.minimum(spread, rises[rows, None])
+        out[rows] = np.maximum(points[rows, None] + spread, 0.0)
         return out
 
     def observe(self, steps: np.ndarray, y: float, points: np.ndarray, typicals: np.ndarray, bounds: np.ndarray) -> None:
@@ -95,7 +121,8 @@ class Conformal:
         targets = np.asarray(self.quantiles)
         if complete.any():
             missed = (y > bounds[complete]).astype(float)
-            self.levels[steps[complete]] += self.gamma * (missed - (1 - targets))
+            adapted = self.levels[steps[complete]] + self.gamma * (missed - (1 - targets))
+            self.levels[steps[complete]] = np.clip(adapted, *self.level_range)
             self.levels[:, targets == 0.5] = 0.5  # the median stays the median
         self.errors[steps, self.count[steps] % self.window] = (y - points) / self.scale(points, float(np.mean(typicals)))
         self.count[steps] += 1
@@ -274,6 +301,10 @@ class ForecastResult:
     points: np.ndarray
     quantiles: dict[float, np.ndarray]
     methods: tuple[str, ...] = ()  # the model behind each horizon step
+    calibrated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """Per horizon step: the quantiles come from calibrated errors (else they are the point forecast)."""
+    untrusted_reason: str = ""
+    """Empty when the forecast may be acted on; else why not."""
 
 
 def default_models(horizon: int, season: int, max_history: int, ma_windows: Sequence[int] = (6, 30)) -> list[Model]:
@@ -312,8 +343,16 @@ class Selector:
         max_history: int = 2000,
         calibration_window: int = 200,
         models: Callable[[], list[Model]] | None = None,
+        rate_floor: float = 0.0,
+        trust_after: int = 30,
     ) -> None:
         self.horizon = horizon
+        self.rate_floor = rate_floor
+        """The smallest level errors are scaled by: one arrival per bin (1 / bin seconds) for a rate series."""
+        self.trust_after = trust_after
+        """Known observations before a forecast may be acted on."""
+        self.calibration_window = calibration_window
+        self.rises = np.zeros(horizon)
         self.season = season
         self.quantiles = tuple(quantiles)
         self.window = window
@@ -357,7 +396,17 @@ class Selector:
         """The recent mean level (robust to bursty zeros), for scaling errors."""
         last = list(itertools.islice(reversed(self.history), self.window))[::-1]  # not a copy of the whole history
         recent = [v for v in last if not math.isnan(v)]
-        return float(np.mean(recent)) if recent else 1.0
+        return max(float(np.mean(recent)), self.rate_floor) if recent else max(1.0, self.rate_floor)
+
+    def _rises(self) -> np.ndarray:
+        """Per horizon step h (1-based), the largest rise y[t + k] - y[t], k <= h, over the calibration window."""
+        recent = np.fromiter(itertools.islice(reversed(self.history), self.calibration_window + self.horizon), dtype=float)[::-1]
+        rises = np.zeros(self.horizon)
+        for k in range(1, min(self.horizon, len(recent) - 1) + 1):
+            differences = recent[k:] - recent[:-k]
+            if not np.isnan(differences).all():
+                rises[k - 1] = max(float(np.nanmax(differences)), 0.0)
+        return np.maximum.accumulate(rises)
 
     def observe(self, value: float) -> ForecastResult:
         """Take the next observation (NaN if missing) and return the forecast issued after it."""
@@ -372,6 +421,7 @@ class Selector:
         self.known += not math.isnan(value)
         typical = self.typical()
         if not math.isnan(value):
+            self.rises = self._rises()
             for candidate in self.candidates:
                 self._score(candidate, value, typical)
             self.quality.score(self.published, self.step, value, typical)
@@ -424,7 +474,7 @@ class Selector:
             points = np.asarray(candidate.model.predict(self.horizon), dtype=float)
         except Exception:
             points = np.full(self.horizon, math.nan)
-        candidate.issued.add(points, candidate.conformal.bounds(points, typical), typical)
+        candidate.issued.add(points, candidate.conformal.bounds(points, typical, self.rises), typical)
         return points
 
     # -- choosing --------------------------------------------------------------------------------
@@ -490,7 +540,7 @@ class Selector:
 
     def forecast(self) -> ForecastResult:
         if not any(self.selected["median"]):
-            return ForecastResult(self.step, "none", self.reason, np.full(self.horizon, math.nan), {})
+            return ForecastResult(self.step, "none", self.reason, np.full(self.horizon, math.nan), {}, (), np.zeros(self.horizon, dtype=bool), self.reason)
         points = np.full(self.horizon, math.nan)
         bounds = np.full((self.horizon, len(self.quantiles)), np.nan)
         upper = [i for i, q in enumerate(self.quantiles) if q > 0.5]
@@ -514,7 +564,20 @@ class Selector:
         if upper_methods and upper_methods != methods:
             reason += f"; p90/p99 from {describe(upper_methods)}"
         quantiles = {q: bounds[:, i].copy() for i, q in enumerate(self.quantiles)}
-        return ForecastResult(self.step, describe(methods), reason, points, quantiles, tuple(methods))
+        calibrated = ~np.isnan(points) & ~missing
+        return ForecastResult(self.step, describe(methods), reason, points, quantiles, tuple(methods), calibrated, self._distrust(calibrated))
+
+    def _distrust(self, calibrated: np.ndarray) -> str:
+        """Why the forecast must not be acted on yet ("" when it may be)."""
+        if self.known < self.trust_after:
+            return f"{self.known} observation(s), fewer than {self.trust_after}"
+        if not calibrated.all():
+            steps = np.flatnonzero(~calibrated) + 1
+            return f"quantiles not calibrated yet at {len(steps)} of {self.horizon} horizon steps (fewer than {self.candidates[0].conformal.minimum} scored errors)"
+        coverage, scored = self.quality.coverage(0.9), len(self.quality.hits[0.9])
+        if scored >= TRUST_MIN_SCORED and coverage < TRUST_MIN_COVERAGE:
+            return f"p90 covered only {coverage:.0%} of the last {scored} targets (trusted from {TRUST_MIN_COVERAGE:.0%})"
+        return ""
 
 
 class Quality:
@@ -535,6 +598,8 @@ class Quality:
                 continue
             self.errors.add(abs(y - float(median[h - 1])))
             self.levels.add(y)
+            if not result.calibrated[h - 1]:
+                continue  # its quantiles were the point forecast: coverage measures calibrated quantiles only
             for q, hits in self.hits.items():
                 if q in result.quantiles and not math.isnan(result.quantiles[q][h - 1]):
                     hits.add(1.0 if y <= result.quantiles[q][h - 1] else 0.0)

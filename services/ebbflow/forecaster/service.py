@@ -106,6 +106,7 @@ class Forecaster:
             refit_every=c.refit_every_steps,
             max_history=c.max_history_steps,
             models=lambda: default_models(horizon, season, c.max_history_steps),
+            rate_floor=1.0 / step_s,  # one arrival per bin
         )
 
     def series_for(self, model: str) -> list[Series]:
@@ -172,8 +173,10 @@ class Forecaster:
         )
         if result is None:
             message.method, message.reason = "none", "no observations yet"
+            message.untrusted_reason = "no observations yet"
             return message
         message.method, message.reason = result.method, result.reason
+        message.untrusted_reason = result.untrusted_reason
         message.methods.extend(result.methods[:steps])
         if result.quantiles:
             message.point.extend(_floats(result.points[:steps]))

@@ -51,12 +51,12 @@ class Forecasts:
 
 def forecasts(rates: np.ndarray, step_s: float, horizon: int = 12, season: int = 0) -> Forecasts:
     """Run the forecaster's Selector over a req/s series (NaN = missing), one update per bin."""
-    selector = Selector(horizon, season=season, quantiles=QUANTILES, max_history=2000)
+    selector = Selector(horizon, season=season, quantiles=QUANTILES, max_history=2000, rate_floor=1.0 / step_s)
     views: list[ForecastView | None] = []
     for k, value in enumerate(rates):
         result = selector.observe(float(value))
         issued = (k + 1) * step_s
-        if result.quantiles:
+        if result.quantiles and not result.untrusted_reason:  # the live scheduler acts only on a trusted forecast
             views.append(ForecastView(issued, step_s, {q: tuple(float(v) for v in result.quantiles[q]) for q in QUANTILES}, result.method))
         else:
             views.append(None)
