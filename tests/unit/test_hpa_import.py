@@ -170,3 +170,11 @@ def test_any_part_of_a_manifest_replaced_by_junk_gives_a_policy_or_an_hpa_error(
         policy_from_hpa(manifest)
     except HpaError:
         pass
+
+
+def test_the_preview_states_the_target_as_policy_list_and_decisions_do():
+    policy, notes = policy_from_hpa(SEED, model="llm", verticals={"llm": (1, 8)})
+    assert "sizing: in_flight_target 4.8 (target_utilization 0.6 x 1 instances x max_batch_size 8)" in notes
+    assert replace(policy, instances_per_replica=1, max_batch_size=8).in_flight_target_text in notes[-1]
+    _, notes = policy_from_hpa(V2, model="llm")
+    assert notes[-1] == "sizing: in_flight_target 6"

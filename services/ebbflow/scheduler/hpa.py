@@ -162,8 +162,12 @@ def _metric(policy: ModelPolicy, metric: Mapping[str, Any], index: int, notes: l
     raise HpaError(f"{where}.type: {kind!r} is not understood (Resource, Pods or External)")
 
 
-def policy_from_hpa(manifest: Mapping[str, Any], model: str = "", base: ModelPolicy | None = None) -> tuple[ModelPolicy, list[str]]:
-    """The policy and notes on how it was translated; HpaError naming the field when it cannot be."""
+def policy_from_hpa(
+    manifest: Mapping[str, Any], model: str = "", base: ModelPolicy | None = None, verticals: Mapping[str, tuple[int, int]] | None = None
+) -> tuple[ModelPolicy, list[str]]:
+    """The policy and notes on how it was translated; HpaError naming the field when it cannot be.
+
+    `verticals`: each model's (instances, max batch size) from its config, to state a utilisation target in requests."""
     if not isinstance(manifest, Mapping):
         raise HpaError(f"the manifest must be a mapping (one HorizontalPodAutoscaler object), got {_kind(manifest)}")
     if manifest.get("kind") != "HorizontalPodAutoscaler":
@@ -206,6 +210,9 @@ def policy_from_hpa(manifest: Mapping[str, Any], model: str = "", base: ModelPol
         policy = policy.validate()
     except ConfigError as error:
         raise HpaError(str(error)) from None
-    if math.isfinite(policy.in_flight_target):
-        notes.append(f"reactive target: {policy.in_flight_target:g} requests in flight per replica")
+    shown = policy
+    if (verticals or {}).get(policy.model) and not (policy.instances_per_replica and policy.max_batch_size):
+        instances, max_batch = (verticals or {})[policy.model]
+        shown = replace(policy, instances_per_replica=policy.instances_per_replica or instances, max_batch_size=policy.max_batch_size or max_batch)
+    notes.append(f"sizing: {shown.sizing_text}")
     return policy, notes
