@@ -237,3 +237,51 @@ async def test_with_an_admin_token_only_the_holder_changes_policies_and_reads_st
         translated = await stub.ImportHpa(policy_pb2.ImportHpaRequest(manifest=HPA))  # a dry run stores nothing: no token either
         assert not translated.applied and translated.policy.model == "llm_stream"
         await refused(stub.GetPolicy(policy_pb2.GetPolicyRequest(model="llm_stream")))
+
+
+@pytest.mark.timeout(180)
+async def test_policy_delete_drains_and_stops_the_models_real_replicas_and_it_leaves_status(make_stack, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Through the CLI against a real stack: a patch keeps the rest of the policy, and delete stops every tritonserver of the model."""
+    import json
+    import os
+
+    from nats.js.errors import KeyNotFoundError
+
+    from ebbflow import cli
+    from ebbflow.runtime.config import ModelPolicy
+    from ebbflow.v1 import status_pb2, status_pb2_grpc
+
+    stack = await make_stack(ModelPolicy(model="llm", min_replicas=2, max_replicas=2, forecast_quantile=0))
+    await wait_for(lambda: len(stack.view.ready("llm")) == 2, 60, "two ready llm replicas")
+    pids = [entry.pid for entry in stack.view.of_model("llm")]
+    assert len(pids) == 2 and all(pids)
+    state_dir = tmp_path / "cli"
+    state_dir.mkdir()
+    (state_dir / cli.STATE_FILE).write_text(json.dumps({"control": stack.addresses.control}))
+
+    patch = tmp_path / "patch.yaml"
+    patch.write_text("models:\n  llm: {scale_down_delay_s: 45}\n")
+    assert await asyncio.to_thread(cli.main, ["policy", "set", str(patch), "--state-dir", str(state_dir)]) == 0
+    assert "scale_down_delay_s: 30.0 -> 45.0" in capsys.readouterr().out
+    stored = stack.view.policies.get("llm")
+    await wait_for(lambda: stack.view.policies["llm"].scale_down_delay_s == 45, 5, "the patch in the view")
+    assert stored is not None and (stack.view.policies["llm"].min_replicas, stack.view.policies["llm"].max_replicas) == (2, 2)  # the rest kept
+    assert await asyncio.to_thread(cli.main, ["policy", "list", "--state-dir", str(state_dir)]) == 0
+    assert "llm              2-2 replicas, in_flight_target 4, p0 forecast" in capsys.readouterr().out
+
+    assert await asyncio.to_thread(cli.main, ["policy", "delete", "llm", "--state-dir", str(state_dir)]) == 0
+    assert "drain and stop" in capsys.readouterr().out
+    await wait_for(lambda: not stack.view.of_model("llm") and not stack.actuator.replicas, 60, "every llm replica stopped and out of the registry")
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the tritonserver is gone, not just unregistered
+    with pytest.raises(KeyNotFoundError):
+        await stack.bus.desired.get("llm")  # and the scheduler, ticking all the while, wrote none again
+    channel = grpc.aio.insecure_channel(stack.addresses.control)
+    try:
+        status = status_pb2_grpc.StatusServiceStub(channel)
+        assert "llm" not in [m.name for m in (await status.GetStatus(status_pb2.GetStatusRequest())).models]
+        error = await refused(status.GetStatus(status_pb2.GetStatusRequest(model="llm")))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await channel.close()
