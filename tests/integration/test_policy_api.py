@@ -179,7 +179,11 @@ async def test_a_policy_for_a_model_outside_the_repository_is_refused_naming_tho
 
 
 async def test_an_advisory_policy_publishes_decisions_and_never_writes_desired_state(nats_url: str) -> None:
+    import tritonclient.grpc.aio as triton_aio
     from nats.js.errors import KeyNotFoundError
+    from tritonclient.utils import InferenceServerException
+
+    from tests.conftest import llm_inputs
     from prometheus_client import CollectorRegistry
 
     from ebbflow.runtime import subjects
@@ -245,7 +249,11 @@ async def test_policy_delete_drains_and_stops_the_models_real_replicas_and_it_le
     import json
     import os
 
+    import tritonclient.grpc.aio as triton_aio
     from nats.js.errors import KeyNotFoundError
+    from tritonclient.utils import InferenceServerException
+
+    from tests.conftest import llm_inputs
 
     from ebbflow import cli
     from ebbflow.runtime.config import ModelPolicy
@@ -277,6 +285,13 @@ async def test_policy_delete_drains_and_stops_the_models_real_replicas_and_it_le
             os.kill(pid, 0)  # the tritonserver is gone, not just unregistered
     with pytest.raises(KeyNotFoundError):
         await stack.bus.desired.get("llm")  # and the scheduler, ticking all the while, wrote none again
+    client = triton_aio.InferenceServerClient(stack.addresses.router)
+    try:
+        with pytest.raises(InferenceServerException) as unknown:
+            await client.infer("llm", llm_inputs("alpha beta", 4))
+        assert "NOT_FOUND" in str(unknown.value.status()) and "unknown model 'llm'" in unknown.value.message()
+    finally:
+        await client.close()
     channel = grpc.aio.insecure_channel(stack.addresses.control)
     try:
         status = status_pb2_grpc.StatusServiceStub(channel)
