@@ -418,7 +418,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
                 sizing = policy_from_proto(policy).sizing_text
             except ConfigError as error:
                 sizing = f"invalid: {error}"
-            print(f"{policy.model:<16} {policy.min_replicas}-{policy.max_replicas} replicas, {sizing}, p{policy.forecast_quantile * 100:g} forecast{extras}")
+            forecast = f"p{policy.forecast_quantile * 100:g} forecast" if policy.forecast_quantile else "no forecast"
+            print(f"{policy.model:<16} {policy.min_replicas}-{policy.max_replicas} replicas, {sizing}, {forecast}{extras}")
     elif args.action == "get":
         response = _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0))
         print(policy_json(response.policy))

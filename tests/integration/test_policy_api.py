@@ -137,6 +137,9 @@ async def test_set_is_a_patch_replace_sets_the_whole_policy_and_a_pin_is_never_d
         await patch(pinned=True, pin_replicas=5, pin_by="alice", pin_reason="incident 42")
         kept = (await patch(max_replicas=6)).policy  # a patch that does not mention the pin keeps it
         assert kept.pinned and kept.pin_replicas == 5 and kept.max_replicas == 6
+        imported = await stub.ImportHpa(policy_pb2.ImportHpaRequest(manifest=HPA, model="llm", apply=True))  # an import keeps it too, and says so
+        assert imported.policy.pinned and imported.policy.pin_by == "alice" and imported.policy.max_replicas == 6
+        assert any("pin at 5 replicas by alice (incident 42) is kept" in note for note in imported.notes), imported.notes
 
         whole = policy_pb2.ScalingPolicy(model="llm", min_replicas=1, max_replicas=3, target_in_flight_per_replica=2)
         dropped = await refused(stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=whole, replace=True)))
@@ -275,7 +278,7 @@ async def test_policy_delete_drains_and_stops_the_models_real_replicas_and_it_le
     await wait_for(lambda: stack.view.policies["llm"].scale_down_delay_s == 45, 5, "the patch in the view")
     assert stored is not None and (stack.view.policies["llm"].min_replicas, stack.view.policies["llm"].max_replicas) == (2, 2)  # the rest kept
     assert await asyncio.to_thread(cli.main, ["policy", "list", "--state-dir", str(state_dir)]) == 0
-    assert "llm              2-2 replicas, in_flight_target 4, p0 forecast" in capsys.readouterr().out
+    assert "llm              2-2 replicas, in_flight_target 4, no forecast" in capsys.readouterr().out
 
     assert await asyncio.to_thread(cli.main, ["policy", "delete", "llm", "--state-dir", str(state_dir)]) == 0
     assert "drain and stop" in capsys.readouterr().out
