@@ -282,7 +282,7 @@ def _control_call(state_dir: Path, stub_class: Callable[[grpc.Channel], Any], ca
         try:
             return call(stub_class(channel))
         except grpc.RpcError as error:
-            answered = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION)
+            answered = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED)
             if error.code() in (*answered, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) and error.details():
                 raise EbbflowError(error.details()) from None
             raise EbbflowError(f"ebbflow up at {state['control']} did not answer: {error.details()}") from None
@@ -381,33 +381,51 @@ def _read_text(path: str) -> str:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from ebbflow.runtime.config import DEFAULT_SLO_PERCENTILE, parse_config
-    from ebbflow.scheduler.api import policy_json
-    from ebbflow.scheduler.capacity import Slo
-    from ebbflow.scheduler.service import policy_to_proto
+    from google.protobuf.field_mask_pb2 import FieldMask
+
+    from ebbflow.runtime.config import PIN_FIELDS, parse_config, policy_patch
+    from ebbflow.scheduler.api import patch_to_proto, policy_json
+    from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
 
     state_dir = Path(args.state_dir)
     token = os.environ.get("EBBFLOW_ADMIN_TOKEN", "")
     admin = (("authorization", f"Bearer {token}"),) if token else ()
     if args.action != "list" and not args.target:
         raise EbbflowError(f"policy {args.action} needs a {'file (or - for stdin)' if args.action in ('set', 'import') else 'model'}")
+    if (args.replace or args.unpin) and args.action != "set":
+        raise EbbflowError("--replace and --unpin belong to `policy set`")
+    if args.unpin and not args.replace:
+        raise EbbflowError("--unpin goes with --replace (a patch keeps the pin unless it sets `pinned: false`)")
+
+    def set_policy(request: policy_pb2.SetPolicyRequest) -> policy_pb2.SetPolicyResponse:
+        return _policy_call(state_dir, lambda stub: stub.SetPolicy(request, timeout=5.0, metadata=admin))
+
+    def patch(model: str, changes: dict[str, Any]) -> policy_pb2.SetPolicyResponse:
+        return set_policy(policy_pb2.SetPolicyRequest(policy=patch_to_proto(model, changes), update_mask=FieldMask(paths=sorted(changes))))
+
     if args.action == "list":
         response = _policy_call(state_dir, lambda stub: stub.ListPolicies(policy_pb2.ListPoliciesRequest(), timeout=5.0))
         for policy in response.policies:
-            sizing = f"target {policy.target_in_flight_per_replica:g} in flight"
-            if policy.slo_ttft_s or policy.slo_tpot_s or policy.slo_latency_s:
-                slo = Slo(policy.slo_ttft_s, policy.slo_tpot_s, policy.slo_latency_s, policy.slo_percentile or DEFAULT_SLO_PERCENTILE)
-                sizing = f"SLO {slo.describe()}"
+            if args.json:
+                print(policy_json(policy))
+                continue
             extras = "".join(
                 text for flag, text in ((policy.vertical_auto, ", vertical auto"), (policy.priority, f", priority {policy.priority}"), (policy.mode == policy_pb2.POLICY_MODE_ADVISORY, ", advisory")) if flag
             )
-            print(policy_json(policy) if args.json else f"{policy.model:<16} {policy.min_replicas}-{policy.max_replicas} replicas, {sizing}, p{policy.forecast_quantile * 100:g} forecast{extras}")
+            if policy.pinned:
+                extras += f", pinned at {policy.pin_replicas} by {policy.pin_by}"
+            try:
+                sizing = policy_from_proto(policy).sizing_text
+            except ConfigError as error:
+                sizing = f"invalid: {error}"
+            forecast = f"p{policy.forecast_quantile * 100:g} forecast" if policy.forecast_quantile else "no forecast"
+            print(f"{policy.model:<16} {policy.min_replicas}-{policy.max_replicas} replicas, {sizing}, {forecast}{extras}")
     elif args.action == "get":
         response = _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0))
         print(policy_json(response.policy))
     elif args.action == "delete":
-        _policy_call(state_dir, lambda stub: stub.DeletePolicy(policy_pb2.DeletePolicyRequest(model=args.target), timeout=5.0, metadata=admin))
-        print(f"policy of {args.target} deleted; its replicas stay as last decided")
+        _policy_call(state_dir, lambda stub: stub.DeletePolicy(policy_pb2.DeletePolicyRequest(model=args.target), timeout=10.0, metadata=admin))
+        print(f"policy of {args.target} deleted; its replicas drain and stop (`ebbflow status` lists the model until they have)")
     elif args.action == "set":
         import yaml
 
@@ -418,22 +436,27 @@ def cmd_policy(args: argparse.Namespace) -> int:
         models = raw.get("models", raw) if isinstance(raw, dict) else None
         if not isinstance(models, dict):
             raise EbbflowError(f"{args.target}: expected `models: {{name: {{field: value}}}}` (as in the config file)")
-        for policy in parse_config({"models": models}).models:  # defaults filled and every field validated here too
-            request = policy_pb2.SetPolicyRequest(policy=policy_to_proto(policy))
-            stored = _policy_call(state_dir, lambda stub: stub.SetPolicy(request, timeout=5.0, metadata=admin))
-            print(f"policy of {stored.policy.model} stored")
+        if args.replace:  # whole policies: defaults filled and every field validated here too
+            requests = [policy_pb2.SetPolicyRequest(policy=policy_to_proto(p), replace=True, unpin=args.unpin) for p in parse_config({"models": models}).models]
+            responses = [(r.policy.model, set_policy(r)) for r in requests]
+        else:  # a patch: names and types checked here, the merged policy validated by the server
+            patches = {str(name): policy_patch(str(name), fields) for name, fields in models.items()}
+            responses = [(name, patch(name, changes)) for name, changes in patches.items()]
+        for name, stored in responses:
+            print(f"policy of {name}: {'; '.join(stored.changes) if stored.changes else 'unchanged'}")
     elif args.action in ("pin", "unpin", "advisory", "active"):
-        stored = _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0)).policy
+        _policy_call(state_dir, lambda stub: stub.GetPolicy(policy_pb2.GetPolicyRequest(model=args.target), timeout=5.0))  # NOT_FOUND names the models with one
+        changes: dict[str, Any]
         if args.action == "pin":
             if args.replicas is None or not args.by or not args.why:
                 raise EbbflowError("policy pin needs --replicas N, --by WHO and --why REASON")
-            stored.pinned, stored.pin_replicas, stored.pin_by, stored.pin_reason = True, args.replicas, args.by, args.why
-            stored.pin_until_unix_s = time.time() + args.for_ if args.for_ else 0.0
+            until = time.time() + args.for_ if args.for_ else 0.0
+            changes = dict(zip(PIN_FIELDS, (True, args.replicas, args.by, args.why, until)))
         elif args.action == "unpin":
-            stored.pinned, stored.pin_replicas, stored.pin_by, stored.pin_reason, stored.pin_until_unix_s = False, 0, "", "", 0.0
+            changes = dict(zip(PIN_FIELDS, (False, 0, "", "", 0.0)))
         else:
-            stored.mode = policy_pb2.POLICY_MODE_ADVISORY if args.action == "advisory" else policy_pb2.POLICY_MODE_ACTIVE
-        _policy_call(state_dir, lambda stub: stub.SetPolicy(policy_pb2.SetPolicyRequest(policy=stored), timeout=5.0, metadata=admin))
+            changes = {"mode": args.action}
+        patch(args.target, changes)
         print(f"policy of {args.target}: {args.action}" + (f" at {args.replicas} replicas" if args.action == "pin" else ""))
     elif args.action == "import":
         request = policy_pb2.ImportHpaRequest(manifest=_read_text(args.target), model=args.model or "", apply=not args.dry_run)
@@ -609,6 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--for", dest="for_", type=parse_duration, default=0.0, help="pin: how long, e.g. 30m (default: until unpinned)")
     policy.add_argument("--model", help="import: the ebbflow model the HPA scales (default: spec.scaleTargetRef.name)")
     policy.add_argument("--dry-run", action="store_true", help="import: translate and show, do not store")
+    policy.add_argument("--replace", action="store_true", help="set: store each policy whole (fields left out take their defaults) instead of changing only the fields given")
+    policy.add_argument("--unpin", action="store_true", help="set --replace: allow dropping an active pin the new policy does not carry")
     policy.add_argument("--json", action="store_true", help="list: full policies as JSON")
     policy.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     policy.set_defaults(func=cmd_policy)

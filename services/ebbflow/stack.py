@@ -32,7 +32,7 @@ from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.api import PolicyApi, SchedulerApi
+from ebbflow.scheduler.api import PolicyApi, SchedulerApi, config_policies
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, import_policies
 from ebbflow.status import StatusService
 from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
@@ -79,10 +79,11 @@ class Stack:
     async def start(self) -> Addresses:
         """Bring every part up; the addresses are also kept on `self.addresses`."""
         self.bus = bus = await connect(self.nats_url, name="ebbflow")
-        await import_policies(bus, self.config.models)
         self.actuator = actuator = LocalActuator(
             self.config.actuator, bus, self.state_dir, ActuatorMetrics(self.metrics_registry), self.say, self.config.placement
         )
+        # Only models the repository serves; a pin set at run time outlives a restart.
+        await import_policies(bus, await config_policies(bus, self.config.models, set(actuator.model_configs)))
         await actuator.forget_previous_run()
         await actuator.publish_model_configs()
         self.view = RegistryView()

@@ -1,9 +1,12 @@
 """Kubernetes HPA manifests translated into policies; what cannot be translated names its field."""
 
+import copy
 from dataclasses import replace
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ebbflow.scheduler.core import LoadView, ScalingState, decide
 from ebbflow.scheduler.hpa import HpaError, policy_from_hpa
@@ -99,3 +102,79 @@ def test_imported_limits_shape_decisions():
 def test_what_cannot_be_translated_names_its_field(change, field):
     with pytest.raises(HpaError, match=field.replace("[", r"\[").replace("]", r"\]")):
         policy_from_hpa({**SEED, **change})
+
+
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ("- just\n- a list\n", "the manifest must be a mapping"),
+        ("plain text", "the manifest must be a mapping"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n", "spec is missing"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: [1, 2]\n", "spec must be a mapping, got a list"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: [3], scaleTargetRef: {name: llm}}\n", "spec.maxReplicas must be a number, got a list"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: lots, scaleTargetRef: {name: llm}}\n", "spec.maxReplicas must be a number, got 'lots'"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, minReplicas: 1.5, scaleTargetRef: {name: llm}}\n", "spec.minReplicas must be a whole number"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, minReplicas: true, scaleTargetRef: {name: llm}}\n", "spec.minReplicas must be a number, got a boolean"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: [llm]}\n", "spec.scaleTargetRef must be a mapping, got a list"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: {name: [llm]}}\n", "spec.scaleTargetRef.name must be a string"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: {name: llm}, metrics: {type: Resource}}\n", "spec.metrics must be a list, got dict"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: {name: llm}, metrics: [cpu]}\n", r"spec.metrics\[0\] must be a mapping, got a string"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: {name: llm}, behavior: {scaleUp: {policies: {type: Pods}}}}\n", "spec.behavior.scaleUp.policies must be a list"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: {name: llm}, behavior: {scaleDown: {stabilizationWindowSeconds: soon}}}\n", "spec.behavior.scaleDown.stabilizationWindowSeconds must be a number"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: {name: llm}, behavior: {scaleUp: {policies: [{type: Pods, value: [2]}]}}}\n", r"spec.behavior.scaleUp.policies\[0\].value must be a number"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: {name: llm}, metrics: [{type: Resource, resource: {name: cpu, target: {averageUtilization: high}}}]}\n", "averageUtilization must be a number"),
+        ("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec: {maxReplicas: 4, scaleTargetRef: {name: llm}, metrics: [{type: Pods, pods: {metric: {name: in_flight}, target: {averageValue: [5]}}}]}\n", "target.averageValue"),
+    ],
+)
+def test_a_malformed_manifest_is_an_error_naming_the_field_never_a_crash(text, field):
+    """Whatever YAML arrives, the translation raises HpaError (INVALID_ARGUMENT at the API), not TypeError (INTERNAL)."""
+    with pytest.raises(HpaError, match=field):
+        policy_from_hpa(yaml.safe_load(text))
+
+
+_JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 50) | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["type", "name", "value", "target", "pods", "resource"]), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+def _with(value, path, junk):
+    if not path:
+        return junk
+    copied = copy.deepcopy(value)
+    node = copied
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = junk
+    return copied
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_part_of_a_manifest_replaced_by_junk_gives_a_policy_or_an_hpa_error(data):
+    base = data.draw(st.sampled_from([SEED, V2]))
+    path = data.draw(st.sampled_from(list(_paths(base))))
+    manifest = _with(base, path, data.draw(_JUNK))
+    try:
+        policy_from_hpa(manifest)
+    except HpaError:
+        pass
+
+
+def test_the_preview_states_the_target_as_policy_list_and_decisions_do():
+    policy, notes = policy_from_hpa(SEED, model="llm", verticals={"llm": (1, 8)})
+    assert "sizing: in_flight_target 4.8 (target_utilization 0.6 x 1 instances x max_batch_size 8)" in notes
+    assert replace(policy, instances_per_replica=1, max_batch_size=8).in_flight_target_text in notes[-1]
+    _, notes = policy_from_hpa(V2, model="llm")
+    assert notes[-1] == "sizing: in_flight_target 6"

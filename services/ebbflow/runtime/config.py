@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 import yaml
 
@@ -263,6 +263,25 @@ class ModelPolicy:
             return self.target_utilization * max(1, self.instances_per_replica) * max(1, self.max_batch_size)
         return self.target_in_flight_per_replica
 
+    @property
+    def in_flight_target_text(self) -> str:
+        """The reactive target, spelled one way wherever it is shown (`policy list`, HPA import, decisions)."""
+        if self.target_utilization <= 0:
+            return f"in_flight_target {self.target_in_flight_per_replica:g}"
+        if self.instances_per_replica and self.max_batch_size:
+            return (
+                f"in_flight_target {self.in_flight_target:g} (target_utilization {self.target_utilization:g}"
+                f" x {self.instances_per_replica} instances x max_batch_size {self.max_batch_size})"
+            )
+        return f"in_flight_target target_utilization {self.target_utilization:g} x instances x max_batch_size (the model's config)"
+
+    @property
+    def sizing_text(self) -> str:
+        """What replicas are sized on: the SLO when one is set, else the in-flight target."""
+        if self.has_slo:
+            return f"SLO {describe_slo(self.slo_ttft_s, self.slo_tpot_s, self.slo_latency_s, self.slo_percentile or DEFAULT_SLO_PERCENTILE)}"
+        return self.in_flight_target_text
+
     def validate(self) -> "ModelPolicy":
         problems = []
         if not self.model or not all(c.isalnum() or c in "_-" for c in self.model):
@@ -316,6 +335,72 @@ class ModelPolicy:
         return self
 
 
+POLICY_FIELDS = tuple(f.name for f in fields(ModelPolicy))
+PIN_FIELDS = ("pinned", "pin_replicas", "pin_by", "pin_reason", "pin_until_unix_s")
+
+
+def describe_slo(ttft_s: float, tpot_s: float, latency_s: float, percentile: float) -> str:
+    """An SLO as shown everywhere: `p99 TTFT <= 2 s, TPOT <= 0.1 s`."""
+    parts = [f"{name} <= {value:g} s" for name, value in (("TTFT", ttft_s), ("TPOT", tpot_s), ("latency", latency_s)) if value]
+    return f"p{percentile:g} " + ", ".join(parts)
+
+
+def policy_patch(model: str, raw: Any) -> dict[str, Any]:
+    """The fields a policy file gives for one model, typed; names and types checked, ranges left to merge_policy."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"models.{model} must map policy fields to values, got {type(raw).__name__} {raw!r}")
+    if "model" in raw and raw["model"] != model:
+        raise ConfigError(f"models.{model}.model is {raw['model']!r}; leave it out (the key names the model)")
+    return {name: value for name, value in _typed_values(ModelPolicy, raw, f"models.{model}").items() if name != "model"}
+
+
+def merge_policy(base: ModelPolicy, changes: Mapping[str, Any]) -> ModelPolicy:
+    """`base` with the fields in `changes` replaced (a patch), validated: ConfigError naming every bad field."""
+    unknown = sorted(set(changes) - set(POLICY_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown policy field(s): {', '.join(unknown)}; known: {', '.join(POLICY_FIELDS)}")
+    if "model" in changes and changes["model"] != base.model:
+        raise ConfigError(f"a patch of {base.model!r} cannot rename it to {changes['model']!r}")
+    return replace(base, **changes).validate()
+
+
+def dropped_pin(stored: ModelPolicy | None, new: ModelPolicy, wall_s: float) -> str:
+    """Why storing `new` in place of `stored` would drop an active pin ("" when it would not)."""
+    if stored is None or not stored.pin_active(wall_s) or new.pinned:
+        return ""
+    return (
+        f"model {stored.model!r} is pinned at {stored.pin_replicas} replicas by {stored.pin_by} ({stored.pin_reason}) and the new policy"
+        " does not pin: keep the pin in it, unpin first (`ebbflow policy unpin`), or pass --unpin (gRPC: unpin) to drop it"
+    )
+
+
+def keep_pin(new: ModelPolicy, stored: ModelPolicy | None, wall_s: float) -> ModelPolicy:
+    """`new` carrying `stored`'s active pin when `new` has none (a config file re-imported at start keeps a pin set at run time)."""
+    if not dropped_pin(stored, new, wall_s):
+        return new
+    assert stored is not None
+    return replace(new, **{name: getattr(stored, name) for name in PIN_FIELDS})
+
+
+def policy_changes(old: ModelPolicy | None, new: ModelPolicy) -> list[str]:
+    """What storing `new` over `old` changes, one `field: old -> new` each (every set field for a new policy)."""
+    base = old or ModelPolicy(model=new.model)
+    changed = [name for name in POLICY_FIELDS if getattr(base, name) != getattr(new, name)]
+    return [f"{name}: {'(default) ' if old is None else ''}{getattr(base, name)!r} -> {getattr(new, name)!r}" for name in changed]
+
+
+def unknown_models(models: Iterable[str], repository: Collection[str]) -> str:
+    """Why policies for `models` cannot be kept ("" when every one is in the model repository)."""
+    missing = sorted(set(models) - set(repository))
+    if not missing:
+        return ""
+    known = ", ".join(sorted(repository)) or "none"
+    names = ", ".join(repr(m) for m in missing)
+    return f"no model {names} in the model repository; its models are: {known} (a policy scales a model the repository serves)"
+
+
 @dataclass(frozen=True)
 class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
@@ -339,6 +424,11 @@ def _boolean(value: Any, where: str) -> bool:
 
 
 def _section(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
+    return cls(**_typed_values(cls, raw, where))
+
+
+def _typed_values(cls: type, raw: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """The settings of `raw` converted to the types of `cls`'s fields; ConfigError naming an unknown or mistyped one."""
     raw = dict(raw or {})
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(raw) - set(known))
@@ -364,7 +454,7 @@ def _section(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
                 values[name] = str(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}.{name} must be a {target}, got {value!r}") from None
-    return cls(**values)
+    return values
 
 
 def _check_ranges(config: Config) -> None:
@@ -426,9 +516,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     if models_raw is not None:
         if not isinstance(models_raw, Mapping):
             raise ConfigError("models must map a model name to its policy")
-        models = tuple(
-            _section(ModelPolicy, {"model": name, **(policy or {})}, f"models.{name}").validate() for name, policy in models_raw.items()
-        )
+        models = tuple(replace(ModelPolicy(model=str(name)), **policy_patch(str(name), policy)).validate() for name, policy in models_raw.items())
     config = Config(
         router=_section(RouterConfig, raw.get("router"), "router"),
         collector=_section(CollectorConfig, raw.get("collector"), "collector"),

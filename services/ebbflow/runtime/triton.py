@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 from google.protobuf import json_format, text_format
+from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 from tritonclient.grpc import model_config_pb2
 
@@ -94,9 +95,18 @@ def read_model_configs(repository: Path) -> dict[str, model_config_pb2.ModelConf
 
 
 async def publish_model_configs(models: KeyValue, repository: Path) -> None:
-    """Put each repository model's config in the `models` bucket, so routers answer metadata at zero replicas."""
-    for name, config in read_model_configs(repository).items():
+    """Put each repository model's config in the `models` bucket, so routers answer metadata at zero replicas.
+
+    Models no longer in the repository leave the bucket: it is the list of models a policy may name."""
+    configs = read_model_configs(repository)
+    for name, config in configs.items():
         await models.put(name, config.SerializeToString())
+    try:
+        stale = [key for key in await models.keys() if key not in configs]
+    except NoKeysError:
+        stale = []
+    for key in stale:
+        await models.delete(key)
 
 
 def new_replica_entry(

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
+import time
 from collections import deque
 from dataclasses import replace
+from typing import Any, Collection, Iterable, Mapping
 
 import grpc
 import yaml
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, replay_subject
+from ebbflow.runtime.config import (
+    POLICY_FIELDS,
+    ModelPolicy,
+    dropped_pin,
+    keep_pin,
+    merge_policy,
+    mode_from_proto,
+    mode_to_proto,
+    policy_changes,
+    routing_from_proto,
+    routing_to_proto,
+    unknown_models,
+)
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.triton import vertical_of
 from ebbflow.scheduler.curves import read_stored
 from ebbflow.scheduler.explain import recompute
 from ebbflow.scheduler.hpa import policy_from_hpa
@@ -36,6 +54,73 @@ async def require_admin(token: str, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the admin token sent is not the configured one")
 
 
+log = logging.getLogger(__name__)
+
+DELETE_SETTLE_S = 5.0
+"""How long DeletePolicy waits for the scheduler's view to drop the policy before it removes the desired state."""
+
+
+def proto_values(message: policy_pb2.ScalingPolicy, names: Iterable[str]) -> dict[str, Any]:
+    """The named fields of a ScalingPolicy as ModelPolicy values (enums as their config names), unvalidated."""
+    values: dict[str, Any] = {}
+    for name in names:
+        value = getattr(message, name)
+        if name == "routing":
+            value = routing_from_proto(value)
+        elif name == "mode":
+            value = mode_from_proto(value)
+        values[name] = value
+    return values
+
+
+def patch_to_proto(model: str, changes: Mapping[str, Any]) -> policy_pb2.ScalingPolicy:
+    """A ScalingPolicy carrying only `changes` (ModelPolicy values), for a SetPolicy patch with their names as the mask."""
+    message = policy_pb2.ScalingPolicy(model=model)
+    for name, value in changes.items():
+        if name == "routing":
+            value = routing_to_proto(value)
+        elif name == "mode":
+            value = mode_to_proto(value)
+        setattr(message, name, value)
+    return message
+
+
+def patched_fields(request: policy_pb2.SetPolicyRequest) -> list[str]:
+    """The fields a SetPolicy patch changes: its update_mask, or (AIP-134) every field of the policy that is not zero."""
+    if request.HasField("update_mask") and request.update_mask.paths:
+        names = list(request.update_mask.paths)
+    else:
+        names = [descriptor.name for descriptor, _ in request.policy.ListFields()]
+    unknown = sorted(set(names) - set(POLICY_FIELDS))
+    if unknown:
+        raise ConfigError(f"update_mask names unknown field(s): {', '.join(unknown)}; known: {', '.join(POLICY_FIELDS)}")
+    return [name for name in names if name != "model"]
+
+
+async def config_policies(bus: Bus, policies: tuple[ModelPolicy, ...], repository: Collection[str]) -> tuple[ModelPolicy, ...]:
+    """The config file's policies as they are to be imported at start.
+
+    A policy for a model the repository lacks is refused (ConfigError naming the models there are); a pin set
+    at run time that is still active is kept over a config file that has none, so a restart never drops it.
+    """
+    why = unknown_models((p.model for p in policies), repository)
+    if why:
+        raise ConfigError(f"config file models: {why}")
+    kept = []
+    for policy in policies:
+        stored = None
+        try:
+            entry = await bus.policies.get(policy.model)
+            stored = policy_from_proto(policy_pb2.ScalingPolicy.FromString(entry.value or b""))
+        except (KeyNotFoundError, DecodeError, ConfigError):
+            pass
+        merged = keep_pin(policy, stored, time.time())
+        if merged is not policy:
+            log.info("policy of %s: keeping the pin at %d by %s (%s) over the config file", policy.model, merged.pin_replicas, merged.pin_by, merged.pin_reason)
+        kept.append(merged)
+    return tuple(kept)
+
+
 class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
     def __init__(self, bus: Bus, view: RegistryView, admin_token: str = "") -> None:
         self.bus = bus
@@ -50,6 +135,36 @@ class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no policy for model '{model}'; policies exist for: {known}")
         return policy_pb2.ScalingPolicy.FromString(entry.value or b"")
 
+    async def _require_model(self, model: str, context: grpc.aio.ServicerContext, hint: str = "") -> None:
+        """A policy only for a model the repository serves (the `models` bucket): NOT_FOUND naming the ones it does."""
+        why = unknown_models([model], self.view.model_configs)
+        if why:
+            await context.abort(grpc.StatusCode.NOT_FOUND, why + hint)
+
+    async def _read(self, model: str, context: grpc.aio.ServicerContext) -> tuple[ModelPolicy | None, int]:
+        """The stored policy and its revision (None, 0 when there is none)."""
+        try:
+            entry = await self.bus.policies.get(model)
+        except KeyNotFoundError:
+            return None, 0
+        try:
+            return policy_from_proto(policy_pb2.ScalingPolicy.FromString(entry.value or b"")), entry.revision or 0
+        except (DecodeError, ConfigError) as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the stored policy of '{model}' is unreadable ({error}); set it whole with replace")
+        raise AssertionError("unreachable")
+
+    async def _write(self, policy: ModelPolicy, revision: int, context: grpc.aio.ServicerContext) -> policy_pb2.ScalingPolicy:
+        """Compare-and-set on the revision read, so two concurrent patches cannot lose one another's fields."""
+        stored = policy_to_proto(policy)
+        try:
+            if revision:
+                await self.bus.policies.update(policy.model, stored.SerializeToString(), last=revision)
+            else:
+                await self.bus.policies.create(policy.model, stored.SerializeToString())
+        except KeyWrongLastSequenceError:
+            await context.abort(grpc.StatusCode.ABORTED, f"the policy of '{policy.model}' changed while this call read it; send the change again")
+        return stored
+
     async def GetPolicy(self, request: policy_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext) -> policy_pb2.GetPolicyResponse:
         return policy_pb2.GetPolicyResponse(policy=await self._stored(request.model, context))
 
@@ -57,19 +172,42 @@ class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
         return policy_pb2.ListPoliciesResponse(policies=[self.view.policies[m] for m in sorted(self.view.policies)])
 
     async def SetPolicy(self, request: policy_pb2.SetPolicyRequest, context: grpc.aio.ServicerContext) -> policy_pb2.SetPolicyResponse:
+        """A patch over the stored policy (or the defaults), or with `replace` the policy whole; a pin is never dropped silently."""
         await require_admin(self.admin_token, context)
+        model = request.policy.model
+        if not model:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "policy.model is empty: name the model the policy scales")
+        await self._require_model(model, context)
+        stored, revision = await self._read(model, context)
         try:
-            policy = policy_from_proto(request.policy)
+            if request.replace:
+                policy = policy_from_proto(request.policy)
+            else:
+                changes = proto_values(request.policy, patched_fields(request))
+                policy = merge_policy(stored or ModelPolicy(model=model), changes)
         except ConfigError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        stored = policy_to_proto(policy)
-        await self.bus.policies.put(policy.model, stored.SerializeToString())
-        return policy_pb2.SetPolicyResponse(policy=stored)
+        if request.replace and not request.unpin:
+            why = dropped_pin(stored, policy, time.time())
+            if why:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+        changes_made = policy_changes(stored, policy)
+        if stored is not None and not changes_made:
+            return policy_pb2.SetPolicyResponse(policy=policy_to_proto(policy))
+        return policy_pb2.SetPolicyResponse(policy=await self._write(policy, revision, context), changes=changes_made)
 
     async def DeletePolicy(self, request: policy_pb2.DeletePolicyRequest, context: grpc.aio.ServicerContext) -> policy_pb2.DeletePolicyResponse:
+        """Stop managing the model: the policy goes, then its desired state, so the actuator drains and stops every replica."""
         await require_admin(self.admin_token, context)
         await self._stored(request.model, context)
         await self.bus.policies.delete(request.model)
+        # The scheduler decides only for models with a policy: once its view has dropped this one it writes no new
+        # desired state (a write it had under way fails its revision check), and removing the desired state is what
+        # the actuator reads as zero replicas.
+        deadline = time.monotonic() + DELETE_SETTLE_S
+        while request.model in self.view.policies and time.monotonic() < deadline:
+            await self.view.wait_changed(max(0.0, deadline - time.monotonic()))
+        await self.bus.desired.delete(request.model)
         return policy_pb2.DeletePolicyResponse()
 
     async def ImportHpa(self, request: policy_pb2.ImportHpaRequest, context: grpc.aio.ServicerContext) -> policy_pb2.ImportHpaResponse:
@@ -80,13 +218,21 @@ class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
         except yaml.YAMLError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the manifest is not YAML or JSON: {error}")
         try:
-            policy, notes = policy_from_hpa(manifest, request.model)
+            verticals = {name: vertical_of(config) for name, config in self.view.model_configs.items()}
+            policy, notes = policy_from_hpa(manifest, request.model, verticals=verticals)
         except ConfigError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        stored = policy_to_proto(policy)
+        await self._require_model(policy.model, context, "" if request.model else "; name it with the request's model (ebbflow policy import --model)")
+        stored, revision = await self._read(policy.model, context)
+        kept = keep_pin(policy, stored, time.time())
+        if kept is not policy:
+            notes.append(f"the active pin at {kept.pin_replicas} replicas by {kept.pin_by} ({kept.pin_reason}) is kept; `ebbflow policy unpin` releases it")
+            policy = kept
         if request.apply:
-            await self.bus.policies.put(policy.model, stored.SerializeToString())
-        return policy_pb2.ImportHpaResponse(policy=stored, notes=notes, applied=request.apply)
+            stored_proto = await self._write(policy, revision, context)
+        else:
+            stored_proto = policy_to_proto(policy)
+        return policy_pb2.ImportHpaResponse(policy=stored_proto, notes=notes, applied=request.apply)
 
 
 def policy_json(policy: policy_pb2.ScalingPolicy) -> str:

@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ebbflow.runtime.config import describe_slo
+
 DEFAULT_PROMPT_TOKENS = 1024
 DEFAULT_OUTPUT_TOKENS = 128
 LEVELS = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
@@ -66,8 +68,7 @@ class Slo:
         return ok
 
     def describe(self) -> str:
-        parts = [f"{name} <= {value:g} s" for name, value in (("TTFT", self.ttft_s), ("TPOT", self.tpot_s), ("latency", self.latency_s)) if value]
-        return f"p{self.percentile:g} " + ", ".join(parts)
+        return describe_slo(self.ttft_s, self.tpot_s, self.latency_s, self.percentile)
 
 
 @dataclass(frozen=True)

@@ -50,12 +50,50 @@ def _quantity(value: Any, field: str) -> float:
         raise HpaError(f"{field}: {value!r} is not a quantity") from None
 
 
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
 def _mapping(value: Any, field: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise HpaError(f"{field} must be a mapping")
+        raise HpaError(f"{field} must be a mapping, got {_kind(value)} ({value!r})")
     return value
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise HpaError(f"{field} must be a list, got {_kind(value)} ({value!r})")
+    return value
+
+
+def _number(value: Any, field: str) -> float:
+    """A plain number (YAML may give a string of one); booleans and anything else name the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise HpaError(f"{field} must be a number, got {_kind(value)} ({value!r})")
+    try:
+        number = float(value)
+    except ValueError:
+        raise HpaError(f"{field} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise HpaError(f"{field} must be a finite number, got {value!r}")
+    return number
+
+
+def _count(value: Any, field: str) -> int:
+    number = _number(value, field)
+    if number != int(number) or number < 0:
+        raise HpaError(f"{field} must be a whole number >= 0, got {value!r}")
+    return int(number)
+
+
+def _name(value: Any, field: str) -> str:
+    if value is not None and not isinstance(value, str):
+        raise HpaError(f"{field} must be a string, got {_kind(value)} ({value!r})")
+    return value or ""
 
 
 def _behavior(policy: ModelPolicy, behavior: Mapping[str, Any], notes: list[str]) -> ModelPolicy:
@@ -66,20 +104,20 @@ def _behavior(policy: ModelPolicy, behavior: Mapping[str, Any], notes: list[str]
     ):
         rules = _mapping(behavior.get(direction), f"spec.behavior.{direction}")
         if "stabilizationWindowSeconds" in rules:
-            changes[window_field] = float(rules["stabilizationWindowSeconds"])
+            changes[window_field] = _number(rules["stabilizationWindowSeconds"], f"spec.behavior.{direction}.stabilizationWindowSeconds")
         select = rules.get("selectPolicy", "Max")
         if select != "Max":
             raise HpaError(f"spec.behavior.{direction}.selectPolicy: {select!r} is not supported (only Max, the default)")
-        for index, rule in enumerate(rules.get("policies") or []):
+        for index, rule in enumerate(_list(rules.get("policies"), f"spec.behavior.{direction}.policies")):
             where = f"spec.behavior.{direction}.policies[{index}]"
             rule = _mapping(rule, where)
             kind, value = rule.get("type"), rule.get("value")
             if value is None:
                 raise HpaError(f"{where}.value is missing")
             if kind == "Pods":
-                changes[step_field] = max(int(value), changes.get(step_field, 0))
+                changes[step_field] = max(_count(value, f"{where}.value"), changes.get(step_field, 0))
             elif kind == "Percent":
-                changes[percent_field] = max(float(value), changes.get(percent_field, 0.0))
+                changes[percent_field] = max(_number(value, f"{where}.value"), changes.get(percent_field, 0.0))
             else:
                 raise HpaError(f"{where}.type: {kind!r} is not Pods or Percent")
             if "periodSeconds" in rule:
@@ -99,7 +137,8 @@ def _metric(policy: ModelPolicy, metric: Mapping[str, Any], index: int, notes: l
         utilization = resource.get("targetAverageUtilization", target.get("averageUtilization"))  # v2beta1, v2
         if utilization is None:
             raise HpaError(f"{where}.resource: only an average utilisation target is understood (targetAverageUtilization or target.averageUtilization)")
-        fraction = float(utilization) / 100
+        utilization = _number(utilization, f"{where}.resource.target.averageUtilization")
+        fraction = utilization / 100
         if not 0 < fraction <= 1:
             raise HpaError(f"{where}: a utilisation target of {utilization} % is outside (0, 100]")
         notes.append(
@@ -123,18 +162,24 @@ def _metric(policy: ModelPolicy, metric: Mapping[str, Any], index: int, notes: l
     raise HpaError(f"{where}.type: {kind!r} is not understood (Resource, Pods or External)")
 
 
-def policy_from_hpa(manifest: Mapping[str, Any], model: str = "", base: ModelPolicy | None = None) -> tuple[ModelPolicy, list[str]]:
-    """The policy and notes on how it was translated; HpaError naming the field when it cannot be."""
+def policy_from_hpa(
+    manifest: Mapping[str, Any], model: str = "", base: ModelPolicy | None = None, verticals: Mapping[str, tuple[int, int]] | None = None
+) -> tuple[ModelPolicy, list[str]]:
+    """The policy and notes on how it was translated; HpaError naming the field when it cannot be.
+
+    `verticals`: each model's (instances, max batch size) from its config, to state a utilisation target in requests."""
     if not isinstance(manifest, Mapping):
-        raise HpaError("the manifest must be a mapping (one HorizontalPodAutoscaler object)")
+        raise HpaError(f"the manifest must be a mapping (one HorizontalPodAutoscaler object), got {_kind(manifest)}")
     if manifest.get("kind") != "HorizontalPodAutoscaler":
         raise HpaError(f"kind: {manifest.get('kind')!r} is not HorizontalPodAutoscaler")
     version = manifest.get("apiVersion")
     if version not in VERSIONS:
         raise HpaError(f"apiVersion: {version!r} is not one of {', '.join(VERSIONS)}")
+    if manifest.get("spec") is None:
+        raise HpaError("spec is missing (it holds scaleTargetRef, maxReplicas and metrics)")
     spec = _mapping(manifest.get("spec"), "spec")
     target = _mapping(spec.get("scaleTargetRef"), "spec.scaleTargetRef")
-    name = model or target.get("name") or _mapping(manifest.get("metadata"), "metadata").get("name")
+    name = model or _name(target.get("name"), "spec.scaleTargetRef.name") or _name(_mapping(manifest.get("metadata"), "metadata").get("name"), "metadata.name")
     if not name:
         raise HpaError("spec.scaleTargetRef.name is missing (or pass the model name)")
     if "maxReplicas" not in spec:
@@ -143,8 +188,8 @@ def policy_from_hpa(manifest: Mapping[str, Any], model: str = "", base: ModelPol
     policy = replace(base or ModelPolicy(model=name), model=name)
     policy = replace(
         policy,
-        min_replicas=int(spec.get("minReplicas", 1)),
-        max_replicas=int(spec["maxReplicas"]),
+        min_replicas=_count(spec.get("minReplicas", 1), "spec.minReplicas"),
+        max_replicas=_count(spec["maxReplicas"], "spec.maxReplicas"),
         scale_up_delay_s=0.0,
         scale_down_delay_s=K8S_SCALE_DOWN_WINDOW_S,
         panic_threshold=0.0,  # HPA has no panic mode; set one on the policy to add it
@@ -157,8 +202,7 @@ def policy_from_hpa(manifest: Mapping[str, Any], model: str = "", base: ModelPol
     if not metrics:
         metrics = [{"type": "Resource", "resource": {"name": "cpu", "targetAverageUtilization": 80}}]
         notes.append("no spec.metrics: Kubernetes' default of 80 % CPU utilisation")
-    if not isinstance(metrics, list):
-        raise HpaError("spec.metrics must be a list")
+    metrics = _list(metrics, "spec.metrics")
     if len(metrics) > 1:
         raise HpaError(f"spec.metrics[1]: ebbflow scales on one target per model; {len(metrics)} metrics given")
     policy = _metric(policy, _mapping(metrics[0], "spec.metrics[0]"), 0, notes)
@@ -166,6 +210,9 @@ def policy_from_hpa(manifest: Mapping[str, Any], model: str = "", base: ModelPol
         policy = policy.validate()
     except ConfigError as error:
         raise HpaError(str(error)) from None
-    if math.isfinite(policy.in_flight_target):
-        notes.append(f"reactive target: {policy.in_flight_target:g} requests in flight per replica")
+    shown = policy
+    if (verticals or {}).get(policy.model) and not (policy.instances_per_replica and policy.max_batch_size):
+        instances, max_batch = (verticals or {})[policy.model]
+        shown = replace(policy, instances_per_replica=policy.instances_per_replica or instances, max_batch_size=policy.max_batch_size or max_batch)
+    notes.append(f"sizing: {shown.sizing_text}")
     return policy, notes

@@ -1,3 +1,4 @@
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -123,16 +124,24 @@ class ListPoliciesResponse(_message.Message):
     def __init__(self, policies: _Optional[_Iterable[_Union[ScalingPolicy, _Mapping]]] = ...) -> None: ...
 
 class SetPolicyRequest(_message.Message):
-    __slots__ = ("policy",)
+    __slots__ = ("policy", "update_mask", "replace", "unpin")
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    UNPIN_FIELD_NUMBER: _ClassVar[int]
     policy: ScalingPolicy
-    def __init__(self, policy: _Optional[_Union[ScalingPolicy, _Mapping]] = ...) -> None: ...
+    update_mask: _field_mask_pb2.FieldMask
+    replace: bool
+    unpin: bool
+    def __init__(self, policy: _Optional[_Union[ScalingPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., replace: bool = ..., unpin: bool = ...) -> None: ...
 
 class SetPolicyResponse(_message.Message):
-    __slots__ = ("policy",)
+    __slots__ = ("policy", "changes")
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     policy: ScalingPolicy
-    def __init__(self, policy: _Optional[_Union[ScalingPolicy, _Mapping]] = ...) -> None: ...
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, policy: _Optional[_Union[ScalingPolicy, _Mapping]] = ..., changes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeletePolicyRequest(_message.Message):
     __slots__ = ("model",)
