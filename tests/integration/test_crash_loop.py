@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -65,6 +68,21 @@ RAISING_MODEL = """
 class TritonPythonModel:
     def initialize(self, args):
         raise RuntimeError("weights file weights.bin is missing")
+
+    def execute(self, requests):
+        return []
+"""
+
+
+# A healthy model that starts a helper process, as a model's tokenizer workers would be.
+HELPER_MODEL = """
+import subprocess
+
+class TritonPythonModel:
+    def initialize(self, args):
+        argv = open("/proc/self/cmdline", "rb").read().decode().split("\\0")
+        prefix = next(a for a in argv if a.startswith("ebbflow_"))
+        self.helper = subprocess.Popen(["python3", "-c", "import time; time.sleep(120)", prefix])
 
     def execute(self, requests):
         return []
@@ -209,3 +227,64 @@ async def test_a_model_that_raises_while_loading_shows_the_error_from_the_log(cr
         await nc.close()
         await stack.stop()
     assert not leftovers(lifecycle.replica_ids()), leftovers(lifecycle.replica_ids())
+
+
+async def test_a_run_killed_with_sigkill_leaves_nothing_after_the_next_start(nats_url: str, tmp_path: Path) -> None:
+    """`ebbflow up` SIGKILLed: its tritonserver dies with it, but the model's helper process (and the stubs' shared
+    memory) would stay; the next start on the same state directory removes them before starting anything."""
+    await reset_jetstream(nats_url)
+    state_dir, repository = tmp_path / "state", model_repository(tmp_path / "models", "helped", HELPER_MODEL)
+    config_file = tmp_path / "ebbflow.yaml"
+    config_file.write_text(
+        f"actuator:\n  model_repository: {repository}\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
+        "models:\n  helped:\n    min_replicas: 1\n    max_replicas: 1\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "services"))
+    up = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ebbflow"), "up", "--config", str(config_file), "--state-dir", str(state_dir),
+         "--router-port", "0", "--nats-url", nats_url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    stack = None
+    try:
+        assert up.stdout is not None
+        output = []
+        deadline = time.monotonic() + 120
+        while not any("ebbflow ready" in line for line in output):
+            line = await asyncio.to_thread(up.stdout.readline)
+            assert line and time.monotonic() < deadline, "".join(output)
+            output.append(line)
+        await wait_for(lambda: any("time.sleep(120)" in cmd for cmd in helpers(state_dir).values()), 60, "the model's helper process")
+        up.kill()
+        up.wait()
+        await wait_for(lambda: not any("tritonserver" in cmd for cmd in helpers(state_dir).values()), 20, "tritonserver to die with its parent")
+        left = helpers(state_dir)
+        assert any("time.sleep(120)" in cmd for cmd in left.values()), f"the helper outlives the run, or there is nothing to test: {left}"
+        old_ids = {cmd.split()[-1].split("_")[1] for cmd in left.values() if "time.sleep(120)" in cmd}
+
+        # The next run (its replicas are marked with other ids) removes them before it starts anything.
+        config = stack_config(ModelPolicy(model="helped", min_replicas=0, max_replicas=1))
+        stack = Stack(replace(config, actuator=replace(config.actuator, model_repository=str(repository))), nats_url, state_dir)
+        await stack.start()
+        assert not leftovers(old_ids), leftovers(old_ids)
+        assert not set(helpers(state_dir)) & set(left), helpers(state_dir)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        if stack is not None:
+            await stack.stop()
+    assert not helpers(state_dir)
+
+
+def helpers(state_dir: Path) -> dict[int, str]:
+    """This state directory's replica processes still running, with their command lines."""
+    from ebbflow.actuator.leftovers import find_leftovers
+
+    found = {}
+    for pid in find_leftovers(state_dir):
+        try:
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            pass
+    return found

@@ -122,3 +122,25 @@ def test_back_off_settings_are_validated(actuator, message):
     with pytest.raises(ConfigError) as error:
         parse_config({"actuator": actuator})
     assert message in str(error.value)
+
+
+def test_leftovers_are_the_processes_marked_with_this_state_directory(tmp_path):
+    from ebbflow.actuator.leftovers import OWNER_ENV, REPLICA_ID_ENV, find_leftovers, replica_markers
+
+    proc, state = tmp_path / "proc", tmp_path / "state"
+    state.mkdir()
+    processes = {
+        "101": replica_markers(state, "aaaa1111"),  # an earlier run's tritonserver or stub
+        "102": {**replica_markers(state, "bbbb2222"), "PATH": "/usr/bin"},
+        "103": replica_markers(tmp_path / "other-state", "cccc3333"),  # another ebbflow's
+        "104": {OWNER_ENV: str(state.resolve())},  # no replica id: not a replica
+        "105": {"PATH": "/usr/bin"},
+        "7": replica_markers(state, "dddd4444"),  # this process itself
+    }
+    for pid, environ in processes.items():
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "environ").write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in environ.items()))
+    (proc / "106").mkdir()  # environ unreadable or gone
+    (proc / "self").mkdir()
+    assert find_leftovers(state, proc, own_pid=7) == {101: "aaaa1111", 102: "bbbb2222"}
+    assert REPLICA_ID_ENV in processes["101"]

@@ -24,11 +24,12 @@ from typing import Any, Callable
 
 import aiohttp
 from google.protobuf.message import DecodeError
-from nats.js.errors import NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ebbflow.actuator.backoff import BackoffSettings, CrashState, allowed_starts, describe, record_failure, record_ready, settle
 from ebbflow.actuator.core import ActualReplica, Phase, live_routers, reconcile, routers_idle
+from ebbflow.actuator.leftovers import replica_markers, sweep_leftovers
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
 from ebbflow.runtime.config import ActuatorConfig, PlacementConfig
@@ -186,16 +187,26 @@ class LocalActuator:
                 self.metrics.replicas.labels(model, phase.value).set(counts.get((model, phase.value), 0))
 
     async def forget_previous_run(self) -> None:
-        """Registry entries left by an earlier run point at processes that died with it (PR_SET_PDEATHSIG).
+        """Registry entries left by an earlier run point at processes that died with it (PR_SET_PDEATHSIG);
+        what those left behind (stubs' shared memory, a model's helper processes) is removed.
 
         Call before anything reads the registry, so nobody routes to them.
         """
         try:
             keys = await self.bus.replicas.keys()
         except NoKeysError:
-            return
+            keys = []
+        replica_ids = []
         for key in keys:
+            try:
+                entry = await self.bus.replicas.get(key)
+                replica_ids.append(registry_pb2.ReplicaEntry.FromString(entry.value or b"").replica_id)
+            except (KeyNotFoundError, DecodeError):
+                pass
             await self.bus.replicas.delete(key)
+        killed, removed = sweep_leftovers(self.state_dir, [rid for rid in replica_ids if rid])
+        if killed or removed:
+            self.say(f"an earlier run left {len(killed)} replica process(es) and {len(removed)} shared-memory region(s); removed them")
 
     async def publish_model_configs(self) -> None:
         await publish_model_configs(self.bus.models, self.repository)
@@ -275,7 +286,10 @@ class LocalActuator:
 
     async def _live(self, replica: ManagedReplica) -> None:
         entry = replica.entry
-        launch = replica_launch(self.install, self.backend_dir, self.repository, entry, self.config.exit_timeout_s, self.config.time_scale)
+        launch = replica_launch(
+            self.install, self.backend_dir, self.repository, entry, self.config.exit_timeout_s, self.config.time_scale,
+            replica_markers(self.state_dir, entry.replica_id),
+        )
         log_path = self._open_log(replica)
         try:
             replica.child = await spawn(f"tritonserver {replica.key}", launch.argv, log_path, launch.env, own_group=True)

@@ -181,9 +181,16 @@ def triton_launch(
 
 
 def replica_launch(
-    install: TritonInstall, backend_dir: Path, repository: Path, entry: registry_pb2.ReplicaEntry, exit_timeout_s: int, time_scale: float
+    install: TritonInstall,
+    backend_dir: Path,
+    repository: Path,
+    entry: registry_pb2.ReplicaEntry,
+    exit_timeout_s: int,
+    time_scale: float,
+    markers: dict[str, str] | None = None,
 ) -> TritonLaunch:
-    """The tritonserver of one registry entry: its ports, its own shared-memory prefix, the emulator's time scale and speed."""
+    """The tritonserver of one registry entry: its ports, its own shared-memory prefix, the emulator's time scale and speed,
+    and `markers` in its environment (inherited by its stubs and their children)."""
     return triton_launch(
         install,
         backend_dir,
@@ -194,7 +201,7 @@ def replica_launch(
         entry.metrics_port,
         exit_timeout_s,
         shm_prefix(entry.replica_id),
-        {"EBBFLOW_TIME_SCALE": str(time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor), **gpu_environment(entry.gpu_slot)},
+        {"EBBFLOW_TIME_SCALE": str(time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor), **gpu_environment(entry.gpu_slot), **(markers or {})},
     )
 
 
