@@ -1,5 +1,7 @@
 """Reconcile: desired count vs actual replicas; the crash-loop back-off."""
 
+import re
+
 import pytest
 
 from ebbflow.actuator.backoff import BackoffSettings, CrashState, allowed_starts, delay_s, describe, record_failure, record_ready, settle
@@ -144,3 +146,25 @@ def test_leftovers_are_the_processes_marked_with_this_state_directory(tmp_path):
     (proc / "self").mkdir()
     assert find_leftovers(state, proc, own_pid=7) == {101: "aaaa1111", 102: "bbbb2222"}
     assert REPLICA_ID_ENV in processes["101"]
+
+
+def test_the_reason_is_the_last_error_line_of_the_log_and_a_slot_log_keeps_a_bounded_tail(tmp_path):
+    from ebbflow.runtime.triton import last_error, log_tail, start_replica_log
+
+    tail = (
+        "I1203 14:27:34.088 server.cc:338] All models are stopped, unloading models",
+        "error: creating server: Invalid argument - load failed for model 'raising': RuntimeError: weights.bin is missing",
+        "At:",
+        "  /models/raising/1/model.py(4): initialize",
+    )
+    assert last_error(tail) == tail[1] and last_error(tail[:1]) == ""
+    path = tmp_path / "triton-llm-0.log"
+    offsets = []
+    for run in range(20):
+        offsets.append(start_replica_log(path, 4096, f"replica r{run} starting"))
+        with open(path, "a") as log:
+            log.write("".join(f"run {run} line {n}\n" for n in range(100)))
+    text = path.read_text()
+    assert len(text.encode()) <= 4096 + len("==== replica r19 starting\n") + 100 * len("run 19 line 99\n")
+    assert re.fullmatch(r"run 1[5-8] line \d+", text.splitlines()[0]) and "==== replica r19 starting" in text  # whole lines, recent runs
+    assert log_tail(path, offsets[-1], 2) == ("run 19 line 98", "run 19 line 99")

@@ -39,6 +39,7 @@ from ebbflow.runtime.process import ChildProcess, spawn
 from ebbflow.runtime.triton import (
     default_model_repository,
     find_triton,
+    last_error,
     log_tail,
     model_ready,
     new_replica_entry,
@@ -340,14 +341,16 @@ class LocalActuator:
         entry, now = replica.entry, time.monotonic()
         path = self._log_path(replica)
         tail = log_tail(path, replica.log_offset, TAIL_LINES)
+        error = last_error(tail)
+        if error:
+            reason = f"{reason}: {error}"
         ready_for_s = now - replica.ready_s if replica.ready_s is not None else 0.0
         state = record_failure(self.crashes.get(entry.model, CrashState()), now, replica.started_s, ready_for_s, reason, tail, self.backoff)
         self.crashes[entry.model] = state
         self._crash_logs[entry.model] = path
         self.metrics.failures.labels(entry.model).inc()
         self.metrics.restarts.labels(entry.model).set(state.restarts)
-        last = f"; last log line: {tail[-1]}" if tail else ""
-        await self._record(replica, Phase.FAILED, f"{reason}{last}; see {path}")
+        await self._record(replica, Phase.FAILED, f"{reason}; see {path}")
         self.say(f"replica {replica.key} failed ({reason}); {describe(state, now)}; log {path}")
 
     def _clean_up_after(self, replica: ManagedReplica) -> None:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
 import time
@@ -296,3 +297,11 @@ def log_tail(path: Path, offset: int, lines: int, max_line_chars: int = 400) -> 
         return ()
     tail = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
     return tuple(line if len(line) <= max_line_chars else line[: max_line_chars - 3] + "..." for line in tail)
+
+
+_ERROR_LINE = re.compile(r"^(E\d{4} |error: )|error", re.IGNORECASE)
+
+
+def last_error(lines: tuple[str, ...]) -> str:
+    """The last line of a log tail that reports an error (Triton's `E....` lines, `error: ...`), "" when none does."""
+    return next((line.strip() for line in reversed(lines) if _ERROR_LINE.search(line)), "")
