@@ -157,6 +157,7 @@ class LocalActuator:
         """Each model's failures since its back-off last reset (absent: none)."""
         self._crash_logs: dict[str, Path] = {}
         """The log of each model's last failed replica."""
+        self._held_logged: dict[str, int] = {}
 
     # ---- registry -----------------------------------------------------------
 
@@ -377,7 +378,8 @@ class LocalActuator:
         self.crashes[model] = state
         starting = sum(1 for r in mine if r.phase == Phase.STARTING and not r.stopping)
         allowed = allowed_starts(state, now, wanted, starting)
-        if allowed < wanted:
+        if allowed < wanted and self._held_logged.get(model) != state.restarts:
+            self._held_logged[model] = state.restarts  # once per failure, not once per tick
             log.info("%s: %d of %d replica start(s) held: %s", model, wanted - allowed, wanted, describe(state, now))
         return allowed
 
@@ -551,8 +553,10 @@ class LocalActuator:
                 self.unplaced.pop(model, None)
                 continue
             in_sync = False
-            log.info("%s: %s", model, actions.reason)
-            started, allowed = 0, self._allowed_starts(model, mine, actions.start)
+            allowed = self._allowed_starts(model, mine, actions.start)
+            if allowed or actions.drain:
+                log.info("%s: %s", model, actions.reason)
+            started = 0
             for _ in range(allowed):
                 if await self._start(model, desired or scheduling_pb2.DesiredState(model=model)) is None:
                     break
