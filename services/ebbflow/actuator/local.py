@@ -391,7 +391,7 @@ class LocalActuator:
     def crash_loops(self) -> dict[str, status_pb2.CrashLoop]:
         """Each model's failures for `ebbflow status`, with the wait turned into wall-clock time."""
         now, wall = time.monotonic(), time.time()
-        result = {}
+        result: dict[str, status_pb2.CrashLoop] = {}
         for model, state in self.crashes.items():
             ready = [now - r.ready_s for r in self.replicas.values() if r.entry.model == model and r.ready_s is not None and r.phase == Phase.READY]
             state = settle(state, max(ready, default=0.0), self.backoff)
