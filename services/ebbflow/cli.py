@@ -212,6 +212,7 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
                 },
                 "last_decision_reason": m.last_decision_reason,
                 "last_decision_unix_s": m.last_decision_unix_s,
+                "crash_loop": _crash_loop_json(m.crash_loop),
                 "replicas": [
                     {
                         "id": r.replica_id,
@@ -226,6 +227,35 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
             for m in response.models
         ],
     }
+
+
+def _crash_loop_json(crash: status_pb2.CrashLoop) -> dict[str, Any] | None:
+    """A model's failed replica starts since its back-off last reset (None when there are none)."""
+    if not crash.restarts:
+        return None
+    return {
+        "state": crash.state,
+        "restarts": crash.restarts,
+        "next_try_in_s": round(max(0.0, crash.next_try_unix_s - time.time()), 1) if crash.next_try_unix_s else 0.0,
+        "reason": crash.reason,
+        "log_tail": list(crash.log_tail),
+        "log_path": crash.log_path,
+        "last_failure_unix_s": crash.last_failure_unix_s,
+    }
+
+
+STATUS_TAIL_LINES = 5
+"""Log lines of a crash-looping model's last failed replica that the status table shows (--json has them all)."""
+
+
+def _crash_loop_lines(crash: status_pb2.CrashLoop) -> list[str]:
+    if not crash.restarts:
+        return []
+    lines = [f"  {crash.state}"]
+    lines += [f"    | {line}" for line in crash.log_tail[-STATUS_TAIL_LINES:]]
+    if crash.log_path:
+        lines.append(f"    log: {crash.log_path}")
+    return lines
 
 
 def _p90(forecast: forecast_pb2.Forecast) -> list[float]:
@@ -248,6 +278,7 @@ def status_table(response: status_pb2.GetStatusResponse) -> str:
             f"{m.instances_per_replica:>4} {m.max_batch_size:>5} {m.in_flight:>9.2f} {m.arrival_rps:>11.2f} {forecast} {m.generation:>4}  "
             f"{m.last_decision_reason}{flags}"
         )
+        lines += _crash_loop_lines(m.crash_loop)
     return "\n".join(lines)
 
 

@@ -144,7 +144,7 @@ class Stack:
             ]
         )
         status_pb2_grpc.add_StatusServiceServicer_to_server(
-            StatusService(self.view, actuator.desired, self.collector.latest, router_address, forecaster.latest), control_server.server
+            StatusService(self.view, actuator.desired, self.collector.latest, router_address, forecaster.latest, actuator.crash_loops), control_server.server
         )
         collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), control_server.server)
         forecast_pb2_grpc.add_ForecasterServiceServicer_to_server(ForecasterApi(forecaster), control_server.server)

@@ -18,6 +18,7 @@ def build_status(
     loads: Mapping[str, load_pb2.LoadSnapshot],
     model: str = "",
     forecasts: Mapping[str, forecast_pb2.Forecast] | None = None,
+    crash_loops: Mapping[str, status_pb2.CrashLoop] | None = None,
 ) -> list[status_pb2.ModelStatus]:
     names = set(policies) | set(desired) | {r.model for r in replicas}
     result = []
@@ -54,6 +55,7 @@ def build_status(
                 mode=mode_from_proto(policy.mode) if policy else "",
                 pinned=pinned,
                 forecast=forecast,
+                crash_loop=(crash_loops or {}).get(name),
             )
         )
     return result
@@ -67,15 +69,17 @@ class StatusService(status_pb2_grpc.StatusServiceServicer):
         loads: Mapping[str, load_pb2.LoadSnapshot],
         router_address: str,
         forecasts: Callable[[], Mapping[str, forecast_pb2.Forecast]] = dict,
+        crash_loops: Callable[[], Mapping[str, status_pb2.CrashLoop]] = dict,
     ) -> None:
         self.view = view
         self.desired = desired
         self.loads = loads
         self.router_address = router_address
         self.forecasts = forecasts
+        self.crash_loops = crash_loops
 
     async def GetStatus(self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> status_pb2.GetStatusResponse:
-        models = build_status(self.view.policies, self.desired, list(self.view.replicas.values()), self.loads, request.model, self.forecasts())
+        models = build_status(self.view.policies, self.desired, list(self.view.replicas.values()), self.loads, request.model, self.forecasts(), self.crash_loops())
         if request.model and not models:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{request.model}'")
         return status_pb2.GetStatusResponse(models=models, router_address=self.router_address)

@@ -4,12 +4,18 @@ Level-triggered: every tick (and on every desired-state change) the pure
 `reconcile` compares desired with actual and the shell starts or drains
 replicas. It is the only writer of the replica registry, and it announces a
 replica READY only after Triton's own model-readiness endpoint says so.
+
+A model whose replicas keep dying is restarted with a growing wait
+(actuator.backoff, Kubernetes' CrashLoopBackOff); each replica slot of a
+model logs to one bounded file, and a replica that is gone leaves no process
+of its group and no shared-memory region behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,10 +24,12 @@ from typing import Any, Callable
 
 import aiohttp
 from google.protobuf.message import DecodeError
-from nats.js.errors import NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from ebbflow.actuator.backoff import BackoffSettings, CrashState, allowed_starts, describe, record_failure, record_ready, settle
 from ebbflow.actuator.core import ActualReplica, Phase, live_routers, reconcile, routers_idle
+from ebbflow.actuator.leftovers import replica_markers, sweep_leftovers
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
 from ebbflow.runtime.config import ActuatorConfig, PlacementConfig
@@ -31,20 +39,29 @@ from ebbflow.runtime.process import ChildProcess, spawn
 from ebbflow.runtime.triton import (
     default_model_repository,
     find_triton,
+    last_error,
+    log_tail,
     model_ready,
     new_replica_entry,
     prepare_backend_dir,
     publish_model_configs,
     read_model_configs,
     reload_with,
+    remove_shm_regions,
     replica_launch,
+    replica_log_path,
+    shm_prefix,
+    start_replica_log,
     vertical_of,
     with_vertical,
 )
 from ebbflow.scheduler.placement import GpuId, Placed, choose_slot, consolidation_move, largest_gpu_gb, parse_node, parse_slot, slot_name
-from ebbflow.v1 import load_pb2, registry_pb2, scheduling_pb2
+from ebbflow.v1 import load_pb2, registry_pb2, scheduling_pb2, status_pb2
 
 log = logging.getLogger(__name__)
+
+TAIL_LINES = 12
+"""Lines of a failed replica's log kept as the reason `ebbflow status` shows."""
 
 _STATE_BY_PHASE = {
     Phase.STARTING: registry_pb2.REPLICA_STATE_STARTING,
@@ -76,6 +93,13 @@ class ManagedReplica:
     # A move to another GPU (consolidation): the old replica serves until its replacement is ready, then drains.
     moving_to: str = ""
     replaces: str = ""
+    # Its model's log slot (logs/triton-<model>-<slot>.log) and where this replica's output begins there.
+    log_slot: int = -1
+    log_offset: int = 0
+    ready_s: float | None = None
+    """When it became ready (monotonic seconds), None before."""
+    end_reason: str = ""
+    """Why the actuator stopped it unasked (e.g. not ready in time); empty when it died on its own."""
 
     @property
     def key(self) -> str:
@@ -89,6 +113,9 @@ class ActuatorMetrics:
         self.failures = Counter("ebbflow_actuator_replica_failures", "Replicas that died or never became ready", ["model"], registry=registry)
         self.moves = Counter("ebbflow_actuator_moves", "Replicas moved to another GPU to free one (each a cold start)", ["model"], registry=registry)
         self.unplaced = Gauge("ebbflow_actuator_unplaced_replicas", "Desired replicas not started for want of a GPU slot", ["model"], registry=registry)
+        self.restarts = Gauge(
+            "ebbflow_actuator_crash_restarts", "Failed replica starts of a model since its crash-loop back-off last reset", ["model"], registry=registry
+        )
 
 
 class LocalActuator:
@@ -125,6 +152,12 @@ class LocalActuator:
         self._routers_seen: dict[str, float] = {}
         self.model_configs = read_model_configs(self.repository)
         self._reloads: set[asyncio.Task[None]] = set()
+        self.backoff = BackoffSettings(config.crash_backoff_initial_s, config.crash_backoff_max_s, config.crash_backoff_reset_after_s)
+        self.crashes: dict[str, CrashState] = {}
+        """Each model's failures since its back-off last reset (absent: none)."""
+        self._crash_logs: dict[str, Path] = {}
+        """The log of each model's last failed replica."""
+        self._held_logged: dict[str, int] = {}
 
     # ---- registry -----------------------------------------------------------
 
@@ -156,16 +189,26 @@ class LocalActuator:
                 self.metrics.replicas.labels(model, phase.value).set(counts.get((model, phase.value), 0))
 
     async def forget_previous_run(self) -> None:
-        """Registry entries left by an earlier run point at processes that died with it (PR_SET_PDEATHSIG).
+        """Registry entries left by an earlier run point at processes that died with it (PR_SET_PDEATHSIG);
+        what those left behind (stubs' shared memory, a model's helper processes) is removed.
 
         Call before anything reads the registry, so nobody routes to them.
         """
         try:
             keys = await self.bus.replicas.keys()
         except NoKeysError:
-            return
+            keys = []
+        replica_ids = []
         for key in keys:
+            try:
+                entry = await self.bus.replicas.get(key)
+                replica_ids.append(registry_pb2.ReplicaEntry.FromString(entry.value or b"").replica_id)
+            except (KeyNotFoundError, DecodeError):
+                pass
             await self.bus.replicas.delete(key)
+        killed, removed = sweep_leftovers(self.state_dir, [rid for rid in replica_ids if rid])
+        if killed or removed:
+            self.say(f"an earlier run left {len(killed)} replica process(es) and {len(removed)} shared-memory region(s); removed them")
 
     async def publish_model_configs(self) -> None:
         await publish_model_configs(self.bus.models, self.repository)
@@ -245,12 +288,17 @@ class LocalActuator:
 
     async def _live(self, replica: ManagedReplica) -> None:
         entry = replica.entry
-        launch = replica_launch(self.install, self.backend_dir, self.repository, entry, self.config.exit_timeout_s, self.config.time_scale)
-        log_path = self.state_dir / "logs" / f"triton-{entry.model}-{entry.replica_id}.log"
+        launch = replica_launch(
+            self.install, self.backend_dir, self.repository, entry, self.config.exit_timeout_s, self.config.time_scale,
+            replica_markers(self.state_dir, entry.replica_id),
+        )
+        log_path = self._open_log(replica)
         try:
-            replica.child = await spawn(f"tritonserver {replica.key}", launch.argv, log_path, launch.env)
+            replica.child = await spawn(f"tritonserver {replica.key}", launch.argv, log_path, launch.env, own_group=True)
             entry.pid = replica.child.pid
             if await self._wait_ready(replica):
+                replica.ready_s = time.monotonic()
+                self.crashes[entry.model] = record_ready(self.crashes.get(entry.model, CrashState()))
                 cold_start_s = time.monotonic() - replica.started_s
                 entry.ready_at_unix_s = time.time()
                 self.metrics.cold_start.labels(entry.model).set(cold_start_s)
@@ -259,20 +307,107 @@ class LocalActuator:
                 self._finish_move(replica)
             code = await replica.child.process.wait()
             if not replica.stopping:
-                self.metrics.failures.labels(entry.model).inc()
-                await self._record(replica, Phase.FAILED, f"tritonserver exited with code {code}; see {log_path}")
-                self.say(f"replica {replica.key} died (exit code {code}); replacing it")
+                await self._failed(replica, replica.end_reason or exit_reason(code))
         except Exception as error:
             log.exception("replica %s failed", replica.key)
-            await self._record(replica, Phase.FAILED, str(error))
             if replica.child is not None:
                 await replica.child.stop(1.0)
+            if not replica.stopping:
+                await self._failed(replica, f"{type(error).__name__}: {error}")
         finally:
+            self._clean_up_after(replica)
             self._abandon_move(replica)
             if not replica.stopping:
                 await self._record(replica, Phase.STOPPED)
                 self.replicas.pop(replica.key, None)
                 self._kick.set()
+
+    # ---- failures: back-off, logs, leftovers ---------------------------------------
+
+    def _open_log(self, replica: ManagedReplica) -> Path:
+        """The replica's log: the lowest slot of its model no other replica holds, cut to replica_log_keep_bytes of
+        earlier runs. A model's log files are then bounded by its peak replica count, however often they restart."""
+        taken = {r.log_slot for r in self.replicas.values() if r.entry.model == replica.entry.model and r is not replica}
+        replica.log_slot = next(slot for slot in range(len(taken) + 1) if slot not in taken)
+        path = replica_log_path(self.state_dir / "logs", replica.entry.model, replica.log_slot)
+        header = f"replica {replica.entry.replica_id} starting at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        replica.log_offset = start_replica_log(path, self.config.replica_log_keep_bytes, header)
+        return path
+
+    def _log_path(self, replica: ManagedReplica) -> Path:
+        return replica_log_path(self.state_dir / "logs", replica.entry.model, replica.log_slot)
+
+    async def _failed(self, replica: ManagedReplica, reason: str) -> None:
+        """A replica died or never became ready without being asked to stop: count it toward its model's back-off."""
+        entry, now = replica.entry, time.monotonic()
+        path = self._log_path(replica)
+        tail = log_tail(path, replica.log_offset, TAIL_LINES)
+        error = last_error(tail)
+        if error:
+            reason = f"{reason}: {error}"
+        ready_for_s = now - replica.ready_s if replica.ready_s is not None else 0.0
+        state = record_failure(self.crashes.get(entry.model, CrashState()), now, replica.started_s, ready_for_s, reason, tail, self.backoff)
+        self.crashes[entry.model] = state
+        self._crash_logs[entry.model] = path
+        self.metrics.failures.labels(entry.model).inc()
+        self.metrics.restarts.labels(entry.model).set(state.restarts)
+        await self._record(replica, Phase.FAILED, f"{reason}; see {path}")
+        self.say(f"replica {replica.key} failed ({reason}); {describe(state, now)}; log {path}")
+
+    def _clean_up_after(self, replica: ManagedReplica) -> None:
+        """Whatever the replica's server left: helper processes of its group (Python-backend stubs) and its
+        shared-memory regions. Triton removes both on a clean exit; after SIGKILL or a crash nobody else does."""
+        if replica.child is not None:
+            replica.child.kill_group()
+        removed = remove_shm_regions(shm_prefix(replica.entry.replica_id))
+        if removed:
+            log.info("replica %s left shared memory behind; removed %s", replica.key, ", ".join(removed))
+
+    def _allowed_starts(self, model: str, mine: list[ManagedReplica], wanted: int) -> int:
+        """How many of `wanted` new replicas the model's crash-loop back-off lets start now."""
+        state = self.crashes.get(model)
+        if state is None:
+            return wanted
+        now = time.monotonic()
+        ready = [now - r.ready_s for r in mine if r.ready_s is not None and r.phase == Phase.READY and not r.stopping]
+        state = settle(state, max(ready, default=0.0), self.backoff)
+        if state.restarts == 0:
+            self.crashes.pop(model, None)
+            self.metrics.restarts.labels(model).set(0)
+            return wanted
+        self.crashes[model] = state
+        starting = sum(1 for r in mine if r.phase == Phase.STARTING and not r.stopping)
+        allowed = allowed_starts(state, now, wanted, starting)
+        if allowed < wanted and self._held_logged.get(model) != state.restarts:
+            self._held_logged[model] = state.restarts  # once per failure, not once per tick
+            log.info("%s: %d of %d replica start(s) held: %s", model, wanted - allowed, wanted, describe(state, now))
+        return allowed
+
+    def _settle_idle(self, model: str, target: int, mine: list[ManagedReplica]) -> None:
+        """A model scaled to zero with nothing left running has no crash-loop to report any more."""
+        if target == 0 and not mine and self.crashes.pop(model, None) is not None:
+            self.metrics.restarts.labels(model).set(0)
+
+    def crash_loops(self) -> dict[str, status_pb2.CrashLoop]:
+        """Each model's failures for `ebbflow status`, with the wait turned into wall-clock time."""
+        now, wall = time.monotonic(), time.time()
+        result: dict[str, status_pb2.CrashLoop] = {}
+        for model, state in self.crashes.items():
+            ready = [now - r.ready_s for r in self.replicas.values() if r.entry.model == model and r.ready_s is not None and r.phase == Phase.READY]
+            state = settle(state, max(ready, default=0.0), self.backoff)
+            if state.restarts == 0:
+                continue
+            waiting = state.backing_off and not state.proven and state.retry_at_s > now
+            result[model] = status_pb2.CrashLoop(
+                restarts=state.restarts,
+                state=describe(state, now),
+                next_try_unix_s=wall + (state.retry_at_s - now) if waiting else 0.0,
+                reason=state.reason,
+                log_tail=state.log_tail,
+                log_path=str(self._crash_logs.get(model, "")),
+                last_failure_unix_s=wall - (now - state.last_failure_s) if state.last_failure_s is not None else 0.0,
+            )
+        return result
 
     async def _apply_vertical(self, replica: ManagedReplica, wanted: tuple[int, int], memory_gb: float) -> None:
         """Reload the replica's model with the wanted instances and batch size; record what Triton then reports."""
@@ -324,6 +459,7 @@ class LocalActuator:
                 return True
             if time.monotonic() > deadline:
                 log.warning("replica %s not ready after %.0f s; stopping it", replica.key, self.config.ready_timeout_s)
+                replica.end_reason = f"not ready after {self.config.ready_timeout_s:.0f} s (ready_timeout_s)"
                 await replica.child.stop(self.config.exit_timeout_s)
                 return False
             await asyncio.sleep(0.1)
@@ -411,18 +547,21 @@ class LocalActuator:
             actual = [ActualReplica(r.entry.replica_id, Phase.DRAINING if r.stopping or r.moving_to else r.phase, r.started_s) for r in mine]
             actions = reconcile(target, actual)
             self._reconcile_vertical(model, desired)
+            self._settle_idle(model, target, mine)
             if actions.empty:
                 self.metrics.unplaced.labels(model).set(0)
                 self.unplaced.pop(model, None)
                 continue
             in_sync = False
-            log.info("%s: %s", model, actions.reason)
+            allowed = self._allowed_starts(model, mine, actions.start)
+            if allowed or actions.drain:
+                log.info("%s: %s", model, actions.reason)
             started = 0
-            for _ in range(actions.start):
+            for _ in range(allowed):
                 if await self._start(model, desired or scheduling_pb2.DesiredState(model=model)) is None:
                     break
                 started += 1
-            missing = actions.start - started
+            missing = allowed - started
             self.metrics.unplaced.labels(model).set(missing)
             if not missing:
                 self.unplaced.pop(model, None)
@@ -509,3 +648,13 @@ class LocalActuator:
         await asyncio.gather(*(r.task for r in replicas if r.task is not None), return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+def exit_reason(code: int) -> str:
+    """How tritonserver ended, in words (a negative code is the signal that killed it)."""
+    if code < 0:
+        try:
+            return f"tritonserver killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"tritonserver killed by signal {-code}"
+    return f"tritonserver exited with code {code}"

@@ -117,6 +117,14 @@ class ActuatorConfig:
     """Longest wait for every router to acknowledge a drain with nothing left in flight there, seconds."""
     exit_timeout_s: int = 10
     """Drain bound: tritonserver --exit-timeout-secs lets in-flight requests finish, then SIGKILL, seconds."""
+    crash_backoff_initial_s: float = 10.0
+    """A model's replicas that keep dying are restarted after this, doubling per failure (the first is replaced at once), seconds (> 0)."""
+    crash_backoff_max_s: float = 300.0
+    """Longest wait between restarts of a crash-looping model, seconds (>= crash_backoff_initial_s)."""
+    crash_backoff_reset_after_s: float = 600.0
+    """A replica ready this long clears its model's failures (the back-off starts over), seconds (> 0)."""
+    replica_log_keep_bytes: int = 256 * 1024
+    """Each replica slot's log (logs/triton-<model>-<slot>.log) keeps at most this much of earlier runs when a replica starts in it, bytes (>= 4096)."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +486,14 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError(f"router.telemetry_interval_s must be 0.1-10, got {config.router.telemetry_interval_s}")
     if not 0 < config.actuator.time_scale <= 10:
         raise ConfigError(f"actuator.time_scale must be in (0, 10], got {config.actuator.time_scale}")
+    a = config.actuator
+    if not 0 < a.crash_backoff_initial_s <= a.crash_backoff_max_s or a.crash_backoff_reset_after_s <= 0:
+        raise ConfigError(
+            "actuator: crash_backoff_initial_s must be > 0 and <= crash_backoff_max_s, crash_backoff_reset_after_s > 0; "
+            f"got {a.crash_backoff_initial_s}, {a.crash_backoff_max_s}, {a.crash_backoff_reset_after_s}"
+        )
+    if a.replica_log_keep_bytes < 4096:
+        raise ConfigError(f"actuator.replica_log_keep_bytes must be >= 4096, got {a.replica_log_keep_bytes}")
     r = config.router
     if r.front not in ("auto", "grpc", "haproxy"):
         raise ConfigError(f"router.front must be auto, grpc or haproxy, got {r.front!r}")

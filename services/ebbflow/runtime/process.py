@@ -2,6 +2,10 @@
 
 Children stay in ebbflow's process group (so SIGTERM to the group reaches
 them) and get PR_SET_PDEATHSIG, so a SIGKILLed parent leaves no orphans.
+A child that starts helpers of its own (tritonserver's Python-backend stubs)
+can instead lead its own process group: it alone gets the polite signal (so
+it can finish its work through the helpers), SIGKILL goes to the whole group,
+and `kill_group` reaps helpers that outlived it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class ChildProcess:
     process: asyncio.subprocess.Process
     log_path: Path
     argv: Sequence[str] = field(default_factory=tuple)
+    own_group: bool = False
+    """Whether the child leads its own process group (its pid is the group id)."""
 
     @property
     def pid(self) -> int:
@@ -58,7 +64,21 @@ class ChildProcess:
             except asyncio.TimeoutError:
                 log.warning("%s (pid %d) ignored %s for %.0f s; killing it", self.name, self.pid, signal.Signals(sig).name, timeout_s)
                 self.process.kill()
+                self.kill_group()
         return await self.process.wait()
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of the child's own process group (nothing without one).
+
+        Safe after the leader has exited and been reaped: Linux does not hand out a
+        pid that is still some process's group id, so the id names only our helpers.
+        """
+        if not self.own_group:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def tail(self, lines: int = 20) -> str:
         """Last lines of the child's log, for error messages."""
@@ -68,8 +88,10 @@ class ChildProcess:
             return ""
 
 
-async def spawn(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> ChildProcess:
-    """Start argv with output appended to log_path; the child dies with this process."""
+async def spawn(
+    name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None, own_group: bool = False
+) -> ChildProcess:
+    """Start argv with output appended to log_path; the child dies with this process (and leads its own group with own_group)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         process = await asyncio.create_subprocess_exec(
@@ -80,9 +102,10 @@ async def spawn(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
             preexec_fn=die_with_parent,
+            process_group=0 if own_group else None,
         )
     log.debug("started %s (pid %d): %s", name, process.pid, " ".join(argv))
-    return ChildProcess(name=name, process=process, log_path=log_path, argv=tuple(argv))
+    return ChildProcess(name=name, process=process, log_path=log_path, argv=tuple(argv), own_group=own_group)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

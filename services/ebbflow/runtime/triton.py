@@ -9,12 +9,17 @@
 - Python-backend stubs talk to their server through /dev/shm regions named
   from a prefix; two servers with the same prefix corrupt each other's
   messages ("Received unexpected response from Python backend stub"), so each
-  replica gets its own prefix.
+  replica gets its own prefix. A server that dies without unloading its
+  models (SIGKILL, a crash) leaves those regions behind, and its stubs for a
+  moment: the actuator kills the replica's process group and removes them.
+- A replica that keeps dying must not leave one log file per attempt: each
+  replica slot of a model has one log that keeps a bounded tail of earlier runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
 import time
@@ -33,6 +38,8 @@ from ebbflow import REPO_ROOT
 from ebbflow.runtime.errors import ConfigError, UnavailableError
 from ebbflow.runtime.process import free_port, venv_environment
 from ebbflow.v1 import registry_pb2
+
+SHM_DIR = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -185,9 +192,16 @@ def triton_launch(
 
 
 def replica_launch(
-    install: TritonInstall, backend_dir: Path, repository: Path, entry: registry_pb2.ReplicaEntry, exit_timeout_s: int, time_scale: float
+    install: TritonInstall,
+    backend_dir: Path,
+    repository: Path,
+    entry: registry_pb2.ReplicaEntry,
+    exit_timeout_s: int,
+    time_scale: float,
+    markers: dict[str, str] | None = None,
 ) -> TritonLaunch:
-    """The tritonserver of one registry entry: its ports, its own shared-memory prefix, the emulator's time scale and speed."""
+    """The tritonserver of one registry entry: its ports, its own shared-memory prefix, the emulator's time scale and speed,
+    and `markers` in its environment (inherited by its stubs and their children)."""
     return triton_launch(
         install,
         backend_dir,
@@ -197,8 +211,8 @@ def replica_launch(
         entry.http_port,
         entry.metrics_port,
         exit_timeout_s,
-        f"ebbflow_{entry.replica_id}_",
-        {"EBBFLOW_TIME_SCALE": str(time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor), **gpu_environment(entry.gpu_slot)},
+        shm_prefix(entry.replica_id),
+        {"EBBFLOW_TIME_SCALE": str(time_scale), "EBBFLOW_SPEED_FACTOR": str(entry.speed_factor), **gpu_environment(entry.gpu_slot), **(markers or {})},
     )
 
 
@@ -238,3 +252,66 @@ async def reload_with(session: aiohttp.ClientSession, entry: registry_pb2.Replic
     async with session.get(f"{base}/v2/models/{entry.model}/config", timeout=aiohttp.ClientTimeout(total=10)) as response:
         applied = json_format.Parse(await response.text(), model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
     return vertical_of(applied)
+
+
+def shm_prefix(replica_id: str) -> str:
+    """The shared-memory region prefix of one replica (its Python-backend stubs' regions start with it)."""
+    return f"ebbflow_{replica_id}_"
+
+
+def remove_shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
+    """Unlink the shared-memory regions left by a replica that is gone; returns their names."""
+    removed = []
+    for path in shm_dir.glob(f"{prefix}*"):
+        try:
+            path.unlink()
+            removed.append(path.name)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def replica_log_path(logs_dir: Path, model: str, slot: int) -> Path:
+    """The one log of a model's replica slot: every replica started in the slot writes here, one after another."""
+    return logs_dir / f"triton-{model}-{slot}.log"
+
+
+def start_replica_log(path: Path, keep_bytes: int, header: str) -> int:
+    """Cut the slot's log to the last keep_bytes of earlier runs (whole lines), append `header`,
+    and return the offset where the new run's output begins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "rb") as old:
+            old.seek(0, 2)
+            size = old.tell()
+            old.seek(max(0, size - keep_bytes))
+            kept = old.read()
+        if size > keep_bytes:
+            kept = kept[kept.find(b"\n") + 1 :]  # start at a whole line
+    except FileNotFoundError:
+        kept = b""
+    with open(path, "wb") as log_file:
+        log_file.write(kept)
+        log_file.write(f"==== {header}\n".encode())
+        return log_file.tell()
+
+
+def log_tail(path: Path, offset: int, lines: int, max_line_chars: int = 400) -> tuple[str, ...]:
+    """The last `lines` non-blank lines written to `path` since `offset` (one run's output), each cut to max_line_chars."""
+    try:
+        with open(path, "rb") as log_file:
+            end = log_file.seek(0, 2)
+            log_file.seek(max(offset, end - 64 * 1024))  # a long run's log: its end is enough
+            text = log_file.read().decode(errors="replace")
+    except OSError:
+        return ()
+    tail = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+    return tuple(line if len(line) <= max_line_chars else line[: max_line_chars - 3] + "..." for line in tail)
+
+
+_ERROR_LINE = re.compile(r"^(E\d{4} |error: )|error", re.IGNORECASE)
+
+
+def last_error(lines: tuple[str, ...]) -> str:
+    """The last line of a log tail that reports an error (Triton's `E....` lines, `error: ...`), "" when none does."""
+    return next((line.strip() for line in reversed(lines) if _ERROR_LINE.search(line)), "")

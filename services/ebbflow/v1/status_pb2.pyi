@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "desired_replicas", "ready_replicas", "starting_replicas", "draining_replicas", "in_flight", "arrival_rps", "generation", "last_decision_reason", "last_decision_unix_s", "load_status", "min_replicas", "max_replicas", "replicas", "instances_per_replica", "max_batch_size", "mode", "pinned", "forecast")
+    __slots__ = ("name", "desired_replicas", "ready_replicas", "starting_replicas", "draining_replicas", "in_flight", "arrival_rps", "generation", "last_decision_reason", "last_decision_unix_s", "load_status", "min_replicas", "max_replicas", "replicas", "instances_per_replica", "max_batch_size", "mode", "pinned", "forecast", "crash_loop")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     READY_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class ModelStatus(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
     FORECAST_FIELD_NUMBER: _ClassVar[int]
+    CRASH_LOOP_FIELD_NUMBER: _ClassVar[int]
     name: str
     desired_replicas: int
     ready_replicas: int
@@ -48,7 +49,26 @@ class ModelStatus(_message.Message):
     mode: str
     pinned: str
     forecast: _forecast_pb2.Forecast
-    def __init__(self, name: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., starting_replicas: _Optional[int] = ..., draining_replicas: _Optional[int] = ..., in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., generation: _Optional[int] = ..., last_decision_reason: _Optional[str] = ..., last_decision_unix_s: _Optional[float] = ..., load_status: _Optional[_Union[_load_pb2.DataStatus, str]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_registry_pb2.ReplicaEntry, _Mapping]]] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., mode: _Optional[str] = ..., pinned: _Optional[str] = ..., forecast: _Optional[_Union[_forecast_pb2.Forecast, _Mapping]] = ...) -> None: ...
+    crash_loop: CrashLoop
+    def __init__(self, name: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., starting_replicas: _Optional[int] = ..., draining_replicas: _Optional[int] = ..., in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., generation: _Optional[int] = ..., last_decision_reason: _Optional[str] = ..., last_decision_unix_s: _Optional[float] = ..., load_status: _Optional[_Union[_load_pb2.DataStatus, str]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[_registry_pb2.ReplicaEntry, _Mapping]]] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., mode: _Optional[str] = ..., pinned: _Optional[str] = ..., forecast: _Optional[_Union[_forecast_pb2.Forecast, _Mapping]] = ..., crash_loop: _Optional[_Union[CrashLoop, _Mapping]] = ...) -> None: ...
+
+class CrashLoop(_message.Message):
+    __slots__ = ("restarts", "state", "next_try_unix_s", "reason", "log_tail", "log_path", "last_failure_unix_s")
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TRY_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LOG_TAIL_FIELD_NUMBER: _ClassVar[int]
+    LOG_PATH_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    restarts: int
+    state: str
+    next_try_unix_s: float
+    reason: str
+    log_tail: _containers.RepeatedScalarFieldContainer[str]
+    log_path: str
+    last_failure_unix_s: float
+    def __init__(self, restarts: _Optional[int] = ..., state: _Optional[str] = ..., next_try_unix_s: _Optional[float] = ..., reason: _Optional[str] = ..., log_tail: _Optional[_Iterable[str]] = ..., log_path: _Optional[str] = ..., last_failure_unix_s: _Optional[float] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ("model",)
