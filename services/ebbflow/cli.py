@@ -184,6 +184,15 @@ def _lock_holder(state_dir: Path) -> int | None:
         return None
 
 
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a zombie has exited; its parent reaps it
+    except psutil.NoSuchProcess:
+        return False
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     """SIGTERM to the `ebbflow up` of this state directory, then wait until it has released the directory."""
     state_dir = Path(args.state_dir)
@@ -199,7 +208,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         pass  # exited between the probe and the signal: the wait below sees the lock free
     say(f"stopping ebbflow up (pid {pid}) in {state_dir}")
     deadline = time.monotonic() + args.timeout
-    while _lock_holder(state_dir) is not None:
+    while _lock_holder(state_dir) is not None or _alive(pid):  # the lock goes a moment before the process exits
         if time.monotonic() > deadline:
             raise EbbflowError(f"ebbflow up (pid {pid}) has not stopped {args.timeout:g} s after SIGTERM; see {state_dir / 'logs'}")
         time.sleep(0.2)
