@@ -1,4 +1,4 @@
-"""`ebbflow up | status | load | history | forecast | policy | decisions | explain | demo`: the command line."""
+"""`ebbflow up | down | status | load | history | forecast | policy | decisions | explain | demo`: the command line."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Any, Callable, TextIO
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from ebbflow import __version__
 from ebbflow.runtime.config import Config, load_config, with_router_port
 from ebbflow.runtime.errors import AlreadyRunningError, ConfigError, EbbflowError
 from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
@@ -165,6 +166,56 @@ def cmd_up(args: argparse.Namespace) -> int:
         lock.release()
 
 
+# ---- down ---------------------------------------------------------------------
+
+
+def _lock_holder(state_dir: Path) -> int | None:
+    """The pid of the `ebbflow up` holding this state directory's lock; None when no process holds it."""
+    try:
+        with open(state_dir / "lock") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                text = lock.read().strip()
+                return int(text) if text.isdigit() else 0
+            return None  # free: nothing runs (closing the file drops the probe's lock)
+    except FileNotFoundError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a zombie has exited; its parent reaps it
+    except psutil.NoSuchProcess:
+        return False
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """SIGTERM to the `ebbflow up` of this state directory, then wait until it has released the directory."""
+    state_dir = Path(args.state_dir)
+    pid = _lock_holder(state_dir)
+    if pid is None:
+        (state_dir / STATE_FILE).unlink(missing_ok=True)  # left by an `up` that was killed: nothing answers there
+        raise EbbflowError(f"no running ebbflow up found in state directory {state_dir}; nothing to stop")
+    if not pid:
+        raise EbbflowError(f"the lock of {state_dir} is held but names no process; stop that ebbflow up with Ctrl-C or kill")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # exited between the probe and the signal: the wait below sees the lock free
+    say(f"stopping ebbflow up (pid {pid}) in {state_dir}")
+    deadline = time.monotonic() + args.timeout
+    while _lock_holder(state_dir) is not None or _alive(pid):  # the lock goes a moment before the process exits
+        if time.monotonic() > deadline:
+            raise EbbflowError(f"ebbflow up (pid {pid}) has not stopped {args.timeout:g} s after SIGTERM; see {state_dir / 'logs'}")
+        time.sleep(0.2)
+    say("stopped")
+    return 0
+
+
 # ---- status -------------------------------------------------------------------
 
 
@@ -218,6 +269,8 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
                         "id": r.replica_id,
                         "state": registry_pb2.ReplicaState.Name(r.state).removeprefix("REPLICA_STATE_").lower(),
                         "address": f"{r.host}:{r.grpc_port}",
+                        "metrics_port": r.metrics_port,
+                        "metrics": f"http://{r.host}:{r.metrics_port}/metrics",
                         "instances": r.instances,
                         "pid": r.pid,
                     }
@@ -303,6 +356,16 @@ def parse_duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h, 7d)") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"a duration must not be negative: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -540,8 +603,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _generation(state_dir: Path, model: str, generation: int | None) -> int:
+    """The decision `explain` means: none or 0 the latest, N > 0 that generation, -N the N-th latest (-1 the latest)."""
+    if not generation or generation > 0:
+        return generation or 0
+    request = scheduling_pb2.ListDecisionsRequest(model=model, limit=-generation)
+    decisions = _scheduler_call(state_dir, lambda stub: stub.ListDecisions(request, timeout=10.0)).decisions
+    if len(decisions) < -generation:
+        raise EbbflowError(f"{model} has {len(decisions)} recorded decision(s); {generation} asks for the {_ordinal(-generation)} latest")
+    return int(decisions[0].generation)  # oldest first: the first of the newest N
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
-    request = scheduling_pb2.ExplainRequest(model=args.model, generation=args.generation or 0)
+    request = scheduling_pb2.ExplainRequest(model=args.model, generation=_generation(Path(args.state_dir), args.model, args.generation))
     response = _scheduler_call(Path(args.state_dir), lambda stub: stub.Explain(request, timeout=10.0))
     if args.json:
         print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
@@ -610,6 +689,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ebbflow", description="Autoscaling control plane for NVIDIA Triton inference fleets")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the whole embedded stack (nats-server, router, collector, scheduler, local actuator)")
@@ -620,6 +700,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--time-scale", type=float, help="emulated seconds x this (faster demos and tests)")
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging in <state-dir>/logs/ebbflow.log")
     up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the `ebbflow up` running on a state directory and wait until it has exited")
+    down.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit (default: %(default)s)")
+    down.set_defaults(func=cmd_down)
 
     status = sub.add_parser("status", help="per-model replicas, load and last decision of a running `ebbflow up`")
     status.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
@@ -671,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     decisions = sub.add_parser("decisions", help="a model's recent scaling decisions (the DECISIONS stream)")
     decisions.add_argument("model")
-    decisions.add_argument("--limit", type=int, default=20, help="the newest this many (default: %(default)s)")
+    decisions.add_argument("--limit", type=_positive_int, default=20, help="the newest this many (default: %(default)s)")
     decisions.add_argument("--json", action="store_true", help="the ScalingDecision messages as JSON")
     decisions.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     decisions.set_defaults(func=cmd_decisions)
@@ -683,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="a decision's inputs and reason, recomputed by the same rule (exit 1 if it does not match)")
     explain.add_argument("model")
-    explain.add_argument("generation", nargs="?", type=int, help="the decision's generation (default: the latest)")
+    explain.add_argument("generation", nargs="?", type=int, help="the decision's generation, or -N for the N-th latest (default: the latest)")
     explain.add_argument("--json", action="store_true", help="the ExplainResponse as JSON")
     explain.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     explain.set_defaults(func=cmd_explain)
@@ -733,6 +818,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ebbflow history llm | head`): stop quietly, as Unix tools do. Output still
+        # buffered for the closed pipe goes to /dev/null so the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

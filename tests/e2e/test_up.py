@@ -262,3 +262,74 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
     finally:
         code = up.stop(timeout_s=40)
     assert code == 0, "".join(up.output)
+
+
+def readme_client_snippet() -> str:
+    """The README's first Python block: the unary call and the streaming example a new user copies."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "stop_stream()" in block and "llm_stream" in block
+    return block
+
+
+def test_the_readme_client_runs_as_written_and_down_stops_the_stack(tmp_path: Path):
+    """What a new user does first: copy the README's client (unary, then a stream from zero replicas), pipe
+    commands into `head`, look at older decisions, find a replica's metrics, and stop the stack from another shell."""
+    config = tmp_path / "ebbflow.yaml"
+    config.write_text(
+        "actuator:\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
+        "models:\n  llm:\n    min_replicas: 1\n    max_replicas: 1\n  llm_stream:\n    min_replicas: 0\n    max_replicas: 1\n"
+    )
+    state_dir = tmp_path / "state"
+    port = free_port()
+    up = Up(state_dir, config, port)
+    stopped = False
+    try:
+        up.wait_line("ready", 120)
+        children = [p.pid for p in psutil.Process(up.process.pid).children(recursive=True)]
+        assert run_cli("--version").stdout.startswith("ebbflow ")
+
+        # The README's snippet, only the address changed: it must finish by itself (stop_stream after the final token).
+        snippet = readme_client_snippet().replace("127.0.0.1:8001", f"127.0.0.1:{port}")
+        ran = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=150, env=user_environment())
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert ran.stdout.splitlines() == ["[[b'hello world hello world']]", "[[b'hello']]", "[[b'world']]", "[[b'hello']]", "[[b'world']]"], ran.stdout
+
+        # Piped into a reader that stops early: no traceback (history at 1 s steps is far more than a pipe holds).
+        shell = f"{EBBFLOW} history --since 1h --step 1s llm --state-dir {state_dir} | head -1"
+        piped = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True, text=True, timeout=30, env=user_environment())
+        assert piped.stdout.startswith("time_unix_s,") and "Traceback" not in piped.stderr and piped.returncode == 141, piped.stderr
+
+        # Older decisions by negative index; past the oldest, a clear error.
+        listed = run_cli("decisions", "llm", "--json", "--state-dir", str(state_dir))
+        generations = [int(d["generation"]) for d in json.loads(listed.stdout)]
+        latest = run_cli("explain", "llm", "-1", "--state-dir", str(state_dir))
+        assert latest.returncode == 0 and f"generation {generations[-1]}:" in latest.stdout, latest.stdout + latest.stderr
+        too_old = run_cli("explain", "llm", f"-{len(generations) + 1}", "--state-dir", str(state_dir))
+        assert too_old.returncode == 2 and "recorded decision(s)" in too_old.stderr and "Traceback" not in too_old.stderr
+
+        # status --json lists each replica's metrics endpoint, and it is the replica's Triton /metrics.
+        import urllib.request
+
+        (llm,) = [m for m in json.loads(run_cli("status", "--json", "--state-dir", str(state_dir)).stdout)["models"] if m["name"] == "llm"]
+        (replica,) = llm["replicas"]
+        assert replica["metrics"] == f"http://127.0.0.1:{replica['metrics_port']}/metrics"
+        assert "nv_inference_count" in urllib.request.urlopen(replica["metrics"], timeout=5).read().decode()
+
+        # --horizon 1h: the finest resolution whose 12 bins reach an hour is 10 min, as the README says.
+        hour = run_cli("forecast", "--horizon", "1h", "--json", "llm", "--state-dir", str(state_dir))
+        assert hour.returncode == 0 and json.loads(hour.stdout)["step_s"] == 600, hour.stdout + hour.stderr
+
+        # `ebbflow down` from another shell: the stack stops cleanly, and a second one says nothing runs.
+        down = run_cli("down", "--state-dir", str(state_dir), timeout_s=90)
+        assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
+        assert up.process.poll() == 0, "ebbflow up has exited, cleanly, when down returns"
+        stopped = True
+        again = run_cli("down", "--state-dir", str(state_dir))
+        assert again.returncode == 2 and "no running ebbflow up found" in again.stderr
+        leftovers = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert not leftovers, f"processes left after ebbflow down: {leftovers}"
+    finally:
+        if not stopped:
+            up.stop(timeout_s=40)
+    assert sum("ready" in line for line in up.output) == 1, "exactly one line may contain 'ready'"

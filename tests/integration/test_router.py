@@ -64,6 +64,45 @@ async def inference_count(address: str, model: str) -> int:
         await client.close()
 
 
+async def emulated_prompt_tokens(replica_metrics_url: str) -> float:
+    """The replica's own count of prompt tokens its model processed (the emulator's counter)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(replica_metrics_url) as response:
+            text = await response.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("ebbflow_emulated_prompt_tokens_total{"))
+
+
+async def test_a_prompt_longer_than_the_context_is_refused_and_its_batch_neighbours_are_served(testbed: RouterBed) -> None:
+    """40 MB of words (under the 64 MiB message limit) was once served: its emulated prefill of 1,400 s held the
+    replica and failed the requests batched with it. The model refuses it itself (direct clients are covered too)."""
+    await testbed.policy("llm")
+    replica = await testbed.replicas.start("llm")
+    address = await testbed.router()
+    huge = "w " * (20 * 1000 * 1000)  # 40 MB, 20 M tokens
+    for target in (replica.address, address):  # straight to the tritonserver, then through the router
+        before = await emulated_prompt_tokens(replica.metrics_url)
+        client = triton_aio.InferenceServerClient(target)
+        try:
+            outcomes = await asyncio.gather(
+                client.infer("llm", llm_inputs(huge, 4), client_timeout=120),
+                *(client.infer("llm", llm_inputs(f"{PROMPT} {i}", 6), client_timeout=120) for i in range(6)),
+                client.infer("llm", llm_inputs(" ".join(["t"] * 4096) + " ", 2), client_timeout=120),  # exactly the context
+                return_exceptions=True,
+            )
+        finally:
+            await client.close()
+        refused, *served, longest = outcomes
+        assert isinstance(refused, InferenceServerException), refused
+        assert refused.status() == "StatusCode.INVALID_ARGUMENT" and "more than 4096 tokens" in refused.message(), refused
+        for i, result in enumerate(served):
+            assert not isinstance(result, Exception), result
+            assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output(f"{PROMPT} {i}", 6)
+        assert not isinstance(longest, Exception), longest
+        assert longest.as_numpy("text_output").reshape(-1)[0].decode() == "t t"
+        # Only the served prompts cost prefill: none of the refused prompt's 20 M tokens was processed.
+        assert await emulated_prompt_tokens(replica.metrics_url) - before == 6 * 5 + 4096
+
+
 async def test_least_outstanding_sends_fewer_requests_to_a_slow_replica(testbed: RouterBed) -> None:
     """Least-outstanding follows the replicas' speed; round-robin (the control) splits evenly."""
     fast = await testbed.replicas.start("llm", speed_factor=1.0)

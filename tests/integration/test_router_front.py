@@ -184,6 +184,18 @@ async def test_everything_else_crosses_the_front_unchanged(testbed: RouterBed) -
     oversized = triton_grpc.service_pb2.ModelInferRequest(model_name="llm", raw_input_contents=[b"x" * (2 * 1024 * 1024)])
     assert await call(oversized.SerializeToString()) == grpc.StatusCode.RESOURCE_EXHAUSTED
     await channel.close()
+    # Far over the limit (100 MB at 1 MiB), through an unchanged Triton client: the front answers it after reading
+    # it to the end. Handed to the Python router, HAProxy reset the stream and the client saw CANCELLED.
+    big = triton_grpc.InferenceServerClient(address)
+    try:
+        with pytest.raises(InferenceServerException) as too_large:
+            await asyncio.to_thread(big.infer, "llm", llm_inputs("a " * (50 * 1000 * 1000), 1), client_timeout=120)
+        assert too_large.value.status() == "StatusCode.RESOURCE_EXHAUSTED", too_large.value
+        assert "1048576 bytes, router.max_message_bytes" in too_large.value.message()
+        result = await asyncio.to_thread(big.infer, "llm", llm_inputs(PROMPT, 2), client_timeout=60)
+        assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output(PROMPT, 2)
+    finally:
+        await asyncio.to_thread(big.close)
 
     # Streams go through the Python router, token by token.
     received: queue.Queue = queue.Queue()

@@ -12,6 +12,10 @@ def test_profile_cites_sources_and_loads():
     assert PROFILE.instance_throughput_scaling[0] == 1.0
 
 
+def test_the_profile_carries_its_context_window():
+    assert PROFILE.context_tokens == 4096  # Llama 2's context
+
+
 def test_decode_dominates_and_grows_with_output_tokens():
     short = service_time([10], [10], PROFILE)
     long = service_time([10], [100], PROFILE)

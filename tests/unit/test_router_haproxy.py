@@ -3,7 +3,9 @@
 from pathlib import Path
 
 from ebbflow.router.core import ModelMeter
-from ebbflow.router.haproxy import FrontBackend, FrontServer, FrontSpec, parse_log_line, parse_stats, render
+from dataclasses import replace
+
+from ebbflow.router.haproxy import TOO_LARGE_LUA, FrontBackend, FrontServer, FrontSpec, parse_log_line, parse_stats, render
 
 SPEC = FrontSpec(
     listen="0.0.0.0:8001", fallback="127.0.0.1:9000", admin_socket=Path("/s/admin.sock"), map_path=Path("/s/models.map"),
@@ -30,6 +32,18 @@ def test_each_model_gets_a_backend_of_its_ready_replicas_with_its_balance_and_th
     assert "bind 0.0.0.0:8001 proto h2" in text and "default_backend router" in text
     assert "req.body_len lt 63488" in text  # only bodies that fit the buffer take the fast path
     assert render(SPEC, [FrontBackend("x", "least_outstanding", ())])[0].count("balance leastconn") == 1
+
+
+def test_a_request_over_the_message_limit_is_answered_by_the_front_with_resource_exhausted():
+    spec = replace(SPEC, max_message_bytes=1000, lua_path=Path("/s/too_large.lua"))
+    text, _ = render(spec, [])
+    assert "  lua-load /s/too_large.lua\n" in text.split("defaults")[0]  # a global setting
+    frontend = text.split("frontend triton\n")[1].split("\n\n")[0]
+    # the gRPC length prefix, read before anything routes on the body
+    assert frontend.index("req.body,bytes(1,4),be2dec(,4)") < frontend.index("use-service lua.grpc_too_large") < frontend.index("use_backend")
+    assert "{ var(txn.msg_bytes) -m int gt 1000 }" in frontend and "int(1000)" in frontend
+    assert 'add_header("grpc-status", "8")' in TOO_LARGE_LUA and "applet:receive()" in TOO_LARGE_LUA  # drained, then answered
+    assert "lua" not in render(SPEC, [])[0]  # without the service file nothing refers to it
 
 
 def test_statistics_give_each_replica_server_its_calls_and_in_flight():

@@ -33,6 +33,8 @@ class Profile:
     """KV-cache capacity of one replica, tokens."""
     instance_throughput_scaling: tuple[float, ...]
     """Replica throughput with n instances relative to one instance, n = 1, 2, ..."""
+    context_tokens: int
+    """Longest prompt the model accepts, tokens (its context window); a longer one is refused, never served."""
 
     def throughput_scaling(self, instances: int) -> float:
         """Relative throughput with `instances` concurrent model instances (concave, flat past the table)."""
@@ -69,6 +71,7 @@ def load_profile(name: str) -> Profile:
         model_load_s=float(raw["model_load_s"]),
         kv_cache_tokens=int(raw["kv_cache_tokens"]),
         instance_throughput_scaling=tuple(float(x) for x in raw["instance_throughput_scaling"]),
+        context_tokens=int(raw["context_tokens"]),
     )
 
 

@@ -65,7 +65,18 @@ class EmulatedLLM:
         if not 0 <= count <= self.max_tokens_limit:
             raise ValueError(f"max_tokens must be between 0 and {self.max_tokens_limit}, got {count}")
         raw = text[0]
-        words = (raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)).split()
+        prompt = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        # Split at most one word past the context, so even a prompt of tens of megabytes is refused in
+        # milliseconds; served, it would hold the whole batch for its prefill (1,400 s for 40 MB of words).
+        context = self.profile.context_tokens
+        words = prompt.split(None, context)
+        if len(words) > context:
+            raise ValueError(
+                f"prompt is longer than the context of model '{self.model_name}': more than {context} tokens "
+                f"(one word is one token; profile {self.profile.name}); shorten it"
+            )
+        if len(words) == context:
+            words[-1] = words[-1].rstrip()  # split() keeps the whitespace after its last piece when it stops early
         return words, count
 
     def _cost(self, parsed):

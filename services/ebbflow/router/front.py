@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ebbflow.router.core import ModelMeter
-from ebbflow.router.haproxy import FALLBACK, FrontBackend, FrontServer, FrontSpec, ServerStats, backend_name, parse_log_line, parse_stats, render
+from ebbflow.router.haproxy import FALLBACK, TOO_LARGE_LUA, FrontBackend, FrontServer, FrontSpec, ServerStats, backend_name, parse_log_line, parse_stats, render
 from ebbflow.router.server import RouterMetrics, model_telemetry
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
@@ -120,7 +120,10 @@ class HaproxyFront:
             log_address=f"127.0.0.1:{log_port}",
             retries=self.config.max_retries,
             eject_after=self.config.eject_after_failures,
+            max_message_bytes=self.config.max_message_bytes,
+            lua_path=self.dir / "too_large.lua",
         )
+        self.dir.joinpath("too_large.lua").write_text(TOO_LARGE_LUA)
         await self._apply(self._backends_now())
         return port
 

@@ -12,10 +12,15 @@ at all is resent to another replica (`retry-on conn-failure empty-response`).
 Everything else goes to the Python router behind it, which answers exactly
 as without the front: other methods (metadata, statistics, readiness,
 streaming, the refused ones), unknown models and unreadable requests (no map
-entry), bodies that do not fit HAProxy's buffer (over 62 KiB: the Python router
-enforces `router.max_message_bytes`), and a model with no ready replica (the
+entry), bodies that do not fit HAProxy's buffer (over 62 KiB), and a model with no ready replica (the
 Python router is each model backend's `backup` server, so it holds the
 request while the model scales from zero).
+
+A ModelInfer request whose gRPC message is over `router.max_message_bytes`
+(read from the message's length prefix) is answered by the front itself:
+RESOURCE_EXHAUSTED, after its body has been read to the end (a small Lua
+service), because an early answer makes HAProxy reset the stream and the
+client would see CANCELLED.
 
 A replica whose connections fail `eject_after_failures` times in a row is
 marked down until two TCP checks (one a second) succeed again.
@@ -71,6 +76,29 @@ class FrontSpec:
     retries: int
     eject_after: int = 3
     buffer_bytes: int = 65536
+    max_message_bytes: int = 64 * 1024 * 1024
+    """router.max_message_bytes: a larger ModelInfer request gets RESOURCE_EXHAUSTED from the front itself."""
+    lua_path: Path | None = None
+    """Where TOO_LARGE_LUA is written; None: oversized requests go to the Python router like other large ones."""
+
+
+TOO_LARGE_SERVICE = "grpc_too_large"
+TOO_LARGE_LUA = f"""-- ebbflow: answer a ModelInfer request over router.max_message_bytes with gRPC RESOURCE_EXHAUSTED.
+-- The body is read to its end first: answering early makes HAProxy reset the stream with CANCEL, which a gRPC
+-- client reports as CANCELLED whatever the answer said.
+core.register_service("{TOO_LARGE_SERVICE}", "http", function(applet)
+  local size = applet:get_var("txn.msg_bytes") or "?"
+  local limit = applet:get_var("txn.msg_limit") or "?"
+  repeat local chunk = applet:receive() until chunk == nil or chunk == ""
+  applet:set_status(200)
+  applet:add_header("content-type", "application/grpc")
+  applet:add_header("content-length", "0")
+  applet:add_header("grpc-status", "8")
+  applet:add_header("grpc-message", "request of " .. size .. " bytes is larger than the router accepts (" .. limit .. " bytes, router.max_message_bytes)")
+  applet:start_response()
+end)
+"""
+"""A trailers-only gRPC answer (headers with grpc-status and END_STREAM) after draining the request."""
 
 
 def backend_name(index: int) -> str:
@@ -87,6 +115,7 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
         f"  hard-stop-after {HARD_STOP_S}s",
         f"  tune.bufsize {spec.buffer_bytes}",
         f"  log {spec.log_address} len 1024 format raw local0 info",
+        *([f"  lua-load {spec.lua_path}"] if spec.lua_path else []),
         "",
         "defaults",
         "  mode http",
@@ -103,6 +132,7 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
         f"  bind {spec.listen} proto h2",
         # Wait for a unary call's body (never for a stream's: it stays open) before reading the model name.
         "  http-request wait-for-body time 30s if { path /inference.GRPCInferenceService/ModelInfer }",
+        *_too_large_rules(spec),
         # Only a body that fit in the buffer whole: it is all there to read and to resend; a larger one goes to
         # the Python router, which enforces router.max_message_bytes.
         f"  http-request set-var(txn.model) req.body,ungrpc(1) if {{ path /inference.GRPCInferenceService/ModelInfer }} "
@@ -132,6 +162,21 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
         lines += [f"  server {server.name} {server.address} proto h2 {health}" for server in sorted(backend.servers, key=lambda s: s.name)]
         lines.append(f"  server {FALLBACK} {spec.fallback} proto h2 backup")
     return "\n".join(lines) + "\n", "".join(line + "\n" for line in map_lines)
+
+
+def _too_large_rules(spec: FrontSpec) -> list[str]:
+    """Read the gRPC message length (bytes 1-4 of the body, big-endian) and refuse one over the limit.
+
+    Passed on, such a request would reach the Python router, whose refusal HAProxy turns into a reset stream
+    (the client sees CANCELLED, not RESOURCE_EXHAUSTED)."""
+    if spec.lua_path is None:
+        return []
+    infer = "{ path /inference.GRPCInferenceService/ModelInfer }"
+    return [
+        f"  http-request set-var(txn.msg_bytes) req.body,bytes(1,4),be2dec(,4) if {infer}",
+        f"  http-request set-var(txn.msg_limit) int({spec.max_message_bytes}) if {infer}",
+        f"  http-request use-service lua.{TOO_LARGE_SERVICE} if {infer} {{ var(txn.msg_bytes) -m int gt {spec.max_message_bytes} }}",
+    ]
 
 
 @dataclass(frozen=True)
