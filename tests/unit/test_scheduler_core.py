@@ -155,8 +155,10 @@ def test_a_pin_holds_its_count_until_it_expires_then_scale_down_waits():
     decision, state = decide(None, pinned, state, 7, now_s=10.0, wall_s=910.0)
     assert decision.valid and decision.replicas == 7  # a pin needs no load data
     decision, state = decide(fresh(2.0), pinned, state, 7, now_s=20.0, wall_s=1001.0)
-    assert decision.replicas == 7 and "waiting to scale down" in decision.reason  # expired; the delay still applies
-    decision, state = decide(fresh(2.0), pinned, state, 7, now_s=60.0, wall_s=1041.0)
+    assert decision.replicas == 5 and "max_replicas 5 applied at once" in decision.reason  # expired: bounds hold again at once
+    decision, state = decide(fresh(2.0), pinned, state, 5, now_s=21.0, wall_s=1002.0)
+    assert decision.replicas == 5 and "waiting to scale down" in decision.reason  # within bounds, the delay still applies
+    decision, state = decide(fresh(2.0), pinned, state, 5, now_s=60.0, wall_s=1041.0)
     assert decision.replicas == 1
 
 
