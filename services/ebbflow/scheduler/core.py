@@ -325,7 +325,8 @@ def decide(
     window = tuple((t, r) for t, r in state.recommendations if t > now_s - keep) + ((now_s, recommendation),)
     # Knative's panic: a burst far beyond the replicas in force skips the scale-up window and step limits.
     panic_need = max(reactive, burst)
-    panicking = policy.panic_threshold > 0 and current >= 1 and panic_need >= policy.panic_threshold * current
+    # A need that only min_replicas makes is the bounds' business (applied at once below), not a burst's.
+    panicking = policy.panic_threshold > 0 and current >= 1 and panic_need >= policy.panic_threshold * current and panic_need > policy.min_replicas
     panic_until = now_s + policy.panic_hold_s if panicking else state.panic_until_s
     limited = ""
     if panicking:
@@ -366,7 +367,7 @@ def decide(
     elif desired < current:
         reason = f"scale down: max recommendation over the last {policy.scale_down_delay_s:g} s is {desired} ({demand})"
     elif recommendation < current:
-        reason = f"waiting to scale down: {recommendation} recommended, {current} held for the {policy.scale_down_delay_s:g} s delay"
+        reason = f"waiting to scale down: {recommendation} recommended, {current} held for the {policy.scale_down_delay_s:g} s delay ({demand})"
     elif recommendation > current:
         reason = f"waiting to scale up: {recommendation} recommended, the {policy.scale_up_delay_s:g} s scale-up window still holds {current} ({demand})"
     else:
