@@ -8,8 +8,9 @@ time in system, then into replicas the same way. The recommendation is the
 larger of the two, clamped to the policy's bounds.
 
 Panic (Knative's): when the in-flight load needs panic_threshold times the
-replicas in force, scale up at once (past any scale-up window or step limit)
-and do not scale down for panic_hold_s.
+replicas in force, scale up at once (past any scale-up window or step limit);
+for panic_hold_s after, the burst window keeps leading scale-up and nothing
+scales down.
 
 With a capacity model (scheduler.capacity: curves measured on the emulator's
 service time), the current and forecast request rates become the fewest
@@ -329,14 +330,14 @@ def decide(
     panicking = policy.panic_threshold > 0 and current >= 1 and panic_need >= policy.panic_threshold * current and panic_need > policy.min_replicas
     panic_until = now_s + policy.panic_hold_s if panicking else state.panic_until_s
     limited = ""
-    if panicking:
+    in_panic = now_s < panic_until
+    if panicking or in_panic:
+        # Knative's panic mode: while it lasts the burst window leads (a step met at the first trigger only in
+        # part is followed up at once, not after the stable window catches up) and nothing scales down.
         desired = max(recommendation, panic_need, current)
     else:
         desired = stabilised(window, policy, current, now_s)
         desired, limited = limit_step(desired, current, policy)
-    in_panic = now_s < panic_until
-    if in_panic and desired < current:
-        desired = current  # no scale-down while the panic lasts
     idle_hold = ""
     if desired == 0 < current and 0 <= load.idle_s < policy.scale_to_zero_idle_s:
         desired = 1  # the last replica stays until the model has been idle long enough
@@ -387,6 +388,8 @@ def decide(
         burst_in_flight = max(load.in_flight, load.burst_in_flight)
         reason = f"panic: in_flight {burst_in_flight:.2f} needs {panic_need} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"
     elif in_panic:
+        if desired > current and panic_need > recommendation:
+            reason += f"; burst in_flight {max(load.in_flight, load.burst_in_flight):.2f} needs {panic_need}"
         reason += f"; panic hold for {panic_until - now_s:.0f} s more: no scale-down"
     decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction, wanted)
     return decision, ScalingState(window, time_in_system, panic_until)

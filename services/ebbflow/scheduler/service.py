@@ -233,8 +233,10 @@ class Scheduler:
         window = self._windows.get(model)
         means = window.means(now) if window is not None else None
         if load.fresh and window is not None and means is not None:
-            # The rule reads the stable window's means (load_window), not the last second's.
-            load = replace(load, in_flight=means[0], arrival_rps=means[1], recent_peak_rps=window.recent_peak_rps(now))
+            # The rule reads the stable window's means (load_window), not the last second's; panic the burst
+            # window's, from the routers' push or the snapshots, whichever is higher (the push may be off or late).
+            burst = max(load.burst_in_flight, window.in_flight.mean(now, self.config.burst_window_s) or 0.0)
+            load = replace(load, in_flight=means[0], arrival_rps=means[1], burst_in_flight=burst, recent_peak_rps=window.recent_peak_rps(now))
         return load
 
     def curve_spec(self, model: str, policy: ModelPolicy) -> tuple[CurveSpec | None, str]:
