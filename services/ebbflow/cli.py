@@ -609,7 +609,8 @@ def _ordinal(n: int) -> str:
 
 
 def _generation(state_dir: Path, model: str, generation: int | None) -> int:
-    """The decision `explain` means: none or 0 the latest, N > 0 that generation, -N the N-th latest (-1 the latest)."""
+    """The decision `explain` means: none or 0 the latest evaluation (why the model has what it has now), N > 0 that
+    generation, -N the N-th latest recorded change (-1 the latest)."""
     if not generation or generation > 0:
         return generation or 0
     request = scheduling_pb2.ListDecisionsRequest(model=model, limit=-generation)
@@ -626,10 +627,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
         return 0
     d, i = response.decision, response.decision.inputs
-    print(f"{d.model} generation {d.generation}: {d.previous_replicas} -> {d.desired.horizontal.replicas} replicas")
+    if response.evaluation:
+        age = max(0.0, time.time() - d.desired.decided_at_unix_s)
+        change = "no change" if d.desired.horizontal.replicas == d.previous_replicas else f"{d.previous_replicas} -> {d.desired.horizontal.replicas}"
+        print(f"{d.model} now: {d.previous_replicas} replicas in force (generation {d.generation}); latest evaluation {age:.1f} s ago: {change}")
+    else:
+        print(f"{d.model} generation {d.generation}: {d.previous_replicas} -> {d.desired.horizontal.replicas} replicas")
     print(f"  reason: {d.desired.reason}")
     print(f"  load: {'fresh' if i.fresh else 'not fresh'}; in_flight {i.in_flight:.2f}, arrival_rps {i.arrival_rps:.2f}; requests held: {'yes' if i.woken else 'no'}")
     print(f"  reactive -> {i.reactive_replicas}; predictive -> {i.predictive_replicas} (p{i.forecast_quantile * 100:g} {i.forecast_rps:.2f} rps over {i.lead_s:.0f} s, {i.time_in_system_s:.2f} s in system)")
+    if i.forecast_untrusted_reason:
+        print(f"  forecast not trusted: {i.forecast_untrusted_reason}")
+    if i.HasField("recent_peak_rps"):
+        print(f"  highest arrival rate of the last hour: {i.recent_peak_rps:.2f} rps (forecasts are capped at 3x it)")
     print(f"  recent recommendations: {list(i.prior_recommendations)}; policy {i.policy.min_replicas}-{i.policy.max_replicas}, scale-down delay {i.policy.scale_down_delay_s:g} s")
     verdict = "reproduced" if response.matches else "NOT reproduced"
     print(f"  recomputed with the same rule: {response.recomputed_replicas} replicas ({verdict})")
@@ -768,7 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="a decision's inputs and reason, recomputed by the same rule (exit 1 if it does not match)")
     explain.add_argument("model")
-    explain.add_argument("generation", nargs="?", type=int, help="the decision's generation, or -N for the N-th latest (default: the latest)")
+    explain.add_argument(
+        "generation", nargs="?", type=int,
+        help="a recorded change's generation, or -N for the N-th latest change (default: the latest evaluation: why the model has what it has now)",
+    )
     explain.add_argument("--json", action="store_true", help="the ExplainResponse as JSON")
     explain.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     explain.set_defaults(func=cmd_explain)

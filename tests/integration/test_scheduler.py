@@ -1,18 +1,21 @@
 """The scheduler against the real nats-server: a restart mid-run changes nothing by itself and loses or repeats no
-decision; a GPU budget is shared by priority; the routers' push triggers panic."""
+decision; a GPU budget is shared by priority; the routers' push triggers panic; `explain` without a generation says why
+a model has what it has now, a hold or a no-change included."""
 
 from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
 from ebbflow.runtime import subjects
 from ebbflow.runtime.config import ModelPolicy, PlacementConfig, SchedulerConfig
+from ebbflow.scheduler.api import SchedulerApi
 from ebbflow.scheduler.explain import recompute
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_from_proto
-from ebbflow.v1 import load_pb2
+from ebbflow.v1 import load_pb2, scheduling_pb2, scheduling_pb2_grpc
 from tests.conftest import wait_for
 from tests.integration.conftest import SchedulerBed
 
@@ -23,27 +26,41 @@ def fresh(model: str, in_flight: float, arrival_rps: float) -> load_pb2.LoadSnap
     return load_pb2.LoadSnapshot(model=model, status=load_pb2.DATA_STATUS_FRESH, in_flight=in_flight, arrival_rps=arrival_rps)
 
 
+async def poll(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """wait_for with an async condition (a gRPC call)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
 def scheduler_for(bed: SchedulerBed, config: SchedulerConfig, **settings: object) -> Scheduler:
     return Scheduler(config, bed.bus, bed.view, SchedulerMetrics(CollectorRegistry()), **settings)  # type: ignore[arg-type]
 
 
 async def test_a_restarted_scheduler_resumes_without_spurious_changes_and_generations_stay_contiguous(scheduler_bed: SchedulerBed) -> None:
     bed = scheduler_bed
-    await bed.put_policies(ModelPolicy(model="llm", max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=30, forecast_quantile=0))
+    # No tolerance: the windowed in-flight climbs through 7 replicas (28 in flight) on its way to 30, where HPA's
+    # 10 % would rightly hold 7.
+    policy = ModelPolicy(model="llm", max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=30, forecast_quantile=0, scale_tolerance=0)
+    await bed.put_policies(policy)
     decisions = await bed.decisions(subjects.decision_subject("llm"))
     load = {"in_flight": 10.0}
     bed.feed(lambda: [fresh("llm", load["in_flight"], 20.0)])  # what the collector would publish every 0.2 s
 
-    _, task = bed.run(scheduler_for(bed, SchedulerConfig(interval_s=0.2)))
+    # A one-second load window: this test is about restarts, not about how fast a 30 s mean follows a step.
+    config = SchedulerConfig(interval_s=0.2, load_window_s=1.0)
+    _, task = bed.run(scheduler_for(bed, config))
     await wait_for(lambda: any(d.desired.horizontal.replicas == 3 for d in decisions), 10, "10 in flight -> 3 replicas")
     task.cancel()  # killed mid-run, no clean shutdown
     await asyncio.gather(task, return_exceptions=True)
     load["in_flight"] = 2.0  # the load drops while no scheduler runs
-    bed.run(scheduler_for(bed, SchedulerConfig(interval_s=0.2)))
+    bed.run(scheduler_for(bed, config))
     await asyncio.sleep(3.0)  # 15 ticks of the new scheduler
     assert [d.desired.horizontal.replicas for d in decisions] == [1, 3], "a restart must not scale down before the delay"
     load["in_flight"] = 30.0
-    await wait_for(lambda: decisions[-1].desired.horizontal.replicas == 8, 10, "30 in flight -> 8 replicas")
+    await wait_for(lambda: decisions[-1].desired.horizontal.replicas == 8, 10, f"30 in flight -> 8 replicas; decided {[(d.desired.horizontal.replicas, d.desired.reason) for d in decisions]}")
     entry = await bed.bus.desired.get("llm")
     generations = [d.generation for d in decisions]
     assert generations == list(range(1, len(generations) + 1)) and entry.revision == generations[-1], generations
@@ -98,3 +115,55 @@ async def test_the_routers_in_flight_push_triggers_panic_before_the_next_snapsho
     assert last.desired.reason.startswith("panic: in_flight 20.00 needs 5 replicas") and last.inputs.burst_in_flight == 20.0
     again = recompute(last.inputs, policy_from_proto(last.inputs.policy))
     assert (again.replicas, again.reason) == (5, last.desired.reason)
+
+
+async def test_explain_without_a_generation_says_why_the_model_has_what_it_has_now(scheduler_bed: SchedulerBed) -> None:
+    bed = scheduler_bed
+    policy = ModelPolicy(model="llm", max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=600, forecast_quantile=0, panic_threshold=0)
+    await bed.put_policies(policy)
+    decisions = await bed.decisions(subjects.decision_subject("llm"))
+    load = {"in_flight": 10.0, "feeding": True}
+    bed.feed(lambda: [fresh("llm", load["in_flight"], 20.0)] if load["feeding"] else [])
+    scheduler = scheduler_for(bed, SchedulerConfig(interval_s=0.2, load_window_s=2.0, stale_after_s=2.0))
+    bed.run(scheduler)
+    server = grpc.aio.server()
+    scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bed.bus, bed.view, scheduler), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = scheduling_pb2_grpc.SchedulerServiceStub(channel)
+
+            async def explain(generation: int = 0) -> scheduling_pb2.ExplainResponse:
+                return await stub.Explain(scheduling_pb2.ExplainRequest(model="llm", generation=generation), timeout=5.0)
+
+            await wait_for(lambda: [d.desired.horizontal.replicas for d in decisions] == [1, 3], 10, "10 in flight -> 3 replicas")
+            load["in_flight"] = 2.0  # needs 1; the 600 s scale-down delay holds 3 and no decision is recorded
+            reply: list[scheduling_pb2.ExplainResponse] = []
+
+            async def waiting() -> bool:
+                reply[:] = [await explain()]
+                return reply[0].decision.desired.reason.startswith("waiting to scale down: 1 recommended")
+
+            await poll(waiting, 15, "an evaluation that holds 3 while 1 is recommended")
+            now = reply[0]
+            assert now.evaluation and now.matches, now.recomputed_reason
+            assert now.decision.generation == decisions[-1].generation and now.decision.previous_replicas == 3
+            assert now.decision.desired.horizontal.replicas == 3 and now.recomputed_replicas == 3
+            assert "held for the 600 s delay (in_flight " in now.decision.desired.reason and "/ target 4 -> 1)" in now.decision.desired.reason
+            assert [d.desired.horizontal.replicas for d in decisions] == [1, 3], "no change was recorded meanwhile"
+            recorded = await explain(decisions[-1].generation)  # a recorded change is still explained as recorded
+            assert not recorded.evaluation and recorded.matches and recorded.decision.desired.horizontal.replicas == 3
+            load["feeding"] = False  # the collector goes silent: the scheduler holds, and says why
+
+            async def holding() -> bool:
+                reply[:] = [await explain()]
+                return reply[0].decision.desired.reason.startswith("hold: no load snapshot from the collector")
+
+            await poll(holding, 15, "a hold on stale load")
+            assert reply[0].evaluation and reply[0].matches and reply[0].decision.desired.horizontal.replicas == 3
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.Explain(scheduling_pb2.ExplainRequest(model="nope"), timeout=5.0)
+            assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop(None)

@@ -48,3 +48,35 @@ def test_altering_one_recorded_input_is_reported_as_a_mismatch():
     altered.CopyFrom(inputs)
     altered.policy.max_replicas = 4
     assert recompute(altered, replace(POLICY, max_replicas=4)).replicas == 4
+
+
+def test_holds_untrusted_forecasts_caps_and_the_activation_rule_recompute_to_themselves():
+    from ebbflow.runtime.config import ModelPolicy as Policy
+
+    now = 500.0
+    zero = Policy(model="llm", min_replicas=0, max_replicas=4, scale_down_delay_s=30, scale_to_zero_idle_s=60, panic_threshold=0)
+    tiny = ForecastView(now - 3.0, 10.0, {0.5: (0.001,) * 6, 0.9: (0.003,) * 6, 0.99: (0.01,) * 6})
+    cases = [
+        (None, POLICY, 3),  # no load data: a hold, recorded all the same
+        (LoadView(False, 0.0, 0.0, "no load snapshot from the collector for 9 s"), POLICY, 3),
+        (LoadView(True, 6.0, 7.0, "", replace(tiny, untrusted_reason="12 bins observed, 30 needed")), POLICY, 2),
+        (LoadView(True, 6.0, 7.0, "", ForecastView(now - 3.0, 10.0, {0.9: (709.54,) * 6}), recent_peak_rps=7.0), POLICY, 2),
+        (LoadView(True, 0.0, 0.0, "", tiny, idle_s=75.0, recent_peak_rps=0.4), zero, 1),
+    ]
+    for load, policy, current in cases:
+        state = ScalingState(((now - 40.0, current), (now - 10.0, 1)), 0.86)
+        decision, _ = decide(load, policy, state, current, now, False, 33.0)
+        inputs = record_inputs(load, policy_to_proto(policy), state, current, now, False, 33.0, decision)
+        again = recompute(inputs, policy_from_proto(inputs.policy))
+        assert (again.valid, again.replicas, again.reason) == (decision.valid, decision.replicas, decision.reason), decision.reason
+    assert "forecast not trusted: 12 bins observed" in recompute(*_inputs_of(cases[2], now)).reason
+    assert "capped at 21.00" in recompute(*_inputs_of(cases[3], now)).reason
+    assert "below activation: forecast p90 0.003 rps" in recompute(*_inputs_of(cases[4], now)).reason
+
+
+def _inputs_of(case, now):  # type: ignore[no-untyped-def]
+    load, policy, current = case
+    state = ScalingState(((now - 40.0, current), (now - 10.0, 1)), 0.86)
+    decision, _ = decide(load, policy, state, current, now, False, 33.0)
+    inputs = record_inputs(load, policy_to_proto(policy), state, current, now, False, 33.0, decision)
+    return inputs, policy_from_proto(inputs.policy)

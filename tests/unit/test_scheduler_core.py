@@ -155,8 +155,10 @@ def test_a_pin_holds_its_count_until_it_expires_then_scale_down_waits():
     decision, state = decide(None, pinned, state, 7, now_s=10.0, wall_s=910.0)
     assert decision.valid and decision.replicas == 7  # a pin needs no load data
     decision, state = decide(fresh(2.0), pinned, state, 7, now_s=20.0, wall_s=1001.0)
-    assert decision.replicas == 7 and "waiting to scale down" in decision.reason  # expired; the delay still applies
-    decision, state = decide(fresh(2.0), pinned, state, 7, now_s=60.0, wall_s=1041.0)
+    assert decision.replicas == 5 and "max_replicas 5 applied at once" in decision.reason  # expired: bounds hold again at once
+    decision, state = decide(fresh(2.0), pinned, state, 5, now_s=21.0, wall_s=1002.0)
+    assert decision.replicas == 5 and "waiting to scale down" in decision.reason  # within bounds, the delay still applies
+    decision, state = decide(fresh(2.0), pinned, state, 5, now_s=60.0, wall_s=1041.0)
     assert decision.replicas == 1
 
 
@@ -275,3 +277,140 @@ def test_bounds_always_hold(low, span, loads, current, woken):
         decision, state = decide(LoadView(True, x, x / 2, burst_in_flight=x * 1.5), policy, state, current, float(t), woken=woken)
         assert policy.min_replicas <= decision.replicas <= policy.max_replicas, (decision.replicas, decision.reason)
         current = decision.replicas
+
+
+# ---- under change: steps, untrusted or runaway forecasts, scale to zero, bounds --------------------------
+
+# The issue's live case: 6 closed-loop clients, 0.86 s in system (7 req/s, 6 in flight): the reactive rule needs 2.
+STEP = ModelPolicy(model="llm", min_replicas=1, max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=30, panic_hold_s=20)
+
+
+def step_load(
+    in_flight: float, rps: float, p90: float | None = None, burst: float = -1.0, peak: float = -1.0, untrusted: str = "", issued_s: float = 0.0
+) -> LoadView:
+    forecast = None
+    if p90 is not None:
+        forecast = ForecastView(issued_s, 10.0, {0.5: (p90 * 0.8,) * 6, 0.9: (p90,) * 6, 0.99: (p90 * 1.5,) * 6}, untrusted_reason=untrusted)
+    return LoadView(True, in_flight, rps, forecast=forecast, burst_in_flight=burst, recent_peak_rps=peak)
+
+
+def test_a_step_up_is_met_at_once_by_the_burst_window_without_waiting_for_the_forecast():
+    state, current = ScalingState(time_in_system_s=0.86), 1
+    decision, state = decide(step_load(0.0, 0.0, p90=0.0, burst=0.0, peak=0.0), STEP, state, current, 0.0, lead_s=33.0)
+    assert decision.replicas == 1
+    # The step: the stable (30 s) window has barely moved, the 6 s burst window already holds 6 in flight, and the
+    # forecast still says 0: panic meets the step at once with what it needs, 2.
+    decision, state = decide(step_load(1.2, 1.4, p90=0.0, burst=6.0, peak=1.4), STEP, state, current, 1.0, lead_s=33.0)
+    assert decision.replicas == 2 and decision.reason.startswith("panic: in_flight 6.00 needs 2 replicas")
+    current = decision.replicas
+    # Then steady, with a sane forecast (p90 8.5 req/s x 0.86 s = 7.3 in flight -> 2): never more than the need.
+    for t in range(2, 300):
+        decision, state = decide(step_load(6.0, 7.0, p90=8.5, burst=6.0, peak=7.0, issued_s=t - 5.0), STEP, state, current, float(t), lead_s=33.0)
+        current = decision.replicas
+        assert current == 2 and decision.prediction.replicas == 2, (t, decision.reason)
+
+
+def test_panic_and_the_forecast_are_not_stacked_past_what_the_step_needs():
+    policy = replace(STEP, max_replicas=40)
+    # 40 in flight in the burst window needs 10; a forecast of 45 req/s x 0.86 s needs 10 too: 10, not 20.
+    decision, _ = decide(step_load(8.0, 10.0, p90=45.0, burst=40.0, peak=12.0), policy, ScalingState(time_in_system_s=0.86), 2, 0.0, lead_s=33.0)
+    assert decision.replicas == 10 and decision.reason.startswith("panic")
+
+
+def test_a_runaway_forecast_is_capped_at_three_times_the_highest_rate_of_the_last_hour():
+    # The issue: p90 709.54 req/s with 7 req/s seen took 6 steady clients to the maximum, 8.
+    load = step_load(6.0, 7.0, p90=709.54, burst=6.0, peak=7.0)
+    decision, _ = decide(load, STEP, ScalingState(time_in_system_s=0.86), 2, 0.0, lead_s=33.0)
+    # 21 req/s x 0.857 s = 18 in flight -> 5; uncapped it was 8.
+    assert decision.prediction.forecast_rps == pytest.approx(21.0) and decision.replicas == 5
+    assert "p90 709.54 rps capped at 21.00, 3x the highest rate of the last hour" in decision.reason
+    uncapped, _ = decide(replace(load, recent_peak_rps=-1.0), STEP, ScalingState(time_in_system_s=0.86), 2, 0.0, lead_s=33.0)
+    assert uncapped.replicas == 8  # no history known: nothing to cap against (the simulator's case)
+
+
+def test_an_untrusted_forecast_is_not_acted_on_and_the_reason_says_why():
+    load = step_load(6.0, 7.0, p90=709.54, burst=6.0, peak=7.0, untrusted="p90 coverage 0.46 over the last 60 bins, 0.80 needed")
+    decision, _ = decide(load, STEP, ScalingState(time_in_system_s=0.86), 2, 0.0, lead_s=33.0)
+    assert decision.replicas == 2 and decision.prediction.replicas == 0
+    assert "(no prediction: forecast not trusted: p90 coverage 0.46 over the last 60 bins, 0.80 needed)" in decision.reason
+
+
+def test_after_a_step_down_the_fleet_returns_within_the_scale_down_delay():
+    state, current = ScalingState(time_in_system_s=0.86), 2
+    for t in range(0, 60):
+        decision, state = decide(step_load(6.0, 7.0, p90=8.5, burst=6.0, peak=7.0, issued_s=t - 5.0), STEP, state, current, float(t), lead_s=33.0)
+        current = decision.replicas
+    assert current == 2
+    # The load is gone at t = 60, the forecast a bin later (t = 70): one replica once the forecast has agreed for
+    # the delay, and no later (no panic hold, no time-in-system memory keeps it).
+    down_at = None
+    for t in range(60, 140):
+        p90 = 8.5 if t < 70 else 0.5
+        decision, state = decide(step_load(0.0, 0.0, p90=p90, burst=0.0, peak=7.0, issued_s=t - 5.0), STEP, state, current, float(t), lead_s=33.0)
+        if decision.replicas < current and down_at is None:
+            down_at = t
+        current = decision.replicas
+    assert current == 1 and down_at == 69 + STEP.scale_down_delay_s
+
+
+ZERO = ModelPolicy(model="llm", min_replicas=0, max_replicas=4, target_in_flight_per_replica=4, scale_down_delay_s=30, scale_to_zero_idle_s=60, panic_threshold=0)
+
+
+def idle_for(idle_s: float, p90: float) -> LoadView:
+    forecast = ForecastView(idle_s - 5.0, 10.0, {0.5: (p90 / 2,) * 6, 0.9: (p90,) * 6, 0.99: (p90 * 2,) * 6})
+    return LoadView(True, 0.0, 0.0, forecast=forecast, idle_s=idle_s)
+
+
+def test_the_activation_rule_takes_a_tiny_forecast_to_zero_and_keeps_a_real_one_up():
+    # The issue: "forecast p90 0.00 rps over 33 s x 0.09 s in system -> 1" for 5 idle minutes.
+    state, current = ScalingState(time_in_system_s=0.09), 1
+    for t in range(0, 200):
+        decision, state = decide(idle_for(float(t), 0.003), ZERO, state, current, float(t), lead_s=33.0)
+        current = decision.replicas
+        if current == 0:
+            break
+    assert current == 0 and t == ZERO.scale_to_zero_idle_s, t  # at the idle time, not later
+    assert "below activation: forecast p90 0.003 rps gives a 16% chance of an arrival within 60 s" in decision.reason
+    # And it stays at zero: the forecast does not bring the replica back for a sliver of demand.
+    decision, _ = decide(idle_for(300.0, 0.003), ZERO, state, 0, 300.0, lead_s=33.0)
+    assert decision.replicas == 0 and decision.valid
+    # 0.05 req/s: a 95% chance of a request within the minute: the forecast keeps the replica.
+    state, current = ScalingState(time_in_system_s=0.09), 1
+    for t in range(0, 200):
+        decision, state = decide(idle_for(float(t), 0.05), ZERO, state, current, float(t), lead_s=33.0)
+        current = decision.replicas
+    assert current == 1 and "forecast p90 0.05 rps" in decision.reason
+    # A stricter threshold lets it go.
+    strict = replace(ZERO, activation_probability=0.99)
+    decision, _ = decide(idle_for(200.0, 0.05), strict, ScalingState(((100.0, 0),), 0.09), 1, 200.0, lead_s=33.0)
+    assert decision.replicas == 0
+
+
+def test_activation_probability_is_validated():
+    from ebbflow.runtime.errors import ConfigError
+
+    for bad in (-0.1, 1.0, 2.0):
+        with pytest.raises(ConfigError, match="activation_probability must be in"):
+            replace(ZERO, activation_probability=bad).validate()
+    assert replace(ZERO, activation_probability=0.2).validate().activation == 0.2 and ZERO.activation == 0.5
+
+
+def test_a_lowered_maximum_and_a_raised_minimum_apply_at_once():
+    policy = replace(STEP, max_scale_down_step=1)
+    state, current = ScalingState(), 8
+    decision, state = decide(fresh(32.0), policy, state, current, 0.0)
+    assert decision.replicas == 8
+    lowered = replace(policy, max_replicas=3)
+    decision, state = decide(fresh(32.0), lowered, state, current, 1.0)  # within the delay, the step limit and a panic hold
+    assert decision.replicas == 3 and decision.reason.startswith("scale down: max_replicas 3 applied at once")
+    current = 3
+    decision, state = decide(fresh(32.0), lowered, state, current, 2.0)
+    assert decision.replicas == 3  # and stays there, no flapping back on the old window
+    raised = replace(STEP, min_replicas=5, scale_up_delay_s=60)
+    decision, _ = decide(fresh(0.0), raised, ScalingState(((0.0, 1),)), 1, 1.0)
+    assert decision.replicas == 5 and decision.reason.startswith("scale up: min_replicas 5 applied at once")
+    in_panic = replace(STEP, panic_threshold=2.0)
+    decision, state = decide(replace(fresh(4.0), burst_in_flight=20.0), in_panic, ScalingState(), 1, 0.0)
+    assert decision.replicas == 5 and decision.reason.startswith("panic")
+    decision, _ = decide(fresh(4.0), replace(in_panic, max_replicas=2), state, 5, 1.0)
+    assert decision.replicas == 2, "a panic hold does not keep replicas above a lowered maximum"

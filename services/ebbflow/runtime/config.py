@@ -95,6 +95,11 @@ class SchedulerConfig:
     """Panic also reads the in-flight each router worker pushes once a second, ahead of the collector's snapshot (Knative's push)."""
     min_forecast_observations: int = 30
     """A forecast based on fewer observed bins is not acted on (its calibration is not established yet)."""
+    load_window_s: float = 30.0
+    """The rule reads in-flight and arrival rate averaged over this many seconds of collector snapshots (the
+    simulator's window; one-second snapshots made the scale-down window keep their noisy peaks), 1-300."""
+    burst_window_s: float = 6.0
+    """Panic reads in-flight averaged over this many seconds of the routers' pushes (Knative's panic window), 1-60."""
     admin_token: str = ""
     """When set, changing policies (SetPolicy, DeletePolicy, ImportHpa that stores) needs gRPC metadata
     `authorization: Bearer <token>` (the CLI sends $EBBFLOW_ADMIN_TOKEN); reads stay open. Prefer the
@@ -146,6 +151,7 @@ ROUTING_POLICIES = tuple(
 
 POLICY_MODES = ("active", "advisory")
 DEFAULT_SLO_PERCENTILE = 99.0
+DEFAULT_ACTIVATION_PROBABILITY = 0.5
 DEFAULT_VERTICAL_MAX_INSTANCES = 4
 DEFAULT_VERTICAL_MAX_BATCH = 32
 
@@ -245,6 +251,9 @@ class ModelPolicy:
     scale_tolerance: float = 0.1
     """When demand is within this fraction of what the replicas in force are sized for, the reactive part keeps them
     (Kubernetes HPA's tolerance, 0.1 by default there too; 0: none)."""
+    activation_probability: float = 0.0
+    """With min_replicas 0, the forecast keeps (or brings back) a replica only when its chance of at least one arrival
+    within the idle window (Poisson at the forecast's peak rate) is at least this, (0, 1); 0: 0.5 (KEDA's activation threshold)."""
 
     @property
     def has_slo(self) -> bool:
@@ -254,6 +263,16 @@ class ModelPolicy:
     def slo_share(self) -> float:
         """Share of requests that should meet the SLO."""
         return (self.slo_percentile or DEFAULT_SLO_PERCENTILE) / 100
+
+    @property
+    def activation(self) -> float:
+        """The chance of an arrival within the idle window below which the forecast does not keep a replica."""
+        return self.activation_probability or DEFAULT_ACTIVATION_PROBABILITY
+
+    @property
+    def idle_window_s(self) -> float:
+        """How long a model at one replica must see no request before scale to zero."""
+        return self.scale_to_zero_idle_s or self.scale_down_delay_s
 
     @property
     def vertical_bounds(self) -> tuple[int, int]:
@@ -336,6 +355,8 @@ class ModelPolicy:
             problems.append(f"vertical_max_instances must be 1-16 (0: {DEFAULT_VERTICAL_MAX_INSTANCES}), got {self.vertical_max_instances}")
         if not 0 <= self.vertical_max_batch_size <= 1024:
             problems.append(f"vertical_max_batch_size must be 1-1024 (0: {DEFAULT_VERTICAL_MAX_BATCH}), got {self.vertical_max_batch_size}")
+        if not 0 <= self.activation_probability < 1:
+            problems.append(f"activation_probability must be in (0, 1) (0: {DEFAULT_ACTIVATION_PROBABILITY}), got {self.activation_probability}")
         if self.routing not in ROUTING_POLICIES:
             problems.append(f"routing must be one of {', '.join(ROUTING_POLICIES)}, got {self.routing!r}")
         if problems:
@@ -482,6 +503,9 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError(f"forecaster.resolutions_s must be ascending and each >= collector.interval_s, got {list(f.resolutions_s)}")
     if not 1 <= f.horizon_steps <= 288 or f.refit_every_steps < 1 or f.selection_window_steps < 10 or f.max_history_steps < 100:
         raise ConfigError("forecaster: horizon_steps 1-288, refit_every_steps >= 1, selection_window_steps >= 10, max_history_steps >= 100")
+    s = config.scheduler
+    if not 1 <= s.load_window_s <= 300 or not 1 <= s.burst_window_s <= 60:
+        raise ConfigError(f"scheduler.load_window_s must be 1-300 and scheduler.burst_window_s 1-60, got {s.load_window_s} and {s.burst_window_s}")
     if not 0.1 <= config.router.telemetry_interval_s <= 10:
         raise ConfigError(f"router.telemetry_interval_s must be 0.1-10, got {config.router.telemetry_interval_s}")
     if not 0 < config.actuator.time_scale <= 10:

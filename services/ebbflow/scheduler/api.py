@@ -295,12 +295,18 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
         return scheduling_pb2.ListDecisionsResponse(decisions=await self._decisions(request.model, request.limit or 20))
 
     async def Explain(self, request: scheduling_pb2.ExplainRequest, context: grpc.aio.ServicerContext) -> scheduling_pb2.ExplainResponse:
-        decisions = await self._decisions(request.model, 100_000 if request.generation else 1)
-        chosen = [d for d in decisions if not request.generation or d.generation == request.generation]
-        if not chosen:
-            what = f"generation {request.generation}" if request.generation else "any decision"
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no recorded decision for model '{request.model}' at {what}")
-        decision = chosen[-1]
+        # Without a generation: the latest evaluation (a hold or a no-change too), so the answer is why the model
+        # has what it has now; the latest recorded change only where no scheduler runs in this process.
+        evaluation = self.scheduler.evaluations.get(request.model) if self.scheduler is not None and not request.generation else None
+        if evaluation is not None:
+            decision = evaluation
+        else:
+            decisions = await self._decisions(request.model, 100_000 if request.generation else 1)
+            chosen = [d for d in decisions if not request.generation or d.generation == request.generation]
+            if not chosen:
+                what = f"generation {request.generation}" if request.generation else "any decision"
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no recorded decision for model '{request.model}' at {what}")
+            decision = chosen[-1]
         inputs = request.inputs if request.HasField("inputs") else decision.inputs
         if not inputs.HasField("policy"):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this decision was recorded without its inputs (an older scheduler); it cannot be recomputed")
@@ -320,4 +326,5 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
             recomputed_replicas=replicas,
             recomputed_reason=reason,
             matches=replicas == decision.desired.horizontal.replicas and reason == decision.desired.reason,
+            evaluation=evaluation is not None,
         )

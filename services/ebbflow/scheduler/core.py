@@ -8,8 +8,9 @@ time in system, then into replicas the same way. The recommendation is the
 larger of the two, clamped to the policy's bounds.
 
 Panic (Knative's): when the in-flight load needs panic_threshold times the
-replicas in force, scale up at once (past any scale-up window or step limit)
-and do not scale down for panic_hold_s.
+replicas in force, scale up at once (past any scale-up window or step limit);
+for panic_hold_s after, the burst window keeps leading scale-up and nothing
+scales down.
 
 With a capacity model (scheduler.capacity: curves measured on the emulator's
 service time), the current and forecast request rates become the fewest
@@ -19,7 +20,20 @@ for each model with an SLO (scheduler.curves); the simulator runs the same path.
 
 Scale to zero: with min_replicas 0, the last replica goes only after no
 request arrived for scale_to_zero_idle_s (KEDA's cooldown; Knative's
-scale-to-zero grace), on top of the scale-down delay.
+scale-to-zero grace), on top of the scale-down delay. The forecast keeps (or
+brings back) a replica only past the activation threshold (KEDA's): when its
+chance of at least one arrival within the idle window, Poisson at the
+quantile's peak rate, is at least activation_probability. Without it a
+forecast of 0.003 req/s became 0.0003 requests in flight, which the ceiling
+turned into one replica held forever.
+
+Forecasts the forecaster marks untrusted (untrusted_reason) are not acted on,
+and a forecast peak above FORECAST_SANITY_FACTOR times the highest arrival
+rate of the last hour is capped there: a steady step sized on a forecast
+hundreds of times the rate ever seen is never what the operator wants.
+
+Bounds apply at once: a lowered max_replicas (or raised min_replicas) is not
+held by the scale-down window, the step limits or a panic.
 
 Scale-up is immediate; scale-down takes the maximum recommendation over the
 last `scale_down_delay_s` (Knative's scale-down delay), and since each
@@ -52,6 +66,8 @@ class ForecastView:
     step_s: float
     quantiles: dict[float, tuple[float, ...]]
     method: str = ""
+    untrusted_reason: str = ""
+    """Why the forecaster says not to act on it ("" when it may be)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,8 @@ class LoadView:
     """In-flight over the short (panic) window, when the load above is over a longer one; < 0: in_flight."""
     idle_s: float = -1.0
     """Seconds since the model's last arrival; < 0: none seen (scale to zero waits for scale_to_zero_idle_s of it)."""
+    recent_peak_rps: float = -1.0
+    """Highest arrival rate over the last hour (forecast peaks are capped at FORECAST_SANITY_FACTOR x this); < 0: not known."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,8 @@ class Prediction:
     lead_s: float = 0.0
     time_in_system_s: float = 0.0
     note: str = ""
+    inactive: bool = False
+    """The forecast fell below the activation threshold of a model that may scale to zero."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +187,9 @@ def limit_step(desired: int, current: int, policy: ModelPolicy) -> tuple[int, st
     return desired, ""
 
 
+FORECAST_SANITY_FACTOR = 3.0
+"""A forecast peak is capped at this multiple of the highest arrival rate seen over the last hour."""
+
 DEFAULT_LEAD_S = 30.0
 """Lead time until a cold start of the model has been seen, seconds."""
 
@@ -179,11 +202,14 @@ def lead_time(policy: ModelPolicy, cold_starts_s: Sequence[float], interval_s: f
 
 
 def forecast_peak(load: LoadView, policy: ModelPolicy, lead_s: float, now_s: float) -> tuple[float | None, str]:
-    """The policy's forecast quantile at its peak over the lead, or None and why it cannot be read."""
+    """The policy's forecast quantile at its peak over the lead, or None and why it cannot be read; with a peak,
+    a note when it was capped at FORECAST_SANITY_FACTOR x the highest rate of the last hour."""
     q = policy.forecast_quantile
     if q <= 0:
         return None, "prediction off"
     forecast = load.forecast
+    if forecast is not None and forecast.untrusted_reason:
+        return None, f"forecast not trusted: {forecast.untrusted_reason}"
     if forecast is None or q not in forecast.quantiles or not forecast.quantiles[q]:
         return None, "no trusted forecast yet"
     values = forecast.quantiles[q]
@@ -194,7 +220,11 @@ def forecast_peak(load: LoadView, policy: ModelPolicy, lead_s: float, now_s: flo
     window = [v for v in values[:last] if not math.isnan(v)]
     if not window:
         return None, "forecast has no values over the lead"
-    return max(window), ""
+    peak = max(0.0, max(window))
+    if load.recent_peak_rps >= 0 and peak > FORECAST_SANITY_FACTOR * load.recent_peak_rps:
+        cap = FORECAST_SANITY_FACTOR * load.recent_peak_rps
+        return cap, f"p{q * 100:g} {peak:.2f} rps capped at {cap:.2f}, {FORECAST_SANITY_FACTOR:g}x the highest rate of the last hour"
+    return peak, ""
 
 
 def predict(
@@ -204,11 +234,21 @@ def predict(
     peak, why = forecast_peak(load, policy, lead_s, now_s)
     if peak is None:
         return Prediction(note=why)
+    if policy.min_replicas == 0:
+        # KEDA's activation threshold: rounding up a sliver of a replica is not a reason to keep one.
+        window = policy.idle_window_s
+        chance = 1.0 - math.exp(-peak * window)
+        if chance < policy.activation:
+            note = (
+                f"below activation: forecast p{policy.forecast_quantile * 100:g} {peak:.3f} rps gives a {chance:.0%} chance "
+                f"of an arrival within {window:g} s (activation_probability {policy.activation:g})"
+            )
+            return Prediction(0, peak, lead_s, time_in_system_s, note=f"{note}; {why}" if why else note, inactive=True)
     if capacity is None and time_in_system_s <= 0:
         return Prediction(note="time in system not known yet")
     if capacity is not None:
-        return Prediction(bounded(capacity.replicas_for(peak), policy), peak, lead_s, time_in_system_s)
-    return Prediction(recommend(peak * time_in_system_s, policy), peak, lead_s, time_in_system_s)
+        return Prediction(bounded(capacity.replicas_for(peak), policy), peak, lead_s, time_in_system_s, why)
+    return Prediction(recommend(peak * time_in_system_s, policy), peak, lead_s, time_in_system_s, why)
 
 
 def decide(
@@ -286,36 +326,49 @@ def decide(
     window = tuple((t, r) for t, r in state.recommendations if t > now_s - keep) + ((now_s, recommendation),)
     # Knative's panic: a burst far beyond the replicas in force skips the scale-up window and step limits.
     panic_need = max(reactive, burst)
-    panicking = policy.panic_threshold > 0 and current >= 1 and panic_need >= policy.panic_threshold * current
+    # A need that only min_replicas makes is the bounds' business (applied at once below), not a burst's.
+    panicking = policy.panic_threshold > 0 and current >= 1 and panic_need >= policy.panic_threshold * current and panic_need > policy.min_replicas
     panic_until = now_s + policy.panic_hold_s if panicking else state.panic_until_s
     limited = ""
-    if panicking:
+    in_panic = now_s < panic_until
+    if panicking or in_panic:
+        # Knative's panic mode: while it lasts the burst window leads (a step met at the first trigger only in
+        # part is followed up at once, not after the stable window catches up) and nothing scales down.
         desired = max(recommendation, panic_need, current)
     else:
         desired = stabilised(window, policy, current, now_s)
         desired, limited = limit_step(desired, current, policy)
-    in_panic = now_s < panic_until
-    if in_panic and desired < current:
-        desired = current  # no scale-down while the panic lasts
     idle_hold = ""
     if desired == 0 < current and 0 <= load.idle_s < policy.scale_to_zero_idle_s:
         desired = 1  # the last replica stays until the model has been idle long enough
         idle_hold = f"; keeping 1 replica: last request {load.idle_s:.0f} s ago, scale to zero after {policy.scale_to_zero_idle_s:g} s idle"
+    # Bounds are the operator's word: a lowered maximum is not held by the window, a step limit or a panic.
+    bound = ""
+    if bounded(desired, policy) != desired:
+        desired = bounded(desired, policy)
+        bound = f"{'max' if desired == policy.max_replicas else 'min'}_replicas {desired} applied at once"
+    capped = f" ({prediction.note})" if prediction.note else ""
     if prediction.replicas and capacity is not None:
-        demand += f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s -> {prediction.replicas}"
+        demand += f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s -> {prediction.replicas}{capped}"
     elif prediction.replicas:
         demand += (
             f"; forecast p{policy.forecast_quantile * 100:g} {prediction.forecast_rps:.2f} rps over {prediction.lead_s:.0f} s "
-            f"x {prediction.time_in_system_s:.2f} s in system -> {prediction.replicas}"
+            f"x {prediction.time_in_system_s:.2f} s in system -> {prediction.replicas}{capped}"
         )
+    elif prediction.inactive:
+        demand += f"; {prediction.note}"
     elif policy.forecast_quantile > 0:
         demand += f" (no prediction: {prediction.note})"
-    if desired > current:
+    if bound and desired > current:
+        reason = f"scale up: {bound} ({demand})"
+    elif bound and desired < current:
+        reason = f"scale down: {bound}, not after the scale-down delay ({demand})"
+    elif desired > current:
         reason = f"scale up: {demand}"
     elif desired < current:
         reason = f"scale down: max recommendation over the last {policy.scale_down_delay_s:g} s is {desired} ({demand})"
     elif recommendation < current:
-        reason = f"waiting to scale down: {recommendation} recommended, {current} held for the {policy.scale_down_delay_s:g} s delay"
+        reason = f"waiting to scale down: {recommendation} recommended, {current} held for the {policy.scale_down_delay_s:g} s delay ({demand})"
     elif recommendation > current:
         reason = f"waiting to scale up: {recommendation} recommended, the {policy.scale_up_delay_s:g} s scale-up window still holds {current} ({demand})"
     else:
@@ -335,6 +388,8 @@ def decide(
         burst_in_flight = max(load.in_flight, load.burst_in_flight)
         reason = f"panic: in_flight {burst_in_flight:.2f} needs {panic_need} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"
     elif in_panic:
+        if desired > current and panic_need > recommendation:
+            reason += f"; burst in_flight {max(load.in_flight, load.burst_in_flight):.2f} needs {panic_need}"
         reason += f"; panic hold for {panic_until - now_s:.0f} s more: no scale-down"
     decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction, wanted)
     return decision, ScalingState(window, time_in_system, panic_until)

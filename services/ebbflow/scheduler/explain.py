@@ -62,10 +62,13 @@ def record_inputs(
         vertical_note=vertical_note,
         burst_in_flight=load.burst_in_flight if load else -1.0,
     )
+    if load is not None and load.recent_peak_rps >= 0:
+        inputs.recent_peak_rps = load.recent_peak_rps
     forecast = load.forecast if load else None
     if forecast is not None:
         inputs.forecast_age_s = now_s - forecast.issued_s
         inputs.forecast_step_s = forecast.step_s
+        inputs.forecast_untrusted_reason = forecast.untrusted_reason
         inputs.forecast.extend(forecast_pb2.QuantileSeries(quantile=q, arrival_rps=v) for q, v in sorted(forecast.quantiles.items()))
     return inputs
 
@@ -75,12 +78,18 @@ def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy, capaci
     if inputs.initial:
         return initial_decision(policy)
     forecast = None
-    if inputs.forecast:
-        forecast = ForecastView(-inputs.forecast_age_s, inputs.forecast_step_s, {round(q.quantile, 4): tuple(q.arrival_rps) for q in inputs.forecast})
+    if inputs.forecast or inputs.forecast_untrusted_reason:
+        forecast = ForecastView(
+            -inputs.forecast_age_s,
+            inputs.forecast_step_s,
+            {round(q.quantile, 4): tuple(q.arrival_rps) for q in inputs.forecast},
+            untrusted_reason=inputs.forecast_untrusted_reason,
+        )
     load = LoadView(
         inputs.fresh, inputs.in_flight, inputs.arrival_rps, inputs.load_reason, forecast,
         # Decisions recorded before the field existed read 0 there; panic cannot have engaged on a burst of 0.
         burst_in_flight=inputs.burst_in_flight if inputs.burst_in_flight else -1.0, idle_s=inputs.idle_s,
+        recent_peak_rps=inputs.recent_peak_rps if inputs.HasField("recent_peak_rps") else -1.0,
     )
     state = ScalingState(
         tuple((-age, r) for age, r in zip(inputs.prior_ages_s, inputs.prior_recommendations)), inputs.prior_time_in_system_s, inputs.prior_panic_left_s

@@ -36,6 +36,7 @@ from ebbflow.scheduler.core import (
 )
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, TokenMix
 from ebbflow.scheduler.explain import record_inputs
+from ebbflow.scheduler.load_window import LoadWindow, PushWindow
 from ebbflow.scheduler.placement import Demand, budget_caps, largest_gpu_gb, parse_node, replica_memory_gb
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
@@ -125,8 +126,11 @@ class Scheduler:
         self._evaluated_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._last_arrival: dict[str, float] = {}
-        # Per router worker: when its last telemetry arrived and each model's in-flight in that window.
-        self._pushed: dict[str, tuple[float, dict[str, float]]] = {}
+        self._windows: dict[str, LoadWindow] = {}
+        # Per router worker: its recent pushes (each model's in-flight in one telemetry window).
+        self._pushed: dict[str, PushWindow] = {}
+        self.evaluations: dict[str, scheduling_pb2.ScalingDecision] = {}
+        """Each model's latest evaluation (holds and no-changes included), with the inputs it can be recomputed from."""
         self._tokens: dict[str, TokenMix] = {}
         self.capacity = CapacityStore(bus.capacity, on_ready=self._decide_all_now)
         self.nodes = [parse_node(text) for text in placement.nodes]
@@ -143,8 +147,11 @@ class Scheduler:
             forecast = forecast_pb2.Forecast.FromString(msg.data)
         except DecodeError:
             return
-        if not forecast.quantiles or forecast.observations < self.config.min_forecast_observations:
-            self._forecasts.pop(forecast.model, None)  # no forecast, or one too young to trust: reactive only
+        untrusted = forecast.untrusted_reason
+        if not untrusted and forecast.observations < self.config.min_forecast_observations:
+            untrusted = f"{forecast.observations} bins observed, {self.config.min_forecast_observations} needed (scheduler.min_forecast_observations)"
+        if not forecast.quantiles and not untrusted:
+            self._forecasts.pop(forecast.model, None)  # no forecast: reactive only
             return
         age = max(0.0, time.time() - forecast.issued_at_unix_s)
         self._forecasts[forecast.model] = ForecastView(
@@ -152,6 +159,7 @@ class Scheduler:
             step_s=forecast.step_s,
             quantiles={round(q.quantile, 4): tuple(q.arrival_rps) for q in forecast.quantiles},
             method=forecast.method,
+            untrusted_reason=untrusted,
         )
 
     def lead_s(self, model: str, policy: ModelPolicy) -> float:
@@ -164,8 +172,12 @@ class Scheduler:
         except DecodeError:
             return
         fresh = snapshot.status == load_pb2.DATA_STATUS_FRESH
+        now = time.monotonic()
         if fresh and snapshot.arrival_rps > 0:
-            self._last_arrival[snapshot.model] = time.monotonic()
+            self._last_arrival[snapshot.model] = now
+        window = self._windows.setdefault(snapshot.model, LoadWindow(self.config.load_window_s))
+        if fresh:
+            window.add(now, snapshot.in_flight, snapshot.arrival_rps)
         if snapshot.inference_rps > 0 and snapshot.prompt_tokens_per_s > 0:
             mix = self._tokens.setdefault(snapshot.model, TokenMix())
             mix.observe(snapshot.prompt_tokens_per_s, snapshot.generated_tokens_per_s, snapshot.inference_rps, snapshot.window_s or 1.0)
@@ -183,7 +195,7 @@ class Scheduler:
         except DecodeError:
             return
         now = time.monotonic()
-        self._pushed[telemetry.router_id] = (now, {m.model: m.in_flight_avg for m in telemetry.models})
+        self._pushed.setdefault(telemetry.router_id, PushWindow(self.config.burst_window_s)).add(now, {m.model: m.in_flight_avg for m in telemetry.models})
         if not self.config.react_to_snapshots:
             return  # the next tick reads the push
         for model in {m.model for m in telemetry.models}:
@@ -194,9 +206,11 @@ class Scheduler:
                 self._wake.set()
 
     def _burst(self, model: str, now: float) -> float:
-        """In-flight the routers pushed in their last window, summed over routers heard from lately; -1 if none."""
-        recent = [loads for seen, loads in self._pushed.values() if now - seen <= ROUTER_FRESH_S and model in loads]
-        return sum(loads[model] for loads in recent) if recent else -1.0
+        """In-flight the routers pushed over the burst window (each router's mean), summed over routers heard from
+        lately; -1 if none."""
+        means = [pushes.mean(model, now) for pushes in self._pushed.values() if now - pushes.heard_at() <= ROUTER_FRESH_S]
+        known = [m for m in means if m is not None]
+        return sum(known) if known else -1.0
 
     async def _on_wakeup(self, msg) -> None:  # type: ignore[no-untyped-def]
         model = msg.subject.rsplit(".", 1)[-1]
@@ -213,9 +227,17 @@ class Scheduler:
         if now - received.at_s > self.config.stale_after_s:
             return LoadView(False, 0.0, 0.0, f"no load snapshot from the collector for {now - received.at_s:.0f} s")
         last = self._last_arrival.get(model)
-        return replace(
+        load = replace(
             received.load, forecast=self._forecasts.get(model), idle_s=now - last if last is not None else -1.0, burst_in_flight=self._burst(model, now)
         )
+        window = self._windows.get(model)
+        means = window.means(now) if window is not None else None
+        if load.fresh and window is not None and means is not None:
+            # The rule reads the stable window's means (load_window), not the last second's; panic the burst
+            # window's, from the routers' push or the snapshots, whichever is higher (the push may be off or late).
+            burst = max(load.burst_in_flight, window.in_flight.mean(now, self.config.burst_window_s) or 0.0)
+            load = replace(load, in_flight=means[0], arrival_rps=means[1], burst_in_flight=burst, recent_peak_rps=window.recent_peak_rps(now))
+        return load
 
     def curve_spec(self, model: str, policy: ModelPolicy) -> tuple[CurveSpec | None, str]:
         """What the model's capacity curves are measured from, or None and why they cannot be."""
@@ -367,13 +389,14 @@ class Scheduler:
                 load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision, wall,
                 capacity_key, capacity.calibration if capacity else 0.0, capacity_note, budget, vertical_note,
             )
-            if not decision.valid:
-                self.metrics.holds.labels(model).inc()
-                return
-            if advisory:
-                self._demands.pop(model, None)  # advice takes no share of the budget
-                await self._advise(model, decision, inputs, current_replicas)
-                return
+        self._note_evaluation(model, revision, current_replicas, decision, inputs, advisory)
+        if not decision.valid:
+            self.metrics.holds.labels(model).inc()
+            return
+        if advisory:
+            self._demands.pop(model, None)  # advice takes no share of the budget
+            await self._advise(model, decision, inputs, current_replicas)
+            return
         self._note_demand(model, policy, decision.demand)
         vertical = self.vertical_for(policy)
         if current is not None and decision.replicas == current_replicas and current.vertical == vertical:
@@ -410,6 +433,21 @@ class Scheduler:
         )
         await self.bus.js.publish(
             subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{generation}"}
+        )
+
+    def _note_evaluation(
+        self, model: str, revision: int, current: int, decision: Decision, inputs: scheduling_pb2.DecisionInputs, advisory: bool
+    ) -> None:
+        """Keep the model's latest evaluation, changed or not, so `explain` can say why it has what it has now."""
+        self.evaluations[model] = scheduling_pb2.ScalingDecision(
+            model=model,
+            generation=revision,
+            previous_replicas=current,
+            desired=scheduling_pb2.DesiredState(
+                model=model, horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas), reason=decision.reason, decided_at_unix_s=time.time()
+            ),
+            inputs=inputs,
+            advisory=advisory,
         )
 
     async def _advise(self, model: str, decision: Decision, inputs: scheduling_pb2.DecisionInputs, current: int) -> None:

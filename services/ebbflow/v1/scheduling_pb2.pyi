@@ -40,7 +40,7 @@ class DesiredState(_message.Message):
     def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., horizontal: _Optional[_Union[HorizontalDecision, _Mapping]] = ..., vertical: _Optional[_Union[VerticalDecision, _Mapping]] = ..., reason: _Optional[str] = ..., decided_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class DecisionInputs(_message.Message):
-    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s", "capacity_key", "capacity_calibration", "capacity_note", "idle_s", "budgeted", "budget_cap", "budget_note", "vertical_note", "burst_in_flight")
+    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s", "capacity_key", "capacity_calibration", "capacity_note", "idle_s", "budgeted", "budget_cap", "budget_note", "vertical_note", "burst_in_flight", "forecast_untrusted_reason", "recent_peak_rps")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_RPS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,8 @@ class DecisionInputs(_message.Message):
     BUDGET_NOTE_FIELD_NUMBER: _ClassVar[int]
     VERTICAL_NOTE_FIELD_NUMBER: _ClassVar[int]
     BURST_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_UNTRUSTED_REASON_FIELD_NUMBER: _ClassVar[int]
+    RECENT_PEAK_RPS_FIELD_NUMBER: _ClassVar[int]
     in_flight: float
     arrival_rps: float
     current_replicas: int
@@ -105,7 +107,9 @@ class DecisionInputs(_message.Message):
     budget_note: str
     vertical_note: str
     burst_in_flight: float
-    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ..., capacity_key: _Optional[str] = ..., capacity_calibration: _Optional[float] = ..., capacity_note: _Optional[str] = ..., idle_s: _Optional[float] = ..., budgeted: bool = ..., budget_cap: _Optional[int] = ..., budget_note: _Optional[str] = ..., vertical_note: _Optional[str] = ..., burst_in_flight: _Optional[float] = ...) -> None: ...
+    forecast_untrusted_reason: str
+    recent_peak_rps: float
+    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ..., capacity_key: _Optional[str] = ..., capacity_calibration: _Optional[float] = ..., capacity_note: _Optional[str] = ..., idle_s: _Optional[float] = ..., budgeted: bool = ..., budget_cap: _Optional[int] = ..., budget_note: _Optional[str] = ..., vertical_note: _Optional[str] = ..., burst_in_flight: _Optional[float] = ..., forecast_untrusted_reason: _Optional[str] = ..., recent_peak_rps: _Optional[float] = ...) -> None: ...
 
 class CapacityCurve(_message.Message):
     __slots__ = ("pool", "rates", "met", "in_flight", "ttft_s")
@@ -196,16 +200,18 @@ class ExplainRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., inputs: _Optional[_Union[DecisionInputs, _Mapping]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("decision", "recomputed_replicas", "recomputed_reason", "matches")
+    __slots__ = ("decision", "recomputed_replicas", "recomputed_reason", "matches", "evaluation")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     RECOMPUTED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     RECOMPUTED_REASON_FIELD_NUMBER: _ClassVar[int]
     MATCHES_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     decision: ScalingDecision
     recomputed_replicas: int
     recomputed_reason: str
     matches: bool
-    def __init__(self, decision: _Optional[_Union[ScalingDecision, _Mapping]] = ..., recomputed_replicas: _Optional[int] = ..., recomputed_reason: _Optional[str] = ..., matches: bool = ...) -> None: ...
+    evaluation: bool
+    def __init__(self, decision: _Optional[_Union[ScalingDecision, _Mapping]] = ..., recomputed_replicas: _Optional[int] = ..., recomputed_reason: _Optional[str] = ..., matches: bool = ..., evaluation: bool = ...) -> None: ...
 
 class GetPlanRequest(_message.Message):
     __slots__ = ()
