@@ -247,7 +247,7 @@ def run_live_replay(options: LiveReplayOptions, out: Path | None, plots: bool = 
     tail = options.tail_s
     if tail < 0:
         cold = max(measured_before, default=estimate)
-        tail = policy.scale_down_delay_s + policy.scale_to_zero_idle_s + 2 * cold + 10 * config.scheduler.interval_s + 5.0
+        tail = policy.panic_hold_s + policy.scale_down_delay_s + policy.scale_to_zero_idle_s + 2 * cold + 10 * config.scheduler.interval_s + 5.0
     span_s = plan[-1].send_s + tail
     say(f"sending {len(plan)} requests over {plan[-1].send_s:.0f} s to {router} (model {options.model}), then watching the fleet for {tail:.0f} s")
     recorded, wall_start = asyncio.run(drive(options, plan, router, control, tail))
@@ -307,7 +307,7 @@ def compare_sides(
     live_ready = np.array([s.ready for s in samples])
     live_desired = np.array([s.desired for s in samples])
     live_holding = np.array([s.holding for s in samples])
-    horizon = int(math.ceil(span_s)) + 1
+    horizon = int(span_s)  # the simulator's last sample, at its clock's end, is where it stops every replica
     sim_ready = outcome.ready[:horizon].astype(float)
     sim_holding = outcome.replicas[:horizon].astype(float)
     agree = live.agreement(live_t, live_ready, sim_ready, window_s, options.tolerance)

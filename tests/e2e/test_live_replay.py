@@ -30,6 +30,7 @@ STEP_RPS = 6.0  # wall-clock requests per second during the step
 STEP_S = 60.0  # wall seconds
 SCALE_DOWN_DELAY_S = 10.0
 IDLE_S = 5.0
+PANIC_HOLD_S = 10.0  # shorter than the step, so the wake-up's panic ends before the load does
 
 CONFIG = f"""\
 actuator:
@@ -46,6 +47,7 @@ models:
     target_in_flight_per_replica: 1
     scale_down_delay_s: {SCALE_DOWN_DELAY_S:g}
     scale_to_zero_idle_s: {IDLE_S:g}
+    panic_hold_s: {PANIC_HOLD_S:g}
 """
 
 

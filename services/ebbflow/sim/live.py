@@ -130,8 +130,13 @@ class LiveLikeEbbflow:
             self.state, self.started = resume_state(obs.current, obs.now_s), True
         view = self.forecast.at(obs.now_s, self.min_forecast_observations) if self.forecast else None
         in_flight = obs.in_flight(self.window_s)
-        load = LoadView(True, in_flight, obs.arrival_rps(self.window_s), forecast=view, burst_in_flight=in_flight, idle_s=self._idle_s(obs))
-        woken = obs.current == 0 and in_flight > 0  # requests held by the router wake a model at zero
+        arrivals = obs.arrival_rps(self.window_s)
+        # Requests held by the router wake a model at zero through a message of their own, decided on before
+        # the collector has seen them: the wake-up decision sees no load (and a panic follows on the next tick).
+        woken = obs.current == 0 and in_flight > 0
+        if woken:
+            in_flight = arrivals = 0.0
+        load = LoadView(True, in_flight, arrivals, forecast=view, burst_in_flight=in_flight, idle_s=self._idle_s(obs))
         decision, self.state = decide(load, self.policy, self.state, obs.current, obs.now_s, woken=woken, lead_s=self.lead_s, capacity=self.capacity)
         if decision.replicas != obs.current:
             self.changes.append((obs.now_s, obs.current, decision.replicas, decision.reason))
