@@ -648,7 +648,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0 if response.matches else 1
 
 
+def cmd_replay_live(args: argparse.Namespace) -> int:
+    from ebbflow.live_replay import LiveReplayOptions, run_live_replay
+    from ebbflow.sim.live import table
+
+    options = LiveReplayOptions(
+        trace=Path(args.trace),
+        state_dir=Path(args.state_dir),
+        speedup=args.speedup,
+        model=args.model,
+        router=args.router or "",
+        config=Path(args.config) if args.config else None,
+        time_scale=args.time_scale or 0.0,
+        profile=args.profile,
+        slo_latency_s=args.slo_latency,
+        tail_s=args.tail_s,
+        tolerance=args.tolerance,
+        time_unit=args.time_unit,
+        time_column=args.time_column,
+        prompt_column=args.prompt_column,
+        output_column=args.output_column,
+    )
+    out = Path(args.out) if args.out else Path(f"replay-live-{Path(args.trace).stem}")
+    report = run_live_replay(options, out, plots=not args.no_plots, say=lambda line: say(line, sys.stderr))
+    print(table(report))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("live", "simulated")} | {side: {k: v for k, v in report[side].items() if k != "changes"} for side in ("live", "simulated")}))
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.live:
+        return cmd_replay_live(args)
     from ebbflow.scheduler.capacity import Slo
     from ebbflow.sim.compare import POLICIES
     from ebbflow.sim.replay import Progress, ReplayOptions, expected_steps, parse_shape, run_replay, table, write
@@ -813,6 +843,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", help="output folder (default: ./replay-<trace name>)")
     replay.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.add_argument("--live", action="store_true", help="drive the trace through a running `ebbflow up` and compare it with the simulator (see README)")
+    replay.add_argument("--speedup", type=float, default=1.0, help="--live: send at the trace's arrival times divided by this (default: %(default)s)")
+    replay.add_argument("--router", help="--live: Triton gRPC address to send to (default: the running stack's router)")
+    replay.add_argument("--model", default="llm", help="--live: the model the requests go to (default: %(default)s)")
+    replay.add_argument("--config", help="--live: the stack's config file (its time_scale, forecaster and scheduler settings)")
+    replay.add_argument("--time-scale", type=float, help="--live: the stack's actuator.time_scale (default: from --config, else 1)")
+    replay.add_argument("--tail-s", type=float, default=-1.0, help="--live: seconds to watch after the last request (default: enough to return to the floor)")
+    replay.add_argument("--tolerance", type=int, default=0, help="--live: replicas live may stray outside the simulator's band (default: %(default)s)")
+    replay.add_argument("--state-dir", default=str(default_state_dir()), help="--live: state directory of the running ebbflow up (default: %(default)s)")
     replay.set_defaults(func=cmd_replay)
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
