@@ -150,7 +150,7 @@ async def test_explain_without_a_generation_says_why_the_model_has_what_it_has_n
             assert now.evaluation and now.matches, now.recomputed_reason
             assert now.decision.generation == decisions[-1].generation and now.decision.previous_replicas == 3
             assert now.decision.desired.horizontal.replicas == 3 and now.recomputed_replicas == 3
-            assert "held for the 600 s delay (in_flight " in now.decision.desired.reason and "/ target 4 -> 1)" in now.decision.desired.reason
+            assert "held for the 600 s delay (in_flight " in now.decision.desired.reason and "/ in_flight_target 4 -> 1)" in now.decision.desired.reason
             assert [d.desired.horizontal.replicas for d in decisions] == [1, 3], "no change was recorded meanwhile"
             recorded = await explain(decisions[-1].generation)  # a recorded change is still explained as recorded
             assert not recorded.evaluation and recorded.matches and recorded.decision.desired.horizontal.replicas == 3

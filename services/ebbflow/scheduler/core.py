@@ -315,7 +315,7 @@ def decide(
         reactive = recommend(load.in_flight, policy)
         if tolerated(load.in_flight, current * policy.in_flight_target, policy):
             reactive = bounded(current, policy)
-        demand = f"in_flight {load.in_flight:.2f} / target {policy.in_flight_target:g} -> {reactive}"
+        demand = f"in_flight {load.in_flight:.2f} / {policy.in_flight_target_text} -> {reactive}"
         if capacity_note:
             demand += f" (no SLO sizing: {capacity_note})"
     prediction = predict(load, policy, time_in_system, lead_s, now_s, capacity)
