@@ -266,6 +266,8 @@ def run_live_replay(options: LiveReplayOptions, out: Path | None, plots: bool = 
         forecast_horizon_steps=config.forecaster.horizon_steps,
         min_forecast_observations=config.scheduler.min_forecast_observations,
         interval_s=config.scheduler.interval_s,
+        load_window_s=config.scheduler.load_window_s,
+        burst_window_s=config.scheduler.burst_window_s,
     )
     capacity = None
     if policy.has_slo:

@@ -71,7 +71,7 @@ def test_holds_untrusted_forecasts_caps_and_the_activation_rule_recompute_to_the
         assert (again.valid, again.replicas, again.reason) == (decision.valid, decision.replicas, decision.reason), decision.reason
     assert "forecast not trusted: 12 bins observed" in recompute(*_inputs_of(cases[2], now)).reason
     assert "capped at 21.00" in recompute(*_inputs_of(cases[3], now)).reason
-    assert "below activation: forecast p90 0.003 rps" in recompute(*_inputs_of(cases[4], now)).reason
+    assert "below activation: forecast p50" in recompute(*_inputs_of(cases[4], now)).reason
 
 
 def _inputs_of(case, now):  # type: ignore[no-untyped-def]

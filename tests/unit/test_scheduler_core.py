@@ -370,11 +370,11 @@ def test_the_activation_rule_takes_a_tiny_forecast_to_zero_and_keeps_a_real_one_
         if current == 0:
             break
     assert current == 0 and t == ZERO.scale_to_zero_idle_s, t  # at the idle time, not later
-    assert "below activation: forecast p90 0.003 rps gives a 16% chance of an arrival within 60 s" in decision.reason
+    assert "below activation: forecast p50 0.00" in decision.reason and "9% chance of an arrival within 60 s" in decision.reason
     # And it stays at zero: the forecast does not bring the replica back for a sliver of demand.
     decision, _ = decide(idle_for(300.0, 0.003), ZERO, state, 0, 300.0, lead_s=33.0)
     assert decision.replicas == 0 and decision.valid
-    # 0.05 req/s: a 95% chance of a request within the minute: the forecast keeps the replica.
+    # A median of 0.025 req/s: a 78% chance of a request within the minute: the forecast keeps the replica.
     state, current = ScalingState(time_in_system_s=0.09), 1
     for t in range(0, 200):
         decision, state = decide(idle_for(float(t), 0.05), ZERO, state, current, float(t), lead_s=33.0)

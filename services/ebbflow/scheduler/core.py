@@ -21,9 +21,12 @@ for each model with an SLO (scheduler.curves); the simulator runs the same path.
 Scale to zero: with min_replicas 0, the last replica goes only after no
 request arrived for scale_to_zero_idle_s (KEDA's cooldown; Knative's
 scale-to-zero grace), on top of the scale-down delay. The forecast keeps (or
-brings back) a replica only past the activation threshold (KEDA's): when its
-chance of at least one arrival within the idle window, Poisson at the
-quantile's peak rate, is at least activation_probability. Without it a
+brings back) a replica only past the activation threshold (KEDA's): when the
+chance of at least one arrival within the idle window, Poisson at the median
+forecast's mean rate over that window, is at least activation_probability.
+(The median, not the sizing quantile: right after load stops, p90 still
+carries the spread of the level just left, and read as a rate it kept a
+replica for minutes of silence.) Without it a
 forecast of 0.003 req/s became 0.0003 requests in flight, which the ceiling
 turned into one replica held forever.
 
@@ -46,7 +49,7 @@ the predictive part, and the reason says so.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 from ebbflow.runtime.config import ModelPolicy
@@ -227,6 +230,17 @@ def forecast_peak(load: LoadView, policy: ModelPolicy, lead_s: float, now_s: flo
     return peak, ""
 
 
+def expected_rate(forecast: ForecastView, window_s: float, now_s: float) -> tuple[float, float]:
+    """The median forecast's mean rate over the next window_s (the steps it covers; the horizon at most), and the
+    quantile read (0.5, or the lowest one published)."""
+    level = 0.5 if 0.5 in forecast.quantiles else min(forecast.quantiles)
+    values = forecast.quantiles[level]
+    first = max(0, math.floor((now_s - forecast.issued_s) / forecast.step_s))
+    last = max(first + 1, math.ceil((now_s + window_s - forecast.issued_s) / forecast.step_s))
+    window = [v for v in values[first:last] if not math.isnan(v)] or [v for v in values[-1:] if not math.isnan(v)]
+    return (max(0.0, sum(window) / len(window)) if window else 0.0), level
+
+
 def predict(
     load: LoadView, policy: ModelPolicy, time_in_system_s: float, lead_s: float, now_s: float, capacity: "CapacityModel | None" = None
 ) -> Prediction:
@@ -237,10 +251,11 @@ def predict(
     if policy.min_replicas == 0:
         # KEDA's activation threshold: rounding up a sliver of a replica is not a reason to keep one.
         window = policy.idle_window_s
-        chance = 1.0 - math.exp(-peak * window)
+        rate, level = expected_rate(load.forecast, window, now_s) if load.forecast is not None else (peak, policy.forecast_quantile)
+        chance = 1.0 - math.exp(-rate * window)
         if chance < policy.activation:
             note = (
-                f"below activation: forecast p{policy.forecast_quantile * 100:g} {peak:.3f} rps gives a {chance:.0%} chance "
+                f"below activation: forecast p{level * 100:g} {rate:.3f} rps gives a {chance:.0%} chance "
                 f"of an arrival within {window:g} s (activation_probability {policy.activation:g})"
             )
             return Prediction(0, peak, lead_s, time_in_system_s, note=f"{note}; {why}" if why else note, inactive=True)
@@ -287,6 +302,13 @@ def decide(
             # Bounds and wake-ups still apply while holding: they never need load data.
             return Decision(True, floor, f"hold at bounds: {why}"), state
         return Decision(False, current, f"hold: {why}"), state
+    idled = ""
+    if policy.min_replicas == 0 and load.idle_s >= policy.idle_window_s and load.burst_in_flight == 0:
+        # Idle for the idle window with nothing in flight now: the load window's average is memory of load that
+        # is gone, not demand. Without this a 30 s load window held the last replica that long past the idle
+        # time, on top of the scale-down delay.
+        load = replace(load, in_flight=0.0, arrival_rps=0.0)
+        idled = f"; idle {load.idle_s:.0f} s with nothing in flight: past load no longer counts"
     time_in_system = state.time_in_system_s
     if load.arrival_rps > 0 and load.in_flight > 0:
         time_in_system = load.in_flight / load.arrival_rps  # Little's law on what the routers see
@@ -377,7 +399,7 @@ def decide(
         reason = f"scale from zero: requests are held; {reason}"
     if limited:
         reason += f"; {limited}"
-    reason += idle_hold
+    reason += idle_hold + idled
     wanted = -1
     if budget is not None and desired > max(budget[0], 0):
         wanted, desired = desired, max(budget[0], 0)

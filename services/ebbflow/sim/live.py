@@ -10,8 +10,9 @@ by the speedup K, an emulated second lasts `time_scale` wall seconds (the
 simulated fleet runs 1/time_scale times faster than the profile, as the Triton
 model sleeps service_time x time_scale), and the policy's delays are wall
 seconds in both. The simulated controller is fed the way the live scheduler
-service feeds `scheduler.core.decide`: in-flight and arrivals over the
-collector's last interval, the routers' pushed in-flight for panic, seconds
+service feeds `scheduler.core.decide`: in-flight and arrivals over its load
+window (`scheduler.load_window_s`), in-flight over the burst window for
+panic (`scheduler.burst_window_s`), seconds
 since the last arrival for scale to zero, and the forecaster's Selector over
 arrival rates at the live stack's finest resolution, acted on only after the
 same number of observed bins. What the live stack adds on top (scrape lag,
@@ -101,6 +102,10 @@ class LiveSettings:
     """scheduler.min_forecast_observations: bins seen before a forecast is acted on."""
     interval_s: float = 1.0
     """The collector's interval and the scheduler's tick."""
+    load_window_s: float = 30.0
+    """scheduler.load_window_s: in-flight and arrivals are averaged over this."""
+    burst_window_s: float = 6.0
+    """scheduler.burst_window_s: panic reads in-flight over this."""
 
 
 @dataclass
@@ -112,7 +117,8 @@ class LiveLikeEbbflow:
     lead_s: float
     min_forecast_observations: int
     capacity: CapacityModel | None = None
-    window_s: float = 1.0
+    window_s: float = 30.0
+    burst_window_s: float = 6.0
     name: str = "simulated"
     period_s: float = 1.0
     state: ScalingState = field(default_factory=ScalingState)
@@ -131,12 +137,13 @@ class LiveLikeEbbflow:
         view = self.forecast.at(obs.now_s, self.min_forecast_observations) if self.forecast else None
         in_flight = obs.in_flight(self.window_s)
         arrivals = obs.arrival_rps(self.window_s)
+        burst = obs.in_flight(self.burst_window_s)
         # Requests held by the router wake a model at zero through a message of their own, decided on before
         # the collector has seen them: the wake-up decision sees no load (and a panic follows on the next tick).
-        woken = obs.current == 0 and in_flight > 0
+        woken = obs.current == 0 and obs.in_flight(self.period_s) > 0  # held now, not within the load window
         if woken:
-            in_flight = arrivals = 0.0
-        load = LoadView(True, in_flight, arrivals, forecast=view, burst_in_flight=in_flight, idle_s=self._idle_s(obs))
+            in_flight = arrivals = burst = 0.0
+        load = LoadView(True, in_flight, arrivals, forecast=view, burst_in_flight=burst, idle_s=self._idle_s(obs))
         decision, self.state = decide(load, self.policy, self.state, obs.current, obs.now_s, woken=woken, lead_s=self.lead_s, capacity=self.capacity)
         if decision.replicas != obs.current:
             self.changes.append((obs.now_s, obs.current, decision.replicas, decision.reason))
@@ -164,7 +171,14 @@ def simulate_like_live(
     )
     lead = policy.lead_s or settings.cold_start_s + settings.interval_s
     controller = LiveLikeEbbflow(
-        policy, forecast, lead, settings.min_forecast_observations, capacity, window_s=settings.interval_s, period_s=settings.interval_s
+        policy,
+        forecast,
+        lead,
+        settings.min_forecast_observations,
+        capacity,
+        window_s=settings.load_window_s,
+        burst_window_s=settings.burst_window_s,
+        period_s=settings.interval_s,
     )
     outcome = simulate(requests, fleet, controller, span_s=span_s, initial=settings.initial_replicas)
     return outcome, controller
