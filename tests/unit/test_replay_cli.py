@@ -87,7 +87,7 @@ def test_scenarios_are_written_and_replayed_with_their_settings(tmp_path: Path, 
     assert main(["replay", "--scenario", "on_off", "--policy", "kpa", "--out", str(out), "--quiet", "--no-plots"]) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["trace"] == "scenario:on_off" and report["shape"] == "4x2" and report["fleet"]["min_replicas"] == 0
-    assert report["slo"]["ttft_s"] == 32.0
+    assert report["slo"]["ttft_s"] == 2.0
     assert report["evaluation_requests"] < report["requests"]  # the header's figures are the evaluation split's
     assert min(min(r["gpu_hours"] for r in report["results"]), 1) > 0
     assert "results over the evaluation split" in capsys.readouterr().out

@@ -160,9 +160,11 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
     # 288-step season only at 5 min or more; a week of 10-s bins would cost its Selector some 10 minutes).
     forecast_step = options.bin_s if data.span_s <= 2 * 86400 else 600.0
     season = int(round(86400 / forecast_step)) if data.span_s >= 3 * 86400 and 86400 / forecast_step <= 288 else 0
+    chosen = scenario(options.scenario) if options.scenario else None
+    if chosen is not None and chosen.season_s:
+        season = int(round(chosen.season_s / forecast_step))
     setup = Setup(fleet, options.slo, target=options.slo.target, bin_s=options.bin_s, dev_fraction=options.dev_fraction, season=season, forecast_s=forecast_step, learn=options.learn)
     comparison = compare(data, setup, options.policies, SWEEPS, progress=say)
-    chosen = scenario(options.scenario) if options.scenario else None
     report = {
         "trace": f"scenario:{options.scenario}" if options.scenario else str(options.trace),
         "name": data.name,
