@@ -164,6 +164,7 @@ def main() -> int:
             "slower": options.slower,
             "tuned": {k: v for k, v in result["tuned"].items() if k != "grid"},
             "results": result["results"],
+            "at_target": result["at_target"],
             "goals": result["goals"],
             "seconds": round(seconds, 1),
         }

@@ -87,6 +87,7 @@ def test_attainment_above_the_target_is_not_credit() -> None:
     assert g["baseline_gpu_hours"] == 1.0 and g["baseline_knob"] == 4
     assert g["met"] is False and g["verdict"] == "NOT met"
     assert c.best("hpa").knob == 4  # type: ignore[union-attr]
+    assert c.at_target()["hpa"] == {"knob": 4, "attainment": 0.996, "gpu_hours": 1.0}
 
 
 def test_ebbflow_below_the_target_misses_however_cheap() -> None:
@@ -101,6 +102,7 @@ def test_a_baseline_that_never_reaches_the_target_is_reported_not_beaten() -> No
     g = goal(c, "ray")
     assert g["met"] is None and g["verdict"] == "ray never reaches 99.5 %" and "not a win" in g["note"]
     assert c.best("ray") is None and c.closest("ray").knob == 1  # type: ignore[union-attr]
+    assert c.at_target()["ray"] is None
 
 
 def test_tie_and_the_oracle_peak() -> None:

@@ -177,6 +177,14 @@ class Comparison:
             return None
         return self.best(policy) or max(points, key=lambda r: (r.attainment, -r.gpu_hours))
 
+    def at_target(self) -> dict[str, dict | None]:
+        """Per policy, the point its cost is taken from (knob, attainment, GPU-hours); None: it never reaches the target."""
+        out: dict[str, dict | None] = {}
+        for policy in dict.fromkeys(r.policy for r in self.results):
+            r = self.best(policy)
+            out[policy] = None if r is None else {"knob": r.knob, "attainment": round(r.attainment, 5), "gpu_hours": round(r.gpu_hours, 3)}
+        return out
+
     def goals(self, tie: float = 0.0) -> list[dict]:
         """ebbflow against every baseline at the SLO target, static peak and the oracle.
 

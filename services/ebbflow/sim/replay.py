@@ -194,6 +194,7 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
         "target": options.slo.target,
         "tuned": comparison.tuned,
         "results": comparison.rows(),
+        "at_target": comparison.at_target(),
         "goals": comparison.goals(tie=chosen.tie if chosen else 0.0),
         "seconds": round(time.perf_counter() - started, 1),
     }
