@@ -84,6 +84,8 @@ def load_workload(options: ReplayOptions, say: Callable[[str], None] = lambda _:
             raise ConfigError(str(error)) from None
         generated = scale(chosen.generate(options.seed), options.scale, seed=options.seed)
         say(f"scenario {chosen.name}: {len(generated):,} requests over {generated.span_s / 3600:.2f} h ({chosen.about})")
+        if options.mode == "fluid":
+            return counts_from_requests(generated, options.bin_s, seed=options.seed), "fluid"
         return generated, "discrete-event"
     trace = load_trace(options.trace, options.time_column, options.time_unit, options.prompt_column, options.output_column)
     say(trace.describe())
