@@ -8,7 +8,13 @@ Runs, for every trace found under --traces (default ../shared/traces) and each -
   the SLO is p99.5 TTFT <= 2 s and TPOT <= 0.1 s, with TTFT <= 5 s for code (--slo-ttft-code: its
   sub-second bursts of hundreds of requests cannot start within 2 s on any fleet a cold start allows);
 - rate traces (ServeGen language models, 14 days of 10-min windows): fluid mode, at native rate;
-- a mode check: the same controllers in both modes on the conversation trace (GPU-hours and attainment).
+- a mode check: the same controllers in both modes on the conversation trace (GPU-hours and attainment);
+- the generated scenarios (ebbflow.sim.scenarios: step, step up/down, spike, ramp, daily, on/off to zero,
+  long-prompt shift), discrete-event, each at its own shape and SLO, with the issue's goals checked per
+  scenario (--scenarios-only runs just these; --no-scenarios skips them).
+
+Every policy is compared at the SLO target: a policy's cost is its cheapest swept point reaching it, and
+ebbflow must reach it itself.
 
 Each run writes results.json, table.txt, timeline.png and frontier.png under --out/<run>. Prints one
 JSON line (all runs), then the tables. Speeds are wall-clock on this machine, measured in the same run.
@@ -36,6 +42,7 @@ from ebbflow.sim.des import Fleet, simulate
 from ebbflow.sim.fluid import simulate_fluid
 from ebbflow.sim.profile import capacity_model
 from ebbflow.sim.replay import ReplayOptions, parse_shape, run_replay, table, write
+from ebbflow.sim.scenarios import SCENARIOS
 from ebbflow.sim.workload import Counts, requests_from_trace
 from ebbflow.traces import load_trace, trace_files
 
@@ -75,6 +82,22 @@ def mode_check(path: Path, shape_text: str, out: dict) -> None:
     out["mode_check"] = {"trace": requests.name, "shape": shape_text, "rows": rows}
 
 
+def scenario_goals(result: dict, name: str) -> dict[str, bool]:
+    """The issue's goals for one scenario run (tests/unit/test_scenarios.py asserts the same)."""
+    goals = {g["against"]: g for g in result["goals"]}
+    oracle = goals["oracle"]
+    out = {
+        "attainment": oracle["ebbflow_attainment"] >= 0.995,
+        "vs_oracle_1.3": bool(oracle["met_1.3"]),
+    }
+    for baseline in ("hpa", "kpa", "ray"):
+        if baseline in goals and goals[baseline]["met"] is not None:  # None: it never reaches 99.5 %, nothing to beat
+            out[f"vs_{baseline}"] = bool(goals[baseline]["met"])
+    if name == "step":
+        out["peak_1.2"] = oracle["peak_ratio"] is not None and oracle["peak_ratio"] <= 1.2
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_traces = ROOT.parent / "shared" / "traces"
@@ -87,16 +110,19 @@ def main() -> int:
     parser.add_argument("--slo-ttft-code", type=float, default=5.0, help="TTFT objective for code traces, s (2 s is out of reach in their sub-second bursts)")
     parser.add_argument("--no-native", action="store_true", help="skip the native-rate runs of scaled traces")
     parser.add_argument("--no-sensitivity", action="store_true")
+    parser.add_argument("--scenarios-only", action="store_true", help="run only the generated scenarios")
+    parser.add_argument("--no-scenarios", action="store_true", help="skip the generated scenarios")
     parser.add_argument("--out", type=Path, default=Path("/tmp/ebbflow-policy-benchmark"))
     args = parser.parse_args()
 
     files = list(args.trace)
-    if args.traces:
+    if args.traces and not args.scenarios_only:
         # Per-request traces, and of the rate traces the 14-day ServeGen language models.
         files += [p for p in trace_files(args.traces) if load_trace(p).kind == "requests" or "language" in p.name]
     if args.only:
         files = [p for p in files if args.only in p.name]
-    if not files:
+    scenarios = [] if args.no_scenarios else [s for s in SCENARIOS.values() if not args.only or args.only in s.name]
+    if not files and not scenarios:
         print("no traces: pass --traces DIR or --trace FILE", file=sys.stderr)
         return 2
 
@@ -117,6 +143,10 @@ def main() -> int:
         if "conv" in name and not args.no_sensitivity:
             runs.append((f"{path.stem}_x{factor:g}_slower15", replace(options, scale=factor, slower=0.15)))
 
+    for s in scenarios:
+        options = ReplayOptions(Path(s.name), scenario=s.name, shape=s.shape, slo=s.slo, min_replicas=s.min_replicas)
+        runs.append((f"scenario_{s.name}", options))
+
     report: dict = {"benchmark": "policy", "runs": {}}
     texts = []
     timing: dict[str, float] = {}
@@ -134,9 +164,12 @@ def main() -> int:
             "slower": options.slower,
             "tuned": {k: v for k, v in result["tuned"].items() if k != "grid"},
             "results": result["results"],
+            "at_target": result["at_target"],
             "goals": result["goals"],
             "seconds": round(seconds, 1),
         }
+        if options.scenario:
+            report["runs"][label]["scenario_goals"] = scenario_goals(result, SCENARIOS[options.scenario].name)
         texts.append(f"== {label} ({seconds:.0f} s)\n" + table(result))
     hour_runs = [v for k, v in timing.items() if "azure" in k and "slower" not in k]
     servegen = [v for k, v in timing.items() if "servegen" in k]
@@ -160,6 +193,11 @@ def main() -> int:
                 f"{row['bin_s']:>5g} {row['controller']:<20} {row['des_gpu_hours']:>10.2f} {row['fluid_gpu_hours']:>11.2f} {row['gpu_hours_diff_pct']:>7.2f} "
                 f"{100 * row['des_attainment']:>10.3f} {100 * row['fluid_attainment']:>11.3f} {row['attainment_diff_points']:>8.2f}"
             )
+    checked = {k: v["scenario_goals"] for k, v in report["runs"].items() if "scenario_goals" in v}
+    if checked:
+        print("\nscenario goals (>= 99.5 % attainment, <= 1.3x the oracle's GPU-hours, <= the cheapest HPA/KPA/Ray point reaching 99.5 %; step: peak <= 1.2x the oracle's)")
+        for label, goals in checked.items():
+            print(f"{label:<24} " + "; ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in goals.items()))
     print(f"\ntiming: {json.dumps(report['timing_s'])}")
     print(f"plots and per-run JSON under {args.out}")
     return 0

@@ -682,7 +682,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ebbflow.scheduler.capacity import Slo
     from ebbflow.sim.compare import POLICIES
     from ebbflow.sim.replay import Progress, ReplayOptions, expected_steps, parse_shape, run_replay, table, write
+    from ebbflow.sim.scenarios import scenario
 
+    if bool(args.trace) == bool(args.scenario):
+        raise ConfigError("give one of --trace FILE or --scenario NAME")
+    chosen = None
+    if args.scenario:
+        try:
+            chosen = scenario(args.scenario)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        # A scenario brings its own shape, SLO and replica floor; flags given explicitly still win.
+        args.shape = f"{chosen.shape.instances}x{chosen.shape.max_batch}" if args.shape == "auto" else args.shape
+        args.slo_ttft = chosen.slo.ttft_s if args.slo_ttft is None else args.slo_ttft
+        args.min_replicas = chosen.min_replicas if args.min_replicas is None else args.min_replicas
+    args.slo_ttft = 2.0 if args.slo_ttft is None else args.slo_ttft
+    args.min_replicas = 1 if args.min_replicas is None else args.min_replicas
     policies = tuple(p.strip() for item in (args.policy or []) for p in item.split(",") if p.strip()) or POLICIES
     try:
         slo = Slo(ttft_s=args.slo_ttft, tpot_s=args.slo_tpot, latency_s=args.slo_latency, percentile=args.slo_target)
@@ -693,7 +708,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not 0.1 <= args.dev_fraction <= 0.9:
         raise ConfigError(f"--dev-fraction must be in [0.1, 0.9], got {args.dev_fraction}")
     options = ReplayOptions(
-        trace=Path(args.trace),
+        trace=Path(args.trace or args.scenario),
+        scenario=args.scenario,
         policies=policies,
         scale=args.scale,
         mode=args.mode,
@@ -721,6 +737,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     written = write(comparison, report, out, plots=not args.no_plots)
     print(table(report))
     print(f"\nwrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from ebbflow.sim.scenarios import SCENARIOS, scenario, write_csv
+
+    if not args.name:
+        for s in SCENARIOS.values():
+            print(f"{s.name:<12} {s.about}; shape {s.shape.instances}x{s.shape.max_batch}, {s.slo.describe()}, min_replicas {s.min_replicas}")
+        return 0
+    try:
+        chosen = scenario(args.name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    requests = chosen.generate(args.seed)
+    path = write_csv(requests, Path(args.out or f"{chosen.name}.csv"))
+    print(f"wrote {path}: {len(requests):,} requests over {requests.span_s / 60:.0f} min ({chosen.about})")
+    print(f"replay it with its settings: ebbflow replay --scenario {chosen.name}" + (f" --seed {args.seed}" if args.seed else ""))
     return 0
 
 
@@ -820,18 +854,19 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="what-if: simulate ebbflow, HPA, KPA, Ray Serve, a Dynamo-like planner, static peak and a clairvoyant oracle on a trace",
     )
-    replay.add_argument("--trace", required=True, help="CSV or JSON Lines: one row per request (arrival time, optional token counts) or rates per window")
+    replay.add_argument("--trace", help="CSV or JSON Lines: one row per request (arrival time, optional token counts) or rates per window")
+    replay.add_argument("--scenario", help="a generated scenario instead of a trace (`ebbflow scenario` lists them)")
     replay.add_argument("--policy", action="append", help="policies to run, repeatable or comma-separated (default: all of ebbflow,hpa,kpa,ray,dynamo,static_peak,oracle)")
     replay.add_argument("--scale", type=float, default=1.0, help="multiply the trace's request rate by this (default: %(default)s)")
     replay.add_argument("--mode", choices=("auto", "des", "fluid"), default="auto", help="per-request discrete-event or fluid (default: auto, by trace kind and size)")
-    replay.add_argument("--slo-ttft", type=float, default=2.0, help="time-to-first-token objective, s (0: none; default: %(default)s)")
+    replay.add_argument("--slo-ttft", type=float, default=None, help="time-to-first-token objective, s (0: none; default: 2, or the scenario's)")
     replay.add_argument("--slo-tpot", type=float, default=0.1, help="time-per-output-token objective, s (0: none; default: %(default)s)")
     replay.add_argument("--slo-latency", type=float, default=0.0, help="end-to-end latency objective, s (0: none; default: %(default)s)")
     replay.add_argument("--slo-target", type=float, default=99.5, help="percent of requests that must meet it (default: %(default)s)")
     replay.add_argument("--shape", default="auto", help="replica shape INSTANCESxBATCH, e.g. 2x8 (default: auto, the fewest replicas for the SLO)")
     replay.add_argument("--profile", default="llama2-7b-a100", help="latency profile of the emulated model (default: %(default)s)")
     replay.add_argument("--cold-start-s", type=float, default=-1.0, help="start to ready, s (default: the profile's model_load_s)")
-    replay.add_argument("--min-replicas", type=int, default=1, help="(default: %(default)s)")
+    replay.add_argument("--min-replicas", type=int, default=None, help="(default: 1, or the scenario's)")
     replay.add_argument("--max-replicas", type=int, default=0, help="(default: twice what the busiest 10 s needs, at least 20)")
     replay.add_argument("--slower", type=float, default=0.0, help="sensitivity: the real fleet is this fraction slower than the profile, e.g. 0.15")
     replay.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
@@ -853,6 +888,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--tolerance", type=int, default=0, help="--live: replicas live may stray outside the simulator's band (default: %(default)s)")
     replay.add_argument("--state-dir", default=str(default_state_dir()), help="--live: state directory of the running ebbflow up (default: %(default)s)")
     replay.set_defaults(func=cmd_replay)
+
+    generate = sub.add_parser("scenario", help="write a generated scenario trace (step, spike, ramp, daily, on/off, long prompts) as a CSV that replay reads")
+    generate.add_argument("name", nargs="?", help="the scenario (none: list them)")
+    generate.add_argument("--out", help="CSV file to write (default: ./<name>.csv)")
+    generate.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    generate.set_defaults(func=cmd_scenario)
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
     demo.add_argument("--duration-s", type=float, default=120.0, help="length of the load ramp (default: %(default)s)")

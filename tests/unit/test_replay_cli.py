@@ -72,3 +72,22 @@ def test_replay_refuses_bad_input_clearly(tmp_path: Path, capsys: pytest.Capture
     tiny.write_text("timestamp\n0\n1\n2\n")
     assert main(["replay", "--trace", str(tiny), "--quiet"]) == 2
     assert "at least 100" in capsys.readouterr().err
+
+
+def test_scenarios_are_written_and_replayed_with_their_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenario"]) == 0
+    assert "on_off" in capsys.readouterr().out
+    assert main(["scenario", "spike", "--out", str(tmp_path / "spike.csv")]) == 0
+    assert (tmp_path / "spike.csv").read_text().startswith("arrival_s,prompt_tokens,output_tokens")
+    assert main(["scenario", "nope"]) == 2
+    assert "unknown scenario 'nope'" in capsys.readouterr().err
+    assert main(["replay", "--quiet"]) == 2
+    assert "--trace FILE or --scenario NAME" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main(["replay", "--scenario", "on_off", "--policy", "kpa", "--out", str(out), "--quiet", "--no-plots"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["trace"] == "scenario:on_off" and report["shape"] == "4x2" and report["fleet"]["min_replicas"] == 0
+    assert report["slo"]["ttft_s"] == 2.0
+    assert report["evaluation_requests"] < report["requests"]  # the header's figures are the evaluation split's
+    assert min(min(r["gpu_hours"] for r in report["results"]), 1) > 0
+    assert "results over the evaluation split" in capsys.readouterr().out

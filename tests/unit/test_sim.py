@@ -332,3 +332,35 @@ def test_decide_sizes_in_flight_against_the_curves_and_never_less_for_more_load(
         d, _ = decide(load, with_(policy, panic_threshold=0), ScalingState(), current=4, now_s=100.0, lead_s=31.0, capacity=model)
         assert d.replicas >= previous
         previous = d.replicas
+
+
+def test_kpa_and_ray_reach_zero_only_with_a_zero_minimum() -> None:
+    # Busy for 100 s, then idle: KPA with min-scale 0 goes once its 60-s stable window is empty and 30 s of
+    # grace have passed; with min-scale 1 (the default) it keeps one pod. Ray waits its downscale delay.
+    t = telemetry_with([4.0] * 100 + [0.0] * 1000)
+    kpa, kpa_one = Kpa(concurrency=4.0, min_scale=0), Kpa(concurrency=4.0)
+    assert kpa.decide(Observation(170.0, t, ready=1, current=1)) == 1  # stable window empty from 160 s: grace starts
+    assert kpa.decide(Observation(199.0, t, ready=1, current=1)) == 1
+    assert kpa.decide(Observation(200.0, t, ready=1, current=1)) == 0
+    assert kpa_one.decide(Observation(400.0, t, ready=1, current=1)) == 1
+    ray = RayServe(target=2.0, min_replicas=0)
+    assert ray.decide(Observation(140.0, t, ready=1, current=1)) == 1
+    assert ray.decide(Observation(140.0 + DOWNSCALE_DELAY_S, t, ready=1, current=1)) == 0
+    assert RayServe(target=2.0).decide(Observation(140.0 + DOWNSCALE_DELAY_S, t, ready=1, current=1)) == 1
+
+
+def test_oracle_goes_to_zero_between_bursts_with_a_zero_minimum() -> None:
+    requests = even([(100, 0.5), (400, 1e9), (100, 0.5)])  # 100 s busy, 400 s silent, 100 s busy
+    requests = Requests("gap", np.concatenate([requests.times[:200], requests.times[:200] + 500]), np.full(400, 100), np.full(400, 100), duration_s=600)
+    fleet = Fleet(PROFILE, Shape(1, 1), noise_sigma=0.0, min_replicas=0, max_replicas=20)
+    step, bins, slo = 10.0, 60, Slo(ttft_s=0.5, percentile=99.5)
+
+    def run(plan):
+        outcome = simulate(requests, fleet, Ahead(plan, step, fleet.cold_s), span_s=600, initial=int(plan[0]))
+        k = np.minimum((requests.times // step).astype(int), bins - 1)
+        return outcome, np.bincount(k, minlength=bins).astype(float), np.bincount(k, weights=1 - outcome.met(slo), minlength=bins)
+
+    floor = np.where(np.arange(bins) % 50 < 10, 1, 0)
+    plan, outcome, _ = find_oracle(floor, run, 0.995, 20, reach=Ahead(floor, step, fleet.cold_s).reach, min_replicas=0)
+    assert outcome.attainment(slo) >= 0.995
+    assert plan[20:40].max() == 0 and outcome.replicas[250:400].max() == 0  # nothing held through the silence

@@ -23,6 +23,7 @@ from ebbflow.scheduler.capacity import CapacityModel, Shape, Slo
 from ebbflow.sim.compare import KNOBS, POLICIES, SWEEPS, Comparison, Setup, compare
 from ebbflow.sim.des import Fleet
 from ebbflow.sim.profile import best_shape, default_shapes, measure_curve
+from ebbflow.sim.scenarios import scenario
 from ebbflow.sim.workload import Counts, Requests, client_dispersion, counts_from_rates, counts_from_requests, requests_from_trace, scale, token_mix
 from ebbflow.traces import load_trace
 
@@ -57,6 +58,8 @@ class ReplayOptions:
     time_column: str | None = None
     prompt_column: str | None = None
     output_column: str | None = None
+    scenario: str | None = None
+    """A generated scenario (ebbflow.sim.scenarios) instead of the trace file; its requests are drawn with `seed`."""
 
 
 def parse_shape(text: str) -> Shape | None:
@@ -74,6 +77,16 @@ def parse_shape(text: str) -> Shape | None:
 
 def load_workload(options: ReplayOptions, say: Callable[[str], None] = lambda _: None) -> tuple[Requests | Counts, str]:
     """The trace as simulator input, and the mode it will run in."""
+    if options.scenario:
+        try:
+            chosen = scenario(options.scenario)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        generated = scale(chosen.generate(options.seed), options.scale, seed=options.seed)
+        say(f"scenario {chosen.name}: {len(generated):,} requests over {generated.span_s / 3600:.2f} h ({chosen.about})")
+        if options.mode == "fluid":
+            return counts_from_requests(generated, options.bin_s, seed=options.seed), "fluid"
+        return generated, "discrete-event"
     trace = load_trace(options.trace, options.time_column, options.time_unit, options.prompt_column, options.output_column)
     say(trace.describe())
     if trace.kind == "rates":
@@ -149,10 +162,13 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
     # 288-step season only at 5 min or more; a week of 10-s bins would cost its Selector some 10 minutes).
     forecast_step = options.bin_s if data.span_s <= 2 * 86400 else 600.0
     season = int(round(86400 / forecast_step)) if data.span_s >= 3 * 86400 and 86400 / forecast_step <= 288 else 0
+    chosen = scenario(options.scenario) if options.scenario else None
+    if chosen is not None and chosen.season_s:
+        season = int(round(chosen.season_s / forecast_step))
     setup = Setup(fleet, options.slo, target=options.slo.target, bin_s=options.bin_s, dev_fraction=options.dev_fraction, season=season, forecast_s=forecast_step, learn=options.learn)
     comparison = compare(data, setup, options.policies, SWEEPS, progress=say)
     report = {
-        "trace": str(options.trace),
+        "trace": f"scenario:{options.scenario}" if options.scenario else str(options.trace),
         "name": data.name,
         "mode": mode,
         "requests": int(len(data)) if isinstance(data, Requests) else int(np.nansum(data.counts)),
@@ -174,20 +190,34 @@ def run_replay(options: ReplayOptions, say: Callable[[str], None] = lambda _: No
             "noise_sigma": fleet.noise_sigma,
         },
         "evaluation": f"the last {100 * (1 - options.dev_fraction):.0f} % of the trace; ebbflow tuned on the first {100 * options.dev_fraction:.0f} %",
+        "evaluation_from_h": round(comparison.details["split"]["cut_s"] / 3600, 3),
+        "evaluation_span_h": round(comparison.details["split"]["evaluation_span_s"] / 3600, 3),
+        "evaluation_requests": comparison.details["split"]["evaluation_requests"],
+        "target": options.slo.target,
         "tuned": comparison.tuned,
         "results": comparison.rows(),
-        "goals": comparison.goals(),
+        "at_target": comparison.at_target(),
+        "goals": comparison.goals(tie=chosen.tie if chosen else 0.0),
         "seconds": round(time.perf_counter() - started, 1),
     }
     return comparison, report
 
 
 def table(report: dict) -> str:
-    """The results as a fixed-width table, one row per policy and swept knob."""
-    header = f"{'policy':<12} {'knob':>24} {'attain %':>9} {'GPU-h':>8} {'x oracle':>8} {'TTFT p50':>8} {'TTFT p99':>8} {'TPOT p99':>8} {'actions':>7} {'cold':>6}"
+    """The results as a fixed-width table, one row per policy and swept knob; the goals below it.
+
+    Every figure is over the evaluation split, which the header states. The `at target` column marks the
+    points reaching the SLO target ("yes") and, per policy, the one its cost is taken from ("cheapest"):
+    attainment above the target earns nothing."""
+    target = report.get("target", 0.995)
+    header = f"{'policy':<12} {'knob':>24} {'attain %':>9} {'at target':>9} {'GPU-h':>8} {'x oracle':>8} {'TTFT p50':>8} {'TTFT p99':>8} {'TPOT p99':>8} {'actions':>7} {'cold':>6}"
+    evaluation = ""
+    if "evaluation_span_h" in report:
+        evaluation = (f"; results over the evaluation split: from {report['evaluation_from_h']} h, {report['evaluation_requests']:,} requests "
+                      f"over {report['evaluation_span_h']} h")  # fmt: skip
     lines = [
-        f"{report['name']}: {report['mode']}, {report['requests']:,} requests over {report['span_h']} h, mean {report['mean_rps']} req/s, "
-        f"shape {report['shape']}, SLO {Slo(**report['slo']).describe()}",
+        f"{report['name']}: {report['mode']}, {report['requests']:,} requests over {report['span_h']} h in all, mean {report['mean_rps']} req/s, "
+        f"shape {report['shape']}, SLO {Slo(**report['slo']).describe()}{evaluation}",
         header,
         "-" * len(header),
     ]
@@ -195,22 +225,42 @@ def table(report: dict) -> str:
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
+    cheapest: dict[str, dict] = {}
+    for row in report["results"]:
+        if row["attainment"] >= target and (row["policy"] not in cheapest or row["gpu_hours"] < cheapest[row["policy"]]["gpu_hours"]):
+            cheapest[row["policy"]] = row
     for row in report["results"]:
         knob = "" if row["knob"] is None else f"{KNOBS.get(row['policy'], 'replicas')} {row['knob']:g}"
+        mark = "cheapest" if cheapest.get(row["policy"]) is row else "yes" if row["attainment"] >= target else "no"
         lines.append(
-            f"{row['policy']:<12} {knob:>24} {100 * row['attainment']:>9.3f} {row['gpu_hours']:>8.2f} {cell(row['vs_oracle'], 2):>8} "
+            f"{row['policy']:<12} {knob:>24} {100 * row['attainment']:>9.3f} {mark:>9} {row['gpu_hours']:>8.2f} {cell(row['vs_oracle'], 2):>8} "
             f"{cell(row['ttft_p50_s'], 2):>8} {cell(row['ttft_p99_s'], 2):>8} {cell(row['tpot_p99_s'], 3):>8} {row['actions']:>7} {row['cold_starts']:>6}"
         )
     lines.append("")
     for goal in report["goals"]:
-        verdict = "met" if goal.get("met", goal.get("met_1.10")) else "NOT met"
-        detail = goal.get("note") or ", ".join(f"{k} {v}" for k, v in goal.items() if k not in ("against", "goal", "met"))
+        verdict = goal.get("verdict") or ("met" if goal.get("met") else "NOT met")
+        detail = goal.get("note") or ", ".join(f"{k} {v}" for k, v in goal.items() if k not in ("against", "goal", "met", "verdict"))
         lines.append(f"vs {goal['against']}: {goal['goal']}: {verdict} ({detail})")
     return "\n".join(lines)
 
 
+COLOURS = {
+    "ebbflow": "#d62728",
+    "oracle": "#222222",
+    "static_peak": "#8c8c8c",
+    "hpa": "#1f77b4",
+    "kpa": "#2ca02c",
+    "ray": "#9467bd",
+    "dynamo": "#ff7f0e",
+}
+"""One colour per policy in every plot; ebbflow's (red) is no baseline's."""
+
+
 def plot(comparison: Comparison, report: dict, out: Path) -> list[Path]:
-    """timeline.png (demand, forecast band, replicas per policy) and frontier.png (attainment vs GPU-hours)."""
+    """timeline.png (demand, forecast band, replicas per policy) and frontier.png (SLO misses vs GPU-hours).
+
+    Both cover the evaluation split, on the trace's own clock (hours from its start); legends sit outside
+    the axes so they hide no line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,54 +268,81 @@ def plot(comparison: Comparison, report: dict, out: Path) -> list[Path]:
 
     written = []
     step = comparison.setup.bin_s
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
+    split = comparison.details.get("split", {})
+    cut_h = split.get("cut_s", 0.0) / 3600
+    eval_h = split.get("evaluation_span_s", len(comparison.demand) * step) / 3600
+    target = comparison.setup.target
+    label_target = f"{100 * target:g} %"
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 7.5), sharex=True)
     demand = comparison.demand
-    hours = np.arange(len(demand)) * step / 3600
-    top.plot(hours, demand, color="black", linewidth=0.8, label="demand (req/s)")
+    hours = cut_h + np.arange(len(demand)) * step / 3600
+    top.plot(hours, demand, color="black", linewidth=0.9, drawstyle="steps-post", label=f"demand (req/s per {step:g} s)")
     if comparison.forecast is not None:
         f = comparison.forecast
-        issued = np.array([v.issued_s for v in f.views if v is not None]) / 3600
-        p50 = np.array([v.quantiles[0.5][0] for v in f.views if v is not None])
-        p90 = np.array([v.quantiles[0.9][0] for v in f.views if v is not None])
-        p99 = np.array([v.quantiles[0.99][0] for v in f.views if v is not None])
+        views = [v for v in f.views if v is not None]
+        issued = cut_h + np.array([v.issued_s for v in views]) / 3600
+        p50 = np.array([v.quantiles[0.5][0] for v in views])
+        p90 = np.array([v.quantiles[0.9][0] for v in views])
+        p99 = np.array([v.quantiles[0.99][0] for v in views])
         ahead = f.step_s / 3600
-        top.fill_between(issued + ahead, p50, p99, color="tab:blue", alpha=0.2, step="post", label="forecast p50-p99 (one step ahead)")
-        top.plot(issued + ahead, p90, color="tab:blue", linewidth=0.8, drawstyle="steps-post", label="forecast p90")
+        colour = COLOURS["ebbflow"]
+        top.fill_between(issued + ahead, p50, p99, color=colour, alpha=0.15, step="post", label="ebbflow's forecast p50-p99 (one step ahead)")
+        top.plot(issued + ahead, p90, color=colour, linewidth=0.8, drawstyle="steps-post", label="ebbflow's forecast p90")
     top.set_ylabel("req/s")
-    top.legend(loc="upper right", fontsize=8)
-    top.set_title(f"{report['name']}: demand and replicas ({report['mode']}, evaluation split)")
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
+    top.set_title(f"{report['name']}: demand and replicas ({report['mode']}); evaluation split: {cut_h:.3g}-{cut_h + eval_h:.3g} h of {report['span_h']:g} h")
     for policy in ("oracle", "ebbflow", *SWEEPS.keys(), "static_peak"):
-        best = comparison.best(policy)
-        if best is None:
+        shown = comparison.closest(policy)
+        if shown is None:
             continue
-        series = best.outcome.replicas
-        t = np.arange(len(series)) * (comparison.setup.bin_s if best.outcome.weights is not None else 1.0) / 3600
-        label = policy if best.knob is None or policy == "static_peak" else f"{policy} ({KNOBS[policy]} {best.knob:g})"
-        bottom.plot(t, series, linewidth=1.6 if policy in ("ebbflow", "oracle") else 0.9, label=label, drawstyle="steps-post")
-    bottom.set_xlabel("hours")
+        series = shown.outcome.replicas
+        t = cut_h + np.arange(len(series)) * (step if shown.outcome.weights is not None else 1.0) / 3600
+        label = policy if shown.knob is None or policy == "static_peak" else f"{policy} ({KNOBS[policy]} {shown.knob:g})"
+        if policy in SWEEPS:
+            label += ": cheapest reaching " + label_target if comparison.best(policy) is shown else f": never reaches {label_target}, best shown"
+        elif shown.attainment < target:
+            label += f": misses {label_target} ({100 * shown.attainment:.2f} %)"
+        wide = policy in ("ebbflow", "oracle")
+        bottom.plot(t, series, color=COLOURS[policy], linewidth=2.0 if wide else 1.0, linestyle="--" if policy == "oracle" else "-", label=label, drawstyle="steps-post")
+    for axis in (top, bottom):
+        axis.axvline(cut_h, color="grey", linewidth=0.6, linestyle=":")
+    bottom.set_xlim(cut_h, cut_h + eval_h * 1.02)
+    bottom.set_xlabel(f"hours into the trace (the evaluation split starts at {cut_h:.3g} h; before it, ebbflow was tuned and nothing is scored)")
     bottom.set_ylabel("replicas holding a GPU")
-    bottom.legend(loc="upper right", fontsize=8, ncol=2)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     fig.tight_layout()
     path = out / "timeline.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
 
-    fig, ax = plt.subplots(figsize=(8, 6))
+    # Misses on a log scale: the target (0.5 % of requests) and 100 % attainment are visibly apart.
+    floor = 0.01
+
+    def misses(r) -> float:
+        return max(floor, 100 * (1 - r.attainment))
+
+    fig, ax = plt.subplots(figsize=(11, 6))
     for policy in SWEEPS:
         points = sorted(comparison.get(policy), key=lambda r: r.gpu_hours)
-        if points:
-            ax.plot([r.gpu_hours for r in points], [100 * r.attainment for r in points], marker="o", label=f"{policy} (swept {KNOBS[policy]})")
+        if not points:
+            continue
+        ax.plot([r.gpu_hours for r in points], [misses(r) for r in points], marker="o", color=COLOURS[policy], linewidth=0.8, label=f"{policy} (swept {KNOBS[policy]}; joined by cost)")
+        for r in points:
+            ax.annotate(f"{r.knob:g}", (r.gpu_hours, misses(r)), textcoords="offset points", xytext=(4, 4), fontsize=7, color=COLOURS[policy])
     for policy, marker in (("ebbflow", "*"), ("oracle", "D"), ("static_peak", "s")):
         for r in comparison.get(policy):
-            ax.scatter([r.gpu_hours], [100 * r.attainment], marker=marker, s=160 if marker == "*" else 70, zorder=5, label=policy)
-    ax.axhline(100 * comparison.setup.target, color="grey", linestyle="--", linewidth=0.8, label=f"target {100 * comparison.setup.target:g} %")
-    lowest = min((r.attainment for r in comparison.results), default=0.9)
-    ax.set_ylim(max(0.0, 100 * lowest - 1), 100.2)
-    ax.set_xlabel("GPU-hours (evaluation split)")
-    ax.set_ylabel("SLO attainment (% of requests)")
-    ax.set_title(f"{report['name']}: attainment vs GPU-hours")
-    ax.legend(fontsize=8, loc="lower right")
+            ax.scatter([r.gpu_hours], [misses(r)], marker=marker, s=220 if marker == "*" else 70, zorder=5, color=COLOURS[policy], label=policy)
+    ax.axhline(100 * (1 - target), color="grey", linestyle="--", linewidth=0.8, label=f"target: {label_target} attainment")
+    ax.set_yscale("log")
+    ticks = [t for t in (0.01, 0.1, 0.5, 1, 5, 10, 50, 100) if t <= max([misses(r) for r in comparison.results] + [1.0]) * 1.5]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.invert_yaxis()
+    ax.set_xlabel(f"GPU-hours over the evaluation split ({eval_h:.3g} h)")
+    ax.set_ylabel(f"requests missing the SLO, % (log; better is up; {floor:g} % = none)")
+    ax.set_title(f"{report['name']}: SLO misses vs GPU-hours, each point labelled with its knob")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     path = out / "frontier.png"
     fig.savefig(path, dpi=110)
@@ -304,7 +381,11 @@ class Progress:
         width = 30
         filled = int(width * self.done / self.total)
         elapsed = time.perf_counter() - self.started
-        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f}s {message[:70]:<70}"
+        bar = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f}s "
+        if len(message) > 70:  # a message that matters whole (what was read) gets its own line above the bar
+            self.stream.write(f"\r{message:<{len(bar) + 70}}\n")
+            message = message[:67] + "..."
+        line = f"\r{bar}{message:<70}"
         self.stream.write(line)
         self.stream.flush()
 

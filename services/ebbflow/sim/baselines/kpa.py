@@ -6,7 +6,8 @@ Sources (knative.dev/docs/serving/autoscaling/ and serving's config-autoscaler.y
   in panic the autoscaler never scales down, and panic ends after a stable window without the condition;
 - container-concurrency-target-percentage 70: the per-pod target is 70 % of the configured concurrency;
 - tick-interval 2 s; max-scale-up-rate 1000 (x ready pods), max-scale-down-rate 2 (at most halve);
-- scale-to-zero-grace-period 30 s (scale to zero only with min-scale 0; the comparison uses min 1).
+- scale-to-zero-grace-period 30 s: with min-scale 0, the last pod goes once the stable window has wanted
+  zero pods for that long (the comparison passes the fleet's minimum as min-scale).
 `concurrency` (the per-pod target before the 70 %) is the swept knob.
 """
 
@@ -22,6 +23,7 @@ PANIC_WINDOW_S = 6.0
 PANIC_THRESHOLD = 2.0
 TARGET_PERCENTAGE = 0.70
 TICK_S = 2.0
+SCALE_TO_ZERO_GRACE_S = 30.0
 MAX_SCALE_UP_RATE = 1000.0
 MAX_SCALE_DOWN_RATE = 2.0
 
@@ -34,6 +36,8 @@ class Kpa:
     panic_since_s: float = -1.0
     last_panic_s: float = -math.inf
     max_panic_pods: int = 0
+    min_scale: int = 1
+    zero_since_s: float = -1.0
 
     def decide(self, obs: Observation) -> int:
         target = self.concurrency * TARGET_PERCENTAGE
@@ -54,7 +58,12 @@ class Kpa:
             desired = stable
         desired = min(desired, math.ceil(MAX_SCALE_UP_RATE * ready))
         desired = max(desired, math.floor(ready / MAX_SCALE_DOWN_RATE))
-        return max(1, desired)
+        if self.min_scale > 0 or desired > 0:
+            self.zero_since_s = -1.0
+            return max(1, self.min_scale, desired)
+        if self.zero_since_s < 0:
+            self.zero_since_s = obs.now_s
+        return 0 if obs.now_s - self.zero_since_s >= SCALE_TO_ZERO_GRACE_S else 1
 
     @property
     def panicking(self) -> bool:

@@ -64,11 +64,12 @@ def find_oracle(
     rounds: int = 40,
     progress: Callable[[int], None] | None = None,
     reach: int = 0,
+    min_replicas: int = 1,
 ) -> tuple[np.ndarray, Outcome, int]:
     """Search the per-bin schedule (see the module docstring). `run(schedule)` simulates it and returns the
     outcome with per-bin (requests, misses). `reach`: how many later bins set a bin's replicas in force (the
-    Ahead window). Returns the best schedule meeting `target`, its outcome, rounds."""
-    plan = np.clip(floor.astype(np.int64), 1, max_replicas)
+    Ahead window); `min_replicas` 0 lets bins with nothing to serve go to zero. Returns the best schedule meeting `target`, its outcome, rounds."""
+    plan = np.clip(floor.astype(np.int64), min_replicas, max_replicas)
     allowed = 1.0 - target
     best: tuple[float, np.ndarray, Outcome] | None = None
     used = 0
@@ -98,7 +99,7 @@ def find_oracle(
     plan = best[1]
     frozen = np.zeros(len(plan), dtype=bool)  # bins that broke the SLO when lowered
     for _ in range(LOWERING_PASSES):
-        lower = np.where(frozen | (plan <= 1), plan, plan - 1)
+        lower = np.where(frozen | (plan <= min_replicas), plan, plan - 1)
         if np.array_equal(lower, plan):
             break
         outcome, total, missed = run(lower)

@@ -8,7 +8,9 @@ Sources (docs.ray.io, ray.serve.config.AutoscalingConfig and the Advanced Autosc
   above (below) the current one for that long; the counter resets when the direction changes;
 - the controller loops every 0.1 s (CONTROL_LOOP_INTERVAL_S); the simulation evaluates it every 1 s,
   with the same delays in seconds;
-- with no running replica and requests waiting, it scales to one at once.
+- with no running replica and requests waiting, it scales to one at once;
+- min_replicas 0 lets it reach zero, after the downscale delay like any other step down
+  (downscale_to_zero_delay_s defaults to downscale_delay_s).
 `target` (target_ongoing_requests) is the swept knob.
 """
 
@@ -33,6 +35,7 @@ class RayServe:
     direction: int = 0
     """+1 while desired has stayed above current, -1 below (Ray's decision counter, kept as a start time)."""
     since_s: float = 0.0
+    min_replicas: int = 1
 
     def decide(self, obs: Observation) -> int:
         current = obs.current
@@ -40,7 +43,7 @@ class RayServe:
         ongoing = obs.in_flight(LOOK_BACK_S)
         if running == 0:
             return max(current, 1) if ongoing > 0 else current
-        desired = max(1, math.ceil(running * (ongoing / running / self.target)))
+        desired = max(self.min_replicas, math.ceil(running * (ongoing / running / self.target)))
         direction = (desired > current) - (desired < current)
         if direction != self.direction:
             self.direction, self.since_s = direction, obs.now_s
