@@ -238,13 +238,16 @@ def test_quantiles_stay_sane_through_a_step_from_zero_and_back():
     assert selector.quality.coverage(0.9) <= selector.quality.coverage(0.99)
 
 
-def test_adapted_levels_stay_within_half_the_way_to_one():
+def test_adapted_levels_run_into_no_debt_past_one():
     from ebbflow.forecaster.core import Conformal
 
     conformal = Conformal(horizon=1, quantiles=(0.5, 0.9, 0.99), minimum=1)
     for _ in range(100):  # every target far above every bound
         conformal.observe(np.array([0]), 100.0, np.array([1.0]), np.array([1.0]), np.array([[1.0, 1.0, 1.0]]))
-    assert conformal.levels[0].tolist() == pytest.approx([0.5, 0.95, 0.995])
+    assert conformal.levels[0].tolist() == pytest.approx([0.5, 1.0, 1.0])
+    for _ in range(10):  # then covered: the level comes down at once, with no debt of 100 misses to pay first
+        conformal.observe(np.array([0]), 0.0, np.array([1.0]), np.array([1.0]), np.array([[1.0, 1.0, 1.0]]))
+    assert conformal.levels[0][1] == pytest.approx(1.0 - 10 * 0.01 * 0.1)
     # And a quantile never exceeds the point by more than the series' largest rise within the step.
     bounds = conformal.bounds(np.array([10.0]), typical=1.0, rises=np.array([4.0]))
     assert bounds[0].max() == pytest.approx(14.0)

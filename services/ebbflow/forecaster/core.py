@@ -17,9 +17,11 @@ zero, a burst), where scaled errors say less than they seem to:
   per bin): errors measured while the series sat at zero would otherwise be
   divided by ~0 and, once demand arrives, multiplied back by its level (a
   step from 0 to 150 req/s gave a p99 of 1e10);
-- adapted levels stay within [0.5, q + (1 - q) / 2]: a run of misses at a
-  step pushed p90's level past 1 (the largest error) and, recovering by
-  gamma x 0.1 per hit, it stayed there for ~100 bins after the change;
+- adapted levels stay within [0.5, 1]: a run of misses at a step pushed
+  p90's level past 1 and, recovering by gamma x 0.1 per hit, the debt kept
+  it at the largest error for ~100 bins after the change. (Half the way to
+  1 at most was tried: it cost 1.4 points of attainment on the bursty Azure
+  code trace in the simulator, 97.9 % -> 96.6 %, whose bursts need the top.)
 - no quantile exceeds the point forecast by more than the largest rise the
   series itself made within that many bins over the calibration window: a
   relative error from a low level (0 -> 6 is a 60x error) is not replayed
@@ -58,10 +60,6 @@ HEDGE_MIN_ERRORS = 10.0
 """Scored errors (discounted) a model needs at a horizon step before Hedge gives it weight."""
 # Before models can be compared: a combination first, then smoothers, the last value last.
 FALLBACK_ORDER = ("median_ensemble", "ewma", "holt", "last_value")
-# A forecast whose p90 has recently covered under this share of targets (once this many are scored) is not acted
-# on: something changed that calibration has not caught up with.
-TRUST_MIN_COVERAGE = 0.7
-TRUST_MIN_SCORED = 100
 
 
 def pinball(y: float, forecast: float, quantile: float) -> float:
@@ -85,8 +83,8 @@ class Conformal:
         self.count = np.zeros(horizon, dtype=int)
         targets = np.asarray(self.quantiles, dtype=float)
         self.levels = np.tile(targets, (horizon, 1))  # adapted per (step, quantile)
-        # Adaptation corrects drift; it must not run away: half the way to 1 at most (p90: 0.95, p99: 0.995).
-        self.level_range = (np.minimum(targets, 0.5), targets + (1 - targets) / 2)
+        # Adaptation corrects drift; it must not run into a debt past 1 that takes ~100 hits to pay back.
+        self.level_range = (np.minimum(targets, 0.5), np.ones_like(targets))
 
     @staticmethod
     def scale(point: float | np.ndarray, typical: float) -> float | np.ndarray:
@@ -304,7 +302,7 @@ class ForecastResult:
     calibrated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     """Per horizon step: the quantiles come from calibrated errors (else they are the point forecast)."""
     untrusted_reason: str = ""
-    """Empty when the forecast may be acted on; else why not."""
+    """Empty when the forecast may be acted on; else why not (too young, or not calibrated yet)."""
 
 
 def default_models(horizon: int, season: int, max_history: int, ma_windows: Sequence[int] = (6, 30)) -> list[Model]:
@@ -574,9 +572,9 @@ class Selector:
         if not calibrated.all():
             steps = np.flatnonzero(~calibrated) + 1
             return f"quantiles not calibrated yet at {len(steps)} of {self.horizon} horizon steps (fewer than {self.candidates[0].conformal.minimum} scored errors)"
-        coverage, scored = self.quality.coverage(0.9), len(self.quality.hits[0.9])
-        if scored >= TRUST_MIN_SCORED and coverage < TRUST_MIN_COVERAGE:
-            return f"p90 covered only {coverage:.0%} of the last {scored} targets (trusted from {TRUST_MIN_COVERAGE:.0%})"
+        # Low recent coverage is no reason to distrust: it means demand is outrunning the forecast (a ramp), and
+        # dropping the forecast then leaves the load alone to size, later still (a ramp fell from 99.3 % to 89.7 %
+        # attainment in the simulator when coverage under 70 % did).
         return ""
 
 

@@ -67,6 +67,12 @@ class Observation:
         area, span = self._window(self.telemetry.in_flight_area, window_s)
         return area / span
 
+    def idle_s(self) -> float:
+        """Seconds since the end of the last bucket with an arrival (-1: none yet), as the router's last-arrival time
+        reads to the scheduler."""
+        seen = np.flatnonzero(self.telemetry.arrivals[: self._done])
+        return -1.0 if not len(seen) else self.now_s - (float(seen[-1]) + 1.0) * self.telemetry.step_s
+
     def slo_misses(self, window_s: float) -> tuple[float, float]:
         """(requests finished, of which missed the SLO) over the last window_s."""
         finished, _ = self._window(self.telemetry.finished, window_s)

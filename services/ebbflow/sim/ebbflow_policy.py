@@ -99,7 +99,9 @@ class Ebbflow:
                 self.capacity = replace(self.capacity, calibration=calibration)
             self.calibrations.append((obs.now_s, calibration))
         view = self.forecast.at(obs.now_s, self.min_forecast_observations) if self.forecast else None
-        load = LoadView(True, obs.in_flight(self.window_s), obs.arrival_rps(self.window_s), forecast=view, burst_in_flight=obs.in_flight(self.burst_window_s))
+        load = LoadView(
+            True, obs.in_flight(self.window_s), obs.arrival_rps(self.window_s), forecast=view, burst_in_flight=obs.in_flight(self.burst_window_s), idle_s=obs.idle_s()
+        )
         lead = self.policy.lead_s or self.cold_start_s + self.period_s
         decision, self.state = decide(load, self.policy, self.state, obs.current, obs.now_s, lead_s=lead, capacity=self.capacity)
         self.current = decision.replicas

@@ -126,11 +126,6 @@ class LiveLikeEbbflow:
     changes: list[tuple[float, int, int, str]] = field(default_factory=list)
     """(time_s, from, to, reason) of every change of the desired count."""
 
-    def _idle_s(self, obs: Observation) -> float:
-        done = int(obs.now_s // obs.telemetry.step_s)
-        seen = np.flatnonzero(obs.telemetry.arrivals[:done])
-        return -1.0 if not len(seen) else obs.now_s - (float(seen[-1]) + 1.0) * obs.telemetry.step_s
-
     def decide(self, obs: Observation) -> int:
         if not self.started:
             self.state, self.started = resume_state(obs.current, obs.now_s), True
@@ -143,7 +138,7 @@ class LiveLikeEbbflow:
         woken = obs.current == 0 and obs.in_flight(self.period_s) > 0  # held now, not within the load window
         if woken:
             in_flight = arrivals = burst = 0.0
-        load = LoadView(True, in_flight, arrivals, forecast=view, burst_in_flight=burst, idle_s=self._idle_s(obs))
+        load = LoadView(True, in_flight, arrivals, forecast=view, burst_in_flight=burst, idle_s=obs.idle_s())
         decision, self.state = decide(load, self.policy, self.state, obs.current, obs.now_s, woken=woken, lead_s=self.lead_s, capacity=self.capacity)
         if decision.replicas != obs.current:
             self.changes.append((obs.now_s, obs.current, decision.replicas, decision.reason))
