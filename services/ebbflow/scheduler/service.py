@@ -140,6 +140,8 @@ class Scheduler:
         self._demands: dict[str, Demand] = {}
         self._resumed: dict[str, Resumed] = {}
         """Models found with replicas an earlier scheduler decided: they warm up first (scheduler.resume)."""
+        self._seen: set[str] = set()
+        """Models this scheduler has evaluated (a model it gave its initial decision is not resumed)."""
 
     def _decide_all_now(self) -> None:
         self._dirty.update(self.view.policies)
@@ -372,6 +374,8 @@ class Scheduler:
         policy = self.resolved(model, policy)
         now = time.monotonic()
         current, revision = await self._current(model)
+        first = model not in self._seen
+        self._seen.add(model)
         load = self._load(model, now)
         advisory = policy.mode == "advisory"
         if current is None and not advisory:
@@ -384,7 +388,7 @@ class Scheduler:
             state = self._states.get(model)
             if state is None:
                 state = resume_state(current_replicas, now)
-                if current is not None and model not in self._resumed:
+                if current is not None and first:
                     self._resumed[model] = Resumed(now)
             warm_up = warming(self._resumed.get(model), current_replicas, now, self.config.load_window_s)
             if warm_up:
