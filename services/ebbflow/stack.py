@@ -3,7 +3,16 @@
 Start order doesn't matter for correctness (everything watches KV), but this
 order makes the first request succeed soonest. Stop order follows the house
 style: health NOT_SERVING, stop gRPC with a grace period, cancel loops, stop
-replicas, drain NATS.
+replicas, forget the desired counts, drain NATS.
+
+A clean stop forgets each model's desired count once its replicas have
+stopped: the count described a fleet that no longer runs, and a later start
+that read it would bring back the old fleet at once, every replica a cold
+start, and hold it for a full scale-down delay whatever the load is then.
+The next start begins each model at its policy's floor (the initial decision)
+and scales from load. A crash or SIGKILL skips this on purpose: the next start
+then restores the desired counts (the scheduler holds them for the
+scale-down delay), since the load they were sized for may well still be there.
 """
 
 from __future__ import annotations
@@ -187,5 +196,20 @@ class Stack:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.actuator is not None:
             await self.actuator.shutdown()
+            if self.bus is not None:
+                await self._forget_desired(self.bus, sorted(self.actuator.desired))
         if self.bus is not None:
             await self.bus.close()
+
+    async def _forget_desired(self, bus: Bus, models: list[str]) -> None:
+        """Delete the desired state of each model this stack carried out (see the module docstring)."""
+        if not bus.nc.is_connected:
+            log.warning("NATS unavailable at stop: the desired counts stay and the next start restores them")
+            return
+        for model in models:
+            try:
+                await bus.desired.delete(model)
+            except Exception as error:  # NATS away: the next start restores the count, as after a crash
+                log.warning("forgetting the desired state of %s at stop failed: %s", model, error)
+        if models:
+            log.info("clean stop: desired state of %s forgotten; the next start begins at min_replicas", ", ".join(models))

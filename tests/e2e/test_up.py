@@ -18,17 +18,22 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
+import ebbflow
 from ebbflow.runtime.process import free_port
 from tests.conftest import expected_output, llm_inputs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 EBBFLOW = Path(sys.executable).parent / "ebbflow"
+SERVICES = Path(ebbflow.__file__).resolve().parents[1]
+"""The checkout whose ebbflow these tests import: the `ebbflow` they start runs the same code."""
 
 
 def user_environment() -> dict[str, str]:
-    """A shell that never activated the venv: no VIRTUAL_ENV, the venv's bin not on PATH."""
+    """A shell that never activated the venv: no VIRTUAL_ENV, the venv's bin not on PATH (PYTHONPATH names the
+    checkout under test, wherever the venv's editable install points)."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(SERVICES)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p).resolve() != EBBFLOW.parent.resolve())
     return env
 
@@ -333,3 +338,65 @@ def test_the_readme_client_runs_as_written_and_down_stops_the_stack(tmp_path: Pa
         if not stopped:
             up.stop(timeout_s=40)
     assert sum("ready" in line for line in up.output) == 1, "exactly one line may contain 'ready'"
+
+
+def _status_of(state_dir: Path, model: str) -> dict:
+    status = run_cli("status", "--json", "--state-dir", str(state_dir))
+    assert status.returncode == 0, status.stderr
+    (found,) = [m for m in json.loads(status.stdout)["models"] if m["name"] == model]
+    return found
+
+
+def test_a_clean_stop_forgets_the_desired_count_and_the_next_start_begins_at_the_floor(tmp_path: Path):
+    """Load scales llm to 3; `ebbflow down` stops the stack while the 120 s scale-down delay still holds 3. The next
+    `ebbflow up` on the same state directory starts llm at its floor (the initial decision), not at the old 3."""
+    config = tmp_path / "ebbflow.yaml"
+    config.write_text(
+        "actuator:\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
+        "models:\n  llm:\n    min_replicas: 1\n    max_replicas: 3\n    target_in_flight_per_replica: 1\n    scale_down_delay_s: 120\n"
+    )
+    state_dir = tmp_path / "state"
+    port = free_port()
+    up = Up(state_dir, config, port)
+    running = True
+    stop_clients = threading.Event()
+    errors: list[str] = []
+
+    def client() -> None:
+        with triton_grpc.InferenceServerClient(f"127.0.0.1:{port}") as connection:
+            while not stop_clients.is_set():
+                try:
+                    connection.infer("llm", llm_inputs("one two three four five", 40), client_timeout=30)
+                except InferenceServerException as error:
+                    errors.append(str(error))
+
+    try:
+        up.wait_line("ready", 120)
+        clients = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        deadline = time.monotonic() + 90
+        while _status_of(state_dir, "llm")["desired_replicas"] < 3:
+            assert time.monotonic() < deadline, f"4 clients at 1 in flight per replica never scaled llm to 3:\n{''.join(up.output)}"
+            time.sleep(0.5)
+        stop_clients.set()
+        for thread in clients:
+            thread.join(60)
+        assert not errors, errors[:3]
+        down = run_cli("down", "--state-dir", str(state_dir), timeout_s=90)
+        assert down.returncode == 0, down.stdout + down.stderr
+        running = False
+
+        up = Up(state_dir, config, port)
+        running = True
+        up.wait_line("ready", 120)
+        llm = _status_of(state_dir, "llm")
+        listed = json.loads(run_cli("decisions", "llm", "--json", "--state-dir", str(state_dir)).stdout)
+        newest = listed[-1]
+        assert llm["desired_replicas"] == 1 and len(llm["replicas"]) == 1, (llm, [d["desired"]["reason"] for d in listed])
+        assert newest["desired"]["reason"].startswith("initial") and int(newest.get("previous_replicas", 0)) == 0, newest
+        assert int(newest["generation"]) > max(int(d["generation"]) for d in listed[:-1]), "generations stay monotonic across the restart"
+    finally:
+        stop_clients.set()
+        if running:
+            up.stop(timeout_s=40)

@@ -15,7 +15,9 @@ from ebbflow.runtime.config import ModelPolicy, PlacementConfig, SchedulerConfig
 from ebbflow.scheduler.api import SchedulerApi
 from ebbflow.scheduler.explain import recompute
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_from_proto
-from ebbflow.v1 import load_pb2, scheduling_pb2, scheduling_pb2_grpc
+import time
+
+from ebbflow.v1 import forecast_pb2, load_pb2, scheduling_pb2, scheduling_pb2_grpc
 from tests.conftest import wait_for
 from tests.integration.conftest import SchedulerBed
 
@@ -167,3 +169,53 @@ async def test_explain_without_a_generation_says_why_the_model_has_what_it_has_n
             assert error.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await server.stop(None)
+
+
+async def test_a_scheduler_restarted_under_load_warms_up_before_it_trusts_the_forecast_or_scales_down(scheduler_bed: SchedulerBed) -> None:
+    """The live fault: after a restart of the stack the routers hold every request through the replicas' cold
+    start, so the first load window's time in system is ~100x the real one, and the refilled forecaster is trusted at
+    once; its p90 through that time in system took 4 replicas to the maximum. Restarted here against nats-server,
+    with the forecast published as the forecaster does."""
+    bed = scheduler_bed
+    policy = ModelPolicy(model="llm", max_replicas=8, target_in_flight_per_replica=2, scale_down_delay_s=5, panic_threshold=0)
+    await bed.put_policies(policy)
+    decisions = await bed.decisions(subjects.decision_subject("llm"))
+    load = {"in_flight": 7.8, "arrival_rps": 150.0, "ready": 4}
+    bed.feed(lambda: [load_pb2.LoadSnapshot(model="llm", status=load_pb2.DATA_STATUS_FRESH, ready_replicas=load["ready"], in_flight=load["in_flight"], arrival_rps=load["arrival_rps"])])
+    config = SchedulerConfig(interval_s=0.2, load_window_s=2.0, min_forecast_observations=30)
+    _, first = bed.run(scheduler_for(bed, config))
+    await wait_for(lambda: decisions and decisions[-1].desired.horizontal.replicas == 4, 15, "7.8 in flight -> 4 replicas")
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    before = len(decisions)
+
+    # The stack comes back: 6 requests held, almost nothing arriving, no replica ready; a trusted forecast refilled.
+    load.update(in_flight=6.0, arrival_rps=0.5, ready=0)
+    stop_forecasts = asyncio.Event()
+
+    async def forecaster() -> None:
+        while not stop_forecasts.is_set():
+            message = forecast_pb2.Forecast(model="llm", issued_at_unix_s=time.time(), step_s=2.0, observations=120, method="hedge")
+            for level, rate in ((0.5, 150.0), (0.9, 200.0), (0.99, 260.0)):
+                message.quantiles.add(quantile=level, arrival_rps=[rate] * 12)
+            await bed.bus.nc.publish(subjects.forecast_subject("llm"), message.SerializeToString())
+            await asyncio.sleep(0.2)
+
+    forecasts = asyncio.create_task(forecaster())
+    try:
+        scheduler = scheduler_for(bed, config)
+        bed.run(scheduler)
+        await wait_for(lambda: "llm" in scheduler.evaluations, 10, "the restarted scheduler's first evaluation")
+        await asyncio.sleep(1.5)  # the cold start: requests held
+        held = scheduler.evaluations["llm"].desired.reason
+        load.update(in_flight=5.8, arrival_rps=150.0, ready=4)  # served: 0.039 s in system; p90 200 -> 7.7 in flight -> 4
+        await wait_for(lambda: "forecast p90 200.00" in scheduler.evaluations["llm"].desired.reason, 15, "the forecast acted on after the warm-up")
+        steady = scheduler.evaluations["llm"].desired.reason
+        await asyncio.sleep(6.0)  # past the 5 s scale-down delay after the warm-up
+    finally:
+        stop_forecasts.set()
+        await forecasts
+    after = [(d.desired.horizontal.replicas, d.desired.reason) for d in decisions[before:]]
+    assert after == [], f"a restart under steady load changed nothing; it decided {after} (steady: {steady})"
+    assert "forecast not trusted: warming up: scheduler restarted" in held, held
+    assert scheduler.evaluations["llm"].desired.horizontal.replicas == 4, scheduler.evaluations["llm"].desired.reason

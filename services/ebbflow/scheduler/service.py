@@ -37,6 +37,7 @@ from ebbflow.scheduler.core import (
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, TokenMix
 from ebbflow.scheduler.explain import record_inputs
 from ebbflow.scheduler.load_window import LoadWindow, PushWindow
+from ebbflow.scheduler.resume import Resumed, note_snapshot, warming, while_warming
 from ebbflow.scheduler.placement import Demand, budget_caps, largest_gpu_gb, parse_node, replica_memory_gb
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
@@ -137,6 +138,10 @@ class Scheduler:
         self.budget_gpus = placement.gpu_budget or float(sum(n.gpus for n in self.nodes))
         """Fleet GPU budget (0: none)."""
         self._demands: dict[str, Demand] = {}
+        self._resumed: dict[str, Resumed] = {}
+        """Models found with replicas an earlier scheduler decided: they warm up first (scheduler.resume)."""
+        self._seen: set[str] = set()
+        """Models this scheduler has evaluated (a model it gave its initial decision is not resumed)."""
 
     def _decide_all_now(self) -> None:
         self._dirty.update(self.view.policies)
@@ -178,6 +183,9 @@ class Scheduler:
         window = self._windows.setdefault(snapshot.model, LoadWindow(self.config.load_window_s))
         if fresh:
             window.add(now, snapshot.in_flight, snapshot.arrival_rps)
+        resumed = self._resumed.get(snapshot.model)
+        if resumed is not None:
+            self._resumed[snapshot.model] = note_snapshot(resumed, now, fresh, snapshot.ready_replicas)
         if snapshot.inference_rps > 0 and snapshot.prompt_tokens_per_s > 0:
             mix = self._tokens.setdefault(snapshot.model, TokenMix())
             mix.observe(snapshot.prompt_tokens_per_s, snapshot.generated_tokens_per_s, snapshot.inference_rps, snapshot.window_s or 1.0)
@@ -366,6 +374,8 @@ class Scheduler:
         policy = self.resolved(model, policy)
         now = time.monotonic()
         current, revision = await self._current(model)
+        first = model not in self._seen
+        self._seen.add(model)
         load = self._load(model, now)
         advisory = policy.mode == "advisory"
         if current is None and not advisory:
@@ -375,7 +385,16 @@ class Scheduler:
         else:
             current_replicas = current.horizontal.replicas if current is not None else 0
             # A fresh (or restarted) scheduler must not scale down before the delay has passed.
-            state = self._states.get(model) or resume_state(current_replicas, now)
+            state = self._states.get(model)
+            if state is None:
+                state = resume_state(current_replicas, now)
+                if current is not None and first:
+                    self._resumed[model] = Resumed(now)
+            warm_up = warming(self._resumed.get(model), current_replicas, now, self.config.load_window_s)
+            if warm_up:
+                load, state = while_warming(load, state, current_replicas, now, warm_up)
+            else:
+                self._resumed.pop(model, None)
             woken = self._woken_until.get(model, 0.0) >= now
             lead = self.lead_s(model, policy)
             wall = time.time()
