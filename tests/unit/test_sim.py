@@ -320,14 +320,11 @@ def test_decide_sizes_in_flight_against_the_curves_and_never_less_for_more_load(
 
     model = synthetic_curves(1.0, 1.5)
     policy = ModelPolicy(model="m", min_replicas=1, max_replicas=100, forecast_quantile=0.9)
-    lead = 31.0
-    for in_flight, rate in ((5.0, 12.0), (60.0, 2.0), (200.0, 2.0)):  # the rate decides; then a queue (in-flight) does
-        decision, _ = decide(LoadView(True, in_flight, rate), with_(policy, panic_threshold=0), ScalingState(), current=4, now_s=100.0, lead_s=lead, capacity=model)
-        backlog = in_flight - 4 * model.in_flight_at_slo(4)  # past what the 4 in force carry at their SLO rate
-        drained_in_time = backlog <= 0 or backlog / (4 * model.max_rps - rate) <= lead
-        expected = model.replicas_for(rate) if drained_in_time else max(model.replicas_for(rate), model.replicas_for(rate + backlog / lead))
+    for in_flight, rate in ((5.0, 12.0), (60.0, 2.0)):  # the rate decides; then a queue (in-flight) does
+        decision, _ = decide(LoadView(True, in_flight, rate), with_(policy, panic_threshold=0), ScalingState(), current=4, now_s=100.0, capacity=model)
+        expected = max(model.replicas_for(rate), model.replicas_for_in_flight(in_flight))
         assert decision.reactive == expected and "capacity curve" in decision.reason
-    assert decision.reactive > model.replicas_for(2.0)  # the last queue outlasts the lead: sized to drain it
+    assert model.replicas_for_in_flight(60.0) > model.replicas_for(2.0)
     forecast = ForecastView(95.0, 10.0, {0.9: (40.0,) * 12})
     previous = 0
     for in_flight in np.linspace(0.0, 200.0, 41):
