@@ -45,7 +45,7 @@ async def policy_service(nats_url: str, admin_token: str = "") -> AsyncIterator[
     await view.wait_loaded(10)
     await bus.models.put("retired", b"")  # left by an earlier run whose repository had it: publishing removes it
     await publish_model_configs(bus.models, default_model_repository())
-    await wait_for(lambda: set(view.model_configs) == {"llm", "llm_stream"}, 5, "the repository's models in the view")
+    await wait_for(lambda: set(view.model_configs) == {"llm", "llm_stream"}, 30, "the repository's models in the view")
     server = GrpcServer([policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name])
     policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, view, admin_token=admin_token), server.server)
     port = server.bind("127.0.0.1", 0)

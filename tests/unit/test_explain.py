@@ -62,6 +62,8 @@ def test_holds_untrusted_forecasts_caps_and_the_activation_rule_recompute_to_the
         (LoadView(True, 6.0, 7.0, "", replace(tiny, untrusted_reason="12 bins observed, 30 needed")), POLICY, 2),
         (LoadView(True, 6.0, 7.0, "", ForecastView(now - 3.0, 10.0, {0.9: (709.54,) * 6}), recent_peak_rps=7.0), POLICY, 2),
         (LoadView(True, 0.0, 0.0, "", tiny, idle_s=75.0, recent_peak_rps=0.4), zero, 1),
+        # Idle with nothing in flight (a burst reading of 0, not "none"): past load no longer counts.
+        (LoadView(True, 0.8, 0.1, "", tiny, burst_in_flight=0.0, idle_s=75.0), zero, 1),
     ]
     for load, policy, current in cases:
         state = ScalingState(((now - 40.0, current), (now - 10.0, 1)), 0.86)
@@ -72,6 +74,7 @@ def test_holds_untrusted_forecasts_caps_and_the_activation_rule_recompute_to_the
     assert "forecast not trusted: 12 bins observed" in recompute(*_inputs_of(cases[2], now)).reason
     assert "capped at 21.00" in recompute(*_inputs_of(cases[3], now)).reason
     assert "below activation: forecast p50" in recompute(*_inputs_of(cases[4], now)).reason
+    assert "past load no longer counts" in recompute(*_inputs_of(cases[5], now)).reason
 
 
 def _inputs_of(case, now):  # type: ignore[no-untyped-def]

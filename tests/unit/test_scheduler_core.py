@@ -414,3 +414,4 @@ def test_a_lowered_maximum_and_a_raised_minimum_apply_at_once():
     assert decision.replicas == 5 and decision.reason.startswith("panic")
     decision, _ = decide(fresh(4.0), replace(in_panic, max_replicas=2), state, 5, 1.0)
     assert decision.replicas == 2, "a panic hold does not keep replicas above a lowered maximum"
+    assert "no scale-down" not in decision.reason and "only the bound scales it down" in decision.reason

@@ -36,7 +36,7 @@ from tritonclient.grpc import model_config_pb2
 
 from ebbflow import REPO_ROOT
 from ebbflow.runtime.errors import ConfigError, UnavailableError
-from ebbflow.runtime.process import free_port, venv_environment
+from ebbflow.runtime.process import free_ports, venv_environment
 from ebbflow.v1 import registry_pb2
 
 SHM_DIR = Path("/dev/shm")
@@ -120,13 +120,14 @@ def new_replica_entry(
     model: str, speed_factor: float = 1.0, instances: int = 1, max_batch_size: int = 0, generation: int = 0
 ) -> registry_pb2.ReplicaEntry:
     """A registry entry for a replica about to start on this host, with fresh ports and id."""
+    grpc_port, http_port, metrics_port = free_ports(3)
     return registry_pb2.ReplicaEntry(
         model=model,
         replica_id=uuid.uuid4().hex[:8],
         host="127.0.0.1",
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
         instances=instances,
         max_batch_size=max_batch_size,
         applied_generation=generation,

@@ -416,6 +416,7 @@ def decide(
     elif in_panic:
         if desired > current and panic_need > recommendation:
             reason += f"; burst in_flight {max(load.in_flight, load.burst_in_flight):.2f} needs {panic_need}"
-        reason += f"; panic hold for {panic_until - now_s:.0f} s more: no scale-down"
+        # A bound applied at once overrides the hold; saying "no scale-down" beside it would contradict the count.
+        reason += f"; panic hold for {panic_until - now_s:.0f} s more: " + ("only the bound scales it down" if bound and desired < current else "no scale-down")
     decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction, wanted)
     return decision, ScalingState(window, time_in_system, panic_until)

@@ -60,7 +60,7 @@ def record_inputs(
         budget_cap=max(0, budget[0]) if budget else 0,
         budget_note=budget[1] if budget else "",
         vertical_note=vertical_note,
-        burst_in_flight=load.burst_in_flight if load else -1.0,
+        burst_in_flight=load.burst_in_flight if load is not None and load.burst_in_flight >= 0 else None,
     )
     if load is not None and load.recent_peak_rps >= 0:
         inputs.recent_peak_rps = load.recent_peak_rps
@@ -88,7 +88,7 @@ def recompute(inputs: scheduling_pb2.DecisionInputs, policy: ModelPolicy, capaci
     load = LoadView(
         inputs.fresh, inputs.in_flight, inputs.arrival_rps, inputs.load_reason, forecast,
         # Decisions recorded before the field existed read 0 there; panic cannot have engaged on a burst of 0.
-        burst_in_flight=inputs.burst_in_flight if inputs.burst_in_flight else -1.0, idle_s=inputs.idle_s,
+        burst_in_flight=inputs.burst_in_flight if inputs.HasField("burst_in_flight") else -1.0, idle_s=inputs.idle_s,
         recent_peak_rps=inputs.recent_peak_rps if inputs.HasField("recent_peak_rps") else -1.0,
     )
     state = ScalingState(

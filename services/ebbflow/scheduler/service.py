@@ -43,6 +43,9 @@ from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
+COLD_STARTS_KEPT = 8
+"""Recent cold starts per model the lead is read from (the slowest of them)."""
+
 WAKEUP_MEMORY_S = 2.0
 ROUTER_FRESH_S = 2.5
 """Router telemetry (one window a second) older than this no longer counts toward the pushed in-flight."""
@@ -127,6 +130,9 @@ class Scheduler:
         self._evaluated_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._last_arrival: dict[str, float] = {}
+        # Cold starts seen per model (the last few), kept past the replicas that made them: a model back at zero
+        # has none in the registry, and its scale from zero used the 30 s default lead instead of its own ~5 s.
+        self._cold_starts: dict[str, dict[str, float]] = {}
         self._windows: dict[str, LoadWindow] = {}
         # Per router worker: its recent pushes (each model's in-flight in one telemetry window).
         self._pushed: dict[str, PushWindow] = {}
@@ -168,8 +174,13 @@ class Scheduler:
         )
 
     def lead_s(self, model: str, policy: ModelPolicy) -> float:
-        cold_starts = [e.ready_at_unix_s - e.started_at_unix_s for e in self.view.of_model(model) if e.ready_at_unix_s > e.started_at_unix_s > 0]
-        return lead_time(policy, cold_starts, self.config.interval_s)
+        seen = self._cold_starts.setdefault(model, {})
+        for e in self.view.of_model(model):
+            if e.ready_at_unix_s > e.started_at_unix_s > 0:
+                seen[e.replica_id] = e.ready_at_unix_s - e.started_at_unix_s
+        while len(seen) > COLD_STARTS_KEPT:
+            seen.pop(next(iter(seen)))  # the oldest seen first
+        return lead_time(policy, list(seen.values()), self.config.interval_s)
 
     async def _on_load(self, msg) -> None:  # type: ignore[no-untyped-def]
         try:
