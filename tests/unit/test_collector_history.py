@@ -72,6 +72,15 @@ def test_coarse_rows_roll_up_and_answer_beyond_the_fine_retention():
     assert step == 10.0
 
 
+def test_query_steps_start_at_multiples_of_the_step_as_stored_rows_do():
+    h = history(fine_keep_s=30.0)
+    for t in range(0, 100):
+        h.add(rows([t], lambda t: {"fresh": 1.0, "arrival_rps": float(t // 10)}))
+    times, series, _ = h.query(23.0, 100.0, 10.0)  # "the last 77 s": the coarse row of 20-30 s keeps its label
+    assert times.tolist() == [20, 30, 40, 50, 60, 70, 80, 90]
+    assert series["arrival_rps"].tolist() == pytest.approx([2, 3, 4, 5, 6, 7, 8, 9])
+
+
 def test_query_refuses_what_it_cannot_answer():
     h = history()
     with pytest.raises(HistoryError, match="after start"):

@@ -262,7 +262,10 @@ class ModelHistory:
         if step_s == 0:
             finest = self.step_s if start_s >= self.fine.first_time else self.coarse_step_s
             step_s = max(finest, span / MAX_POINTS)
-        steps = math.ceil(span / step_s)
+        # Steps start at multiples of the step, as stored rows do: a grid from "now - 10 min" put each stored minute
+        # into the step before it, up to a step early.
+        start_s = math.floor(start_s / step_s) * step_s
+        steps = math.ceil((end_s - start_s) / step_s)
         if steps > MAX_POINTS:
             raise HistoryError(f"{steps} points asked for; at most {MAX_POINTS}: use a larger step or a shorter range")
         if step_s < self.coarse_step_s:
