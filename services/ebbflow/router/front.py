@@ -202,6 +202,12 @@ class HaproxyFront:
             await child.stop(1.0)
             self._refused = text  # not retried until the configuration changes; the running HAProxy keeps serving
             raise
+        except asyncio.CancelledError:
+            # Stopped mid-reload: this process is in no list stop() walks, so it would outlive the stack (tests
+            # that stopped a stack while replicas churned left such haproxy processes behind until pytest exited).
+            if child.running:
+                child.process.kill()
+            raise
         ordered = sorted(backends, key=lambda b: b.model)
         self._backends = {backend_name(i): b.model for i, b in enumerate(ordered)}
         replicas = frozenset(subjects.replica_key(b.model, s.name) for b in backends for s in b.servers)
