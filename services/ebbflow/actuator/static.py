@@ -19,7 +19,17 @@ from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.process import ChildProcess, spawn
-from ebbflow.runtime.triton import default_model_repository, find_triton, model_ready, new_replica_entry, prepare_backend_dir, publish_model_configs, replica_launch
+from ebbflow.runtime.triton import (
+    default_model_repository,
+    find_triton,
+    model_ready,
+    new_replica_entry,
+    prepare_backend_dir,
+    publish_model_configs,
+    remove_shm_regions,
+    replica_launch,
+    shm_prefix,
+)
 from ebbflow.v1 import registry_pb2
 
 
@@ -67,21 +77,22 @@ class StaticReplicas:
         """Kill the replica's tritonserver and start a new one on the same ports, registry untouched:
         what a supervisor restarting a crashed server looks like from outside (its counters start from zero)."""
         replica.child.process.send_signal(signal.SIGKILL)
-        await replica.child.stop(5.0)
+        await self._reap(replica)
         replica.child = await self._launch(replica.entry, ready_timeout_s)
 
     async def _launch(self, entry: registry_pb2.ReplicaEntry, ready_timeout_s: float) -> ChildProcess:
         launch = replica_launch(self.install, self.backend_dir, self.repository, entry, 5, self.time_scale)
         name = f"tritonserver {entry.model}.{entry.replica_id}"
-        child = await spawn(name, launch.argv, self.state_dir / "logs" / f"triton-{entry.replica_id}.log", launch.env)
+        child = await spawn(name, launch.argv, self.state_dir / "logs" / f"triton-{entry.replica_id}.log", launch.env, own_group=True)
         deadline = time.monotonic() + ready_timeout_s
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
             while not await model_ready(session, entry):
-                if not child.running:
-                    raise UnavailableError(f"{name} exited with code {child.process.returncode}:\n{child.tail()}")
-                if time.monotonic() > deadline:
+                if not child.running or time.monotonic() > deadline:
+                    why = f"exited with code {child.process.returncode}" if not child.running else f"not ready after {ready_timeout_s:.0f} s"
                     await child.stop(5.0)
-                    raise UnavailableError(f"{name} not ready after {ready_timeout_s:.0f} s:\n{child.tail()}")
+                    child.kill_group()
+                    remove_shm_regions(shm_prefix(entry.replica_id))
+                    raise UnavailableError(f"{name} {why}:\n{child.tail()}")
                 await asyncio.sleep(0.1)
         entry.pid = child.pid
         entry.ready_at_unix_s = time.time()
@@ -95,11 +106,18 @@ class StaticReplicas:
         """SIGKILL without touching the registry: what a crash looks like to the router."""
         replica.child.process.send_signal(signal.SIGKILL)
 
+    async def _reap(self, replica: StaticReplica) -> None:
+        """Stop the replica's server, then whatever of its process group and shared memory outlived it: a SIGKILLed
+        tritonserver leaves its Python-backend stubs running with their /dev/shm regions (make test left some)."""
+        await replica.child.stop(5.0)
+        replica.child.kill_group()
+        remove_shm_regions(shm_prefix(replica.entry.replica_id))
+
     async def stop(self) -> None:
         for replica in self.replicas:
             try:
                 await self.bus.replicas.delete(replica.key)
             except Exception:  # NATS may already be gone at teardown
                 pass
-        await asyncio.gather(*(r.child.stop(5.0) for r in self.replicas), return_exceptions=True)
+        await asyncio.gather(*(self._reap(r) for r in self.replicas), return_exceptions=True)
         self.replicas.clear()
