@@ -570,8 +570,8 @@ class Selector:
         if self.known < self.trust_after:
             return f"{self.known} observation(s), fewer than {self.trust_after}"
         if not calibrated.all():
-            steps = np.flatnonzero(~calibrated) + 1
-            return f"quantiles not calibrated yet at {len(steps)} of {self.horizon} horizon steps (fewer than {self.candidates[0].conformal.minimum} scored errors)"
+            missing = int((~calibrated).sum())
+            return f"quantiles not calibrated yet at {missing} of {self.horizon} horizon steps (fewer than {self.candidates[0].conformal.minimum} scored errors)"
         # Low recent coverage is no reason to distrust: it means demand is outrunning the forecast (a ramp), and
         # dropping the forecast then leaves the load alone to size, later still (a ramp fell from 99.3 % to 89.7 %
         # attainment in the simulator when coverage under 70 % did).
