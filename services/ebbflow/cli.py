@@ -48,7 +48,7 @@ class StateDirLock:
     """One `ebbflow up` per state directory, enforced by an advisory lock that dies with the process."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "lock"
+        self.path = self.path_of(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a+")
         try:
@@ -66,6 +66,25 @@ class StateDirLock:
 
     def release(self) -> None:
         self._file.close()
+
+    @staticmethod
+    def path_of(state_dir: Path) -> Path:
+        return state_dir / "lock"
+
+    @classmethod
+    def holder(cls, state_dir: Path) -> int | None:
+        """The pid of the `ebbflow up` holding this state directory's lock (0: unreadable); None when none holds it."""
+        try:
+            with open(cls.path_of(state_dir)) as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    lock.seek(0)
+                    text = lock.read().strip()
+                    return int(text) if text.isdigit() else 0
+                return None  # free: nothing runs (closing the file drops the probe's lock)
+        except FileNotFoundError:
+            return None
 
 
 def _configure_logging(state_dir: Path, verbose: bool) -> None:
@@ -169,21 +188,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 # ---- down ---------------------------------------------------------------------
 
 
-def _lock_holder(state_dir: Path) -> int | None:
-    """The pid of the `ebbflow up` holding this state directory's lock; None when no process holds it."""
-    try:
-        with open(state_dir / "lock") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.seek(0)
-                text = lock.read().strip()
-                return int(text) if text.isdigit() else 0
-            return None  # free: nothing runs (closing the file drops the probe's lock)
-    except FileNotFoundError:
-        return None
-
-
 def _alive(pid: int) -> bool:
     import psutil
 
@@ -196,7 +200,7 @@ def _alive(pid: int) -> bool:
 def cmd_down(args: argparse.Namespace) -> int:
     """SIGTERM to the `ebbflow up` of this state directory, then wait until it has released the directory."""
     state_dir = Path(args.state_dir)
-    pid = _lock_holder(state_dir)
+    pid = StateDirLock.holder(state_dir)
     if pid is None:
         (state_dir / STATE_FILE).unlink(missing_ok=True)  # left by an `up` that was killed: nothing answers there
         raise EbbflowError(f"no running ebbflow up found in state directory {state_dir}; nothing to stop")
@@ -208,7 +212,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         pass  # exited between the probe and the signal: the wait below sees the lock free
     say(f"stopping ebbflow up (pid {pid}) in {state_dir}")
     deadline = time.monotonic() + args.timeout
-    while _lock_holder(state_dir) is not None or _alive(pid):  # the lock goes a moment before the process exits
+    while StateDirLock.holder(state_dir) is not None or _alive(pid):  # the lock goes a moment before the process exits
         if time.monotonic() > deadline:
             raise EbbflowError(f"ebbflow up (pid {pid}) has not stopped {args.timeout:g} s after SIGTERM; see {state_dir / 'logs'}")
         time.sleep(0.2)

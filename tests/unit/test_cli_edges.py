@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ebbflow import __version__
-from ebbflow.cli import _lock_holder, _ordinal, main
+from ebbflow.cli import StateDirLock, _ordinal, main
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
@@ -51,7 +51,7 @@ def test_down_with_nothing_running_says_so(tmp_path: Path, capsys: pytest.Captur
     assert main(["down", "--state-dir", str(tmp_path)]) == 2
     assert "no running ebbflow up found" in capsys.readouterr().err
     assert not (tmp_path / "state.json").exists()
-    assert _lock_holder(tmp_path) is None
+    assert StateDirLock.holder(tmp_path) is None
 
 
 def test_a_negative_limit_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
