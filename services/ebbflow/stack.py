@@ -33,7 +33,7 @@ from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.forecaster.api import ForecasterApi
 from ebbflow.forecaster.service import Forecaster, ForecasterMetrics, collector_history
 from ebbflow.router.front import HaproxyFront, haproxy_binary
-from ebbflow.router.server import RouterMetrics
+from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.router.worker import RouterService, RouterWorkers
 from ebbflow.runtime.bus import Bus, connect
 from ebbflow.runtime.config import Config
