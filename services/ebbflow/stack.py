@@ -27,7 +27,8 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ebbflow.actuator.local import ActuatorMetrics, LocalActuator
+from ebbflow.actuator.local import LocalActuator
+from ebbflow.actuator.replica import ActuatorMetrics
 from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.forecaster.api import ForecasterApi
