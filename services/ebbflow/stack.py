@@ -27,13 +27,14 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ebbflow.actuator.local import ActuatorMetrics, LocalActuator
+from ebbflow.actuator.local import LocalActuator
+from ebbflow.actuator.replica import ActuatorMetrics
 from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.forecaster.api import ForecasterApi
 from ebbflow.forecaster.service import Forecaster, ForecasterMetrics, collector_history
 from ebbflow.router.front import HaproxyFront, haproxy_binary
-from ebbflow.router.server import RouterMetrics
+from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.router.worker import RouterService, RouterWorkers
 from ebbflow.runtime.bus import Bus, connect
 from ebbflow.runtime.config import Config

@@ -116,7 +116,7 @@ class RouterBed:
         return self.registries[-1].get_sample_value(name, labels) or 0.0
 
     async def wait_routable(self, model: str, count: int) -> None:
-        await wait_for(lambda: all(len(r.router._ready.get(model, ())) == count for r in self.routers), 10, f"{count} routable {model}")
+        await wait_for(lambda: all(len(r.router.upstreams.ready.get(model, ())) == count for r in self.routers), 10, f"{count} routable {model}")
 
 
 @pytest_asyncio.fixture

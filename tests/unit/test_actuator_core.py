@@ -1,13 +1,14 @@
-"""Reconcile: desired count vs actual replicas; the crash-loop back-off."""
+"""Reconcile: desired count vs actual replicas; when to consolidate; the crash-loop back-off."""
 
 import re
 
 import pytest
 
 from ebbflow.actuator.backoff import BackoffSettings, CrashState, allowed_starts, delay_s, describe, record_failure, record_ready, settle
-from ebbflow.actuator.core import ActualReplica, Phase, live_routers, reconcile, routers_idle
+from ebbflow.actuator.core import MOVE_WINDOW_S, ActualReplica, MoveSnapshot, Phase, choose_move, live_routers, reconcile, routers_idle
 from ebbflow.runtime.config import parse_config
 from ebbflow.runtime.errors import ConfigError
+from ebbflow.scheduler.placement import Placed, parse_node
 
 
 def replica(rid: str, phase: Phase, started: float = 0.0) -> ActualReplica:
@@ -40,6 +41,45 @@ def test_a_drain_waits_for_live_routers_only_and_for_them_to_be_idle():
     assert not routers_idle(routers, {"r1": True, "r2": False})
     assert routers_idle(routers, {"r1": True, "r2": True, "gone": False})
     assert routers_idle(set(), {})
+
+
+# ---- consolidation (a fake clock: `now_s` is just a number) -------------------------------------------------------
+
+TWO_GPUS = [parse_node("local:2x80")]
+HALF_FULL = (Placed("m/a", "m", ("local", 0), 30.0), Placed("n/b", "n", ("local", 1), 20.0))
+
+
+def quiet(now_s: float, placed: tuple[Placed, ...] = HALF_FULL) -> MoveSnapshot:
+    return MoveSnapshot(now_s, placed, in_sync=True, settled=True)
+
+
+def test_a_quiet_fragmented_fleet_moves_the_least_used_gpus_replica_onto_another():
+    choice, recent = choose_move(quiet(100.0), (), TWO_GPUS, max_moves_per_hour=2)
+    assert choice.move == (HALF_FULL[1], ("local", 0)) and "local/gpu1 to local/gpu0" in choice.reason
+    assert recent == ()  # the caller adds the move's start once it has started
+
+
+@pytest.mark.parametrize(
+    "snapshot, nodes, max_moves, why",
+    [
+        (MoveSnapshot(0.0, HALF_FULL, in_sync=False, settled=True), TWO_GPUS, 2, "not in sync"),
+        (MoveSnapshot(0.0, HALF_FULL, in_sync=True, settled=False), TWO_GPUS, 2, "starting, stopping, reloading or moving"),
+        (quiet(0.0), [], 2, "no GPU inventory"),
+        (quiet(0.0), TWO_GPUS, 0, "switched off"),
+        (quiet(0.0, (Placed("m/a", "m", ("local", 0), 50.0), Placed("n/b", "n", ("local", 1), 50.0))), TWO_GPUS, 2, "no GPU can be emptied"),
+    ],
+)
+def test_no_move_unless_the_fleet_is_quiet_and_a_gpu_can_be_emptied(snapshot, nodes, max_moves, why):
+    choice, _ = choose_move(snapshot, (), nodes, max_moves)
+    assert choice.move is None and why in choice.reason
+
+
+def test_at_most_max_moves_per_hour_and_moves_older_than_the_hour_are_forgotten():
+    earlier = (10.0, 20.0)
+    choice, recent = choose_move(quiet(1000.0), earlier, TWO_GPUS, max_moves_per_hour=2)
+    assert choice.move is None and "2 moves in the last hour" in choice.reason and recent == earlier
+    choice, recent = choose_move(quiet(10.0 + MOVE_WINDOW_S + 1), earlier, TWO_GPUS, max_moves_per_hour=2)
+    assert choice.move is not None and recent == (20.0,)
 
 
 # ---- crash-loop back-off (a fake clock: `now` is just a number) --------------------------------------------------

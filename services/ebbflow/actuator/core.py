@@ -1,5 +1,6 @@
-"""Level-triggered reconcile as a pure function: desired count + actual replicas -> actions.
+"""The actuator's pure decisions: reconcile, who owes a drain acknowledgement, and when to consolidate.
 
+Level-triggered reconcile: desired count + actual replicas -> actions.
 Replicas that are draining, stopped or failed don't count toward the desired
 number (they are on their way out), so a died replica is replaced on the
 next tick. When there are too many, starting replicas are cancelled first
@@ -8,9 +9,12 @@ next tick. When there are too many, starting replicas are cancelled first
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Mapping, Sequence
+
+from ebbflow.scheduler.placement import GpuId, Node, Placed, consolidation_move, slot_name
 
 
 class Phase(Enum):
@@ -66,3 +70,53 @@ def live_routers(last_seen_s: Mapping[str, float], now_s: float) -> set[str]:
 def routers_idle(routers: Iterable[str], idle: Mapping[str, bool]) -> bool:
     """Whether every one of `routers` acknowledged the drain with nothing of its own left in flight there."""
     return all(idle.get(router_id, False) for router_id in routers)
+
+
+# ---- consolidation -------------------------------------------------------------------------------
+
+MOVE_WINDOW_S = 3600.0
+"""max_moves_per_hour counts the moves started within this many seconds."""
+
+
+@dataclass(frozen=True)
+class MoveSnapshot:
+    """What the consolidation choice looks at, taken at `now_s` (monotonic seconds)."""
+
+    now_s: float
+    placed: tuple[Placed, ...]
+    """Every replica that holds a GPU slot (draining ones still hold theirs)."""
+    in_sync: bool
+    """Every model has its desired replicas: nothing left to start or drain."""
+    settled: bool
+    """Every replica is ready, and none is stopping, reloading or part of a move."""
+
+
+@dataclass(frozen=True)
+class MoveChoice:
+    """A replica to move and the GPU it goes to, or None and why not."""
+
+    move: tuple[Placed, GpuId] | None
+    reason: str
+
+
+def choose_move(
+    snapshot: MoveSnapshot, recent_moves_s: tuple[float, ...], nodes: Sequence[Node], max_moves_per_hour: int
+) -> tuple[MoveChoice, tuple[float, ...]]:
+    """One replica to move (a cold start) to free a GPU, or none; and the moves still inside the hour.
+
+    Only a quiet fleet moves: everything in sync and settled, no move under way, and fewer than
+    max_moves_per_hour moves started in the last MOVE_WINDOW_S. `recent_moves_s` are the start times of
+    earlier moves, oldest first; the caller adds `now_s` when it starts the chosen move.
+    """
+    if not nodes or not snapshot.in_sync or max_moves_per_hour <= 0:
+        return MoveChoice(None, "no GPU inventory, not in sync, or moves switched off"), recent_moves_s
+    recent = tuple(itertools.dropwhile(lambda started_s: snapshot.now_s - started_s > MOVE_WINDOW_S, recent_moves_s))
+    if not snapshot.settled:
+        return MoveChoice(None, "a replica is starting, stopping, reloading or moving"), recent
+    if len(recent) >= max_moves_per_hour:
+        return MoveChoice(None, f"{len(recent)} moves in the last hour, at most {max_moves_per_hour}"), recent
+    move = consolidation_move(nodes, snapshot.placed)
+    if move is None:
+        return MoveChoice(None, "no GPU can be emptied onto the others"), recent
+    chosen, target = move
+    return MoveChoice(move, f"move {chosen.replica_id} from {slot_name(chosen.gpu)} to {slot_name(target)} to free its GPU"), recent

@@ -1,14 +1,42 @@
 """Answers the router builds itself instead of asking a replica: pure functions of protobuf messages.
 
 Metadata and config come from the model's config.pbtxt when no replica is
-ready; statistics are summed over every ready replica's answer.
+ready; statistics are summed over every ready replica's answer; methods that
+make no sense through a router are refused, each with the reason.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import grpc
 from tritonclient.grpc import model_config_pb2, service_pb2
+
+_ADMIN = (
+    "models are loaded and unloaded by the ebbflow control plane, not through the router: "
+    "change the model's policy (KV bucket 'policies', or the config file's models section and `ebbflow up`)"
+)
+_SHM = "shared memory is local to one replica and cannot cross the router; send tensors in the request"
+
+REFUSED_METHODS: dict[str, tuple[grpc.StatusCode, str]] = {
+    **{method: (grpc.StatusCode.PERMISSION_DENIED, _ADMIN) for method in ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload")},
+    **{
+        method: (grpc.StatusCode.UNIMPLEMENTED, _SHM)
+        for method in (
+            "SystemSharedMemoryStatus",
+            "SystemSharedMemoryRegister",
+            "SystemSharedMemoryUnregister",
+            "CudaSharedMemoryStatus",
+            "CudaSharedMemoryRegister",
+            "CudaSharedMemoryUnregister",
+        )
+    },
+    **{
+        method: (grpc.StatusCode.UNIMPLEMENTED, f"{method} is per replica and not offered by the router")
+        for method in ("TraceSetting", "LogSettings")
+    },
+}
+"""GRPCInferenceService methods the router answers with an error of its own: the gRPC code and why."""
 
 
 def _datatype(config_type: int) -> str:

@@ -14,6 +14,9 @@ from typing import Sequence
 # histograms merge by addition: 1 ms to ~131 s, four buckets per doubling.
 LATENCY_BUCKETS_S: tuple[float, ...] = tuple(0.001 * 2 ** (i / 4) for i in range(69))
 
+SERVICE = "inference.GRPCInferenceService"
+"""The gRPC service the router serves and every replica (tritonserver) answers."""
+
 
 class MalformedRequest(ValueError):
     """The bytes are not a valid ModelInferRequest (or lack a model name)."""

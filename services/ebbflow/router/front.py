@@ -32,7 +32,7 @@ from typing import Any
 
 from ebbflow.router.core import ModelMeter
 from ebbflow.router.haproxy import FALLBACK, TOO_LARGE_LUA, FrontBackend, FrontServer, FrontSpec, ServerStats, backend_name, parse_log_line, parse_stats, render
-from ebbflow.router.server import RouterMetrics, model_telemetry
+from ebbflow.router.telemetry import RouterMetrics, model_telemetry
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig, routing_from_proto

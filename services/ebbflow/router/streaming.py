@@ -21,9 +21,11 @@ from tritonclient.grpc import service_pb2
 
 from ebbflow.router.core import MalformedRequest, read_request_head, read_stream_response
 from ebbflow.router.refusal import Refusal
+from ebbflow.router.telemetry import ModelBooks
+from ebbflow.router.upstreams import Upstream
 
 if TYPE_CHECKING:
-    from ebbflow.router.server import ModelBooks, Router, Upstream
+    from ebbflow.router.server import Router
 
 _END = object()
 
@@ -40,9 +42,9 @@ class _Link:
     """One upstream stream: the replica, the call, and the requests it still owes responses for."""
 
     model: str
-    upstream: "Upstream"
+    upstream: Upstream
     call: Any
-    books: "ModelBooks"
+    books: ModelBooks
     decoupled: bool
     owed: dict[str, collections.deque[_Sent]] = field(default_factory=dict)
     pump: asyncio.Task[None] | None = None
@@ -115,11 +117,11 @@ class StreamRelay:
             self._part_done()
 
     async def _open(self, model: str, size: int) -> _Link:
-        upstream = await self.router.acquire(model, size, set(), self._hold_until, self.context)
+        upstream = await self.router.holds.acquire(model, size, set(), self._hold_until, self.context)
         config = self.router.view.model_configs.get(model)
         decoupled = bool(config and config.model_transaction_policy.decoupled)
         call = upstream.stream()(metadata=self.metadata, timeout=self.context.time_remaining())
-        link = _Link(model, upstream, call, self.router.books(model, time.monotonic()), decoupled)
+        link = _Link(model, upstream, call, self.router.telemetry.books(model, time.monotonic()), decoupled)
         self.links[model] = link
         self._parts += 1
         link.pump = asyncio.create_task(self._pump(link))
@@ -160,7 +162,7 @@ class StreamRelay:
             self._finish(link, sent, grpc.StatusCode.INTERNAL if head.error else grpc.StatusCode.OK, now)
 
     def _finish(self, link: _Link, sent: _Sent, code: grpc.StatusCode, now: float) -> None:
-        self.router.finished(link.upstream, code, now - sent.sent_s)
+        self.router.upstreams.finished(link.upstream, code, now - sent.sent_s)
         link.books.answered(code, now, sent.sent_s)
 
     def _settle(self, link: _Link, code: grpc.StatusCode) -> None:

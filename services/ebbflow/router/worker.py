@@ -27,7 +27,9 @@ from typing import Any, AsyncIterator
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, multiprocess
 
-from ebbflow.router.server import SERVICE, Router, RouterMetrics
+from ebbflow.router.core import SERVICE
+from ebbflow.router.server import Router
+from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, connect, unsubscribe
 from ebbflow.runtime.config import RouterConfig
@@ -60,7 +62,7 @@ class RouterService:
         self.router.sync()
         self._tasks = [
             asyncio.create_task(self.router.follow(self._stop), name="router follower"),
-            asyncio.create_task(self.router.publish_telemetry(self._stop), name="router telemetry"),
+            asyncio.create_task(self.router.telemetry.publish(self._stop), name="router telemetry"),
         ]
 
         async def on_load(message: Any) -> None:

@@ -1,0 +1,121 @@
+"""One replica as the local actuator manages it, and how its phase reaches the registry and /metrics.
+
+The actuator is the only writer of the replica registry (KV bucket
+`replicas`): `RegistryWriter.record` is the one place a phase change is
+written, with a lifecycle event beside it, and the per-phase gauge follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ebbflow.actuator.core import Phase
+from ebbflow.runtime import subjects
+from ebbflow.runtime.bus import Bus
+from ebbflow.runtime.process import ChildProcess
+from ebbflow.v1 import registry_pb2, scheduling_pb2
+
+log = logging.getLogger(__name__)
+
+_STATE_BY_PHASE = {
+    Phase.STARTING: registry_pb2.REPLICA_STATE_STARTING,
+    Phase.READY: registry_pb2.REPLICA_STATE_READY,
+    Phase.DRAINING: registry_pb2.REPLICA_STATE_DRAINING,
+    Phase.STOPPED: registry_pb2.REPLICA_STATE_STOPPED,
+    Phase.FAILED: registry_pb2.REPLICA_STATE_FAILED,
+}
+_EVENT_BY_PHASE = {
+    Phase.STARTING: registry_pb2.LIFECYCLE_EVENT_KIND_STARTING,
+    Phase.READY: registry_pb2.LIFECYCLE_EVENT_KIND_READY,
+    Phase.DRAINING: registry_pb2.LIFECYCLE_EVENT_KIND_DRAINING,
+    Phase.STOPPED: registry_pb2.LIFECYCLE_EVENT_KIND_STOPPED,
+    Phase.FAILED: registry_pb2.LIFECYCLE_EVENT_KIND_FAILED,
+}
+
+
+@dataclass
+class ManagedReplica:
+    entry: registry_pb2.ReplicaEntry
+    phase: Phase = Phase.STARTING
+    child: ChildProcess | None = None
+    task: asyncio.Task[None] | None = None
+    stopping: bool = False
+    started_s: float = field(default_factory=time.monotonic)
+    # A vertical reload in progress, and the last target that failed (not retried until the target changes).
+    reloading: bool = False
+    failed_vertical: tuple[int, int] | None = None
+    # A move to another GPU (consolidation): the old replica serves until its replacement is ready, then drains.
+    moving_to: str = ""
+    replaces: str = ""
+    # Its model's log slot (logs/triton-<model>-<slot>.log) and where this replica's output begins there.
+    log_slot: int = -1
+    log_offset: int = 0
+    ready_s: float | None = None
+    """When it became ready (monotonic seconds), None before."""
+    end_reason: str = ""
+    """Why the actuator stopped it unasked (e.g. not ready in time); empty when it died on its own."""
+
+    @property
+    def key(self) -> str:
+        return subjects.replica_key(self.entry.model, self.entry.replica_id)
+
+
+class ActuatorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.replicas = Gauge("ebbflow_actuator_replicas", "Replicas by model and phase", ["model", "phase"], registry=registry)
+        self.cold_start = Gauge("ebbflow_actuator_last_cold_start_seconds", "Start command to model ready, last replica", ["model"], registry=registry)
+        self.failures = Counter("ebbflow_actuator_replica_failures", "Replicas that died or never became ready", ["model"], registry=registry)
+        self.moves = Counter("ebbflow_actuator_moves", "Replicas moved to another GPU to free one (each a cold start)", ["model"], registry=registry)
+        self.unplaced = Gauge("ebbflow_actuator_unplaced_replicas", "Desired replicas not started for want of a GPU slot", ["model"], registry=registry)
+        self.restarts = Gauge(
+            "ebbflow_actuator_crash_restarts", "Failed replica starts of a model since its crash-loop back-off last reset", ["model"], registry=registry
+        )
+
+
+class RegistryWriter:
+    """Writes each phase change of the actuator's replicas to the registry, and exports replicas by phase."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        metrics: ActuatorMetrics,
+        replicas: Mapping[str, ManagedReplica],
+        desired: Mapping[str, scheduling_pb2.DesiredState],
+    ) -> None:
+        self.bus = bus
+        self.metrics = metrics
+        self.replicas = replicas
+        self.desired = desired
+
+    async def record(self, replica: ManagedReplica, phase: Phase, message: str = "") -> None:
+        replica.phase = phase
+        replica.entry.state = _STATE_BY_PHASE[phase]
+        self.export()
+        if not self.bus.nc.is_connected:
+            # NATS is gone (e.g. the whole process group got SIGTERM): don't stall shutdown on timeouts.
+            log.warning("NATS unavailable: %s is %s but the registry was not updated", replica.key, phase.value)
+            return
+        try:
+            if phase == Phase.STOPPED:
+                await self.bus.replicas.delete(replica.key)
+            else:
+                await self.bus.replicas.put(replica.key, replica.entry.SerializeToString())
+            event = registry_pb2.LifecycleEvent(kind=_EVENT_BY_PHASE[phase], replica=replica.entry, time_unix_s=time.time(), message=message)
+            await self.bus.js.publish(subjects.lifecycle_subject(replica.entry.model), event.SerializeToString())
+        except Exception as error:  # NATS away: the registry catches up on the next write
+            log.warning("recording %s as %s failed: %s", replica.key, phase.value, error)
+
+    def export(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for replica in self.replicas.values():
+            key = (replica.entry.model, replica.phase.value)
+            counts[key] = counts.get(key, 0) + 1
+        for model in {r.entry.model for r in self.replicas.values()} | set(self.desired):
+            for phase in Phase:
+                self.metrics.replicas.labels(model, phase.value).set(counts.get((model, phase.value), 0))
