@@ -109,9 +109,8 @@ def collect(nats_url: str, seconds: float, warmup_s: float, parser: str, core: i
     from prometheus_client import CollectorRegistry
 
     from ebbflow.collector import service
-    from ebbflow.runtime.bus import connect
     from ebbflow.runtime.config import CollectorConfig
-    from ebbflow.runtime.registry import RegistryView
+    from ebbflow.runtime.registry import connected
     from ebbflow.v1 import load_pb2
 
     pin(core)
@@ -120,31 +119,27 @@ def collect(nats_url: str, seconds: float, warmup_s: float, parser: str, core: i
         service.parse_metrics_text = reference_parser()
 
     async def main() -> dict:
-        bus = await connect(nats_url, name="collector-bench")
-        stop = asyncio.Event()
-        view = RegistryView()
-        watcher = asyncio.create_task(view.run(bus, stop))
-        await view.wait_loaded(30)
-        collector = service.Collector(CollectorConfig(history_flush_s=10.0), bus, view, service.CollectorMetrics(CollectorRegistry()))
-        ticks: list[float] = []
-        tick = collector.tick
+        async with connected(nats_url, "collector-bench") as (bus, view):
+            stop = asyncio.Event()
+            collector = service.Collector(CollectorConfig(history_flush_s=10.0), bus, view, service.CollectorMetrics(CollectorRegistry()))
+            ticks: list[float] = []
+            tick = collector.tick
 
-        async def timed_tick(session):  # type: ignore[no-untyped-def]
-            started = time.monotonic()
-            await tick(session)
-            ticks.append(time.monotonic() - started)
+            async def timed_tick(session):  # type: ignore[no-untyped-def]
+                started = time.monotonic()
+                await tick(session)
+                ticks.append(time.monotonic() - started)
 
-        collector.tick = timed_tick  # type: ignore[method-assign]
-        task = asyncio.create_task(collector.run(stop))
-        await asyncio.sleep(warmup_s)
-        ticks.clear()
-        usage, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-        await asyncio.sleep(seconds)
-        after, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall
-        replicas = [r for s in collector.latest.values() for r in s.replicas]
-        stop.set()
-        await asyncio.gather(task, watcher, return_exceptions=True)
-        await bus.close()
+            collector.tick = timed_tick  # type: ignore[method-assign]
+            task = asyncio.create_task(collector.run(stop))
+            await asyncio.sleep(warmup_s)
+            ticks.clear()
+            usage, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+            await asyncio.sleep(seconds)
+            after, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall
+            replicas = [r for s in collector.latest.values() for r in s.replicas]
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
         return {
             "cpu_fraction": (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime) / elapsed,
             "ticks_per_s": len(ticks) / elapsed,

@@ -47,7 +47,7 @@ from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import connect
 from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
 from ebbflow.runtime.nats_server import start_nats_server
-from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.registry import following
 from ebbflow.scheduler.placement import Node, Want, place
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_to_proto
 from ebbflow.v1 import load_pb2, scheduling_pb2
@@ -59,43 +59,42 @@ async def measure(nats_url: str, models: int, rounds: int, react: bool) -> list[
     for name in names:
         policy = ModelPolicy(model=name, min_replicas=1, max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=0, panic_threshold=0, forecast_quantile=0)
         await bus.policies.put(name, policy_to_proto(policy).SerializeToString())
-    view, stop = RegistryView(), asyncio.Event()
-    watcher = asyncio.create_task(view.run(bus, stop))
-    await view.wait_loaded(30)
-    while len(view.policies) < models:
-        await asyncio.sleep(0.05)
-    scheduler = Scheduler(SchedulerConfig(interval_s=1.0, react_to_snapshots=react), bus, view, SchedulerMetrics(CollectorRegistry()))
-    arrived: dict[str, asyncio.Future] = {}
+    async with following(bus) as view:
+        stop = asyncio.Event()
+        while len(view.policies) < models:
+            await asyncio.sleep(0.05)
+        scheduler = Scheduler(SchedulerConfig(interval_s=1.0, react_to_snapshots=react), bus, view, SchedulerMetrics(CollectorRegistry()))
+        arrived: dict[str, asyncio.Future] = {}
 
-    async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
-        decision = scheduling_pb2.ScalingDecision.FromString(msg.data)
-        future = arrived.get(decision.model)
-        if future is not None and not future.done() and decision.desired.horizontal.replicas == future.want:  # type: ignore[attr-defined]
-            future.set_result(time.perf_counter())
+        async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
+            decision = scheduling_pb2.ScalingDecision.FromString(msg.data)
+            future = arrived.get(decision.model)
+            if future is not None and not future.done() and decision.desired.horizontal.replicas == future.want:  # type: ignore[attr-defined]
+                future.set_result(time.perf_counter())
 
-    subscription = await bus.nc.subscribe(f"{subjects.DECISIONS}.*", cb=on_decision)
-    task = asyncio.create_task(scheduler.run(stop))
-    # Settle: every model at 2 replicas.
-    for name in names:
-        await bus.nc.publish(subjects.load_subject(name), load_pb2.LoadSnapshot(model=name, status=load_pb2.DATA_STATUS_FRESH, in_flight=8.0).SerializeToString())
-    await asyncio.sleep(3.0)
-    latencies, rng = [], np.random.default_rng(1)
-    level = {name: 2 for name in names}
-    for _ in range(rounds):
-        name = names[int(rng.integers(0, models))]
-        level[name] = 6 if level[name] == 2 else 2
-        future = asyncio.get_running_loop().create_future()
-        future.want = level[name]  # type: ignore[attr-defined]
-        arrived[name] = future
-        snapshot = load_pb2.LoadSnapshot(model=name, status=load_pb2.DATA_STATUS_FRESH, in_flight=4.0 * level[name])
-        started = time.perf_counter()
-        await bus.nc.publish(subjects.load_subject(name), snapshot.SerializeToString())
-        latencies.append(await asyncio.wait_for(future, 10) - started)
-        # Keep every other model's load fresh, as the collector would.
-        await asyncio.sleep(float(rng.uniform(0.0, 0.05)))
-    stop.set()
-    await asyncio.gather(task, watcher, return_exceptions=True)
-    await subscription.unsubscribe()
+        subscription = await bus.nc.subscribe(f"{subjects.DECISIONS}.*", cb=on_decision)
+        task = asyncio.create_task(scheduler.run(stop))
+        # Settle: every model at 2 replicas.
+        for name in names:
+            await bus.nc.publish(subjects.load_subject(name), load_pb2.LoadSnapshot(model=name, status=load_pb2.DATA_STATUS_FRESH, in_flight=8.0).SerializeToString())
+        await asyncio.sleep(3.0)
+        latencies, rng = [], np.random.default_rng(1)
+        level = {name: 2 for name in names}
+        for _ in range(rounds):
+            name = names[int(rng.integers(0, models))]
+            level[name] = 6 if level[name] == 2 else 2
+            future = asyncio.get_running_loop().create_future()
+            future.want = level[name]  # type: ignore[attr-defined]
+            arrived[name] = future
+            snapshot = load_pb2.LoadSnapshot(model=name, status=load_pb2.DATA_STATUS_FRESH, in_flight=4.0 * level[name])
+            started = time.perf_counter()
+            await bus.nc.publish(subjects.load_subject(name), snapshot.SerializeToString())
+            latencies.append(await asyncio.wait_for(future, 10) - started)
+            # Keep every other model's load fresh, as the collector would.
+            await asyncio.sleep(float(rng.uniform(0.0, 0.05)))
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await subscription.unsubscribe()
     for name in names:
         await bus.policies.delete(name)
         await bus.desired.delete(name)

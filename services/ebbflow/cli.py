@@ -1,342 +1,56 @@
-"""`ebbflow up | down | status | load | history | forecast | policy | decisions | explain | demo`: the command line."""
+"""`ebbflow up | down | status | load | history | forecast | policy | decisions | plan | explain | replay | scenario | demo`: the command line.
+
+The commands that ask a running stack (status, load, history, forecast, policy, decisions, plan, explain)
+live here; `up` and `down` are the up module's, `replay` and `scenario` the replay_commands module's.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
-import fcntl
 import json
-import logging
 import math
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
-from ebbflow import __version__
-from ebbflow.runtime.config import Config, load_config, with_router_port
-from ebbflow.runtime.errors import AlreadyRunningError, ConfigError, EbbflowError
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
+from ebbflow import __version__, replay_commands
+from ebbflow.client import control_call, fetch_status
+from ebbflow.runtime.config import load_config, with_router_port
+from ebbflow.runtime.errors import ConfigError, EbbflowError
+from ebbflow.status import status_json, status_table
+from ebbflow.up import default_state_dir, down, up
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc
 
-STATE_FILE = "state.json"
-
-
-def default_state_dir() -> Path:
-    if os.environ.get("EBBFLOW_STATE_DIR"):
-        return Path(os.environ["EBBFLOW_STATE_DIR"])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "ebbflow"
-
-
-def say(line: str, stream: TextIO = sys.stdout) -> None:
-    """ebbflow's own short terminal lines (child processes log to files)."""
-    print(f"{time.strftime('%H:%M:%S')} {line}", file=stream, flush=True)
-
-
-# ---- up -----------------------------------------------------------------------
-
-
-class StateDirLock:
-    """One `ebbflow up` per state directory, enforced by an advisory lock that dies with the process."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = self.path_of(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
-            self._file.close()
-            raise AlreadyRunningError(
-                f"another ebbflow up (pid {holder}) is using state directory {state_dir}; stop it or pass another --state-dir"
-            ) from None
-        self._file.truncate(0)
-        self._file.write(str(os.getpid()))
-        self._file.flush()
-
-    def release(self) -> None:
-        self._file.close()
-
-    @staticmethod
-    def path_of(state_dir: Path) -> Path:
-        return state_dir / "lock"
-
-    @classmethod
-    def holder(cls, state_dir: Path) -> int | None:
-        """The pid of the `ebbflow up` holding this state directory's lock (0: unreadable); None when none holds it."""
-        try:
-            with open(cls.path_of(state_dir)) as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    lock.seek(0)
-                    text = lock.read().strip()
-                    return int(text) if text.isdigit() else 0
-                return None  # free: nothing runs (closing the file drops the probe's lock)
-        except FileNotFoundError:
-            return None
-
-
-def _configure_logging(state_dir: Path, verbose: bool) -> None:
-    logs = state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logs / "ebbflow.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.ERROR)
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    root.addHandler(console)
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Fail at once, before starting anything, when the router port is taken."""
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise AlreadyRunningError(
-                f"cannot listen on {host}:{port}: {error.strerror} (another ebbflow up?); pick another with --router-port"
-            ) from None
-
-
-async def _up(config: Config, state_dir: Path, nats_url: str | None) -> int:
-    from ebbflow.runtime.nats_server import start_nats_server
-    from ebbflow.stack import Stack
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    _check_port_free(config.router.host, config.router.port)
-    nats_child = None
-    stack: Stack | None = None
-    try:
-        if nats_url is None:
-            nats_child, nats_url = await start_nats_server(state_dir)
-            say(f"nats-server with JetStream at {nats_url}")
-        stack = Stack(config, nats_url, state_dir, say)
-        addresses = await stack.start()
-        (state_dir / STATE_FILE).write_text(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "nats_url": nats_url,
-                    "router": addresses.router,
-                    "control": addresses.control,
-                    "metrics": addresses.metrics,
-                }
-            )
-        )
-        say(f"router listening on {addresses.router}; status API {addresses.control}; metrics http://{addresses.metrics}/metrics")
-        serving = [m.model for m in config.models if m.min_replicas > 0]
-        waiter = asyncio.ensure_future(stack.wait_serving(serving, config.actuator.ready_timeout_s))
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if waiter.done() and waiter.exception() is None:
-            say(f"ebbflow ready: Triton gRPC clients can use {addresses.router} (models: {', '.join(m.model for m in config.models)})")
-        elif waiter.done():
-            say(f"error: models did not come up: {waiter.exception() or 'timeout'}; see {state_dir / 'logs'}", sys.stderr)
-            return 1
-        else:
-            waiter.cancel()
-        await stop.wait()
-        say("stopping")
-        return 0
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)  # a second Ctrl-C during shutdown must not restart anything
-            signal.signal(sig, signal.SIG_IGN)
-        if stack is not None:
-            await stack.stop()
-        if nats_child is not None:
-            await nats_child.stop(5.0)
-        (state_dir / STATE_FILE).unlink(missing_ok=True)
-        say("stopped")
+# ---- up and down ----------------------------------------------------------------
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
     config = load_config(Path(args.config) if args.config else None)
     if args.router_port is not None:
         config = with_router_port(config, args.router_port)
     if args.time_scale is not None:
         config = replace(config, actuator=replace(config.actuator, time_scale=args.time_scale))
-    lock = StateDirLock(state_dir)
-    try:
-        _configure_logging(state_dir, args.verbose)
-        return asyncio.run(_up(config, state_dir, args.nats_url))
-    finally:
-        lock.release()
-
-
-# ---- down ---------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a zombie has exited; its parent reaps it
-    except psutil.NoSuchProcess:
-        return False
+    return up(config, Path(args.state_dir), args.nats_url, args.verbose)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    """SIGTERM to the `ebbflow up` of this state directory, then wait until it has released the directory."""
-    state_dir = Path(args.state_dir)
-    pid = StateDirLock.holder(state_dir)
-    if pid is None:
-        (state_dir / STATE_FILE).unlink(missing_ok=True)  # left by an `up` that was killed: nothing answers there
-        raise EbbflowError(f"no running ebbflow up found in state directory {state_dir}; nothing to stop")
-    if not pid:
-        raise EbbflowError(f"the lock of {state_dir} is held but names no process; stop that ebbflow up with Ctrl-C or kill")
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass  # exited between the probe and the signal: the wait below sees the lock free
-    say(f"stopping ebbflow up (pid {pid}) in {state_dir}")
-    deadline = time.monotonic() + args.timeout
-    while StateDirLock.holder(state_dir) is not None or _alive(pid):  # the lock goes a moment before the process exits
-        if time.monotonic() > deadline:
-            raise EbbflowError(f"ebbflow up (pid {pid}) has not stopped {args.timeout:g} s after SIGTERM; see {state_dir / 'logs'}")
-        time.sleep(0.2)
-    say("stopped")
-    return 0
+    return down(Path(args.state_dir), args.timeout)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ebbflow.demo import run
+
+    return run(args)
 
 
 # ---- status -------------------------------------------------------------------
-
-
-def _read_state(state_dir: Path) -> dict[str, Any]:
-    try:
-        return dict(json.loads((state_dir / STATE_FILE).read_text()))
-    except FileNotFoundError:
-        raise EbbflowError(f"no running ebbflow up found in state directory {state_dir}; start one with `ebbflow up` or pass --state-dir") from None
-
-
-def fetch_status(state_dir: Path, model: str = "", timeout_s: float = 5.0) -> status_pb2.GetStatusResponse:
-    state = _read_state(state_dir)
-    with grpc.insecure_channel(state["control"]) as channel:
-        stub = status_pb2_grpc.StatusServiceStub(channel)
-        try:
-            return stub.GetStatus(status_pb2.GetStatusRequest(model=model), timeout=timeout_s)
-        except grpc.RpcError as error:
-            raise EbbflowError(f"ebbflow up at {state['control']} did not answer: {error.details()}") from None
-
-
-def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
-    return {
-        "router": response.router_address,
-        "models": [
-            {
-                "name": m.name,
-                "desired_replicas": m.desired_replicas,
-                "ready_replicas": m.ready_replicas,
-                "starting_replicas": m.starting_replicas,
-                "draining_replicas": m.draining_replicas,
-                "min_replicas": m.min_replicas,
-                "max_replicas": m.max_replicas,
-                "in_flight": round(m.in_flight, 3),
-                "arrival_rps": round(m.arrival_rps, 3),
-                "load_status": load_pb2.DataStatus.Name(m.load_status).removeprefix("DATA_STATUS_").lower(),
-                "generation": m.generation,
-                "instances_per_replica": m.instances_per_replica,
-                "max_batch_size": m.max_batch_size,
-                "mode": m.mode,
-                "pinned": m.pinned,
-                "forecast": {
-                    "method": m.forecast.method or "none",
-                    "step_s": m.forecast.step_s,
-                    "p90_peak_rps": round(max(_p90(m.forecast), default=0.0), 3),
-                },
-                "last_decision_reason": m.last_decision_reason,
-                "last_decision_unix_s": m.last_decision_unix_s,
-                "crash_loop": _crash_loop_json(m.crash_loop),
-                "replicas": [
-                    {
-                        "id": r.replica_id,
-                        "state": registry_pb2.ReplicaState.Name(r.state).removeprefix("REPLICA_STATE_").lower(),
-                        "address": f"{r.host}:{r.grpc_port}",
-                        "metrics_port": r.metrics_port,
-                        "metrics": f"http://{r.host}:{r.metrics_port}/metrics",
-                        "instances": r.instances,
-                        "pid": r.pid,
-                    }
-                    for r in m.replicas
-                ],
-            }
-            for m in response.models
-        ],
-    }
-
-
-def _crash_loop_json(crash: status_pb2.CrashLoop) -> dict[str, Any] | None:
-    """A model's failed replica starts since its back-off last reset (None when there are none)."""
-    if not crash.restarts:
-        return None
-    return {
-        "state": crash.state,
-        "restarts": crash.restarts,
-        "next_try_in_s": round(max(0.0, crash.next_try_unix_s - time.time()), 1) if crash.next_try_unix_s else 0.0,
-        "reason": crash.reason,
-        "log_tail": list(crash.log_tail),
-        "log_path": crash.log_path,
-        "last_failure_unix_s": crash.last_failure_unix_s,
-    }
-
-
-STATUS_TAIL_LINES = 5
-"""Log lines of a crash-looping model's last failed replica that the status table shows (--json has them all)."""
-
-
-def _crash_loop_lines(crash: status_pb2.CrashLoop) -> list[str]:
-    if not crash.restarts:
-        return []
-    lines = [f"  {crash.state}"]
-    lines += [f"    | {line}" for line in crash.log_tail[-STATUS_TAIL_LINES:]]
-    if crash.log_path:
-        lines.append(f"    log: {crash.log_path}")
-    return lines
-
-
-def _p90(forecast: forecast_pb2.Forecast) -> list[float]:
-    """A forecast's p90 series (empty when it has none)."""
-    return next((list(q.arrival_rps) for q in forecast.quantiles if abs(q.quantile - 0.9) < 1e-9), [])
-
-
-def status_table(response: status_pb2.GetStatusResponse) -> str:
-    header = (
-        f"{'MODEL':<16} {'DESIRED':>7} {'READY':>5} {'START':>5} {'DRAIN':>5} {'INST':>4} {'BATCH':>5} "
-        f"{'IN_FLIGHT':>9} {'ARRIVAL_RPS':>11} {'P90_FCST':>8} {'GEN':>4}  LAST DECISION"
-    )
-    lines = [f"router: {response.router_address}", header]
-    for m in response.models:
-        p90 = _p90(m.forecast)
-        forecast = f"{max(p90):>8.2f}" if p90 else f"{'-':>8}"
-        flags = "".join(f" [{flag}]" for flag in (m.mode if m.mode == "advisory" else "", f"pinned {m.pinned}" if m.pinned else "") if flag)
-        lines.append(
-            f"{m.name:<16} {m.desired_replicas:>7} {m.ready_replicas:>5} {m.starting_replicas:>5} {m.draining_replicas:>5} "
-            f"{m.instances_per_replica:>4} {m.max_batch_size:>5} {m.in_flight:>9.2f} {m.arrival_rps:>11.2f} {forecast} {m.generation:>4}  "
-            f"{m.last_decision_reason}{flags}"
-        )
-        lines += _crash_loop_lines(m.crash_loop)
-    return "\n".join(lines)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -373,21 +87,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _control_call(state_dir: Path, stub_class: Callable[[grpc.Channel], Any], call: Callable[[Any], Any]) -> Any:
-    """One call on a control-plane API of the running `ebbflow up`; the service's own message on a refusal."""
-    state = _read_state(state_dir)
-    with grpc.insecure_channel(state["control"]) as channel:
-        try:
-            return call(stub_class(channel))
-        except grpc.RpcError as error:
-            answered = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED)
-            if error.code() in (*answered, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) and error.details():
-                raise EbbflowError(error.details()) from None
-            raise EbbflowError(f"ebbflow up at {state['control']} did not answer: {error.details()}") from None
-
-
 def _collector_call(state_dir: Path, call: Callable[[collector_pb2_grpc.CollectorServiceStub], Any]) -> Any:
-    return _control_call(state_dir, collector_pb2_grpc.CollectorServiceStub, call)
+    return control_call(state_dir, collector_pb2_grpc.CollectorServiceStub, call)
 
 
 def load_table(snapshots: list[load_pb2.LoadSnapshot]) -> str:
@@ -445,7 +146,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_forecast(args: argparse.Namespace) -> int:
     request = forecast_pb2.GetForecastRequest(model=args.model, horizon_s=args.horizon)
-    response = _control_call(Path(args.state_dir), forecast_pb2_grpc.ForecasterServiceStub, lambda stub: stub.GetForecast(request, timeout=10.0))
+    response = control_call(Path(args.state_dir), forecast_pb2_grpc.ForecasterServiceStub, lambda stub: stub.GetForecast(request, timeout=10.0))
     forecast = response.forecast
     if args.json:
         print(json.dumps(MessageToDict(forecast, preserving_proto_field_name=True), indent=2))
@@ -468,7 +169,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def _policy_call(state_dir: Path, call: Callable[[policy_pb2_grpc.PolicyServiceStub], Any]) -> Any:
-    return _control_call(state_dir, policy_pb2_grpc.PolicyServiceStub, call)
+    return control_call(state_dir, policy_pb2_grpc.PolicyServiceStub, call)
 
 
 def _read_text(path: str) -> str:
@@ -570,7 +271,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def _scheduler_call(state_dir: Path, call: Callable[[scheduling_pb2_grpc.SchedulerServiceStub], Any]) -> Any:
-    return _control_call(state_dir, scheduling_pb2_grpc.SchedulerServiceStub, call)
+    return control_call(state_dir, scheduling_pb2_grpc.SchedulerServiceStub, call)
 
 
 def cmd_decisions(args: argparse.Namespace) -> int:
@@ -650,116 +351,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not response.matches:
         print(f"  recomputed reason: {response.recomputed_reason}")
     return 0 if response.matches else 1
-
-
-def cmd_replay_live(args: argparse.Namespace) -> int:
-    from ebbflow.live_replay import LiveReplayOptions, run_live_replay
-    from ebbflow.sim.live import table
-
-    options = LiveReplayOptions(
-        trace=Path(args.trace),
-        state_dir=Path(args.state_dir),
-        speedup=args.speedup,
-        model=args.model,
-        router=args.router or "",
-        config=Path(args.config) if args.config else None,
-        time_scale=args.time_scale or 0.0,
-        profile=args.profile,
-        slo_latency_s=args.slo_latency,
-        tail_s=args.tail_s,
-        tolerance=args.tolerance,
-        time_unit=args.time_unit,
-        time_column=args.time_column,
-        prompt_column=args.prompt_column,
-        output_column=args.output_column,
-    )
-    out = Path(args.out) if args.out else Path(f"replay-live-{Path(args.trace).stem}")
-    report = run_live_replay(options, out, plots=not args.no_plots, say=lambda line: say(line, sys.stderr))
-    print(table(report))
-    print(json.dumps({k: v for k, v in report.items() if k not in ("live", "simulated")} | {side: {k: v for k, v in report[side].items() if k != "changes"} for side in ("live", "simulated")}))
-    return 0
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    if args.live:
-        return cmd_replay_live(args)
-    from ebbflow.scheduler.capacity import Slo
-    from ebbflow.sim.compare import POLICIES
-    from ebbflow.sim.replay import Progress, ReplayOptions, expected_steps, parse_shape, run_replay, table, write
-    from ebbflow.sim.scenarios import scenario
-
-    if bool(args.trace) == bool(args.scenario):
-        raise ConfigError("give one of --trace FILE or --scenario NAME")
-    chosen = None
-    if args.scenario:
-        try:
-            chosen = scenario(args.scenario)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        # A scenario brings its own shape, SLO and replica floor; flags given explicitly still win.
-        args.shape = f"{chosen.shape.instances}x{chosen.shape.max_batch}" if args.shape == "auto" else args.shape
-        args.slo_ttft = chosen.slo.ttft_s if args.slo_ttft is None else args.slo_ttft
-        args.min_replicas = chosen.min_replicas if args.min_replicas is None else args.min_replicas
-    args.slo_ttft = 2.0 if args.slo_ttft is None else args.slo_ttft
-    args.min_replicas = 1 if args.min_replicas is None else args.min_replicas
-    policies = tuple(p.strip() for item in (args.policy or []) for p in item.split(",") if p.strip()) or POLICIES
-    try:
-        slo = Slo(ttft_s=args.slo_ttft, tpot_s=args.slo_tpot, latency_s=args.slo_latency, percentile=args.slo_target)
-    except ValueError as error:
-        raise ConfigError(f"invalid SLO: {error}") from None
-    if args.scale <= 0:
-        raise ConfigError(f"--scale must be > 0, got {args.scale}")
-    if not 0.1 <= args.dev_fraction <= 0.9:
-        raise ConfigError(f"--dev-fraction must be in [0.1, 0.9], got {args.dev_fraction}")
-    options = ReplayOptions(
-        trace=Path(args.trace or args.scenario),
-        scenario=args.scenario,
-        policies=policies,
-        scale=args.scale,
-        mode=args.mode,
-        slo=slo,
-        shape=parse_shape(args.shape),
-        profile=args.profile,
-        cold_start_s=args.cold_start_s,
-        min_replicas=args.min_replicas,
-        max_replicas=args.max_replicas,
-        slower=args.slower,
-        seed=args.seed,
-        dev_fraction=args.dev_fraction,
-        time_unit=args.time_unit,
-        time_column=args.time_column,
-        prompt_column=args.prompt_column,
-        output_column=args.output_column,
-    )
-    progress = Progress(expected_steps(policies)) if not args.quiet else (lambda _: None)
-    try:
-        comparison, report = run_replay(options, progress)
-    finally:
-        if isinstance(progress, Progress):
-            progress.close()
-    out = Path(args.out) if args.out else Path(f"replay-{report['name']}")
-    written = write(comparison, report, out, plots=not args.no_plots)
-    print(table(report))
-    print(f"\nwrote {', '.join(str(p) for p in written)}")
-    return 0
-
-
-def cmd_scenario(args: argparse.Namespace) -> int:
-    from ebbflow.sim.scenarios import SCENARIOS, scenario, write_csv
-
-    if not args.name:
-        for s in SCENARIOS.values():
-            print(f"{s.name:<12} {s.about}; shape {s.shape.instances}x{s.shape.max_batch}, {s.slo.describe()}, min_replicas {s.min_replicas}")
-        return 0
-    try:
-        chosen = scenario(args.name)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    requests = chosen.generate(args.seed)
-    path = write_csv(requests, Path(args.out or f"{chosen.name}.csv"))
-    print(f"wrote {path}: {len(requests):,} requests over {requests.span_s / 60:.0f} min ({chosen.about})")
-    print(f"replay it with its settings: ebbflow replay --scenario {chosen.name}" + (f" --seed {args.seed}" if args.seed else ""))
-    return 0
 
 
 # ---- main ---------------------------------------------------------------------
@@ -854,55 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     explain.set_defaults(func=cmd_explain)
 
-    replay = sub.add_parser(
-        "replay",
-        help="what-if: simulate ebbflow, HPA, KPA, Ray Serve, a Dynamo-like planner, static peak and a clairvoyant oracle on a trace",
-    )
-    replay.add_argument("--trace", help="CSV or JSON Lines: one row per request (arrival time, optional token counts) or rates per window")
-    replay.add_argument("--scenario", help="a generated scenario instead of a trace (`ebbflow scenario` lists them)")
-    replay.add_argument("--policy", action="append", help="policies to run, repeatable or comma-separated (default: all of ebbflow,hpa,kpa,ray,dynamo,static_peak,oracle)")
-    replay.add_argument("--scale", type=float, default=1.0, help="multiply the trace's request rate by this (default: %(default)s)")
-    replay.add_argument("--mode", choices=("auto", "des", "fluid"), default="auto", help="per-request discrete-event or fluid (default: auto, by trace kind and size)")
-    replay.add_argument("--slo-ttft", type=float, default=None, help="time-to-first-token objective, s (0: none; default: 2, or the scenario's)")
-    replay.add_argument("--slo-tpot", type=float, default=0.1, help="time-per-output-token objective, s (0: none; default: %(default)s)")
-    replay.add_argument("--slo-latency", type=float, default=0.0, help="end-to-end latency objective, s (0: none; default: %(default)s)")
-    replay.add_argument("--slo-target", type=float, default=99.5, help="percent of requests that must meet it (default: %(default)s)")
-    replay.add_argument("--shape", default="auto", help="replica shape INSTANCESxBATCH, e.g. 2x8 (default: auto, the fewest replicas for the SLO)")
-    replay.add_argument("--profile", default="llama2-7b-a100", help="latency profile of the emulated model (default: %(default)s)")
-    replay.add_argument("--cold-start-s", type=float, default=-1.0, help="start to ready, s (default: the profile's model_load_s)")
-    replay.add_argument("--min-replicas", type=int, default=None, help="(default: 1, or the scenario's)")
-    replay.add_argument("--max-replicas", type=int, default=0, help="(default: twice what the busiest 10 s needs, at least 20)")
-    replay.add_argument("--slower", type=float, default=0.0, help="sensitivity: the real fleet is this fraction slower than the profile, e.g. 0.15")
-    replay.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    replay.add_argument("--dev-fraction", type=float, default=0.4, help="share of the trace ebbflow is tuned on; results are on the rest (default: %(default)s)")
-    replay.add_argument("--time-unit", default="auto", choices=("auto", "s", "ms", "us", "ns"), help="unit of numeric arrival times (default: detected)")
-    replay.add_argument("--time-column", help="arrival time column (default: detected)")
-    replay.add_argument("--prompt-column", help="prompt token column (default: detected)")
-    replay.add_argument("--output-column", help="output token column (default: detected)")
-    replay.add_argument("--out", help="output folder (default: ./replay-<trace name>)")
-    replay.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    replay.add_argument("--quiet", action="store_true", help="no progress bar")
-    replay.add_argument("--live", action="store_true", help="drive the trace through a running `ebbflow up` and compare it with the simulator (see README)")
-    replay.add_argument("--speedup", type=float, default=1.0, help="--live: send at the trace's arrival times divided by this (default: %(default)s)")
-    replay.add_argument("--router", help="--live: Triton gRPC address to send to (default: the running stack's router)")
-    replay.add_argument("--model", default="llm", help="--live: the model the requests go to (default: %(default)s)")
-    replay.add_argument("--config", help="--live: the stack's config file (its time_scale, forecaster and scheduler settings)")
-    replay.add_argument("--time-scale", type=float, help="--live: the stack's actuator.time_scale (default: from --config, else 1)")
-    replay.add_argument("--tail-s", type=float, default=-1.0, help="--live: seconds to watch after the last request (default: enough to return to the floor)")
-    replay.add_argument("--tolerance", type=int, default=0, help="--live: replicas live may stray outside the simulator's band (default: %(default)s)")
-    replay.add_argument("--state-dir", default=str(default_state_dir()), help="--live: state directory of the running ebbflow up (default: %(default)s)")
-    replay.set_defaults(func=cmd_replay)
-
-    generate = sub.add_parser("scenario", help="write a generated scenario trace (step, spike, ramp, daily, on/off, long prompts) as a CSV that replay reads")
-    generate.add_argument("name", nargs="?", help="the scenario (none: list them)")
-    generate.add_argument("--out", help="CSV file to write (default: ./<name>.csv)")
-    generate.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    generate.set_defaults(func=cmd_scenario)
+    replay_commands.add_parsers(sub, default_state_dir())
 
     demo = sub.add_parser("demo", help="start the stack, drive a ramp of load through it and show it scale out and in")
     demo.add_argument("--duration-s", type=float, default=120.0, help="length of the load ramp (default: %(default)s)")
     demo.add_argument("--peak-clients", type=int, default=24, help="concurrent clients at the peak (default: %(default)s)")
-    demo.set_defaults(func=lambda args: __import__("ebbflow.demo", fromlist=["run"]).run(args))
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -22,7 +22,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput
 
 from ebbflow import REPO_ROOT
-from ebbflow.cli import fetch_status
+from ebbflow.client import fetch_status
 from ebbflow.emulator.tokens import expected_text
 
 PROMPT = "the emulated model echoes these words back as its output tokens one per step"

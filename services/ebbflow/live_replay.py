@@ -33,10 +33,8 @@ from ebbflow.scheduler.capacity import CapacityModel, Shape, Slo
 from ebbflow.sim import live
 from ebbflow.sim.workload import requests_from_trace
 from ebbflow.traces import load_trace
+from ebbflow.up import read_state
 from ebbflow.v1 import policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
-
-STATE_FILE = "state.json"
-
 
 @dataclass(frozen=True)
 class LiveReplayOptions:
@@ -92,13 +90,6 @@ class Recorded:
 def _request(words: int, max_tokens: int) -> tuple[str, str]:
     prompt = live.prompt_text(words)
     return prompt, expected_text(prompt, max_tokens)
-
-
-def read_state(state_dir: Path) -> dict:
-    try:
-        return dict(json.loads((state_dir / STATE_FILE).read_text()))
-    except FileNotFoundError:
-        raise EbbflowError(f"no running ebbflow up found in state directory {state_dir}; start one with `ebbflow up` or pass --state-dir") from None
 
 
 async def _send(client, model: str, request: live.PlannedRequest, start: float, timeout_s: float, recorded: Recorded, index: int) -> None:  # type: ignore[no-untyped-def]

@@ -23,9 +23,9 @@ from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, scheduling_p
 from ebbflow.router.front import HaproxyFront
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus, connect
+from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, ModelPolicy, PlacementConfig, RouterConfig
-from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.registry import RegistryView, connected
 from ebbflow.scheduler.service import Scheduler, policy_to_proto
 from ebbflow.stack import Stack
 from tests.conftest import llm_inputs, wait_for
@@ -122,26 +122,19 @@ class RouterBed:
 @pytest_asyncio.fixture
 async def testbed(nats_url: str, tmp_path: Path) -> AsyncIterator[RouterBed]:
     await reset_jetstream(nats_url)
-    bus = await connect(nats_url, name="router-test")
-    stop = asyncio.Event()
-    view = RegistryView()
-    watcher = asyncio.create_task(view.run(bus, stop))
-    await view.wait_loaded(10)
-    replicas = StaticReplicas(bus, tmp_path / "state", TIME_SCALE)
-    await replicas.publish_model_configs()
-    await wait_for(lambda: "llm_stream" in view.model_configs, 5, "model configs in the view")
-    bed = RouterBed(bus, view, replicas, [], [], tmp_path)
-    yield bed
-    bed.stop.set()
-    await asyncio.gather(*bed.tasks, return_exceptions=True)
-    for haproxy in bed.fronts:
-        await haproxy.stop()
-    for service in bed.routers:
-        await service.stop(grace_s=0.5)
-    await replicas.stop()
-    stop.set()
-    await asyncio.gather(watcher, return_exceptions=True)
-    await bus.close()
+    async with connected(nats_url, "router-test", 10) as (bus, view):
+        replicas = StaticReplicas(bus, tmp_path / "state", TIME_SCALE)
+        await replicas.publish_model_configs()
+        await wait_for(lambda: "llm_stream" in view.model_configs, 5, "model configs in the view")
+        bed = RouterBed(bus, view, replicas, [], [], tmp_path)
+        yield bed
+        bed.stop.set()
+        await asyncio.gather(*bed.tasks, return_exceptions=True)
+        for haproxy in bed.fronts:
+            await haproxy.stop()
+        for service in bed.routers:
+            await service.stop(grace_s=0.5)
+        await replicas.stop()
 
 
 class RunningCollector:
@@ -262,13 +255,7 @@ class SchedulerBed:
 @pytest_asyncio.fixture
 async def scheduler_bed(nats_url: str) -> AsyncIterator[SchedulerBed]:
     await reset_jetstream(nats_url)
-    bus = await connect(nats_url, name="scheduler-test")
-    view, stop_view = RegistryView(), asyncio.Event()
-    watcher = asyncio.create_task(view.run(bus, stop_view))
-    await view.wait_loaded(10)
-    bed = SchedulerBed(bus, view)
-    yield bed
-    await bed.close()
-    stop_view.set()
-    await asyncio.gather(watcher, return_exceptions=True)
-    await bus.close()
+    async with connected(nats_url, "scheduler-test", 10) as (bus, view):
+        bed = SchedulerBed(bus, view)
+        yield bed
+        await bed.close()

@@ -19,7 +19,7 @@ import nats
 import pytest
 import pytest_asyncio
 
-from ebbflow.cli import status_json, status_table
+from ebbflow.status import status_json, status_table
 from ebbflow.runtime import subjects
 from ebbflow.runtime.config import ModelPolicy
 from ebbflow.stack import Stack

@@ -11,9 +11,9 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from ebbflow.runtime.bus import Bus, connect
+from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.grpc_server import GrpcServer
-from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.registry import RegistryView, connected
 from ebbflow.runtime.triton import default_model_repository, publish_model_configs
 from ebbflow.scheduler.api import PolicyApi
 from ebbflow.v1 import policy_pb2, policy_pb2_grpc
@@ -39,26 +39,20 @@ spec:
 async def policy_service(nats_url: str, admin_token: str = "") -> AsyncIterator[tuple[Bus, RegistryView, policy_pb2_grpc.PolicyServiceStub]]:
     """The PolicyService on a free port over empty buckets, with the default repository's models (llm, llm_stream) published."""
     await reset_jetstream(nats_url)
-    bus = await connect(nats_url, name="policy-test")
-    view, stop = RegistryView(), asyncio.Event()
-    watcher = asyncio.create_task(view.run(bus, stop))
-    await view.wait_loaded(10)
-    await bus.models.put("retired", b"")  # left by an earlier run whose repository had it: publishing removes it
-    await publish_model_configs(bus.models, default_model_repository())
-    await wait_for(lambda: set(view.model_configs) == {"llm", "llm_stream"}, 30, "the repository's models in the view")
-    server = GrpcServer([policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name])
-    policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, view, admin_token=admin_token), server.server)
-    port = server.bind("127.0.0.1", 0)
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield bus, view, policy_pb2_grpc.PolicyServiceStub(channel)
-    finally:
-        await channel.close()
-        await server.stop(grace_s=0.2)
-        stop.set()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await bus.close()
+    async with connected(nats_url, "policy-test", 10) as (bus, view):
+        await bus.models.put("retired", b"")  # left by an earlier run whose repository had it: publishing removes it
+        await publish_model_configs(bus.models, default_model_repository())
+        await wait_for(lambda: set(view.model_configs) == {"llm", "llm_stream"}, 30, "the repository's models in the view")
+        server = GrpcServer([policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name])
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, view, admin_token=admin_token), server.server)
+        port = server.bind("127.0.0.1", 0)
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            yield bus, view, policy_pb2_grpc.PolicyServiceStub(channel)
+        finally:
+            await channel.close()
+            await server.stop(grace_s=0.2)
 
 
 async def refused(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
@@ -195,36 +189,33 @@ async def test_an_advisory_policy_publishes_decisions_and_never_writes_desired_s
     from ebbflow.v1 import load_pb2, scheduling_pb2
 
     await reset_jetstream(nats_url)
-    bus = await connect(nats_url, name="advisory-test")
-    view, stop = RegistryView(), asyncio.Event()
-    watcher = asyncio.create_task(view.run(bus, stop))
-    await view.wait_loaded(10)
-    await bus.policies.put("llm", policy_to_proto(ModelPolicy(model="llm", mode="advisory", max_replicas=6, target_in_flight_per_replica=4)).SerializeToString())
-    await wait_for(lambda: "llm" in view.policies, 5, "the policy in the view")
-    advice: list[scheduling_pb2.ScalingDecision] = []
+    async with connected(nats_url, "advisory-test", 10) as (bus, view):
+        stop = asyncio.Event()
+        await bus.policies.put("llm", policy_to_proto(ModelPolicy(model="llm", mode="advisory", max_replicas=6, target_in_flight_per_replica=4)).SerializeToString())
+        await wait_for(lambda: "llm" in view.policies, 5, "the policy in the view")
+        advice: list[scheduling_pb2.ScalingDecision] = []
 
-    async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
-        advice.append(scheduling_pb2.ScalingDecision.FromString(msg.data))
+        async def on_decision(msg) -> None:  # type: ignore[no-untyped-def]
+            advice.append(scheduling_pb2.ScalingDecision.FromString(msg.data))
 
-    subscription = await bus.nc.subscribe(subjects.decision_subject("llm"), cb=on_decision)
-    scheduler = Scheduler(SchedulerConfig(interval_s=0.2), bus, view, SchedulerMetrics(CollectorRegistry()))
-    task = asyncio.create_task(scheduler.run(stop))
-    try:
-        snapshot = load_pb2.LoadSnapshot(model="llm", status=load_pb2.DATA_STATUS_FRESH, in_flight=18.0, arrival_rps=30.0)
-        for _ in range(10):
-            await bus.nc.publish(subjects.load_subject("llm"), snapshot.SerializeToString())
-            await asyncio.sleep(0.2)
-        await wait_for(lambda: any(a.desired.horizontal.replicas == 5 for a in advice), 5, "advice for 18 in flight")
-        assert all(a.advisory and a.generation == 0 for a in advice)
-        # min_replicas before any load, then 18 / 4 -> 5; each advice once.
-        assert [a.desired.horizontal.replicas for a in advice] == [1, 5]
-        with pytest.raises(KeyNotFoundError):
-            await bus.desired.get("llm")  # nothing carried out
-    finally:
-        stop.set()
-        await asyncio.gather(task, watcher, return_exceptions=True)
-        await subscription.unsubscribe()
-        await bus.close()
+        subscription = await bus.nc.subscribe(subjects.decision_subject("llm"), cb=on_decision)
+        scheduler = Scheduler(SchedulerConfig(interval_s=0.2), bus, view, SchedulerMetrics(CollectorRegistry()))
+        task = asyncio.create_task(scheduler.run(stop))
+        try:
+            snapshot = load_pb2.LoadSnapshot(model="llm", status=load_pb2.DATA_STATUS_FRESH, in_flight=18.0, arrival_rps=30.0)
+            for _ in range(10):
+                await bus.nc.publish(subjects.load_subject("llm"), snapshot.SerializeToString())
+                await asyncio.sleep(0.2)
+            await wait_for(lambda: any(a.desired.horizontal.replicas == 5 for a in advice), 5, "advice for 18 in flight")
+            assert all(a.advisory and a.generation == 0 for a in advice)
+            # min_replicas before any load, then 18 / 4 -> 5; each advice once.
+            assert [a.desired.horizontal.replicas for a in advice] == [1, 5]
+            with pytest.raises(KeyNotFoundError):
+                await bus.desired.get("llm")  # nothing carried out
+        finally:
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+            await subscription.unsubscribe()
 
 
 async def test_with_an_admin_token_only_the_holder_changes_policies_and_reads_stay_open(nats_url: str) -> None:
@@ -259,6 +250,7 @@ async def test_policy_delete_drains_and_stops_the_models_real_replicas_and_it_le
     from tests.conftest import llm_inputs
 
     from ebbflow import cli
+    from ebbflow.up import STATE_FILE
     from ebbflow.runtime.config import ModelPolicy
     from ebbflow.v1 import status_pb2, status_pb2_grpc
 
@@ -268,7 +260,7 @@ async def test_policy_delete_drains_and_stops_the_models_real_replicas_and_it_le
     assert len(pids) == 2 and all(pids)
     state_dir = tmp_path / "cli"
     state_dir.mkdir()
-    (state_dir / cli.STATE_FILE).write_text(json.dumps({"control": stack.addresses.control}))
+    (state_dir / STATE_FILE).write_text(json.dumps({"control": stack.addresses.control}))
 
     patch = tmp_path / "patch.yaml"
     patch.write_text("models:\n  llm: {scale_down_delay_s: 45}\n")

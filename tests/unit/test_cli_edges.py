@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ebbflow import __version__
-from ebbflow.cli import StateDirLock, _ordinal, main
+from ebbflow.cli import _ordinal, main
+from ebbflow.up import StateDirLock
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 

@@ -8,12 +8,13 @@ current values first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from google.protobuf.message import DecodeError
 
-from ebbflow.runtime.bus import Bus, watch_bucket
+from ebbflow.runtime.bus import Bus, connect, watch_bucket
 from tritonclient.grpc import model_config_pb2
 
 from ebbflow.v1 import policy_pb2, registry_pb2
@@ -99,3 +100,27 @@ class RegistryView:
             watch_bucket(bus.policies, *on_policy, self.policies_loaded, stop),
             watch_bucket(bus.models, *on_config, self.model_configs_loaded, stop),
         )
+
+
+@contextlib.asynccontextmanager
+async def following(bus: Bus, load_timeout_s: float = 30.0) -> AsyncIterator[RegistryView]:
+    """A RegistryView kept current for the life of the block, loaded on entry (TimeoutError after load_timeout_s)."""
+    view, stop = RegistryView(), asyncio.Event()
+    watcher = asyncio.create_task(view.run(bus, stop))
+    try:
+        await view.wait_loaded(load_timeout_s)
+        yield view
+    finally:
+        stop.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def connected(nats_url: str, name: str, load_timeout_s: float = 30.0) -> AsyncIterator[tuple[Bus, RegistryView]]:
+    """A NATS connection and a loaded RegistryView on it, both closed when the block ends."""
+    bus = await connect(nats_url, name=name)
+    try:
+        async with following(bus, load_timeout_s) as view:
+            yield bus, view
+    finally:
+        await bus.close()
