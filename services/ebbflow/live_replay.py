@@ -34,6 +34,7 @@ from ebbflow.sim import live
 from ebbflow.sim.workload import requests_from_trace
 from ebbflow.traces import load_trace
 from ebbflow.up import read_state
+from ebbflow.runtime.wire import FAILED
 from ebbflow.v1 import policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ async def _sample(control: str, model: str, start: float, stop: asyncio.Event, e
                         Sample(loop.time() - start, m.desired_replicas, m.ready_replicas, m.ready_replicas + m.starting_replicas + m.draining_replicas)
                     )
                     for r in m.replicas:
-                        if r.ready_at_unix_s > r.started_at_unix_s > 0 and r.state != registry_pb2.REPLICA_STATE_FAILED:
+                        if r.ready_at_unix_s > r.started_at_unix_s > 0 and r.state != FAILED:
                             recorded.cold_starts_s[r.replica_id] = r.ready_at_unix_s - r.started_at_unix_s
             try:
                 await asyncio.wait_for(stop.wait(), every_s)

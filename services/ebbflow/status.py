@@ -8,7 +8,8 @@ from typing import Any, Callable, Mapping
 
 import grpc
 
-from ebbflow.runtime.registry import DRAINING, READY, STARTING, RegistryView
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.wire import DRAINING, READY, STARTING, address, state_name
 from ebbflow.runtime.config import mode_from_proto
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, registry_pb2, scheduling_pb2, status_pb2, status_pb2_grpc
 
@@ -121,8 +122,8 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
                 "replicas": [
                     {
                         "id": r.replica_id,
-                        "state": registry_pb2.ReplicaState.Name(r.state).removeprefix("REPLICA_STATE_").lower(),
-                        "address": f"{r.host}:{r.grpc_port}",
+                        "state": state_name(r.state),
+                        "address": address(r),
                         "metrics_port": r.metrics_port,
                         "metrics": f"http://{r.host}:{r.metrics_port}/metrics",
                         "instances": r.instances,

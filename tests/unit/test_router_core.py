@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
 from ebbflow.router.core import (
-    LATENCY_BUCKETS_S,
     Candidate,
     Ejector,
     HoldQueue,
@@ -15,12 +14,12 @@ from ebbflow.router.core import (
     QueueFull,
     RetryBudget,
     Routing,
-    histogram_quantile,
     pick_replica,
     read_model_name,
     read_request_head,
     read_stream_response,
 )
+from ebbflow.runtime.wire import LATENCY_BUCKETS_S, histogram_quantile
 
 
 def infer_request(model: str, payload: bytes = b"", version: str = "") -> bytes:

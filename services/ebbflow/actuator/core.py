@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Mapping, Sequence
 
+from ebbflow.runtime.wire import ROUTER_TELEMETRY_FRESH_S
 from ebbflow.scheduler.placement import GpuId, Node, Placed, consolidation_move, slot_name
 
 
@@ -58,13 +59,10 @@ def reconcile(desired_replicas: int, actual: Sequence[ActualReplica]) -> Actions
     return Actions(0, (), "in sync")
 
 
-ROUTER_LIVENESS_S = 3.0
-"""A router whose telemetry (one message a second) is older than this is gone and owes no drain acknowledgement."""
-
-
 def live_routers(last_seen_s: Mapping[str, float], now_s: float) -> set[str]:
-    """Router workers heard from within ROUTER_LIVENESS_S of now_s."""
-    return {router_id for router_id, seen_s in last_seen_s.items() if now_s - seen_s < ROUTER_LIVENESS_S}
+    """Router workers heard from within ROUTER_TELEMETRY_FRESH_S of now_s: an older one is gone and owes no drain
+    acknowledgement."""
+    return {router_id for router_id, seen_s in last_seen_s.items() if now_s - seen_s < ROUTER_TELEMETRY_FRESH_S}
 
 
 def routers_idle(routers: Iterable[str], idle: Mapping[str, bool]) -> bool:

@@ -3,7 +3,7 @@
 The replica is marked DRAINING in the registry; every router stops sending it
 new requests and acknowledges (DrainAck) with how many of its own are still
 in flight there, again once that reaches zero. When every live router (one
-heard from within ROUTER_LIVENESS_S, by its telemetry) is idle there, or
+heard from within ROUTER_TELEMETRY_FRESH_S, by its telemetry) is idle there, or
 drain_timeout_s passes, the process gets SIGTERM (Triton finishes in-flight
 work within --exit-timeout-secs), then SIGKILL, and the entry is removed.
 """

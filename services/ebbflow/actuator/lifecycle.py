@@ -32,6 +32,7 @@ from ebbflow.actuator.slots import GpuSlots
 from ebbflow.actuator.vertical import base_vertical
 from ebbflow.runtime.config import ActuatorConfig
 from ebbflow.runtime.process import spawn
+from ebbflow.runtime.wire import address
 from ebbflow.runtime.triton import (
     TritonInstall,
     last_error,
@@ -137,7 +138,7 @@ class ReplicaLifecycle:
                 cold_start_s = time.monotonic() - replica.started_s
                 entry.ready_at_unix_s = time.time()
                 self.metrics.cold_start.labels(entry.model).set(cold_start_s)
-                self.say(f"replica {replica.key} serving on {entry.host}:{entry.grpc_port} (cold start {cold_start_s:.1f} s)")
+                self.say(f"replica {replica.key} serving on {address(entry)} (cold start {cold_start_s:.1f} s)")
                 await self.writer.record(replica, Phase.READY, f"cold start {cold_start_s:.1f} s")
                 old = finish_move(self.replicas, replica)
                 if old is not None:

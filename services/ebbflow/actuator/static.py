@@ -19,6 +19,7 @@ from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.process import ChildProcess, spawn
+from ebbflow.runtime.wire import address
 from ebbflow.runtime.triton import (
     default_model_repository,
     find_triton,
@@ -44,7 +45,7 @@ class StaticReplica:
 
     @property
     def address(self) -> str:
-        return f"{self.entry.host}:{self.entry.grpc_port}"
+        return address(self.entry)
 
     @property
     def metrics_url(self) -> str:

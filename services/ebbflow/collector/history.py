@@ -176,7 +176,7 @@ def aggregate(rows: Rows, start_s: float, step_s: float, steps: int) -> Rows:
 
 
 def quantiles(latency: np.ndarray, quantile: float, bounds: np.ndarray) -> np.ndarray:
-    """Per row, the upper bound of the bucket holding the quantile (as router.core.histogram_quantile); NaN when empty."""
+    """Per row, the upper bound of the bucket holding the quantile (as runtime.wire.histogram_quantile); NaN when empty."""
     total = latency.sum(axis=1)
     cumulative = np.cumsum(latency, axis=1)
     index = np.argmax(cumulative >= (quantile * total)[:, None], axis=1)

@@ -25,12 +25,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ebbflow.collector.core import ReplicaRates, ReplicaTrack, RouterWindow, combine_replicas, merge_router_windows, scrape_of
 from ebbflow.collector.history import ModelHistory, Rows, WindowStats, from_chunk, snapshot_row, to_chunk
 from ebbflow.collector.metrics_text import parse_metrics_text
-from ebbflow.router.core import LATENCY_BUCKETS_S, histogram_quantile
+from ebbflow.runtime.wire import LATENCY_BUCKETS_S, READY, address, histogram_quantile
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, replay_subject, unsubscribe
 from ebbflow.runtime.config import CollectorConfig
 from ebbflow.runtime.loops import wait_any
-from ebbflow.runtime.registry import READY, RegistryView
+from ebbflow.runtime.registry import RegistryView
 from ebbflow.v1 import collector_pb2, load_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ class Collector:
         values = rates or ReplicaRates()
         load = load_pb2.ReplicaLoad(
             replica_id=entry.replica_id,
-            address=f"{entry.host}:{entry.grpc_port}",
+            address=address(entry),
             status=FRESH if fresh else STALE,
             status_reason=reason,
             age_s=now - track.last_success_s if track.last_success_s is not None else -1.0,

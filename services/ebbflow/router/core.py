@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Sequence
 
-# Fixed log-spaced latency buckets (seconds) shared by every router worker so
-# histograms merge by addition: 1 ms to ~131 s, four buckets per doubling.
-LATENCY_BUCKETS_S: tuple[float, ...] = tuple(0.001 * 2 ** (i / 4) for i in range(69))
+from ebbflow.runtime.wire import LATENCY_BUCKETS_S
+
 
 SERVICE = "inference.GRPCInferenceService"
 """The gRPC service the router serves and every replica (tritonserver) answers."""
@@ -383,17 +382,3 @@ class ModelMeter:
         self._counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._sum_s = 0.0
         return stats
-
-
-def histogram_quantile(counts: Sequence[int], quantile: float, bounds: Sequence[float] = LATENCY_BUCKETS_S) -> float:
-    """Quantile from bucket counts (upper bound of the bucket holding it); 0 when empty."""
-    total = sum(counts)
-    if total == 0:
-        return 0.0
-    rank = quantile * total
-    running = 0
-    for index, count in enumerate(counts):
-        running += count
-        if running >= rank:
-            return bounds[index] if index < len(bounds) else bounds[-1]
-    return bounds[-1]

@@ -39,7 +39,8 @@ from ebbflow.runtime.config import RouterConfig, routing_from_proto
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import ChildProcess, free_port, spawn
-from ebbflow.runtime.registry import DRAINING, READY, RegistryView
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.wire import DRAINING, READY, address
 from ebbflow.v1 import load_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class HaproxyFront:
         by_model: dict[str, list[FrontServer]] = {model: [] for model in self.view.known_models()}
         for entry in self.view.replicas.values():
             if entry.state == READY:
-                by_model.setdefault(entry.model, []).append(FrontServer(entry.replica_id, f"{entry.host}:{entry.grpc_port}"))
+                by_model.setdefault(entry.model, []).append(FrontServer(entry.replica_id, address(entry)))
         routing = {model: routing_from_proto(policy.routing) for model, policy in self.view.policies.items()}
         return [FrontBackend(model, routing.get(model, "least_outstanding"), tuple(servers)) for model, servers in by_model.items()]
 

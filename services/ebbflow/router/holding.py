@@ -24,7 +24,8 @@ from ebbflow.router.upstreams import Upstream, Upstreams
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig
-from ebbflow.runtime.registry import STARTING, RegistryView
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.wire import STARTING
 
 log = logging.getLogger(__name__)
 

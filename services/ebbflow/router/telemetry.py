@@ -18,7 +18,8 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ebbflow.router.core import LATENCY_BUCKETS_S, ModelMeter, WindowStats
+from ebbflow.router.core import ModelMeter, WindowStats
+from ebbflow.runtime.wire import LATENCY_BUCKETS_S
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig

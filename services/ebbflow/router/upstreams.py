@@ -28,7 +28,8 @@ from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig, routing_from_proto
-from ebbflow.runtime.registry import DRAINING, READY, RegistryView
+from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.wire import DRAINING, READY, address
 from ebbflow.v1 import load_pb2, registry_pb2
 
 
@@ -52,7 +53,7 @@ class Upstream:
 
     @property
     def address(self) -> str:
-        return f"{self.entry.host}:{self.entry.grpc_port}"
+        return address(self.entry)
 
     def unary(self, method: str) -> Any:
         call = self._calls.get(method)
@@ -104,7 +105,7 @@ class Upstreams:
         alive = {key: entry for key, entry in self.view.replicas.items() if entry.state in (READY, DRAINING)}
         for key, upstream in list(self.by_key.items()):
             entry = alive.get(key)
-            if entry is None or upstream.address != f"{entry.host}:{entry.grpc_port}":
+            if entry is None or upstream.address != address(entry):
                 del self.by_key[key]
                 self._later(upstream.channel.close())
         ready: dict[str, list[Upstream]] = {}
@@ -122,7 +123,7 @@ class Upstreams:
 
     def _open_channel(self, entry: registry_pb2.ReplicaEntry) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(
-            f"{entry.host}:{entry.grpc_port}",
+            address(entry),
             options=[
                 ("grpc.max_receive_message_length", self.config.max_message_bytes),
                 ("grpc.max_send_message_length", self.config.max_message_bytes),

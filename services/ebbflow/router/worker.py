@@ -36,7 +36,7 @@ from ebbflow.runtime.config import RouterConfig
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.runtime.process import ChildProcess, spawn, venv_environment
-from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.registry import RegistryView, following
 from ebbflow.v1 import load_pb2
 
 log = logging.getLogger(__name__)
@@ -139,14 +139,10 @@ async def child_process(name: str) -> AsyncIterator[tuple[RouterConfig, Bus, Reg
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    view = RegistryView()
-    watcher = asyncio.create_task(view.run(bus, stop))
     try:
-        await view.wait_loaded(30)
-        yield config, bus, view, stop
+        async with following(bus) as view:
+            yield config, bus, view, stop
     finally:
-        stop.set()
-        await asyncio.gather(watcher, return_exceptions=True)
         await bus.close()
 
 

@@ -15,15 +15,12 @@ from typing import Any, AsyncIterator, Callable
 from google.protobuf.message import DecodeError
 
 from ebbflow.runtime.bus import Bus, connect, watch_bucket
+from ebbflow.runtime.wire import ready
 from tritonclient.grpc import model_config_pb2
 
 from ebbflow.v1 import policy_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
-
-READY = registry_pb2.REPLICA_STATE_READY
-STARTING = registry_pb2.REPLICA_STATE_STARTING
-DRAINING = registry_pb2.REPLICA_STATE_DRAINING
 
 
 class RegistryView:
@@ -48,7 +45,7 @@ class RegistryView:
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout_s)
 
     def ready(self, model: str) -> list[registry_pb2.ReplicaEntry]:
-        return [r for r in self.replicas.values() if r.model == model and r.state == READY]
+        return ready(self.of_model(model))
 
     def of_model(self, model: str) -> list[registry_pb2.ReplicaEntry]:
         return [r for r in self.replicas.values() if r.model == model]
