@@ -1,4 +1,4 @@
-"""Stopping a replica without losing a request: the drain protocol (DESIGN.md "Drain").
+"""Stopping a replica without losing a request: the drain protocol (docs/architecture.md "Drain").
 
 The replica is marked DRAINING in the registry; every router stops sending it
 new requests and acknowledges (DrainAck) with how many of its own are still

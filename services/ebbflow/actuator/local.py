@@ -7,7 +7,7 @@ replica READY only after Triton's own model-readiness endpoint says so.
 
 This module is the loop and the wiring; each job has its own module:
 - actuator.lifecycle: a replica's process, from start until it is gone;
-- actuator.drain: stopping one without losing requests (DESIGN.md "Drain");
+- actuator.drain: stopping one without losing requests (docs/architecture.md "Drain");
 - actuator.vertical: instances and batch size changed in place (Triton's repository API);
 - actuator.slots: which GPU a replica takes;
 - actuator.consolidation: moving a replica to free a GPU;

@@ -82,7 +82,7 @@ def interval_between(previous: Scrape, current: Scrape) -> Interval | None:
 
 @dataclass(frozen=True)
 class ReplicaRates:
-    """A replica's load over some intervals (DESIGN.md "Load vocabulary")."""
+    """A replica's load over some intervals (docs/architecture.md "Load vocabulary")."""
 
     in_system: float = 0.0
     queued: float = 0.0

@@ -12,7 +12,7 @@ Telemetry: every STATS_POLL_S it reads `show stat` (calls sent to each
 replica, calls in flight) and each finished call's log line arrives over UDP
 (latency, outcome). It publishes RouterTelemetry under its own router id, so
 the collector merges it with the Python routers' like any other router's,
-and it acknowledges drains (DESIGN.md "Drain"): a draining replica leaves
+and it acknowledges drains (docs/architecture.md "Drain"): a draining replica leaves
 the configuration, and the front says it is idle there once no HAProxy
 process that had it is left.
 """

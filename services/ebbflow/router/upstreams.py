@@ -6,7 +6,7 @@ calls it on every registry change, so the request path does no registry work.
 `pick` is the pure `pick_replica` over that table, with the ejector leaving
 out replicas that keep failing.
 
-DESIGN.md "Drain": when a replica turns DRAINING, this router stops sending
+docs/architecture.md "Drain": when a replica turns DRAINING, this router stops sending
 it new requests and acknowledges with how many of its own are still in
 flight there; it acknowledges again once that count reaches zero, which is
 what the actuator waits for before stopping the replica.
@@ -131,7 +131,7 @@ class Upstreams:
         )
 
     def _acknowledge_drain(self, upstream: Upstream) -> None:
-        """DESIGN.md "Drain": this worker sends no new requests there; say how many of its own still run."""
+        """docs/architecture.md "Drain": this worker sends no new requests there; say how many of its own still run."""
         upstream.acked_in_flight = upstream.in_flight
         ack = registry_pb2.DrainAck(
             router_id=self.router_id, model=upstream.entry.model, replica_id=upstream.entry.replica_id, in_flight=upstream.in_flight

@@ -2,7 +2,7 @@
 
 The physics are the fleet's own:
 - a replica is started by a decision, becomes ready `cold_start_s` later and
-  costs GPU time from the start command until it exits (DESIGN.md's
+  costs GPU time from the start command until it exits (docs/architecture.md's
   GPU-hours), cold start and drain included;
 - the router sends each request to the ready replica with the fewest
   outstanding requests, rotating ties (router.core.pick_replica's

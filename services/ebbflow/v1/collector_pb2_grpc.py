@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class CollectorServiceStub(object):
-    """The live load picture (DESIGN.md "Load vocabulary") and its history.
+    """The live load picture (docs/architecture.md "Load vocabulary") and its history.
     """
 
     def __init__(self, channel):
@@ -53,7 +53,7 @@ class CollectorServiceStub(object):
 
 
 class CollectorServiceServicer(object):
-    """The live load picture (DESIGN.md "Load vocabulary") and its history.
+    """The live load picture (docs/architecture.md "Load vocabulary") and its history.
     """
 
     def GetSnapshot(self, request, context):
@@ -104,7 +104,7 @@ def add_CollectorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CollectorService(object):
-    """The live load picture (DESIGN.md "Load vocabulary") and its history.
+    """The live load picture (docs/architecture.md "Load vocabulary") and its history.
     """
 
     @staticmethod
