@@ -221,7 +221,7 @@ def _stack_config(options: LiveReplayOptions) -> tuple[Config, str]:
 
 def run_live_replay(options: LiveReplayOptions, out: Path | None, plots: bool = True, say: Callable[[str], None] = lambda _: None) -> dict:
     """Replay live, simulate, compare; writes results.json (and replicas.png) under `out` when given."""
-    from ebbflow.scheduler.service import policy_from_proto
+    from ebbflow.policy import policy_from_proto
 
     if options.speedup <= 0:
         raise ConfigError(f"--speedup must be > 0, got {options.speedup}")

@@ -6,8 +6,8 @@ from typing import Callable, Mapping
 
 import grpc
 
+from ebbflow.policy import mode_from_proto
 from ebbflow.runtime.registry import DRAINING, READY, STARTING, RegistryView
-from ebbflow.runtime.config import mode_from_proto
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, registry_pb2, scheduling_pb2, status_pb2, status_pb2_grpc
 
 

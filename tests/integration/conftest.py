@@ -24,9 +24,10 @@ from ebbflow.router.front import HaproxyFront
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, connect
-from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, ModelPolicy, PlacementConfig, RouterConfig
+from ebbflow.policy import ModelPolicy, policy_to_proto
+from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, PlacementConfig, RouterConfig
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.service import Scheduler, policy_to_proto
+from ebbflow.scheduler.service import Scheduler
 from ebbflow.stack import Stack
 from tests.conftest import llm_inputs, wait_for
 

@@ -11,10 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ebbflow.runtime import subjects
-from ebbflow.runtime.config import ModelPolicy, PlacementConfig, SchedulerConfig
+from ebbflow.policy import ModelPolicy, policy_from_proto
+from ebbflow.runtime.config import PlacementConfig, SchedulerConfig
 from ebbflow.scheduler.api import SchedulerApi
 from ebbflow.scheduler.explain import recompute
-from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_from_proto
+from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
 import time
 
 from ebbflow.v1 import forecast_pb2, load_pb2, scheduling_pb2, scheduling_pb2_grpc

@@ -10,12 +10,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ebbflow.runtime import subjects
-from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+from ebbflow.policy import ModelPolicy, policy_from_proto
+from ebbflow.runtime.config import SchedulerConfig
 from ebbflow.runtime.triton import default_model_repository, publish_model_configs
 from ebbflow.scheduler.capacity import Shape
 from ebbflow.scheduler.curves import read_stored
 from ebbflow.scheduler.explain import recompute
-from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_from_proto
+from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
 from ebbflow.v1 import load_pb2
 from tests.conftest import wait_for
 from tests.integration.conftest import SchedulerBed

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tritonclient.grpc import service_pb2
 
 from ebbflow import __version__
+from ebbflow.policy import routing_from_proto
 from ebbflow.router.answers import metadata_from_config, sum_statistics
 from ebbflow.router.core import (
     LATENCY_BUCKETS_S,
@@ -45,7 +46,7 @@ from ebbflow.router.refusal import Refusal
 from ebbflow.router.streaming import StreamRelay
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
-from ebbflow.runtime.config import RouterConfig, routing_from_proto
+from ebbflow.runtime.config import RouterConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import DRAINING, READY, STARTING, RegistryView
 from ebbflow.v1 import load_pb2, registry_pb2
