@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from ebbflow.policy import ModelPolicy, policy_to_proto
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import connect
-from ebbflow.policy import ModelPolicy, policy_to_proto
 from ebbflow.runtime.config import SchedulerConfig
 from ebbflow.runtime.nats_server import start_nats_server
 from ebbflow.runtime.registry import RegistryView

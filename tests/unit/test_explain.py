@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ebbflow.policy import ModelPolicy, policy_from_proto
 from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide
-from ebbflow.scheduler.explain import record, recompute
+from ebbflow.scheduler.explain import record_inputs, recompute
 
 POLICY = ModelPolicy(model="llm", min_replicas=1, max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=30)
 
@@ -19,7 +19,7 @@ def recorded(in_flight: float, arrival: float, peak: float, history: list[int], 
     state = ScalingState(tuple((now - 5.0 * (len(history) - i), r) for i, r in enumerate(history)), 0.3)
     inputs = DecisionInputs(load, POLICY, state, current, now, woken, 35.0)
     decision, _ = decide(inputs)
-    return decision, record(inputs, decision)
+    return decision, record_inputs(inputs, decision)
 
 
 @settings(max_examples=60)
@@ -69,7 +69,7 @@ def test_holds_untrusted_forecasts_caps_and_the_activation_rule_recompute_to_the
         state = ScalingState(((now - 40.0, current), (now - 10.0, 1)), 0.86)
         given = DecisionInputs(load, policy, state, current, now, False, 33.0)
         decision, _ = decide(given)
-        inputs = record(given, decision)
+        inputs = record_inputs(given, decision)
         again = recompute(inputs, policy_from_proto(inputs.policy))
         assert (again.valid, again.replicas, again.reason) == (decision.valid, decision.replicas, decision.reason), decision.reason
     assert "forecast not trusted: 12 bins observed" in recompute(*_inputs_of(cases[2], now)).reason
@@ -83,5 +83,5 @@ def _inputs_of(case, now):  # type: ignore[no-untyped-def]
     state = ScalingState(((now - 40.0, current), (now - 10.0, 1)), 0.86)
     given = DecisionInputs(load, policy, state, current, now, False, 33.0)
     decision, _ = decide(given)
-    inputs = record(given, decision)
+    inputs = record_inputs(given, decision)
     return inputs, policy_from_proto(inputs.policy)

@@ -93,6 +93,20 @@ async def config_policies(bus: Bus, policies: tuple[ModelPolicy, ...], repositor
     return tuple(kept)
 
 
+async def import_policies(bus: Bus, policies: tuple[ModelPolicy, ...]) -> None:
+    """Write the config file's policies into the `policies` bucket, logging what changed."""
+    for policy in policies:
+        value = policy_to_proto(policy.validate()).SerializeToString()
+        try:
+            old = await bus.policies.get(policy.model)
+            if old.value == value:
+                continue
+            log.info("policy of %s changed by the config file", policy.model)
+        except KeyNotFoundError:
+            log.info("policy of %s imported from the config file", policy.model)
+        await bus.policies.put(policy.model, value)
+
+
 class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
     def __init__(self, bus: Bus, view: RegistryView, admin_token: str = "") -> None:
         self.bus = bus

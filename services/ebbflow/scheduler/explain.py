@@ -45,7 +45,7 @@ def record_initial(policy: ModelPolicy) -> scheduling_pb2.DecisionInputs:
     return scheduling_pb2.DecisionInputs(policy=policy_to_proto(policy), initial=True)
 
 
-def record(
+def record_inputs(
     inputs: DecisionInputs, decision: Decision, shapes: ShapeInputs | None = None, budget: BudgetInputs | None = None
 ) -> scheduling_pb2.DecisionInputs:
     """The message a decision is published and explained with: `decide`'s inputs, what it made of them, and the

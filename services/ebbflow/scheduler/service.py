@@ -1,8 +1,11 @@
-"""The scheduler's shell: policies into KV, load snapshots in, desired state out (compare-and-set).
+"""The scheduler's shell: load snapshots, router pushes, forecasts and wake-ups in; the pure steps run; decisions out.
 
-The generation of a desired state is the KV revision it was written at, so it
-is monotonic, survives restarts and stops two schedulers from interleaving:
-a write based on a stale revision fails and is recomputed on the next tick.
+For each model it gathers what the steps read: vertical_auto's candidate
+shapes and their curves (scheduler.vertical), the other models' demands on
+the fleet GPU budget (scheduler.budget), and the rule's DecisionInputs
+(scheduler.core), then hands the decision to scheduler.publish, which writes
+the desired state with compare-and-set and records the decision with every
+step's inputs (scheduler.explain).
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from google.protobuf.message import DecodeError
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ebbflow.policy import ModelPolicy, policy_from_proto, policy_to_proto
+from ebbflow.policy import ModelPolicy, policy_from_proto
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe
 from ebbflow.runtime.config import PlacementConfig, SchedulerConfig
@@ -25,11 +28,12 @@ from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
 from ebbflow.scheduler.budget import BudgetInputs, Demand, budget_for, gpus_per_replica, replica_memory_gb
 from ebbflow.scheduler.capacity import CapacityModel
-from ebbflow.scheduler.core import Decision, DecisionInputs, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
+from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, TokenMix
-from ebbflow.scheduler.explain import record, record_initial
+from ebbflow.scheduler.explain import record_initial, record_inputs
 from ebbflow.scheduler.load_window import LoadWindow, PushWindow
 from ebbflow.scheduler.placement import largest_gpu_gb, parse_node
+from ebbflow.scheduler.publish import Publisher
 from ebbflow.scheduler.resume import Resumed, note_snapshot, warming, while_warming
 from ebbflow.scheduler.vertical import ShapeCurves, ShapeInputs, candidate_shapes, choose_vertical, in_force_shape, with_shape
 from ebbflow.v1 import forecast_pb2, load_pb2, scheduling_pb2
@@ -42,20 +46,6 @@ COLD_STARTS_KEPT = 8
 WAKEUP_MEMORY_S = 2.0
 ROUTER_FRESH_S = 2.5
 """Router telemetry (one window a second) older than this no longer counts toward the pushed in-flight."""
-
-
-async def import_policies(bus: Bus, policies: tuple[ModelPolicy, ...]) -> None:
-    """Write the config file's policies into the `policies` bucket, logging what changed."""
-    for policy in policies:
-        value = policy_to_proto(policy.validate()).SerializeToString()
-        try:
-            old = await bus.policies.get(policy.model)
-            if old.value == value:
-                continue
-            log.info("policy of %s changed by the config file", policy.model)
-        except KeyNotFoundError:
-            log.info("policy of %s imported from the config file", policy.model)
-        await bus.policies.put(policy.model, value)
 
 
 @dataclass
@@ -92,7 +82,6 @@ class Scheduler:
         self._woken_until: dict[str, float] = {}
         self._states: dict[str, ScalingState] = {}
         self._forecasts: dict[str, ForecastView] = {}
-        self._advice: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
         self._evaluated_at: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -103,7 +92,8 @@ class Scheduler:
         self._windows: dict[str, LoadWindow] = {}
         # Per router worker: its recent pushes (each model's in-flight in one telemetry window).
         self._pushed: dict[str, PushWindow] = {}
-        self.evaluations: dict[str, scheduling_pb2.ScalingDecision] = {}
+        self.publisher = Publisher(bus, metrics)
+        self.evaluations = self.publisher.evaluations
         """Each model's latest evaluation (holds and no-changes included), with the inputs it can be recomputed from."""
         self._tokens: dict[str, TokenMix] = {}
         self.capacity = CapacityStore(bus.capacity, on_ready=self._decide_all_now)
@@ -356,85 +346,20 @@ class Scheduler:
                 budget=budget_for(budget, policy) if budget is not None else None, vertical_note=vertical_note, capacity_key=capacity_key,
             )
             decision, self._states[model] = decide(given)
-            inputs = record(given, decision, shapes, budget)
-        self._note_evaluation(model, revision, current_replicas, decision, inputs, advisory)
+            inputs = record_inputs(given, decision, shapes, budget)
+        self.publisher.note_evaluation(model, revision, current_replicas, decision, inputs, advisory)
         if not decision.valid:
             self.metrics.holds.labels(model).inc()
             return
         if advisory:
             self._demands.pop(model, None)  # advice takes no share of the budget
-            await self._advise(model, decision, inputs, current_replicas)
+            await self.publisher.advise(model, decision, inputs, current_replicas)
             return
         self._note_demand(model, policy, decision.demand)
         vertical = self.vertical_for(policy)
         if current is not None and decision.replicas == current_replicas and current.vertical == vertical:
             return
-        desired = scheduling_pb2.DesiredState(
-            model=model,
-            horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas),
-            vertical=vertical,
-            reason=decision.reason,
-            decided_at_unix_s=time.time(),
-        )
-        try:
-            if current is None and revision == 0:
-                generation = await self.bus.desired.create(model, desired.SerializeToString())
-            else:
-                generation = await self.bus.desired.update(model, desired.SerializeToString(), last=revision)
-        except KeyWrongLastSequenceError:
-            self.metrics.conflicts.labels(model).inc()
-            log.warning("desired state of %s changed under us (another scheduler?); recomputing next tick", model)
-            return
-        except Exception as error:  # the JetStream "key exists" error on create races too
-            log.warning("writing desired state of %s failed: %s", model, error)
-            return
-        desired.generation = generation
-        self.metrics.decisions.labels(model).inc()
-        self.metrics.desired.labels(model).set(desired.horizontal.replicas)
-        log.info("%s: %d -> %d replicas (generation %d): %s", model, current_replicas, desired.horizontal.replicas, generation, decision.reason)
-        record = scheduling_pb2.ScalingDecision(
-            model=model,
-            generation=generation,
-            previous_replicas=current_replicas,
-            desired=desired,
-            inputs=inputs,
-        )
-        await self.bus.js.publish(
-            subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{generation}"}
-        )
-
-    def _note_evaluation(
-        self, model: str, revision: int, current: int, decision: Decision, inputs: scheduling_pb2.DecisionInputs, advisory: bool
-    ) -> None:
-        """Keep the model's latest evaluation, changed or not, so `explain` can say why it has what it has now."""
-        self.evaluations[model] = scheduling_pb2.ScalingDecision(
-            model=model,
-            generation=revision,
-            previous_replicas=current,
-            desired=scheduling_pb2.DesiredState(
-                model=model, horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas), reason=decision.reason, decided_at_unix_s=time.time()
-            ),
-            inputs=inputs,
-            advisory=advisory,
-        )
-
-    async def _advise(self, model: str, decision: Decision, inputs: scheduling_pb2.DecisionInputs, current: int) -> None:
-        """Advisory mode: publish the decision (when the advice changes), write nothing, carry out nothing."""
-        if self._advice.get(model) == (decision.replicas, current):
-            return
-        self._advice[model] = (decision.replicas, current)
-        decided = time.time()
-        record = scheduling_pb2.ScalingDecision(
-            model=model,
-            previous_replicas=current,
-            desired=scheduling_pb2.DesiredState(
-                model=model, horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas), reason=decision.reason, decided_at_unix_s=decided
-            ),
-            inputs=inputs,
-            advisory=True,
-        )
-        log.info("%s (advisory): would go %d -> %d replicas: %s", model, current, decision.replicas, decision.reason)
-        await self.bus.js.publish(subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:advice:{decided:.6f}"})
+        await self.publisher.write(model, revision, current_replicas, decision, vertical, inputs, create=current is None and revision == 0)
 
     async def run(self, stop: asyncio.Event) -> None:
         subscriptions = [
