@@ -43,13 +43,13 @@ from tritonclient.grpc import service_pb2  # noqa: E402
 
 from ebbflow.actuator.static import StaticReplicas  # noqa: E402
 from ebbflow.demo import llm_inputs  # noqa: E402
+from ebbflow.policy import ModelPolicy, policy_to_proto  # noqa: E402
 from ebbflow.router.front import haproxy_binary  # noqa: E402
 from ebbflow.router.worker import RouterWorkers  # noqa: E402
 from ebbflow.runtime.bus import Bus, connect  # noqa: E402
-from ebbflow.runtime.config import ModelPolicy, RouterConfig  # noqa: E402
+from ebbflow.runtime.config import RouterConfig  # noqa: E402
 from ebbflow.runtime.nats_server import start_nats_server  # noqa: E402
 from ebbflow.runtime.process import ChildProcess, free_port, spawn, venv_environment  # noqa: E402
-from ebbflow.scheduler.service import policy_to_proto  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 INFER = "/inference.GRPCInferenceService/ModelInfer"

@@ -43,13 +43,14 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from ebbflow.policy import ModelPolicy, policy_to_proto
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import connect
-from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+from ebbflow.runtime.config import SchedulerConfig
 from ebbflow.runtime.nats_server import start_nats_server
 from ebbflow.runtime.registry import following
 from ebbflow.scheduler.placement import Node, Want, place
-from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_to_proto
+from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
 from ebbflow.v1 import load_pb2, scheduling_pb2
 
 

@@ -27,7 +27,8 @@ from pathlib import Path  # noqa: E402
 import tritonclient.grpc as triton_grpc  # noqa: E402
 import tritonclient.grpc.aio as triton_aio  # noqa: E402
 
-from ebbflow.runtime.config import ActuatorConfig, Config, ModelPolicy, RouterConfig  # noqa: E402
+from ebbflow.policy import ModelPolicy  # noqa: E402
+from ebbflow.runtime.config import ActuatorConfig, Config, RouterConfig  # noqa: E402
 from ebbflow.runtime.nats_server import start_nats_server  # noqa: E402
 from ebbflow.stack import Stack  # noqa: E402
 from ebbflow.demo import llm_inputs  # noqa: E402

@@ -182,9 +182,8 @@ def _read_text(path: str) -> str:
 def cmd_policy(args: argparse.Namespace) -> int:
     from google.protobuf.field_mask_pb2 import FieldMask
 
-    from ebbflow.runtime.config import PIN_FIELDS, parse_config, policy_patch
-    from ebbflow.scheduler.api import patch_to_proto, policy_json
-    from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
+    from ebbflow.policy import PIN_FIELDS, patch_to_proto, policy_from_proto, policy_json, policy_patch, policy_to_proto
+    from ebbflow.runtime.config import parse_config
 
     state_dir = Path(args.state_dir)
     token = os.environ.get("EBBFLOW_ADMIN_TOKEN", "")

@@ -35,7 +35,7 @@ from ebbflow.sim.workload import requests_from_trace
 from ebbflow.traces import load_trace
 from ebbflow.up import read_state
 from ebbflow.runtime.wire import FAILED
-from ebbflow.v1 import policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
+from ebbflow.v1 import policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
 
 @dataclass(frozen=True)
 class LiveReplayOptions:
@@ -213,7 +213,7 @@ def _stack_config(options: LiveReplayOptions) -> tuple[Config, str]:
 
 def run_live_replay(options: LiveReplayOptions, out: Path | None, plots: bool = True, say: Callable[[str], None] = lambda _: None) -> dict:
     """Replay live, simulate, compare; writes results.json (and replicas.png) under `out` when given."""
-    from ebbflow.scheduler.service import policy_from_proto
+    from ebbflow.policy import policy_from_proto
 
     if options.speedup <= 0:
         raise ConfigError(f"--speedup must be > 0, got {options.speedup}")

@@ -42,8 +42,8 @@ from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.scheduler.api import PolicyApi, SchedulerApi, config_policies
-from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, import_policies
+from ebbflow.scheduler.api import PolicyApi, SchedulerApi, config_policies, import_policies
+from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
 from ebbflow.status import StatusService
 from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
 

@@ -8,9 +8,9 @@ from typing import Any, Callable, Mapping
 
 import grpc
 
+from ebbflow.policy import mode_from_proto
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.wire import DRAINING, READY, STARTING, address, state_name
-from ebbflow.runtime.config import mode_from_proto
 from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, registry_pb2, scheduling_pb2, status_pb2, status_pb2_grpc
 
 

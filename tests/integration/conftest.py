@@ -18,15 +18,16 @@ import nats
 from ebbflow.actuator.static import StaticReplicas
 from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
+from ebbflow.policy import ModelPolicy, policy_to_proto
 from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, scheduling_pb2
 from ebbflow.router.front import HaproxyFront
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
-from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, ModelPolicy, PlacementConfig, RouterConfig
+from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, PlacementConfig, RouterConfig
 from ebbflow.runtime.registry import RegistryView, connected
-from ebbflow.scheduler.service import Scheduler, policy_to_proto
+from ebbflow.scheduler.service import Scheduler
 from ebbflow.stack import Stack
 from tests.conftest import llm_inputs, wait_for
 

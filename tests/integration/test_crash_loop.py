@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest_asyncio
 
 from ebbflow.status import status_json, status_table
 from ebbflow.runtime import subjects
-from ebbflow.runtime.config import ModelPolicy
+from ebbflow.policy import ModelPolicy
 from ebbflow.stack import Stack
 from ebbflow.v1 import registry_pb2, status_pb2, status_pb2_grpc
 from tests.conftest import wait_for

@@ -149,10 +149,9 @@ async def test_set_is_a_patch_replace_sets_the_whole_policy_and_a_pin_is_never_d
 
 
 async def test_a_policy_for_a_model_outside_the_repository_is_refused_naming_those_inside(nats_url: str) -> None:
-    from ebbflow.runtime.config import ModelPolicy
+    from ebbflow.policy import ModelPolicy, policy_from_proto, policy_to_proto
     from ebbflow.runtime.errors import ConfigError
     from ebbflow.scheduler.api import config_policies
-    from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
 
     async with policy_service(nats_url) as (bus, view, stub):
         assert "retired" not in view.model_configs  # not in the repository any more
@@ -176,16 +175,13 @@ async def test_a_policy_for_a_model_outside_the_repository_is_refused_naming_tho
 
 
 async def test_an_advisory_policy_publishes_decisions_and_never_writes_desired_state(nats_url: str) -> None:
-    import tritonclient.grpc.aio as triton_aio
     from nats.js.errors import KeyNotFoundError
-    from tritonclient.utils import InferenceServerException
-
-    from tests.conftest import llm_inputs
     from prometheus_client import CollectorRegistry
 
     from ebbflow.runtime import subjects
-    from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
-    from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_to_proto
+    from ebbflow.policy import ModelPolicy, policy_to_proto
+    from ebbflow.runtime.config import SchedulerConfig
+    from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
     from ebbflow.v1 import load_pb2, scheduling_pb2
 
     await reset_jetstream(nats_url)
@@ -250,8 +246,8 @@ async def test_policy_delete_drains_and_stops_the_models_real_replicas_and_it_le
     from tests.conftest import llm_inputs
 
     from ebbflow import cli
+    from ebbflow.policy import ModelPolicy
     from ebbflow.up import STATE_FILE
-    from ebbflow.runtime.config import ModelPolicy
     from ebbflow.v1 import status_pb2, status_pb2_grpc
 
     stack = await make_stack(ModelPolicy(model="llm", min_replicas=2, max_replicas=2, forecast_quantile=0))

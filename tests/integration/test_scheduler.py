@@ -10,11 +10,12 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ebbflow.policy import ModelPolicy, policy_from_proto
 from ebbflow.runtime import subjects
-from ebbflow.runtime.config import ModelPolicy, PlacementConfig, SchedulerConfig
+from ebbflow.runtime.config import PlacementConfig, SchedulerConfig
 from ebbflow.scheduler.api import SchedulerApi
 from ebbflow.scheduler.explain import recompute
-from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_from_proto
+from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
 import time
 
 from ebbflow.v1 import forecast_pb2, load_pb2, scheduling_pb2, scheduling_pb2_grpc
@@ -35,6 +36,20 @@ async def poll(condition, timeout_s: float, what: str) -> None:  # type: ignore[
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def explain_over_grpc(bed: SchedulerBed, scheduler: Scheduler, model: str, generation: int) -> scheduling_pb2.ExplainResponse:
+    """What `ebbflow explain MODEL --generation N` asks the scheduler's API."""
+    server = grpc.aio.server()
+    scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bed.bus, bed.view, scheduler), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = scheduling_pb2_grpc.SchedulerServiceStub(channel)
+            return await stub.Explain(scheduling_pb2.ExplainRequest(model=model, generation=generation), timeout=10.0)
+    finally:
+        await server.stop(None)
 
 
 def scheduler_for(bed: SchedulerBed, config: SchedulerConfig, **settings: object) -> Scheduler:
@@ -76,7 +91,8 @@ async def test_under_a_gpu_budget_the_lower_priority_model_gives_way_and_its_dec
     found = await bed.decisions(f"{subjects.DECISIONS}.>")
     load = {"chat": 4.0, "batch": 8.0}
     bed.feed(lambda: [fresh(model, in_flight, in_flight) for model, in_flight in load.items()])
-    bed.run(scheduler_for(bed, SchedulerConfig(interval_s=0.2), placement=PlacementConfig(nodes=("a:2x80",))))
+    scheduler = scheduler_for(bed, SchedulerConfig(interval_s=0.2), placement=PlacementConfig(nodes=("a:2x80",)))
+    bed.run(scheduler)
 
     def latest(model: str) -> int | None:
         mine = [d for d in found if d.model == model]
@@ -89,8 +105,12 @@ async def test_under_a_gpu_budget_the_lower_priority_model_gives_way_and_its_dec
     last = [d for d in found if d.model == "batch"][-1]
     assert "GPU budget caps it at 0 of 2" in last.desired.reason and "chat 2x1" in last.desired.reason
     assert last.inputs.budgeted and last.inputs.budget_cap == 0
+    # The share-out's own inputs are recorded, so explain shares the budget out again rather than copy the cap.
+    assert last.inputs.budget_gpus == 2 and [(d.model, d.priority, d.replicas) for d in last.inputs.budget_demands] == [("chat", 10, 2)]
     again = recompute(last.inputs, policy_from_proto(last.inputs.policy))
     assert (again.replicas, again.reason) == (0, last.desired.reason)
+    explained = await explain_over_grpc(bed, scheduler, "batch", last.generation)
+    assert explained.matches and explained.recomputed_replicas == 0, explained.recomputed_reason
     load["chat"] = 4.0  # chat needs one again: batch gets its GPU back (chat's scale-down waits for its delay)
     await asyncio.sleep(1.0)
     assert latest("batch") == 0, "the room frees only when chat actually gives its replica up"

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ebbflow.policy import ModelPolicy, policy_from_proto
 from ebbflow.runtime import subjects
-from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+from ebbflow.runtime.config import SchedulerConfig
 from ebbflow.runtime.triton import default_model_repository, publish_model_configs
+from ebbflow.scheduler.api import SchedulerApi
 from ebbflow.scheduler.capacity import Shape
 from ebbflow.scheduler.curves import read_stored
-from ebbflow.scheduler.explain import recompute
-from ebbflow.scheduler.service import Scheduler, SchedulerMetrics, policy_from_proto
-from ebbflow.v1 import load_pb2
+from ebbflow.scheduler.explain import curves_read, recompute
+from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
+from ebbflow.v1 import load_pb2, scheduling_pb2, scheduling_pb2_grpc
 from tests.conftest import wait_for
 from tests.integration.conftest import SchedulerBed
 
@@ -34,6 +37,20 @@ async def start(bed: SchedulerBed, policy: ModelPolicy) -> list:
     snapshot = load_pb2.LoadSnapshot(model="llm", status=load_pb2.DATA_STATUS_FRESH, in_flight=0.5, arrival_rps=RPS, window_s=0.2)
     bed.feed(lambda: [snapshot])
     return decisions
+
+
+async def explain_over_grpc(bed: SchedulerBed, scheduler: Scheduler, generation: int) -> scheduling_pb2.ExplainResponse:
+    """What `ebbflow explain llm --generation N` asks the scheduler's API."""
+    server = grpc.aio.server()
+    scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bed.bus, bed.view, scheduler), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = scheduling_pb2_grpc.SchedulerServiceStub(channel)
+            return await stub.Explain(scheduling_pb2.ExplainRequest(model="llm", generation=generation), timeout=10.0)
+    finally:
+        await server.stop(None)
 
 
 def scheduler_for(bed: SchedulerBed) -> Scheduler:
@@ -58,7 +75,7 @@ async def test_a_model_with_an_slo_is_sized_on_curves_measured_for_it_and_stored
     # At 6 req/s the SLO, not throughput, sets the count: more replicas than full batches would need.
     assert decision.desired.horizontal.replicas == expected > RPS / capacity.max_rps
     assert "capacity curve" in decision.desired.reason and "p99 TTFT <= 2 s" in decision.desired.reason
-    again = recompute(decision.inputs, policy_from_proto(decision.inputs.policy), capacity)
+    again = recompute(decision.inputs, policy_from_proto(decision.inputs.policy), {(decision.inputs.capacity_key, 1.0): capacity})
     assert (again.replicas, again.reason) == (decision.desired.horizontal.replicas, decision.desired.reason)
 
     # A restarted scheduler reads the stored curves instead of measuring them again.
@@ -97,3 +114,14 @@ async def test_vertical_auto_picks_the_shape_that_needs_the_fewest_gpus_for_the_
     # The rate asks for the chosen shape's count (the replicas in force wait for the scale-down delay).
     assert costs[shape] == min(costs.values()) == decision.inputs.reactive_replicas, costs
     assert costs[Shape(1, 1)] > costs[shape], f"the emulator's curves make a bigger shape cheaper at {RPS} rps: {costs}"
+    # What the shape was chosen from is recorded: explain reads every candidate's curves and chooses again.
+    changed = [d for d in chosen() if (d.desired.vertical.instances_per_replica, d.desired.vertical.max_batch_size) != (1, 8)]
+    assert changed, "the chosen shape differs from the model's config (1 instance x batch 8)"
+    recorded = changed[0].inputs
+    assert recorded.HasField("vertical") and len(recorded.vertical.candidates) == 8 and all(c.capacity_key for c in recorded.vertical.candidates)
+    assert (recorded.vertical.instances_per_replica, recorded.vertical.max_batch_size) == (1, 8)
+    curves = {key: await read_stored(bed.bus.capacity, *key) for key in curves_read(recorded)}
+    again = recompute(recorded, policy_from_proto(recorded.policy), curves)
+    assert (again.replicas, again.reason) == (changed[0].desired.horizontal.replicas, changed[0].desired.reason)
+    explained = await explain_over_grpc(bed, scheduler, changed[0].generation)
+    assert explained.matches and explained.decision.generation == changed[0].generation, explained.recomputed_reason

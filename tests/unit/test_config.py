@@ -54,7 +54,7 @@ def test_demo_config_is_valid():
 
 
 def test_a_patch_changes_only_the_fields_given_and_is_validated_as_a_whole():
-    from ebbflow.runtime.config import ModelPolicy, merge_policy, policy_changes, policy_patch
+    from ebbflow.policy import ModelPolicy, merge_policy, policy_changes, policy_patch
 
     stored = ModelPolicy(model="llm", min_replicas=2, max_replicas=8, slo_ttft_s=2.0, routing="round_robin")
     patched = merge_policy(stored, policy_patch("llm", {"max_replicas": "6", "routing": "power_of_two"}))
@@ -75,7 +75,7 @@ def test_a_patch_changes_only_the_fields_given_and_is_validated_as_a_whole():
 def test_a_pin_is_dropped_only_on_purpose():
     from dataclasses import replace
 
-    from ebbflow.runtime.config import ModelPolicy, dropped_pin, keep_pin
+    from ebbflow.policy import ModelPolicy, dropped_pin, keep_pin
 
     pinned = ModelPolicy(model="llm", pinned=True, pin_replicas=4, pin_by="alice", pin_reason="incident 42", pin_until_unix_s=1000.0)
     plain = ModelPolicy(model="llm", max_replicas=6)
@@ -89,7 +89,7 @@ def test_a_pin_is_dropped_only_on_purpose():
 
 
 def test_the_target_is_spelled_one_way():
-    from ebbflow.runtime.config import ModelPolicy, unknown_models
+    from ebbflow.policy import ModelPolicy, unknown_models
 
     assert ModelPolicy(model="llm", target_in_flight_per_replica=4).sizing_text == "in_flight_target 4"
     utilisation = ModelPolicy(model="llm", target_utilization=0.6)

@@ -67,11 +67,13 @@ def test_vertical_auto_sizes_the_shape_for_the_forecast_peak_when_it_is_above_th
 
     from prometheus_client import CollectorRegistry
 
-    from ebbflow.runtime.config import ModelPolicy, SchedulerConfig
+    from ebbflow.policy import ModelPolicy
+    from ebbflow.runtime.config import SchedulerConfig
     from ebbflow.runtime.registry import RegistryView
     from ebbflow.runtime.triton import default_model_repository, read_model_configs
     from ebbflow.scheduler.core import ForecastView, LoadView
     from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
+    from ebbflow.scheduler.vertical import choose_vertical
 
     view = RegistryView()
     view.model_configs.update(read_model_configs(default_model_repository()))
@@ -82,10 +84,10 @@ def test_vertical_auto_sizes_the_shape_for_the_forecast_peak_when_it_is_above_th
         spec, _ = scheduler.curve_spec("llm", replace(policy, instances_per_replica=shape.instances, max_batch_size=shape.max_batch))
         scheduler.capacity._models[spec] = _flat_model(rate, shape)
     quiet = LoadView(True, 0.5, 0.5)
-    shaped, why = scheduler.vertical_choice("llm", policy, None, quiet, lead_s=30.0, now_s=100.0)
+    shaped, why = choose_vertical(scheduler.shape_inputs("llm", policy, None), quiet, lead_s=30.0, now_s=100.0)
     assert (shaped.instances_per_replica, shaped.max_batch_size) == (1, 1), why  # in force: policy 1 x 8 -> the cheapest tie, 1 x 1
     surge = ForecastView(issued_s=95.0, step_s=10.0, quantiles={0.9: (0.6, 6.0, 6.0)})
-    shaped, why = scheduler.vertical_choice("llm", policy, None, LoadView(True, 0.5, 0.5, forecast=surge), lead_s=30.0, now_s=100.0)
+    shaped, why = choose_vertical(scheduler.shape_inputs("llm", policy, None), LoadView(True, 0.5, 0.5, forecast=surge), lead_s=30.0, now_s=100.0)
     assert (shaped.instances_per_replica, shaped.max_batch_size) == (1, 2) and "6.00 rps" in why, why
 
 

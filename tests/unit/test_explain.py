@@ -5,10 +5,9 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebbflow.runtime.config import ModelPolicy
-from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide
+from ebbflow.policy import ModelPolicy, policy_from_proto
+from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide
 from ebbflow.scheduler.explain import record_inputs, recompute
-from ebbflow.scheduler.service import policy_from_proto, policy_to_proto
 
 POLICY = ModelPolicy(model="llm", min_replicas=1, max_replicas=8, target_in_flight_per_replica=4, scale_down_delay_s=30)
 
@@ -18,8 +17,9 @@ def recorded(in_flight: float, arrival: float, peak: float, history: list[int], 
     forecast = ForecastView(now - 4.0, 10.0, {0.5: (peak / 2,) * 6, 0.9: (peak,) * 6, 0.99: (peak * 2,) * 6})
     load = LoadView(True, in_flight, arrival, "", forecast)
     state = ScalingState(tuple((now - 5.0 * (len(history) - i), r) for i, r in enumerate(history)), 0.3)
-    decision, _ = decide(load, POLICY, state, current, now, woken, 35.0)
-    return decision, record_inputs(load, policy_to_proto(POLICY), state, current, now, woken, 35.0, decision)
+    inputs = DecisionInputs(load, POLICY, state, current, now, woken, 35.0)
+    decision, _ = decide(inputs)
+    return decision, record_inputs(inputs, decision)
 
 
 @settings(max_examples=60)
@@ -51,7 +51,7 @@ def test_altering_one_recorded_input_is_reported_as_a_mismatch():
 
 
 def test_holds_untrusted_forecasts_caps_and_the_activation_rule_recompute_to_themselves():
-    from ebbflow.runtime.config import ModelPolicy as Policy
+    from ebbflow.policy import ModelPolicy as Policy
 
     now = 500.0
     zero = Policy(model="llm", min_replicas=0, max_replicas=4, scale_down_delay_s=30, scale_to_zero_idle_s=60, panic_threshold=0)
@@ -67,8 +67,9 @@ def test_holds_untrusted_forecasts_caps_and_the_activation_rule_recompute_to_the
     ]
     for load, policy, current in cases:
         state = ScalingState(((now - 40.0, current), (now - 10.0, 1)), 0.86)
-        decision, _ = decide(load, policy, state, current, now, False, 33.0)
-        inputs = record_inputs(load, policy_to_proto(policy), state, current, now, False, 33.0, decision)
+        given = DecisionInputs(load, policy, state, current, now, False, 33.0)
+        decision, _ = decide(given)
+        inputs = record_inputs(given, decision)
         again = recompute(inputs, policy_from_proto(inputs.policy))
         assert (again.valid, again.replicas, again.reason) == (decision.valid, decision.replicas, decision.reason), decision.reason
     assert "forecast not trusted: 12 bins observed" in recompute(*_inputs_of(cases[2], now)).reason
@@ -80,6 +81,7 @@ def test_holds_untrusted_forecasts_caps_and_the_activation_rule_recompute_to_the
 def _inputs_of(case, now):  # type: ignore[no-untyped-def]
     load, policy, current = case
     state = ScalingState(((now - 40.0, current), (now - 10.0, 1)), 0.86)
-    decision, _ = decide(load, policy, state, current, now, False, 33.0)
-    inputs = record_inputs(load, policy_to_proto(policy), state, current, now, False, 33.0, decision)
+    given = DecisionInputs(load, policy, state, current, now, False, 33.0)
+    decision, _ = decide(given)
+    inputs = record_inputs(given, decision)
     return inputs, policy_from_proto(inputs.policy)

@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebbflow.scheduler.core import LoadView, ScalingState, decide
+from ebbflow.scheduler.core import DecisionInputs, LoadView, ScalingState, decide
 from ebbflow.scheduler.hpa import HpaError, policy_from_hpa
 
 SEED = yaml.safe_load(
@@ -75,13 +75,13 @@ def test_imported_limits_shape_decisions():
     policy, _ = policy_from_hpa(V2, model="llm")
     fresh = lambda in_flight: LoadView(fresh=True, in_flight=in_flight, arrival_rps=0.0)  # noqa: E731
     state = ScalingState()
-    decision, state = decide(fresh(10.0), policy, state, current=2, now_s=0.0)
+    decision, state = decide(DecisionInputs(fresh(10.0), policy, state, current_replicas=2, now_s=0.0))
     assert decision.replicas == 2
-    decision, state = decide(fresh(100.0), policy, state, current=2, now_s=5.0)
+    decision, state = decide(DecisionInputs(fresh(100.0), policy, state, current_replicas=2, now_s=5.0))
     assert decision.replicas == 2, "scale-up waits until its 15 s window holds only higher recommendations"
-    decision, state = decide(fresh(100.0), policy, state, current=2, now_s=16.0)
+    decision, state = decide(DecisionInputs(fresh(100.0), policy, state, current_replicas=2, now_s=16.0))
     assert decision.replicas == 6 and "limited to +4" in decision.reason  # max(4 pods, 100 % of 2)
-    decision, state = decide(fresh(0.0), policy, state, current=6, now_s=200.0)
+    decision, state = decide(DecisionInputs(fresh(0.0), policy, state, current_replicas=6, now_s=200.0))
     assert decision.replicas == 5 and "limited to -1" in decision.reason
 
 

@@ -5,9 +5,10 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebbflow.runtime.config import ModelPolicy
-from ebbflow.scheduler.core import LoadView, ScalingState, decide
-from ebbflow.scheduler.placement import Demand, Node, Placed, Want, budget_caps, choose_slot, consolidation_move, parse_node, parse_slot, place, slot_name
+from ebbflow.policy import ModelPolicy
+from ebbflow.scheduler.budget import Demand, budget_caps
+from ebbflow.scheduler.core import DecisionInputs, LoadView, ScalingState, decide
+from ebbflow.scheduler.placement import Node, Placed, Want, choose_slot, consolidation_move, parse_node, parse_slot, place, slot_name
 
 NODES = [Node(f"n{i}", 4, 80.0) for i in range(3)]
 
@@ -106,10 +107,10 @@ def test_the_budget_goes_to_higher_priority_first_and_says_who_took_it():
 def test_a_capped_decision_gives_way_and_records_what_it_wanted():
     policy = ModelPolicy(model="batch", max_replicas=8, target_in_flight_per_replica=4, panic_threshold=0, forecast_quantile=0)
     load = LoadView(fresh=True, in_flight=24.0, arrival_rps=10.0)
-    decision, _ = decide(load, policy, ScalingState(), 1, 0.0, budget=(2, "fleet budget 4 GPUs, 2 taken by chat"))
+    decision, _ = decide(DecisionInputs(load, policy, ScalingState(), 1, 0.0, budget=(2, "fleet budget 4 GPUs, 2 taken by chat")))
     assert decision.replicas == 2 and decision.demand == 6
     assert "GPU budget caps it at 2 of 6: fleet budget 4 GPUs, 2 taken by chat" in decision.reason
-    free, _ = decide(load, policy, ScalingState(), 1, 0.0, budget=(8, "room"))
+    free, _ = decide(DecisionInputs(load, policy, ScalingState(), 1, 0.0, budget=(8, "room")))
     assert free.replicas == free.demand == 6 and "GPU budget" not in free.reason
 
 

@@ -3,8 +3,8 @@ down, replayed through the rule with and without the warm-up."""
 
 from __future__ import annotations
 
-from ebbflow.runtime.config import ModelPolicy
-from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide, resume_state
+from ebbflow.policy import ModelPolicy
+from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide, resume_state
 from ebbflow.scheduler.resume import WARMUP_MAX_WINDOWS, Resumed, note_snapshot, warming, while_warming
 
 # What the live run had: 6 closed-loop clients, 2 in flight per replica, 4 replicas in force at the restart.
@@ -42,7 +42,7 @@ def run(restart_s: float, ready_s: float, end_s: float, warm_up: bool) -> list[t
         why = warming(resumed, current, t, WINDOW_S)
         if why:
             load, state = while_warming(load, state, current, t, why)
-        decision, state = decide(load, POLICY, state, current, t, lead_s=LEAD_S)
+        decision, state = decide(DecisionInputs(load, POLICY, state, current, t, lead_s=LEAD_S))
         if decision.replicas != current:
             changes.append((t, decision.replicas, decision.reason))
             current = decision.replicas
@@ -78,7 +78,7 @@ def test_the_warm_up_marks_the_forecast_and_counts_the_replicas_in_force():
     marked, state = while_warming(load, ScalingState(((100.0, 4),)), 4, 120.0, "restarted")
     assert marked is not None and marked.forecast is not None and marked.forecast.untrusted_reason == "warming up: restarted"
     assert state.recommendations[-1] == (120.0, 4)
-    decision, _ = decide(marked, POLICY, state, 4, 120.0, lead_s=LEAD_S)
+    decision, _ = decide(DecisionInputs(marked, POLICY, state, 4, 120.0, lead_s=LEAD_S))
     assert decision.replicas == 4 and "forecast not trusted: warming up: restarted" in decision.reason
 
 
@@ -91,7 +91,7 @@ def test_a_scale_down_after_the_warm_up_still_waits_a_full_delay():
     while t <= 120.0 and first_down is None:
         why = warming(resumed, current, t, WINDOW_S)
         load, state = while_warming(light, state, current, t, why) if why else (light, state)
-        decision, state = decide(load, POLICY, state, current, t, lead_s=LEAD_S)
+        decision, state = decide(DecisionInputs(load, POLICY, state, current, t, lead_s=LEAD_S))
         if decision.replicas < current:
             first_down = t
         t += 1.0

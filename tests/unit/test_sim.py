@@ -315,13 +315,13 @@ def test_a_request_trace_replayed_as_counts_keeps_its_token_mix_split_by_time() 
 def test_decide_sizes_in_flight_against_the_curves_and_never_less_for_more_load() -> None:
     from dataclasses import replace as with_
 
-    from ebbflow.runtime.config import ModelPolicy
-    from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide
+    from ebbflow.policy import ModelPolicy
+    from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide
 
     model = synthetic_curves(1.0, 1.5)
     policy = ModelPolicy(model="m", min_replicas=1, max_replicas=100, forecast_quantile=0.9)
     for in_flight, rate in ((5.0, 12.0), (60.0, 2.0)):  # the rate decides; then a queue (in-flight) does
-        decision, _ = decide(LoadView(True, in_flight, rate), with_(policy, panic_threshold=0), ScalingState(), current=4, now_s=100.0, capacity=model)
+        decision, _ = decide(DecisionInputs(LoadView(True, in_flight, rate), with_(policy, panic_threshold=0), ScalingState(), current_replicas=4, now_s=100.0, capacity=model))
         expected = max(model.replicas_for(rate), model.replicas_for_in_flight(in_flight))
         assert decision.reactive == expected and "capacity curve" in decision.reason
     assert model.replicas_for_in_flight(60.0) > model.replicas_for(2.0)
@@ -329,7 +329,7 @@ def test_decide_sizes_in_flight_against_the_curves_and_never_less_for_more_load(
     previous = 0
     for in_flight in np.linspace(0.0, 200.0, 41):
         load = LoadView(True, float(in_flight), max(0.1, float(in_flight) / 2), forecast=forecast)
-        d, _ = decide(load, with_(policy, panic_threshold=0), ScalingState(), current=4, now_s=100.0, lead_s=31.0, capacity=model)
+        d, _ = decide(DecisionInputs(load, with_(policy, panic_threshold=0), ScalingState(), current_replicas=4, now_s=100.0, lead_s=31.0, capacity=model))
         assert d.replicas >= previous
         previous = d.replicas
 

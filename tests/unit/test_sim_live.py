@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ebbflow.emulator.service_time import load_profile
-from ebbflow.runtime.config import ModelPolicy
+from ebbflow.policy import ModelPolicy
 from ebbflow.scheduler.capacity import Shape
 from ebbflow.sim import live
 from ebbflow.sim.workload import Requests

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ebbflow.policy import routing_from_proto
 from ebbflow.router.core import ModelMeter
 from ebbflow.router.haproxy import FALLBACK, TOO_LARGE_LUA, FrontBackend, FrontServer, FrontSpec, ServerStats, backend_name, parse_log_line, parse_stats, render
 from ebbflow.router.telemetry import RouterMetrics, model_telemetry
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
-from ebbflow.runtime.config import RouterConfig, routing_from_proto
+from ebbflow.runtime.config import RouterConfig
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import ChildProcess, free_port, spawn

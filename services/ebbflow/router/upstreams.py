@@ -27,7 +27,8 @@ from ebbflow.router.core import SERVICE, Candidate, Ejector, Routing, pick_repli
 from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
-from ebbflow.runtime.config import RouterConfig, routing_from_proto
+from ebbflow.policy import routing_from_proto
+from ebbflow.runtime.config import RouterConfig
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.wire import DRAINING, READY, address
 from ebbflow.v1 import load_pb2, registry_pb2

@@ -2,43 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import json
 import logging
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Any, Collection, Iterable, Mapping
+from typing import Collection
 
 import grpc
 import yaml
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from ebbflow.runtime import subjects
-from ebbflow.runtime.bus import Bus, replay_subject
-from ebbflow.runtime.config import (
+from ebbflow.policy import (
     POLICY_FIELDS,
     ModelPolicy,
     dropped_pin,
     keep_pin,
     merge_policy,
-    mode_from_proto,
-    mode_to_proto,
+    patch_from_proto,
     policy_changes,
-    routing_from_proto,
-    routing_to_proto,
+    policy_from_proto,
+    policy_to_proto,
     unknown_models,
 )
+from ebbflow.runtime import subjects
+from ebbflow.runtime.bus import Bus, replay_subject
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
+from ebbflow.scheduler.budget import budget_for
 from ebbflow.scheduler.curves import read_stored
-from ebbflow.scheduler.explain import recompute
+from ebbflow.scheduler.explain import curves_read, recompute
 from ebbflow.scheduler.hpa import policy_from_hpa
-from ebbflow.scheduler.service import Scheduler, policy_from_proto, policy_to_proto
+from ebbflow.scheduler.service import Scheduler
 from ebbflow.v1 import policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc
 
 
@@ -58,31 +55,6 @@ log = logging.getLogger(__name__)
 
 DELETE_SETTLE_S = 5.0
 """How long DeletePolicy waits for the scheduler's view to drop the policy before it removes the desired state."""
-
-
-def proto_values(message: policy_pb2.ScalingPolicy, names: Iterable[str]) -> dict[str, Any]:
-    """The named fields of a ScalingPolicy as ModelPolicy values (enums as their config names), unvalidated."""
-    values: dict[str, Any] = {}
-    for name in names:
-        value = getattr(message, name)
-        if name == "routing":
-            value = routing_from_proto(value)
-        elif name == "mode":
-            value = mode_from_proto(value)
-        values[name] = value
-    return values
-
-
-def patch_to_proto(model: str, changes: Mapping[str, Any]) -> policy_pb2.ScalingPolicy:
-    """A ScalingPolicy carrying only `changes` (ModelPolicy values), for a SetPolicy patch with their names as the mask."""
-    message = policy_pb2.ScalingPolicy(model=model)
-    for name, value in changes.items():
-        if name == "routing":
-            value = routing_to_proto(value)
-        elif name == "mode":
-            value = mode_to_proto(value)
-        setattr(message, name, value)
-    return message
 
 
 def patched_fields(request: policy_pb2.SetPolicyRequest) -> list[str]:
@@ -119,6 +91,20 @@ async def config_policies(bus: Bus, policies: tuple[ModelPolicy, ...], repositor
             log.info("policy of %s: keeping the pin at %d by %s (%s) over the config file", policy.model, merged.pin_replicas, merged.pin_by, merged.pin_reason)
         kept.append(merged)
     return tuple(kept)
+
+
+async def import_policies(bus: Bus, policies: tuple[ModelPolicy, ...]) -> None:
+    """Write the config file's policies into the `policies` bucket, logging what changed."""
+    for policy in policies:
+        value = policy_to_proto(policy.validate()).SerializeToString()
+        try:
+            old = await bus.policies.get(policy.model)
+            if old.value == value:
+                continue
+            log.info("policy of %s changed by the config file", policy.model)
+        except KeyNotFoundError:
+            log.info("policy of %s imported from the config file", policy.model)
+        await bus.policies.put(policy.model, value)
 
 
 class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
@@ -183,7 +169,7 @@ class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
             if request.replace:
                 policy = policy_from_proto(request.policy)
             else:
-                changes = proto_values(request.policy, patched_fields(request))
+                changes = patch_from_proto(request.policy, patched_fields(request))
                 policy = merge_policy(stored or ModelPolicy(model=model), changes)
         except ConfigError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
@@ -235,10 +221,6 @@ class PolicyApi(policy_pb2_grpc.PolicyServiceServicer):
         return policy_pb2.ImportHpaResponse(policy=stored_proto, notes=notes, applied=request.apply)
 
 
-def policy_json(policy: policy_pb2.ScalingPolicy) -> str:
-    return json.dumps(MessageToDict(policy, preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2)
-
-
 class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
     """The plan (desired state, budget, slots) and the audit trail: decisions from the `DECISIONS` stream, and their recomputation."""
 
@@ -267,9 +249,9 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
             plan.gpus_per_replica = scheduler.gpus_per_replica(policy)
             demand = scheduler.demand_of(model)
             plan.wanted_replicas = demand.replicas if demand is not None else plan.desired.horizontal.replicas
-            budget = scheduler.budget_for(model, policy)
+            budget = scheduler.budget_inputs(model)
             if budget is not None:
-                plan.budget_note = budget[1]
+                plan.budget_note = budget_for(budget, policy)[1]
             for replica in sorted(view.of_model(model), key=lambda r: r.replica_id):
                 state = registry_pb2.ReplicaState.Name(replica.state).removeprefix("REPLICA_STATE_").lower()
                 plan.replicas.add(replica_id=replica.replica_id, gpu_slot=replica.gpu_slot, state=state)
@@ -314,12 +296,13 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
             policy = policy_from_proto(inputs.policy)
         except ConfigError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the inputs' policy is invalid: {error}")
-        capacity = None
-        if inputs.capacity_key:
-            capacity = await read_stored(self.bus.capacity, inputs.capacity_key, inputs.capacity_calibration or 1.0)
+        curves = {}
+        for key, calibration in sorted(curves_read(inputs)):
+            capacity = await read_stored(self.bus.capacity, key, calibration)
             if capacity is None:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the capacity curves {inputs.capacity_key} this decision was sized on are no longer stored")
-        recomputed = recompute(inputs, policy, capacity)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the capacity curves {key} this decision was sized on are no longer stored")
+            curves[key, calibration] = capacity
+        recomputed = recompute(inputs, policy, curves)
         replicas, reason = recomputed.replicas, recomputed.reason
         return scheduling_pb2.ExplainResponse(
             decision=decision,

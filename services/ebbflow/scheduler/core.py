@@ -52,7 +52,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
-from ebbflow.runtime.config import ModelPolicy
+from ebbflow.policy import ModelPolicy
 
 if TYPE_CHECKING:
     from ebbflow.scheduler.capacity import CapacityModel
@@ -266,28 +266,46 @@ def predict(
     return Prediction(recommend(peak * time_in_system_s, policy), peak, lead_s, time_in_system_s, why)
 
 
-def decide(
-    load: LoadView | None,
-    policy: ModelPolicy,
-    state: ScalingState,
-    current: int,
-    now_s: float,
-    woken: bool = False,
-    lead_s: float = 0.0,
-    wall_s: float = 0.0,
-    capacity: "CapacityModel | None" = None,
-    capacity_note: str = "",
-    budget: tuple[int, str] | None = None,
-    vertical_note: str = "",
-) -> tuple[Decision, ScalingState]:
-    """Desired replicas for one model. `current` is the desired count in force; `woken` means requests are held;
-    `wall_s` is the wall-clock time a pin's expiry is compared with. With a `capacity` model, demand in
-    requests per second (current and forecast) becomes the fewest replicas whose pool meets the SLO on the
-    measured curves; in-flight against what a replica carries at its SLO rate is a floor under that (a
-    heavier token mix or a building queue raises it) when that work outlasts the lead. `capacity_note` says why a
-    policy with an SLO is sized without curves (they are being measured, or cannot be). `budget` is the most
-    replicas a fleet GPU budget leaves this model, and why (models of lower priority give way first).
-    `vertical_note` says which shape the policy carries and why (vertical_auto), for the reason."""
+@dataclass(frozen=True)
+class DecisionInputs:
+    """Everything one decision is a function of (Ray Serve's AutoscalingContext): `decide` reads nothing else, a
+    decision records exactly this (scheduler.explain), and `explain` rebuilds it to decide again."""
+
+    load: LoadView | None
+    """The model's load, None before any snapshot arrived (a hold)."""
+    policy: ModelPolicy
+    """Resolved (settings left at 0 taken from the model's config) and shaped (vertical_auto's choice)."""
+    state: ScalingState
+    current_replicas: int
+    """The desired replicas in force."""
+    now_s: float
+    woken: bool = False
+    """Requests are held for the model (scale from zero)."""
+    lead_s: float = 0.0
+    """How far ahead capacity is ordered, seconds."""
+    wall_s: float = 0.0
+    """Wall-clock time a pin's expiry is compared with, unix seconds."""
+    capacity: "CapacityModel | None" = None
+    """The model's capacity curves: demand in requests per second becomes the fewest replicas whose pool meets the SLO."""
+    capacity_note: str = ""
+    """Why a policy with an SLO is sized without curves (they are being measured, or cannot be)."""
+    budget: tuple[int, str] | None = None
+    """The most replicas a fleet GPU budget leaves this model, and why (scheduler.budget); None: no budget."""
+    vertical_note: str = ""
+    """Which shape the policy carries and why (scheduler.vertical), for the reason."""
+    capacity_key: str = ""
+    """Where `capacity` is stored (the `capacity` bucket), so `explain` reads the same curves; not read by decide."""
+
+
+def decide(inputs: DecisionInputs) -> tuple[Decision, ScalingState]:
+    """Desired replicas for one model. `current_replicas` is the desired count in force. With a capacity model,
+    demand in requests per second (current and forecast) becomes the fewest replicas whose pool meets the SLO on
+    the measured curves; in-flight against what a replica carries at its SLO rate is a floor under that (a heavier
+    token mix or a building queue raises it) when that work outlasts the lead. Under a budget, models of lower
+    priority give way first."""
+    load, policy, state, current, now_s = inputs.load, inputs.policy, inputs.state, inputs.current_replicas, inputs.now_s
+    woken, lead_s, wall_s, capacity, capacity_note = inputs.woken, inputs.lead_s, inputs.wall_s, inputs.capacity, inputs.capacity_note
+    budget, vertical_note = inputs.budget, inputs.vertical_note
     if policy.pin_active(wall_s):
         until = f" until {policy.pin_until_unix_s:.0f} (unix s)" if policy.pin_until_unix_s else ""
         reason = f"pinned at {policy.pin_replicas} by {policy.pin_by}: {policy.pin_reason}{until}"

@@ -26,7 +26,7 @@ import math
 from dataclasses import replace
 from typing import Any, Mapping
 
-from ebbflow.runtime.config import ModelPolicy
+from ebbflow.policy import ModelPolicy
 from ebbflow.runtime.errors import ConfigError
 
 VERSIONS = ("autoscaling/v2", "autoscaling/v2beta2", "autoscaling/v2beta1")

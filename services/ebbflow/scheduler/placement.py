@@ -156,7 +156,7 @@ def _any_fit(used_sorted: list[tuple[float, GpuId]], memory: float) -> GpuId | N
     return used_sorted[position][1] if position < len(used_sorted) else None
 
 
-# ---- one replica at a time (the actuator) and the fleet budget (the scheduler) ----
+# ---- one replica at a time (the actuator); the fleet budget's share-out is scheduler.budget ----
 
 
 def parse_node(text: str) -> Node:
@@ -184,12 +184,6 @@ def parse_slot(text: str) -> GpuId | None:
 def largest_gpu_gb(nodes: Sequence[Node]) -> float:
     """Memory of the inventory's largest GPU: what a replica of unknown size takes (1 without an inventory)."""
     return max((n.gpu_memory_gb for n in nodes), default=1.0)
-
-
-def replica_memory_gb(nodes: Sequence[Node], instances: int, gb_per_instance: float) -> float:
-    """GPU memory a replica takes: its instances' memory, or a whole (largest) GPU when the policy gives none."""
-    whole = largest_gpu_gb(nodes)
-    return min(whole, instances * gb_per_instance) if gb_per_instance > 0 else whole
 
 
 def choose_slot(
@@ -234,34 +228,6 @@ def choose_slot(
     if chosen is None:
         return None, f"the GPU budget of {gpu_budget} is in use and no GPU in use has {memory_gb:g} GB free"
     return chosen, ""
-
-
-@dataclass(frozen=True)
-class Demand:
-    """What one model wants from the fleet budget."""
-
-    model: str
-    priority: int
-    replicas: int
-    gpus_per_replica: float
-
-
-def budget_caps(demands: Sequence[Demand], budget_gpus: float) -> dict[str, tuple[int, str]]:
-    """Replicas each model may have under a fleet budget of GPUs: higher priority first (ties by name), each
-    taking what it wants of what is left. Returns model -> (cap, why), the why naming who took the rest."""
-    caps: dict[str, tuple[int, str]] = {}
-    left, takers = float(budget_gpus), []
-    for demand in sorted(demands, key=lambda d: (-d.priority, d.model)):
-        room = math.floor(left / demand.gpus_per_replica + 1e-9) if demand.gpus_per_replica > 0 else demand.replicas
-        taken = budget_gpus - left
-        who = ", ".join(takers[:3]) + (" ..." if len(takers) > 3 else "")
-        why = f"fleet budget {budget_gpus:g} GPUs, {taken:g} taken by models of higher priority or earlier name ({who or 'none'}): room for {room}"
-        caps[demand.model] = (room, why)
-        take = min(demand.replicas, room)
-        left -= take * demand.gpus_per_replica
-        if take:
-            takers.append(f"{demand.model} {take}x{demand.gpus_per_replica:g}")
-    return caps
 
 
 @dataclass(frozen=True)

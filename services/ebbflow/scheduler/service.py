@@ -1,8 +1,11 @@
-"""The scheduler's shell: policies into KV, load snapshots in, desired state out (compare-and-set).
+"""The scheduler's shell: load snapshots, router pushes, forecasts and wake-ups in; the pure steps run; decisions out.
 
-The generation of a desired state is the KV revision it was written at, so it
-is monotonic, survives restarts and stops two schedulers from interleaving:
-a write based on a stale revision fails and is recomputed on the next tick.
+For each model it gathers what the steps read: vertical_auto's candidate
+shapes and their curves (scheduler.vertical), the other models' demands on
+the fleet GPU budget (scheduler.budget), and the rule's DecisionInputs
+(scheduler.core), then hands the decision to scheduler.publish, which writes
+the desired state with compare-and-set and records the decision with every
+step's inputs (scheduler.explain).
 """
 
 from __future__ import annotations
@@ -10,36 +13,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from google.protobuf.message import DecodeError
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from ebbflow.policy import ModelPolicy, policy_from_proto
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe
-from ebbflow.runtime.config import ModelPolicy, PlacementConfig, SchedulerConfig, mode_from_proto, mode_to_proto, routing_from_proto, routing_to_proto
+from ebbflow.runtime.config import PlacementConfig, SchedulerConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
-from ebbflow.scheduler.capacity import CapacityModel, Shape, choose_shape
-from ebbflow.scheduler.core import (
-    Decision,
-    ForecastView,
-    LoadView,
-    ScalingState,
-    decide,
-    forecast_peak,
-    initial_decision,
-    lead_time,
-    resume_state,
-)
+from ebbflow.scheduler.budget import BudgetInputs, Demand, budget_for, gpus_per_replica, replica_memory_gb
+from ebbflow.scheduler.capacity import CapacityModel
+from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, TokenMix
-from ebbflow.scheduler.explain import record_inputs
+from ebbflow.scheduler.explain import record_initial, record_inputs
 from ebbflow.scheduler.load_window import LoadWindow, PushWindow
+from ebbflow.scheduler.placement import largest_gpu_gb, parse_node
+from ebbflow.scheduler.publish import Publisher
 from ebbflow.scheduler.resume import Resumed, note_snapshot, warming, while_warming
-from ebbflow.scheduler.placement import Demand, budget_caps, largest_gpu_gb, parse_node, replica_memory_gb
-from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, scheduling_pb2
+from ebbflow.scheduler.vertical import ShapeCurves, ShapeInputs, candidate_shapes, choose_vertical, in_force_shape, with_shape
+from ebbflow.v1 import forecast_pb2, load_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
@@ -49,46 +46,6 @@ COLD_STARTS_KEPT = 8
 WAKEUP_MEMORY_S = 2.0
 ROUTER_FRESH_S = 2.5
 """Router telemetry (one window a second) older than this no longer counts toward the pushed in-flight."""
-
-
-def policy_to_proto(policy: ModelPolicy) -> policy_pb2.ScalingPolicy:
-    """The proto has the same field names as ModelPolicy; routing is an enum there."""
-    message = policy_pb2.ScalingPolicy()
-    for item in fields(ModelPolicy):
-        value = getattr(policy, item.name)
-        if item.name == "routing":
-            value = routing_to_proto(value)
-        elif item.name == "mode":
-            value = mode_to_proto(value)
-        setattr(message, item.name, value)
-    return message
-
-
-def policy_from_proto(message: policy_pb2.ScalingPolicy) -> ModelPolicy:
-    """Raises ConfigError naming every invalid field."""
-    values = {}
-    for item in fields(ModelPolicy):
-        value = getattr(message, item.name)
-        if item.name == "routing":
-            value = routing_from_proto(value)
-        elif item.name == "mode":
-            value = mode_from_proto(value)
-        values[item.name] = value
-    return ModelPolicy(**values).validate()
-
-
-async def import_policies(bus: Bus, policies: tuple[ModelPolicy, ...]) -> None:
-    """Write the config file's policies into the `policies` bucket, logging what changed."""
-    for policy in policies:
-        value = policy_to_proto(policy.validate()).SerializeToString()
-        try:
-            old = await bus.policies.get(policy.model)
-            if old.value == value:
-                continue
-            log.info("policy of %s changed by the config file", policy.model)
-        except KeyNotFoundError:
-            log.info("policy of %s imported from the config file", policy.model)
-        await bus.policies.put(policy.model, value)
 
 
 @dataclass
@@ -125,7 +82,6 @@ class Scheduler:
         self._woken_until: dict[str, float] = {}
         self._states: dict[str, ScalingState] = {}
         self._forecasts: dict[str, ForecastView] = {}
-        self._advice: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
         self._evaluated_at: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -136,13 +92,16 @@ class Scheduler:
         self._windows: dict[str, LoadWindow] = {}
         # Per router worker: its recent pushes (each model's in-flight in one telemetry window).
         self._pushed: dict[str, PushWindow] = {}
-        self.evaluations: dict[str, scheduling_pb2.ScalingDecision] = {}
+        self.publisher = Publisher(bus, metrics)
+        self.evaluations = self.publisher.evaluations
         """Each model's latest evaluation (holds and no-changes included), with the inputs it can be recomputed from."""
         self._tokens: dict[str, TokenMix] = {}
         self.capacity = CapacityStore(bus.capacity, on_ready=self._decide_all_now)
         self.nodes = [parse_node(text) for text in placement.nodes]
         self.budget_gpus = placement.gpu_budget or float(sum(n.gpus for n in self.nodes))
         """Fleet GPU budget (0: none)."""
+        self.largest_gpu_gb = largest_gpu_gb(self.nodes) if self.nodes else 0.0
+        """The inventory's largest GPU, GB (0: no inventory): what a replica of unknown size takes."""
         self._demands: dict[str, Demand] = {}
         self._resumed: dict[str, Resumed] = {}
         """Models found with replicas an earlier scheduler decided: they warm up first (scheduler.resume)."""
@@ -281,54 +240,25 @@ class Scheduler:
         )
         return spec, ""
 
-    def vertical_choice(
-        self, model: str, policy: ModelPolicy, current: scheduling_pb2.DesiredState | None, load: LoadView | None, lead_s: float, now_s: float
-    ) -> tuple[ModelPolicy, str]:
-        """With vertical_auto, the policy with the shape that serves the demand (the current rate, or the forecast's
-        peak over the lead when higher) within the SLO for the fewest GPUs (scheduler.capacity.choose_shape), and why;
-        the shape in force while curves are measured or load is unknown."""
-        if not policy.vertical_auto:
-            return policy, ""
-        batching = policy.max_batch_size > 0  # a reload resizes batching, never switches it on or off
-        in_force = Shape(
-            (current.vertical.instances_per_replica if current else 0) or max(1, policy.instances_per_replica),
-            ((current.vertical.max_batch_size if current else 0) or policy.max_batch_size) if batching else 1,
-        )
-        most_instances, largest_batch = policy.vertical_bounds
-        batches = [2**k for k in range(11) if 2**k <= largest_batch] if batching else [1]
-        shapes = [Shape(i, b) for i in range(1, most_instances + 1) for b in batches]
-
-        def with_shape(shape: Shape) -> ModelPolicy:
-            return replace(policy, instances_per_replica=shape.instances, max_batch_size=shape.max_batch if batching else policy.max_batch_size)
-
-        models: dict[Shape, CapacityModel] = {}
-        for shape in shapes:
-            spec, why = self.curve_spec(model, with_shape(shape))
+    def shape_inputs(self, model: str, policy: ModelPolicy, current: scheduling_pb2.DesiredState | None) -> ShapeInputs:
+        """What vertical_auto chooses the shape from: every candidate's curves, whose measuring this starts."""
+        in_force = in_force_shape(policy, current.vertical.instances_per_replica if current else 0, current.vertical.max_batch_size if current else 0)
+        candidates = []
+        for shape in candidate_shapes(policy):
+            spec, why = self.curve_spec(model, with_shape(policy, shape))
             if spec is None:
-                return with_shape(in_force), f"vertical: keeping {in_force.instances}x{in_force.max_batch}: {why}"
+                return ShapeInputs(policy, in_force, (), why, self.largest_gpu_gb)
             measured, _ = self.capacity.get(spec)
-            if measured is not None:
-                models[shape] = measured
-        if len(models) < len(shapes):
-            return with_shape(in_force), f"vertical: keeping {in_force.instances}x{in_force.max_batch} while {len(shapes) - len(models)} of {len(shapes)} shapes' curves are measured"
-        if load is None or not load.fresh:
-            return with_shape(in_force), ""
-        peak, _ = forecast_peak(load, policy, lead_s, now_s)
-        demand = max(load.arrival_rps, peak or 0.0)
-        chosen, why = choose_shape(models, in_force, demand, lambda shape: self.gpus_per_replica(with_shape(shape)))
-        return with_shape(chosen), why
-
-    def _replica_memory(self, policy: ModelPolicy) -> float:
-        """GPU memory one replica of the policy takes (0 without an inventory)."""
-        return replica_memory_gb(self.nodes, max(1, policy.instances_per_replica), policy.gpu_memory_gb_per_instance) if self.nodes else 0.0
+            candidates.append(ShapeCurves(shape, spec.key, measured))
+        return ShapeInputs(policy, in_force, tuple(candidates), "", self.largest_gpu_gb)
 
     def gpus_per_replica(self, policy: ModelPolicy) -> float:
         """Fraction of a GPU one replica takes (1 without an inventory: a replica per GPU)."""
-        return self._replica_memory(policy) / largest_gpu_gb(self.nodes) if self.nodes else 1.0
+        return gpus_per_replica(self.largest_gpu_gb, policy)
 
     def vertical_for(self, policy: ModelPolicy) -> scheduling_pb2.VerticalDecision:
         return scheduling_pb2.VerticalDecision(
-            instances_per_replica=policy.instances_per_replica, max_batch_size=policy.max_batch_size, gpu_memory_gb=self._replica_memory(policy)
+            instances_per_replica=policy.instances_per_replica, max_batch_size=policy.max_batch_size, gpu_memory_gb=replica_memory_gb(self.largest_gpu_gb, policy)
         )
 
     def _note_demand(self, model: str, policy: ModelPolicy, replicas: int) -> None:
@@ -343,14 +273,12 @@ class Scheduler:
         """What the model last wanted (before the budget), or None before its first decision."""
         return self._demands.get(model)
 
-    def budget_for(self, model: str, policy: ModelPolicy) -> tuple[int, str] | None:
-        """The most replicas of the (resolved, shaped) policy the fleet GPU budget leaves this model after models of
-        higher priority; None without a budget."""
+    def budget_inputs(self, model: str) -> BudgetInputs | None:
+        """What the fleet GPU budget's share for this model is computed from (scheduler.budget); None without a budget."""
         if self.budget_gpus <= 0:
             return None
-        demands = [d for m, d in self._demands.items() if m in self.view.policies and m != model]
-        caps = budget_caps([*demands, Demand(model, policy.priority, 0, self.gpus_per_replica(policy))], self.budget_gpus)
-        return caps[model]
+        others = tuple(sorted((d for m, d in self._demands.items() if m in self.view.policies and m != model), key=lambda d: d.model))
+        return BudgetInputs(self.budget_gpus, others, self.largest_gpu_gb)
 
     def capacity_for(self, model: str, policy: ModelPolicy) -> tuple[CapacityModel | None, str, str]:
         """The model's capacity curves (with their key), or None and why SLO sizing is not in force."""
@@ -392,7 +320,7 @@ class Scheduler:
         if current is None and not advisory:
             decision = initial_decision(policy)
             current_replicas = 0
-            inputs = scheduling_pb2.DecisionInputs(policy=policy_to_proto(policy), initial=True)
+            inputs = record_initial(policy)
         else:
             current_replicas = current.horizontal.replicas if current is not None else 0
             # A fresh (or restarted) scheduler must not scale down before the delay has passed.
@@ -409,94 +337,29 @@ class Scheduler:
             woken = self._woken_until.get(model, 0.0) >= now
             lead = self.lead_s(model, policy)
             wall = time.time()
-            policy, vertical_note = self.vertical_choice(model, policy, current, load, lead, now)
+            shapes = self.shape_inputs(model, policy, current) if policy.vertical_auto else None
+            policy, vertical_note = choose_vertical(shapes, load, lead, now) if shapes is not None else (policy, "")
             capacity, capacity_key, capacity_note = self.capacity_for(model, policy)
-            budget = None if advisory else self.budget_for(model, policy)
-            decision, self._states[model] = decide(
-                load, policy, state, current_replicas, now, woken, lead, wall, capacity, capacity_note, budget, vertical_note
+            budget = None if advisory else self.budget_inputs(model)
+            given = DecisionInputs(
+                load, policy, state, current_replicas, now, woken=woken, lead_s=lead, wall_s=wall, capacity=capacity, capacity_note=capacity_note,
+                budget=budget_for(budget, policy) if budget is not None else None, vertical_note=vertical_note, capacity_key=capacity_key,
             )
-            inputs = record_inputs(
-                load, policy_to_proto(policy), state, current_replicas, now, woken, lead, decision, wall,
-                capacity_key, capacity.calibration if capacity else 0.0, capacity_note, budget, vertical_note,
-            )
-        self._note_evaluation(model, revision, current_replicas, decision, inputs, advisory)
+            decision, self._states[model] = decide(given)
+            inputs = record_inputs(given, decision, shapes, budget)
+        self.publisher.note_evaluation(model, revision, current_replicas, decision, inputs, advisory)
         if not decision.valid:
             self.metrics.holds.labels(model).inc()
             return
         if advisory:
             self._demands.pop(model, None)  # advice takes no share of the budget
-            await self._advise(model, decision, inputs, current_replicas)
+            await self.publisher.advise(model, decision, inputs, current_replicas)
             return
         self._note_demand(model, policy, decision.demand)
         vertical = self.vertical_for(policy)
         if current is not None and decision.replicas == current_replicas and current.vertical == vertical:
             return
-        desired = scheduling_pb2.DesiredState(
-            model=model,
-            horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas),
-            vertical=vertical,
-            reason=decision.reason,
-            decided_at_unix_s=time.time(),
-        )
-        try:
-            if current is None and revision == 0:
-                generation = await self.bus.desired.create(model, desired.SerializeToString())
-            else:
-                generation = await self.bus.desired.update(model, desired.SerializeToString(), last=revision)
-        except KeyWrongLastSequenceError:
-            self.metrics.conflicts.labels(model).inc()
-            log.warning("desired state of %s changed under us (another scheduler?); recomputing next tick", model)
-            return
-        except Exception as error:  # the JetStream "key exists" error on create races too
-            log.warning("writing desired state of %s failed: %s", model, error)
-            return
-        desired.generation = generation
-        self.metrics.decisions.labels(model).inc()
-        self.metrics.desired.labels(model).set(desired.horizontal.replicas)
-        log.info("%s: %d -> %d replicas (generation %d): %s", model, current_replicas, desired.horizontal.replicas, generation, decision.reason)
-        record = scheduling_pb2.ScalingDecision(
-            model=model,
-            generation=generation,
-            previous_replicas=current_replicas,
-            desired=desired,
-            inputs=inputs,
-        )
-        await self.bus.js.publish(
-            subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{generation}"}
-        )
-
-    def _note_evaluation(
-        self, model: str, revision: int, current: int, decision: Decision, inputs: scheduling_pb2.DecisionInputs, advisory: bool
-    ) -> None:
-        """Keep the model's latest evaluation, changed or not, so `explain` can say why it has what it has now."""
-        self.evaluations[model] = scheduling_pb2.ScalingDecision(
-            model=model,
-            generation=revision,
-            previous_replicas=current,
-            desired=scheduling_pb2.DesiredState(
-                model=model, horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas), reason=decision.reason, decided_at_unix_s=time.time()
-            ),
-            inputs=inputs,
-            advisory=advisory,
-        )
-
-    async def _advise(self, model: str, decision: Decision, inputs: scheduling_pb2.DecisionInputs, current: int) -> None:
-        """Advisory mode: publish the decision (when the advice changes), write nothing, carry out nothing."""
-        if self._advice.get(model) == (decision.replicas, current):
-            return
-        self._advice[model] = (decision.replicas, current)
-        decided = time.time()
-        record = scheduling_pb2.ScalingDecision(
-            model=model,
-            previous_replicas=current,
-            desired=scheduling_pb2.DesiredState(
-                model=model, horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas), reason=decision.reason, decided_at_unix_s=decided
-            ),
-            inputs=inputs,
-            advisory=True,
-        )
-        log.info("%s (advisory): would go %d -> %d replicas: %s", model, current, decision.replicas, decision.reason)
-        await self.bus.js.publish(subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:advice:{decided:.6f}"})
+        await self.publisher.write(model, revision, current_replicas, decision, vertical, inputs, create=current is None and revision == 0)
 
     async def run(self, stop: asyncio.Event) -> None:
         subscriptions = [

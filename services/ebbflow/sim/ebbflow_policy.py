@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ebbflow.forecaster.core import Selector
-from ebbflow.runtime.config import ModelPolicy
+from ebbflow.policy import ModelPolicy
 from ebbflow.scheduler.capacity import CapacityModel, recalibrate
-from ebbflow.scheduler.core import ForecastView, LoadView, ScalingState, decide, resume_state
+from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide, resume_state
 from ebbflow.sim.control import Observation
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -103,7 +103,7 @@ class Ebbflow:
             True, obs.in_flight(self.window_s), obs.arrival_rps(self.window_s), forecast=view, burst_in_flight=obs.in_flight(self.burst_window_s), idle_s=obs.idle_s()
         )
         lead = self.policy.lead_s or self.cold_start_s + self.period_s
-        decision, self.state = decide(load, self.policy, self.state, obs.current, obs.now_s, lead_s=lead, capacity=self.capacity)
+        decision, self.state = decide(DecisionInputs(load, self.policy, self.state, obs.current, obs.now_s, lead_s=lead, capacity=self.capacity))
         self.current = decision.replicas
         return decision.replicas
 

@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from ebbflow.emulator.service_time import Profile
-from ebbflow.runtime.config import ModelPolicy
+from ebbflow.policy import ModelPolicy
 from ebbflow.scheduler.capacity import CapacityModel, Shape
-from ebbflow.scheduler.core import LoadView, ScalingState, decide, resume_state
+from ebbflow.scheduler.core import DecisionInputs, LoadView, ScalingState, decide, resume_state
 from ebbflow.sim.control import Observation
 from ebbflow.sim.des import Fleet, Outcome, simulate
 from ebbflow.sim.ebbflow_policy import Forecasts, forecasts
@@ -139,7 +139,7 @@ class LiveLikeEbbflow:
         if woken:
             in_flight = arrivals = burst = 0.0
         load = LoadView(True, in_flight, arrivals, forecast=view, burst_in_flight=burst, idle_s=obs.idle_s())
-        decision, self.state = decide(load, self.policy, self.state, obs.current, obs.now_s, woken=woken, lead_s=self.lead_s, capacity=self.capacity)
+        decision, self.state = decide(DecisionInputs(load, self.policy, self.state, obs.current, obs.now_s, woken=woken, lead_s=self.lead_s, capacity=self.capacity))
         if decision.replicas != obs.current:
             self.changes.append((obs.now_s, obs.current, decision.replicas, decision.reason))
         return decision.replicas

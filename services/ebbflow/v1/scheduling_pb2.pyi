@@ -40,7 +40,7 @@ class DesiredState(_message.Message):
     def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., horizontal: _Optional[_Union[HorizontalDecision, _Mapping]] = ..., vertical: _Optional[_Union[VerticalDecision, _Mapping]] = ..., reason: _Optional[str] = ..., decided_at_unix_s: _Optional[float] = ...) -> None: ...
 
 class DecisionInputs(_message.Message):
-    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s", "capacity_key", "capacity_calibration", "capacity_note", "idle_s", "budgeted", "budget_cap", "budget_note", "vertical_note", "burst_in_flight", "forecast_untrusted_reason", "recent_peak_rps")
+    __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s", "capacity_key", "capacity_calibration", "capacity_note", "idle_s", "budgeted", "budget_cap", "budget_note", "vertical_note", "burst_in_flight", "forecast_untrusted_reason", "recent_peak_rps", "vertical", "largest_gpu_gb", "budget_gpus", "budget_demands")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_RPS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,10 @@ class DecisionInputs(_message.Message):
     BURST_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     FORECAST_UNTRUSTED_REASON_FIELD_NUMBER: _ClassVar[int]
     RECENT_PEAK_RPS_FIELD_NUMBER: _ClassVar[int]
+    VERTICAL_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_GPU_GB_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_GPUS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_DEMANDS_FIELD_NUMBER: _ClassVar[int]
     in_flight: float
     arrival_rps: float
     current_replicas: int
@@ -109,7 +113,51 @@ class DecisionInputs(_message.Message):
     burst_in_flight: float
     forecast_untrusted_reason: str
     recent_peak_rps: float
-    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ..., capacity_key: _Optional[str] = ..., capacity_calibration: _Optional[float] = ..., capacity_note: _Optional[str] = ..., idle_s: _Optional[float] = ..., budgeted: bool = ..., budget_cap: _Optional[int] = ..., budget_note: _Optional[str] = ..., vertical_note: _Optional[str] = ..., burst_in_flight: _Optional[float] = ..., forecast_untrusted_reason: _Optional[str] = ..., recent_peak_rps: _Optional[float] = ...) -> None: ...
+    vertical: VerticalInputs
+    largest_gpu_gb: float
+    budget_gpus: float
+    budget_demands: _containers.RepeatedCompositeFieldContainer[BudgetDemand]
+    def __init__(self, in_flight: _Optional[float] = ..., arrival_rps: _Optional[float] = ..., current_replicas: _Optional[int] = ..., window_recommendations: _Optional[_Iterable[int]] = ..., forecast_rps: _Optional[float] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., time_in_system_s: _Optional[float] = ..., predictive_replicas: _Optional[int] = ..., reactive_replicas: _Optional[int] = ..., policy: _Optional[_Union[_policy_pb2.ScalingPolicy, _Mapping]] = ..., fresh: bool = ..., load_reason: _Optional[str] = ..., woken: bool = ..., prior_recommendations: _Optional[_Iterable[int]] = ..., prior_ages_s: _Optional[_Iterable[float]] = ..., prior_time_in_system_s: _Optional[float] = ..., forecast_age_s: _Optional[float] = ..., forecast_step_s: _Optional[float] = ..., forecast: _Optional[_Iterable[_Union[_forecast_pb2.QuantileSeries, _Mapping]]] = ..., initial: bool = ..., wall_unix_s: _Optional[float] = ..., prior_panic_left_s: _Optional[float] = ..., capacity_key: _Optional[str] = ..., capacity_calibration: _Optional[float] = ..., capacity_note: _Optional[str] = ..., idle_s: _Optional[float] = ..., budgeted: bool = ..., budget_cap: _Optional[int] = ..., budget_note: _Optional[str] = ..., vertical_note: _Optional[str] = ..., burst_in_flight: _Optional[float] = ..., forecast_untrusted_reason: _Optional[str] = ..., recent_peak_rps: _Optional[float] = ..., vertical: _Optional[_Union[VerticalInputs, _Mapping]] = ..., largest_gpu_gb: _Optional[float] = ..., budget_gpus: _Optional[float] = ..., budget_demands: _Optional[_Iterable[_Union[BudgetDemand, _Mapping]]] = ...) -> None: ...
+
+class VerticalInputs(_message.Message):
+    __slots__ = ("instances_per_replica", "max_batch_size", "in_force_instances", "in_force_max_batch_size", "candidates", "curves_unavailable")
+    INSTANCES_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IN_FORCE_INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    IN_FORCE_MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CURVES_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    instances_per_replica: int
+    max_batch_size: int
+    in_force_instances: int
+    in_force_max_batch_size: int
+    candidates: _containers.RepeatedCompositeFieldContainer[ShapeCurves]
+    curves_unavailable: str
+    def __init__(self, instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., in_force_instances: _Optional[int] = ..., in_force_max_batch_size: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[ShapeCurves, _Mapping]]] = ..., curves_unavailable: _Optional[str] = ...) -> None: ...
+
+class ShapeCurves(_message.Message):
+    __slots__ = ("instances_per_replica", "max_batch_size", "capacity_key", "capacity_calibration")
+    INSTANCES_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_KEY_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    instances_per_replica: int
+    max_batch_size: int
+    capacity_key: str
+    capacity_calibration: float
+    def __init__(self, instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., capacity_key: _Optional[str] = ..., capacity_calibration: _Optional[float] = ...) -> None: ...
+
+class BudgetDemand(_message.Message):
+    __slots__ = ("model", "priority", "replicas", "gpus_per_replica")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    GPUS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    priority: int
+    replicas: int
+    gpus_per_replica: float
+    def __init__(self, model: _Optional[str] = ..., priority: _Optional[int] = ..., replicas: _Optional[int] = ..., gpus_per_replica: _Optional[float] = ...) -> None: ...
 
 class CapacityCurve(_message.Message):
     __slots__ = ("pool", "rates", "met", "in_flight", "ttft_s")

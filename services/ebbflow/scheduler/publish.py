@@ -1,0 +1,101 @@
+"""Where the scheduler's decisions go: the desired state, the `DECISIONS` stream, and each model's latest evaluation.
+
+The desired state is written with compare-and-set on the KV revision it was
+read at (its generation), so two schedulers cannot interleave: a write based
+on a stale revision fails and is recomputed on the next tick. Each change is
+published with its inputs (scheduler.explain) under a message id of its
+generation, so a retried publish is not a second decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from nats.js.errors import KeyWrongLastSequenceError
+
+from ebbflow.runtime import subjects
+from ebbflow.runtime.bus import Bus
+from ebbflow.scheduler.core import Decision
+from ebbflow.v1 import scheduling_pb2
+
+if TYPE_CHECKING:
+    from ebbflow.scheduler.service import SchedulerMetrics
+
+log = logging.getLogger(__name__)
+
+
+def _desired(model: str, decision: Decision, decided_at_unix_s: float, vertical: scheduling_pb2.VerticalDecision | None = None) -> scheduling_pb2.DesiredState:
+    return scheduling_pb2.DesiredState(
+        model=model,
+        horizontal=scheduling_pb2.HorizontalDecision(replicas=decision.replicas),
+        vertical=vertical,
+        reason=decision.reason,
+        decided_at_unix_s=decided_at_unix_s,
+    )
+
+
+class Publisher:
+    """Writes and publishes one scheduler's decisions, and keeps what `explain` asks about."""
+
+    def __init__(self, bus: Bus, metrics: "SchedulerMetrics") -> None:
+        self.bus = bus
+        self.metrics = metrics
+        self.evaluations: dict[str, scheduling_pb2.ScalingDecision] = {}
+        """Each model's latest evaluation (holds and no-changes included), with the inputs it can be recomputed from."""
+        self._advice: dict[str, tuple[int, int]] = {}
+
+    def note_evaluation(
+        self, model: str, revision: int, current: int, decision: Decision, inputs: scheduling_pb2.DecisionInputs, advisory: bool
+    ) -> None:
+        """Keep the model's latest evaluation, changed or not, so `explain` can say why it has what it has now."""
+        self.evaluations[model] = scheduling_pb2.ScalingDecision(
+            model=model,
+            generation=revision,
+            previous_replicas=current,
+            desired=_desired(model, decision, time.time()),
+            inputs=inputs,
+            advisory=advisory,
+        )
+
+    async def advise(self, model: str, decision: Decision, inputs: scheduling_pb2.DecisionInputs, current: int) -> None:
+        """Advisory mode: publish the decision (when the advice changes), write nothing, carry out nothing."""
+        if self._advice.get(model) == (decision.replicas, current):
+            return
+        self._advice[model] = (decision.replicas, current)
+        decided = time.time()
+        record = scheduling_pb2.ScalingDecision(model=model, previous_replicas=current, desired=_desired(model, decision, decided), inputs=inputs, advisory=True)
+        log.info("%s (advisory): would go %d -> %d replicas: %s", model, current, decision.replicas, decision.reason)
+        await self.bus.js.publish(subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:advice:{decided:.6f}"})
+
+    async def write(
+        self,
+        model: str,
+        revision: int,
+        current: int,
+        decision: Decision,
+        vertical: scheduling_pb2.VerticalDecision,
+        inputs: scheduling_pb2.DecisionInputs,
+        create: bool,
+    ) -> None:
+        """Write the desired state over `revision` (or create it), then publish the decision with its generation."""
+        desired = _desired(model, decision, time.time(), vertical)
+        try:
+            if create:
+                generation = await self.bus.desired.create(model, desired.SerializeToString())
+            else:
+                generation = await self.bus.desired.update(model, desired.SerializeToString(), last=revision)
+        except KeyWrongLastSequenceError:
+            self.metrics.conflicts.labels(model).inc()
+            log.warning("desired state of %s changed under us (another scheduler?); recomputing next tick", model)
+            return
+        except Exception as error:  # the JetStream "key exists" error on create races too
+            log.warning("writing desired state of %s failed: %s", model, error)
+            return
+        desired.generation = generation
+        self.metrics.decisions.labels(model).inc()
+        self.metrics.desired.labels(model).set(desired.horizontal.replicas)
+        log.info("%s: %d -> %d replicas (generation %d): %s", model, current, desired.horizontal.replicas, generation, decision.reason)
+        record = scheduling_pb2.ScalingDecision(model=model, generation=generation, previous_replicas=current, desired=desired, inputs=inputs)
+        await self.bus.js.publish(subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{generation}"})
