@@ -26,6 +26,7 @@ from ebbflow.runtime.config import PlacementConfig, SchedulerConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
+from ebbflow.runtime.wire import ROUTER_TELEMETRY_FRESH_S
 from ebbflow.scheduler.budget import BudgetInputs, Demand, budget_for, gpus_per_replica, replica_memory_gb
 from ebbflow.scheduler.capacity import CapacityModel
 from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
@@ -44,8 +45,6 @@ COLD_STARTS_KEPT = 8
 """Recent cold starts per model the lead is read from (the slowest of them)."""
 
 WAKEUP_MEMORY_S = 2.0
-ROUTER_FRESH_S = 2.5
-"""Router telemetry (one window a second) older than this no longer counts toward the pushed in-flight."""
 
 
 @dataclass
@@ -184,9 +183,9 @@ class Scheduler:
                 self._wake.set()
 
     def _burst(self, model: str, now: float) -> float:
-        """In-flight the routers pushed over the burst window (each router's mean), summed over routers heard from
-        lately; -1 if none."""
-        means = [pushes.mean(model, now) for pushes in self._pushed.values() if now - pushes.heard_at() <= ROUTER_FRESH_S]
+        """In-flight the routers pushed over the burst window (each router's mean), summed over the routers alive
+        (heard from within ROUTER_TELEMETRY_FRESH_S); -1 if none."""
+        means = [pushes.mean(model, now) for pushes in self._pushed.values() if now - pushes.heard_at() < ROUTER_TELEMETRY_FRESH_S]
         known = [m for m in means if m is not None]
         return sum(known) if known else -1.0
 
