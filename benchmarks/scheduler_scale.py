@@ -10,7 +10,7 @@ once) and times it until that decision arrives on the model's decisions
 subject. Both modes run in one process, one after the other, on the same
 models.
 
-Placement (the pure core, scheduler/placement.py): --placement-models models
+Placement (the pure core, placement.py): --placement-models models
 (1-16 replicas, 12-70 GB each, sizes that do not divide 80 GB, seeded) onto --gpus 80 GB GPUs, 8 per node;
 then again after every model's replica count moved by up to 20 %, keeping the
 running replicas. Reported: time, GPUs used against the fractional lower
@@ -49,7 +49,7 @@ from ebbflow.runtime.bus import connect
 from ebbflow.runtime.config import SchedulerConfig
 from ebbflow.runtime.nats_server import start_nats_server
 from ebbflow.runtime.registry import following
-from ebbflow.scheduler.placement import Node, Want, place
+from ebbflow.placement import Node, Want, place
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
 from ebbflow.v1 import load_pb2, scheduling_pb2
 

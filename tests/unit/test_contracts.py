@@ -42,7 +42,8 @@ SHELLS = {
     "router/forwarding.py": "gRPC calls to replicas",
     "router/telemetry.py": "Prometheus metrics, publishes telemetry",
     "router/streaming.py": "gRPC streams",
-    "router/refusal.py": "gRPC status codes of refusals",
+    "router/refusal.py": "gRPC status codes of refusals (imports grpc for them; no I/O)",
+    "router/answers.py": "gRPC status codes of refused methods (imports grpc for them; no I/O)",
     "router/worker.py": "the router's processes",
     "router/front.py": "runs HAProxy",
     "actuator/local.py": "the local actuator's loop",
@@ -51,9 +52,11 @@ SHELLS = {
     "actuator/vertical.py": "reloads through Triton's repository API",
     "actuator/consolidation.py": "moves replicas",
     "actuator/replica.py": "writes the registry",
+    "actuator/crashes.py": "keeps each model's back-off on the clock (backoff.py is its pure rule)",
     "actuator/static.py": "fixed replicas for tests and benchmarks",
     "actuator/leftovers.py": "finds and kills processes left by a crash",
     "sim/compare.py": "runs policies in worker processes",
+    "sim/replay.py": "the replay command's run: reads the trace, times the run, writes results",
 }
 """Modules in CHECKED that do I/O, and what for."""
 

@@ -16,7 +16,7 @@ from ebbflow.actuator.core import MoveSnapshot, Phase, choose_move
 from ebbflow.actuator.replica import ActuatorMetrics, ManagedReplica
 from ebbflow.actuator.slots import GpuSlots
 from ebbflow.runtime.config import PlacementConfig
-from ebbflow.scheduler.placement import Placed, slot_name
+from ebbflow.placement import Placed, slot_name
 from ebbflow.v1 import scheduling_pb2
 
 StartReplica = Callable[[str, scheduling_pb2.DesiredState, str, float], Awaitable[ManagedReplica | None]]

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Iterable, Mapping, Sequence
 
 from ebbflow.runtime.wire import ROUTER_TELEMETRY_FRESH_S
-from ebbflow.scheduler.placement import GpuId, Node, Placed, consolidation_move, slot_name
+from ebbflow.placement import GpuId, Node, Placed, consolidation_move, slot_name
 
 
 class Phase(Enum):

@@ -12,7 +12,7 @@ from typing import Mapping
 
 from ebbflow.actuator.replica import ManagedReplica
 from ebbflow.runtime.config import PlacementConfig
-from ebbflow.scheduler.placement import GpuId, choose_slot, largest_gpu_gb, parse_node, parse_slot, slot_name
+from ebbflow.placement import GpuId, choose_slot, largest_gpu_gb, parse_node, parse_slot, slot_name
 from ebbflow.v1 import scheduling_pb2
 
 

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ebbflow.placement import parse_node
 from ebbflow.policy import ModelPolicy, policy_patch
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.typed import typed_values
@@ -199,7 +200,6 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError("router.hold_timeout_s, hold_max_requests and hold_max_bytes must be positive")
     if r.max_retries < 0 or r.retry_buffer_bytes < 0 or r.eject_after_failures < 1 or r.eject_s < 0:
         raise ConfigError("router.max_retries, retry_buffer_bytes and eject_s must be >= 0 and eject_after_failures >= 1")
-    from ebbflow.scheduler.placement import parse_node  # the one parser of node specs
 
     try:
         names = [parse_node(text).name for text in config.placement.nodes]

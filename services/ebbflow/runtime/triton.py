@@ -35,6 +35,7 @@ from nats.js.kv import KeyValue
 from tritonclient.grpc import model_config_pb2
 
 from ebbflow import REPO_ROOT
+from ebbflow.placement import parse_slot
 from ebbflow.runtime.errors import ConfigError, UnavailableError
 from ebbflow.runtime.process import free_ports, venv_environment
 from ebbflow.v1 import registry_pb2
@@ -219,7 +220,6 @@ def replica_launch(
 
 def gpu_environment(slot: str) -> dict[str, str]:
     """The replica sees only its own GPU ("node/gpuN" -> CUDA_VISIBLE_DEVICES=N); nothing without a slot."""
-    from ebbflow.scheduler.placement import parse_slot  # the one slot format
 
     gpu = parse_slot(slot)
     return {"CUDA_VISIBLE_DEVICES": str(gpu[1])} if gpu is not None else {}

@@ -33,7 +33,7 @@ from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, Scali
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, TokenMix
 from ebbflow.scheduler.explain import record_initial, record_inputs
 from ebbflow.scheduler.load_window import LoadWindow, PushWindow
-from ebbflow.scheduler.placement import largest_gpu_gb, parse_node
+from ebbflow.placement import largest_gpu_gb, parse_node
 from ebbflow.scheduler.publish import Publisher
 from ebbflow.scheduler.resume import Resumed, note_snapshot, warming, while_warming
 from ebbflow.scheduler.vertical import ShapeCurves, ShapeInputs, candidate_shapes, choose_vertical, in_force_shape, with_shape
