@@ -8,7 +8,7 @@ from ebbflow.actuator.backoff import BackoffSettings, CrashState, allowed_starts
 from ebbflow.actuator.core import MOVE_WINDOW_S, ActualReplica, MoveSnapshot, Phase, choose_move, live_routers, reconcile, routers_idle
 from ebbflow.runtime.config import parse_config
 from ebbflow.runtime.errors import ConfigError
-from ebbflow.scheduler.placement import Placed, parse_node
+from ebbflow.placement import Placed, parse_node
 
 
 def replica(rid: str, phase: Phase, started: float = 0.0) -> ActualReplica:

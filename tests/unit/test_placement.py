@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from ebbflow.policy import ModelPolicy
 from ebbflow.scheduler.budget import Demand, budget_caps
 from ebbflow.scheduler.core import DecisionInputs, LoadView, ScalingState, decide
-from ebbflow.scheduler.placement import Node, Placed, Want, choose_slot, consolidation_move, parse_node, parse_slot, place, slot_name
+from ebbflow.placement import Node, Placed, Want, choose_slot, consolidation_move, parse_node, parse_slot, place, slot_name
 
 NODES = [Node(f"n{i}", 4, 80.0) for i in range(3)]
 
