@@ -9,6 +9,11 @@ operations, so a forecast costs microseconds, not a refit.
 
 Missing data is never read as zero: recursions skip the correction step, and
 fits interpolate over gaps.
+
+Two more candidates combine the others' forecasts (the selector sets their
+points each step, after the others'): the median, and Hedge, the
+error-weighted mix that selection falls back on. `default_models` is the
+candidate set the forecaster runs.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
+from typing import Sequence
 
 import numpy as np
 
@@ -408,3 +414,70 @@ class LagRidge(Model):
         if horizon > len(out):
             out = np.concatenate([out, np.full(horizon - len(out), out[-1])])
         return np.maximum(out[:horizon], 0.0)
+
+
+# -- combinations of the other candidates' forecasts ------------------------------------------------
+
+
+class Aggregate(Model):
+    """A combination of the other candidates: the selector sets its points each step, after theirs."""
+
+    def __init__(self) -> None:
+        self.points = np.zeros(0)
+
+    def update(self, value: float) -> None:
+        pass
+
+    def fit(self, history: np.ndarray) -> None:
+        pass
+
+    def predict(self, horizon: int) -> np.ndarray:
+        return self.points[:horizon] if len(self.points) >= horizon else np.full(horizon, math.nan)
+
+
+class Median(Aggregate):
+    """The median of the other candidates' point forecasts."""
+
+    name = "median_ensemble"
+
+
+class Hedge(Aggregate):
+    """Exponentially weighted aggregation (Hedge) of the other candidates' point forecasts, per horizon step.
+
+    Each model's weight at step h is exp(-rate * L / mean L), where L is its discounted absolute error at that
+    step (scaled by the series level): a model 5 % worse than average keeps exp(-rate / 20) of the weight of an
+    average one. A convex mix of forecasts errs no more than the same mix of their errors, so the aggregate
+    tracks the best model in hindsight without the switching of a hard choice, and often beats it.
+    """
+
+    name = "hedge"
+
+    def __init__(self, rate: float = 20.0) -> None:
+        super().__init__()
+        self.rate = rate
+        self.weights = np.zeros((0, 0))
+        """The last combination's weights, (models x horizon), each column summing to 1 (0 where none)."""
+
+    def combine(self, forecasts: np.ndarray, errors: np.ndarray) -> np.ndarray:
+        """forecasts, errors: (models x horizon); a model with a NaN forecast or error takes no weight at that
+        step. NaN where no model can be weighed."""
+        usable = ~np.isnan(forecasts) & ~np.isnan(errors)
+        count = usable.sum(axis=0)
+        error = np.where(usable, errors, 0.0)
+        mean = np.divide(error.sum(axis=0), count, out=np.zeros(count.shape), where=count > 0)
+        relative = np.divide(error, mean, out=np.zeros_like(error), where=mean > 0)
+        logits = np.where(usable, -self.rate * relative, -np.inf)
+        top = logits.max(axis=0)
+        weights = np.where(usable, np.exp(logits - np.where(np.isfinite(top), top, 0.0)), 0.0)
+        total = weights.sum(axis=0)
+        mixed = (weights * np.where(usable, forecasts, 0.0)).sum(axis=0)
+        self.weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+        return np.divide(mixed, total, out=np.full(total.shape, math.nan), where=total > 0)
+
+
+def default_models(horizon: int, season: int, max_history: int, ma_windows: Sequence[int] = (6, 30)) -> list[Model]:
+    """The candidate set: baselines, smoothing, ARIMA, and the learned model."""
+    models: list[Model] = [LastValue(), *(MovingAverage(w) for w in ma_windows), Ewma(), HoltWinters(), Arima(), LagRidge(horizon=horizon, season=season)]
+    if season and 3 * season <= max_history:
+        models.append(HoltWinters(season))
+    return models
