@@ -39,8 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ebbflow.forecaster.backtest import replay, score_replay
-from ebbflow.forecaster.models import default_models
-from ebbflow.forecaster.selection import Selector
+from ebbflow.forecaster.selection import Selector, default_models
 from ebbflow.traces import Trace, load_trace, trace_files
 
 ROOT = Path(__file__).resolve().parent.parent

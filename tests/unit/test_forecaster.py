@@ -7,7 +7,9 @@ import pytest
 
 from ebbflow.forecaster.backtest import replay, score_replay
 from ebbflow.forecaster.candidates import IssuedRing, TrailingLosses
-from ebbflow.forecaster.models import Arima, Ewma, HoltWinters, LagRidge, LastValue, MovingAverage
+from ebbflow.forecaster.models.arima import Arima
+from ebbflow.forecaster.models.ridge import LagRidge
+from ebbflow.forecaster.models.smoothing import Ewma, HoltWinters, LastValue, MovingAverage
 from ebbflow.forecaster.selection import Selector, describe
 from ebbflow.forecaster.service import Bins
 from ebbflow.traces import rebin
@@ -147,7 +149,7 @@ def test_rebin_and_describe():
 
 
 def test_hedge_weighs_models_by_recent_error_and_ignores_missing_ones():
-    from ebbflow.forecaster.models import Hedge
+    from ebbflow.forecaster.models.combiners import Hedge
 
     hedge = Hedge(rate=20.0)
     forecasts = np.array([[10.0, 10.0, math.nan], [20.0, 30.0, math.nan], [12.0, math.nan, math.nan]])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ebbflow.forecaster.conformal import Conformal
-from ebbflow.forecaster.models import Model
+from ebbflow.forecaster.models.base import Model
 
 
 class TrailingLosses:

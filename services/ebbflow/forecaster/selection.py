@@ -12,7 +12,7 @@ step, for every candidate model:
    and the guards against a change of regime).
 The forecast published is the selected candidate's; selection is by mean
 pinball loss (p50 and p90) over a trailing window. Hedge (the error-weighted
-mix of the others, ebbflow.forecaster.models) is the default; a challenger
+mix of the others, ebbflow.forecaster.models.combiners) is the default; a challenger
 takes over only when it beats the one in force by a margin for `patience`
 consecutive steps (a whole selection window by default), and Hedge takes back
 over as soon as it is no worse.
@@ -35,7 +35,11 @@ import numpy as np
 
 from ebbflow.forecaster.candidates import Candidate, IssuedRing, TrailingLosses
 from ebbflow.forecaster.conformal import QUANTILES, Conformal
-from ebbflow.forecaster.models import Hedge, Median, Model, default_models
+from ebbflow.forecaster.models.arima import Arima
+from ebbflow.forecaster.models.base import Model
+from ebbflow.forecaster.models.combiners import Hedge, Median
+from ebbflow.forecaster.models.ridge import LagRidge
+from ebbflow.forecaster.models.smoothing import Ewma, HoltWinters, LastValue, MovingAverage
 
 # The choice is made apart for the median and for the upper quantiles, each by its own pinball loss:
 # the model that best tracks the centre is often not the one whose upper tail is best calibrated.
@@ -60,6 +64,14 @@ class ForecastResult:
     """Per horizon step: the quantiles come from calibrated errors (else they are the point forecast)."""
     untrusted_reason: str = ""
     """Empty when the forecast may be acted on; else why not (too young, or not calibrated yet)."""
+
+
+def default_models(horizon: int, season: int, max_history: int, ma_windows: Sequence[int] = (6, 30)) -> list[Model]:
+    """The candidate set: baselines, smoothing, ARIMA, and the learned model."""
+    models: list[Model] = [LastValue(), *(MovingAverage(w) for w in ma_windows), Ewma(), HoltWinters(), Arima(), LagRidge(horizon=horizon, season=season)]
+    if season and 3 * season <= max_history:
+        models.append(HoltWinters(season))
+    return models
 
 
 def describe(methods: Sequence[str]) -> str:

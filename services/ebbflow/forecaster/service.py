@@ -25,8 +25,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from ebbflow.forecaster.models import default_models
-from ebbflow.forecaster.selection import ForecastResult, Selector
+from ebbflow.forecaster.selection import ForecastResult, Selector, default_models
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe
 from ebbflow.runtime.config import ForecasterConfig
