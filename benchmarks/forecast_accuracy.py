@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ebbflow.forecaster.core import Selector, default_models, replay, score_replay
+from ebbflow.forecaster.backtest import replay, score_replay
+from ebbflow.forecaster.selection import Selector, default_models
 from ebbflow.traces import Trace, load_trace, trace_files
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -38,7 +38,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from forecast_accuracy import Series, add_trace_arguments, selected_series  # noqa: E402  (the same series and horizons)
 
-from ebbflow.forecaster.models import LagRidge, interpolate  # noqa: E402
+from ebbflow.forecaster.models.base import interpolate  # noqa: E402
+from ebbflow.forecaster.models.ridge import LagRidge  # noqa: E402
 
 
 def design(series: Series, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:

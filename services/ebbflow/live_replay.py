@@ -263,7 +263,7 @@ def run_live_replay(options: LiveReplayOptions, out: Path | None, plots: bool = 
     )
     capacity = None
     if policy.has_slo:
-        from ebbflow.sim.profile import measure_curve
+        from ebbflow.scheduler.measure import measure_curve
 
         slo = Slo(ttft_s=policy.slo_ttft_s, tpot_s=policy.slo_tpot_s, latency_s=policy.slo_latency_s, percentile=policy.slo_share * 100)
         prompts = np.array([r.prompt_words for r in plan])

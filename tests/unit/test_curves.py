@@ -1,4 +1,7 @@
-"""The live scheduler's curve specs and their stored form."""
+"""The live scheduler's curve specs, their stored form and their measurement."""
+
+import ast
+from pathlib import Path
 
 import pytest
 
@@ -95,7 +98,7 @@ def test_a_faster_emulator_is_measured_over_as_many_requests_and_scales_exactly(
     """At time scale 1/50 every duration shrinks 50x: the curves are the unscaled ones with rates x50 and
     TTFT /50, measured in the same time (before, a fixed 180 s minimum run made them 50x the work)."""
     from ebbflow.emulator.service_time import load_profile
-    from ebbflow.sim.profile import measure_curve
+    from ebbflow.scheduler.measure import measure_curve
 
     profile = load_profile("llama2-7b-a100")
     kwargs = dict(pools=(1, 4), points=6, requests_per_point=600)
@@ -138,3 +141,23 @@ def test_a_measurement_in_a_child_returns_the_spec_s_curves():
 
     model = model_from_bytes(asyncio.run(measure_in_child(SPEC)))
     assert model.curves.shape == Shape(1, 8) and model.curves.slo == SPEC.slo and len(model.curves.curves) == 6
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def test_the_scheduler_and_the_emulator_import_nothing_of_the_simulator():
+    """The simulator runs the scheduler's policies, so it imports the scheduler; the other way round would be a
+    cycle. Curves are measured on the emulator's pool (emulator.pool), which the simulator replays fleets on."""
+    root = Path(__file__).parents[2] / "services" / "ebbflow"
+    for path in [*(root / "scheduler").glob("*.py"), *(root / "emulator").glob("*.py")]:
+        simulator = {name for name in imported_modules(path) if name == "ebbflow.sim" or name.startswith("ebbflow.sim.")}
+        assert not simulator, f"{path.relative_to(root)} imports {simulator}"
+

@@ -1,8 +1,9 @@
 """The shared service-time model: shape of the physics, not exact numbers."""
 
+import numpy as np
 import pytest
 
-from ebbflow.emulator.service_time import load_profile, service_time
+from ebbflow.emulator.service_time import load_profile, service_time, service_times
 
 PROFILE = load_profile("llama2-7b-a100")
 
@@ -50,6 +51,27 @@ def test_slower_gpu_takes_longer():
 def test_invalid_inputs_are_refused(kwargs):
     with pytest.raises(ValueError):
         service_time(profile=PROFILE, **kwargs)
+
+
+@pytest.mark.parametrize("instances, speed_factor", [(1, 1.0), (4, 1.0), (2, 1 / 1.15), (3, 50.0)])
+def test_batches_at_once_are_each_batch_alone_to_the_bit(instances, speed_factor):
+    """service_times (the scheduler's full-batch throughput) is service_time (the simulator's and the Triton
+    model's) row by row: one formula, so exact equality, not approximate."""
+    rng = np.random.default_rng(0)
+    prompts = rng.integers(-5, 3000, size=(500, 4))  # a negative count prefills as nothing
+    outputs = rng.integers(-5, 400, size=(500, 4))
+    outputs[0] = -1  # no decode step at all
+    many = service_times(prompts, outputs, PROFILE, instances, speed_factor)
+    for i in range(len(prompts)):
+        one = service_time(prompts[i].tolist(), outputs[i].tolist(), PROFILE, instances, speed_factor)
+        assert (many.total_s[i], many.ttft_s[i], many.tpot_s[i]) == (one.total_s, one.ttft_s, one.tpot_s)
+
+
+def test_batches_at_once_refuse_ragged_or_flat_input():
+    with pytest.raises(ValueError):
+        service_times(np.ones((3, 2)), np.ones((3, 1)), PROFILE)
+    with pytest.raises(ValueError):
+        service_times(np.ones(3), np.ones(3), PROFILE)
 
 
 def test_empty_batch_costs_nothing():

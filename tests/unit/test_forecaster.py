@@ -5,8 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from ebbflow.forecaster.core import Bins, IssuedRing, Selector, TrailingLosses, describe, replay, score_replay
-from ebbflow.forecaster.models import Arima, Ewma, HoltWinters, LagRidge, LastValue, MovingAverage
+from ebbflow.forecaster.backtest import replay, score_replay
+from ebbflow.forecaster.candidates import IssuedRing, TrailingLosses
+from ebbflow.forecaster.models.arima import Arima
+from ebbflow.forecaster.models.ridge import LagRidge
+from ebbflow.forecaster.models.smoothing import Ewma, HoltWinters, LastValue, MovingAverage
+from ebbflow.forecaster.selection import Selector, describe
+from ebbflow.forecaster.service import Bins
 from ebbflow.traces import rebin
 
 RNG = np.random.default_rng(7)
@@ -144,7 +149,7 @@ def test_rebin_and_describe():
 
 
 def test_hedge_weighs_models_by_recent_error_and_ignores_missing_ones():
-    from ebbflow.forecaster.core import Hedge
+    from ebbflow.forecaster.models.combiners import Hedge
 
     hedge = Hedge(rate=20.0)
     forecasts = np.array([[10.0, 10.0, math.nan], [20.0, 30.0, math.nan], [12.0, math.nan, math.nan]])
@@ -239,7 +244,7 @@ def test_quantiles_stay_sane_through_a_step_from_zero_and_back():
 
 
 def test_adapted_levels_run_into_no_debt_past_one():
-    from ebbflow.forecaster.core import Conformal
+    from ebbflow.forecaster.conformal import Conformal
 
     conformal = Conformal(horizon=1, quantiles=(0.5, 0.9, 0.99), minimum=1)
     for _ in range(100):  # every target far above every bound

@@ -8,17 +8,18 @@ import random
 import numpy as np
 import pytest
 
+from ebbflow.emulator.pool import Telemetry, least_outstanding
 from ebbflow.emulator.service_time import load_profile, service_time
 from ebbflow.router.core import Candidate, pick_replica
-from ebbflow.scheduler.capacity import LEVELS, CapacityModel, Curve, Curves, Shape, Slo, batch_mean_s, recalibrate
+from ebbflow.scheduler.capacity import LEVELS, CapacityModel, Curve, Curves, Shape, Slo, recalibrate
+from ebbflow.scheduler.measure import measure_curve
 from ebbflow.sim.baselines.hpa import Hpa
 from ebbflow.sim.baselines.kpa import Kpa
 from ebbflow.sim.baselines.oracle import Ahead, find_oracle
 from ebbflow.sim.baselines.ray import DOWNSCALE_DELAY_S, UPSCALE_DELAY_S, RayServe
-from ebbflow.sim.control import Observation, Schedule, Telemetry
-from ebbflow.sim.des import Fleet, least_outstanding, simulate
+from ebbflow.sim.control import Observation, Schedule
+from ebbflow.sim.des import Fleet, simulate
 from ebbflow.sim.fluid import simulate_fluid
-from ebbflow.sim.profile import measure_curve
 from ebbflow.sim.workload import Counts, Requests, counts_from_rates, counts_from_requests, scale, token_mix
 from ebbflow.traces import Trace
 
@@ -57,14 +58,6 @@ def telemetry_with(in_flight: list[float], arrivals: list[float] | None = None) 
 
 
 # ---- physics -----------------------------------------------------------------------------------
-
-
-def test_batch_mean_matches_the_emulators_service_time() -> None:
-    prompts, outputs = np.array([100, 900, 2000]), np.array([10, 300, 40])
-    rng = np.random.default_rng(0)
-    rows = rng.integers(0, 3, size=(4000, 4))
-    direct = np.mean([service_time(prompts[r].tolist(), outputs[r].tolist(), PROFILE).total_s for r in rows])
-    assert batch_mean_s(PROFILE, prompts, outputs, 4, draws=4000, seed=0) == pytest.approx(direct, rel=1e-9)
 
 
 def test_least_outstanding_picks_like_the_router() -> None:

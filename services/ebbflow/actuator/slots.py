@@ -3,7 +3,7 @@
 The inventory comes from `placement.nodes`; with none, replicas take no
 slot. What each GPU holds is read off the actuator's own replicas (a
 draining replica keeps its slot until it is gone), and the choice itself is
-scheduler.placement's pure `choose_slot`.
+ebbflow.placement's pure `choose_slot`.
 """
 
 from __future__ import annotations

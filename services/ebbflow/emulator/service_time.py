@@ -1,9 +1,12 @@
 """Service time of one batch on an emulated LLM replica.
 
-This is the ONE function that the Triton model (deploy/model-repository/llm),
-the simulator and the scheduler's capacity bootstrap all call, so the physics
-they assume cannot drift apart. It is pure: no clock, no I/O beyond loading a
-profile file by name.
+This is the ONE formula that the Triton model (deploy/model-repository/llm),
+the simulator and the scheduler's capacity measurement all call, so the
+physics they assume cannot drift apart: `service_time` for one batch,
+`service_times` for many batches of one size at once (numpy, for the
+scheduler's full-batch throughput). Both evaluate the same private
+`_batch_time`, so they agree to the last bit. Pure: no clock, no I/O beyond
+loading a profile file by name.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
-from typing import Sequence
+from typing import Sequence, TypeVar
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,29 @@ def load_profile(name: str) -> Profile:
     )
 
 
+Seconds = TypeVar("Seconds", float, np.ndarray)
+
+
+def _batch_time(prompt_total: Seconds, longest_output: Seconds, batch: int, slowdown: float, profile: Profile) -> tuple[Seconds, Seconds, float]:
+    """(total, TTFT, TPOT) of batches of `batch` requests, from their prompt tokens summed and their longest
+    output: the one formula, on Python numbers or numpy arrays alike (the same operations in the same order)."""
+    prefill_s = profile.prefill_base_s + profile.prefill_s_per_token * prompt_total
+    step_s = profile.decode_step_base_s + profile.decode_step_s_per_extra_sequence * (batch - 1)
+    total_s = (prefill_s + longest_output * step_s) * slowdown
+    ttft_s = (prefill_s + step_s * (longest_output > 0)) * slowdown
+    return total_s, ttft_s, step_s * slowdown
+
+
+def _slowdown(profile: Profile, instances: int, speed_factor: float) -> float:
+    """How much longer a batch takes than on one instance alone at the profile's speed."""
+    return instances / profile.throughput_scaling(instances) / speed_factor
+
+
+def _check_speed(speed_factor: float) -> None:
+    if speed_factor <= 0:
+        raise ValueError(f"speed_factor must be > 0, got {speed_factor}")
+
+
 def service_time(
     prompt_tokens: Sequence[int],
     output_tokens: Sequence[int],
@@ -92,18 +120,39 @@ def service_time(
     """
     if len(prompt_tokens) != len(output_tokens):
         raise ValueError("prompt_tokens and output_tokens must have one entry per request")
-    if speed_factor <= 0:
-        raise ValueError(f"speed_factor must be > 0, got {speed_factor}")
+    _check_speed(speed_factor)
     batch = len(prompt_tokens)
     if batch == 0:
         return ServiceTime(0.0, 0.0, 0.0)
-    prefill_s = profile.prefill_base_s + profile.prefill_s_per_token * sum(max(0, p) for p in prompt_tokens)
-    step_s = profile.decode_step_base_s + profile.decode_step_s_per_extra_sequence * (batch - 1)
-    steps = max(max(output_tokens), 0)
-    slowdown = instances / profile.throughput_scaling(instances) / speed_factor
-    ttft_s = (prefill_s + (step_s if steps else 0.0)) * slowdown
-    return ServiceTime(
-        total_s=(prefill_s + steps * step_s) * slowdown,
-        ttft_s=ttft_s,
-        tpot_s=step_s * slowdown,
-    )
+    slowdown = _slowdown(profile, instances, speed_factor)
+    total_s, ttft_s, tpot_s = _batch_time(sum(max(0, p) for p in prompt_tokens), max(max(output_tokens), 0), batch, slowdown, profile)
+    return ServiceTime(total_s=total_s, ttft_s=ttft_s, tpot_s=tpot_s)
+
+
+@dataclass(frozen=True)
+class ServiceTimes:
+    """`ServiceTime` of many batches, one entry per batch, emulated (unscaled) seconds."""
+
+    total_s: np.ndarray
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+
+
+def service_times(
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    profile: Profile,
+    instances: int = 1,
+    speed_factor: float = 1.0,
+) -> ServiceTimes:
+    """`service_time` of each row of (batches x batch size) token arrays, vectorised: row i is one batch."""
+    prompts, outputs = np.asarray(prompt_tokens), np.asarray(output_tokens)
+    if prompts.ndim != 2 or prompts.shape != outputs.shape:
+        raise ValueError(f"prompt_tokens and output_tokens must be (batches x batch size) arrays of one shape, got {prompts.shape} and {outputs.shape}")
+    _check_speed(speed_factor)
+    batches, batch = prompts.shape
+    if batch == 0:
+        return ServiceTimes(np.zeros(batches), np.zeros(batches), np.zeros(batches))
+    slowdown = _slowdown(profile, instances, speed_factor)
+    total_s, ttft_s, tpot_s = _batch_time(np.maximum(prompts, 0).sum(axis=1), np.maximum(outputs.max(axis=1), 0), batch, slowdown, profile)
+    return ServiceTimes(total_s, ttft_s, np.full(batches, tpot_s))

@@ -8,7 +8,7 @@ import math
 import grpc
 import numpy as np
 
-from ebbflow.forecaster.core import replay, score_replay
+from ebbflow.forecaster.backtest import replay, score_replay
 from ebbflow.forecaster.service import Forecaster
 from ebbflow.v1 import forecast_pb2, forecast_pb2_grpc
 

@@ -25,7 +25,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from ebbflow.forecaster.core import Bins, ForecastResult, Selector, default_models
+from ebbflow.forecaster.selection import ForecastResult, Selector, default_models
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe
 from ebbflow.runtime.config import ForecasterConfig
@@ -63,6 +63,37 @@ class ForecasterMetrics:
         self.update_seconds = Histogram(
             "ebbflow_forecaster_update_seconds", "Time of one series update (all candidate models)", buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0), registry=registry
         )
+
+
+class Bins:
+    """Averages a stream of (time, value) into fixed bins aligned to multiples of step_s.
+
+    A bin with no known value is NaN (missing, not zero); bins skipped
+    entirely come out as NaN too, so the series keeps its spacing.
+    """
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s = step_s
+        self.current: int | None = None
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, time_s: float, value: float) -> list[tuple[float, float]]:
+        """Add one sample; returns the bins it completed as (bin start, mean)."""
+        index = math.floor(time_s / self.step_s)
+        done: list[tuple[float, float]] = []
+        if self.current is None:
+            self.current = index
+        elif index > self.current:
+            done.append((self.current * self.step_s, self.total / self.count if self.count else math.nan))
+            done.extend(((self.current + k) * self.step_s, math.nan) for k in range(1, min(index - self.current, 10_000)))
+            self.current, self.total, self.count = index, 0.0, 0
+        elif index < self.current:  # late sample for a closed bin: dropped
+            return done
+        if not math.isnan(value):
+            self.total += value
+            self.count += 1
+        return done
 
 
 @dataclass

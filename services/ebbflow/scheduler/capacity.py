@@ -10,7 +10,7 @@ pessimistic at p99 against the fleet simulation), so the model is a
 deployment: for a grid of per-replica request rates, the share of requests
 meeting the SLO, TTFT quantiles and mean in-flight, measured by simulating a
 small pool of replicas on the emulator's `service_time` with the operator's
-token mix (ebbflow.sim.profile builds it; no GPU needed). Between grid points
+token mix (ebbflow.scheduler.measure builds it; no GPU needed). Between grid points
 the curve is interpolated. `calibration` scales the rates: the correction
 learned from what the fleet actually achieved.
 
@@ -282,22 +282,6 @@ class CapacityModel:
         left out on purpose: a floor read past the curves' last point would stop guarding anything."""
         rate = self.rps_at_slo(replicas) / self.calibration
         return max(1.0, self.in_flight(rate, replicas)) if rate > 0 else 1.0
-
-
-def batch_mean_s(profile, prompts: np.ndarray, outputs: np.ndarray, batch: int, draws: int = 4000, seed: int = 0) -> float:
-    """Mean service time of a full batch at one instance alone (a vectorised emulator.service_time over
-    batches drawn from the token sample; a test checks they agree)."""
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(prompts), size=(draws, batch))
-    prefill = profile.prefill_base_s + profile.prefill_s_per_token * np.maximum(prompts[rows], 0).sum(axis=1)
-    step = profile.decode_step_base_s + profile.decode_step_s_per_extra_sequence * (batch - 1)
-    return float((prefill + np.maximum(outputs[rows].max(axis=1), 0) * step).mean())
-
-
-def full_batch_rps(profile, shape: Shape, prompts: np.ndarray, outputs: np.ndarray, speed_factor: float = 1.0) -> float:
-    """Requests per second a replica completes with every instance running full batches."""
-    n = shape.instances
-    return profile.throughput_scaling(n) * speed_factor * shape.max_batch / batch_mean_s(profile, prompts, outputs, shape.max_batch)
 
 
 CALIBRATION_BOUNDS = (0.5, 2.0)

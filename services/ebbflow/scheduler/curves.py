@@ -36,6 +36,7 @@ from nats.js.kv import KeyValue
 from ebbflow.emulator.service_time import load_profile
 from ebbflow.runtime.process import die_with_parent
 from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, LEVELS, CapacityModel, Curve, Curves, Shape, Slo
+from ebbflow.scheduler.measure import measure_curve
 from ebbflow.v1 import scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,6 @@ class TokenMix:
 
 def measure(spec: CurveSpec) -> bytes:
     """Measure the spec's curves (seconds of CPU; run it in a worker process) and return them serialised."""
-    from ebbflow.sim.profile import measure_curve  # the simulator is only needed where curves are measured
-
     rng = np.random.default_rng(0)
     prompts = np.maximum(1, np.rint(rng.exponential(spec.prompt_tokens, TOKEN_SAMPLE))).astype(np.int64)
     outputs = np.maximum(1, np.rint(rng.exponential(spec.output_tokens, TOKEN_SAMPLE))).astype(np.int64)

@@ -1,42 +1,20 @@
 """What a simulated autoscaler sees and answers, in both simulator modes.
 
-Telemetry is kept per whole second, as the collector and router report it:
-arrivals and the time integral of requests in the system (the router's
-in-flight, held requests included). A controller is asked every `period_s`
-for the replicas it wants (starting and ready, draining excluded); the fleet
-starts or drains replicas to match.
+Telemetry (ebbflow.emulator.pool.Telemetry) is kept per whole second, as the
+collector and router report it: arrivals and the time integral of requests
+in the system (the router's in-flight, held requests included). A
+controller is asked every `period_s` for the replicas it wants (starting and
+ready, draining excluded); the fleet starts or drains replicas to match.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-
-@dataclass
-class Telemetry:
-    """Per-second arrivals, in-flight area, and completions meeting or missing the SLO (as the router
-    measures them), filled by the simulator as time passes."""
-
-    arrivals: np.ndarray
-    in_flight_area: np.ndarray
-    step_s: float = 1.0
-    finished: np.ndarray | None = None
-    missed: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.finished is None:
-            self.finished = np.zeros_like(self.arrivals)
-        if self.missed is None:
-            self.missed = np.zeros_like(self.arrivals)
-
-    @classmethod
-    def empty(cls, span_s: float, step_s: float = 1.0) -> "Telemetry":
-        n = int(math.ceil(span_s / step_s)) + 2
-        return cls(np.zeros(n), np.zeros(n), step_s)
+from ebbflow.emulator.pool import Telemetry
 
 
 @dataclass

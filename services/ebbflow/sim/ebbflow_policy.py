@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ebbflow.forecaster.core import Selector
+from ebbflow.forecaster.selection import Selector
 from ebbflow.policy import ModelPolicy
 from ebbflow.scheduler.capacity import CapacityModel, recalibrate
 from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide, resume_state

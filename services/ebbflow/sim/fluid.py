@@ -20,8 +20,9 @@ from collections import deque
 
 import numpy as np
 
+from ebbflow.emulator.pool import Telemetry
 from ebbflow.scheduler.capacity import CapacityModel
-from ebbflow.sim.control import Controller, Observation, Telemetry
+from ebbflow.sim.control import Controller, Observation
 from ebbflow.sim.des import Fleet, Outcome
 from ebbflow.sim.workload import Counts
 

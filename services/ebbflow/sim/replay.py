@@ -20,9 +20,10 @@ import numpy as np
 from ebbflow.emulator.service_time import load_profile
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.scheduler.capacity import CapacityModel, Shape, Slo
+from ebbflow.scheduler.measure import measure_curve
 from ebbflow.sim.compare import KNOBS, POLICIES, SWEEPS, Comparison, Setup, compare
 from ebbflow.sim.des import Fleet
-from ebbflow.sim.profile import best_shape, default_shapes, measure_curve
+from ebbflow.sim.profile import best_shape, default_shapes
 from ebbflow.sim.scenarios import scenario
 from ebbflow.sim.workload import Counts, Requests, client_dispersion, counts_from_rates, counts_from_requests, requests_from_trace, scale, token_mix
 from ebbflow.traces import load_trace

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ebbflow.forecaster.models import Arima
+from ebbflow.forecaster.models.arima import Arima
 from ebbflow.scheduler.capacity import CapacityModel
 from ebbflow.sim.control import Observation
 

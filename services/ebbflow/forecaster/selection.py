@@ -1,4 +1,4 @@
-"""Forecasting a demand series with calibrated quantiles: online conformal layer, rolling-origin selection.
+"""Forecasting a demand series with calibrated quantiles: rolling-origin selection over candidate models.
 
 The `Selector` sees a series one step at a time (NaN = missing). At each
 step, for every candidate model:
@@ -7,34 +7,17 @@ step, for every candidate model:
    the calibration buffers: calibration never uses data a score has not
    already been computed on, so scores are out-of-sample;
 2. the model takes the observation (O(1)) and is refitted on its schedule;
-3. it issues a new point forecast, and quantiles = point + the empirical
-   quantile of its recent scaled errors at that horizon step, with the level
-   adapted online (adaptive conformal inference, Gibbs & Candes 2021) so
-   coverage follows the target when the errors drift.
-Three guards keep the quantiles sane under a change of regime (a step from
-zero, a burst), where scaled errors say less than they seem to:
-- the level errors are scaled by is floored at `rate_floor` (one arrival
-  per bin): errors measured while the series sat at zero would otherwise be
-  divided by ~0 and, once demand arrives, multiplied back by its level (a
-  step from 0 to 150 req/s gave a p99 of 1e10);
-- adapted levels stay within [0.5, 1]: a run of misses at a step pushed
-  p90's level past 1 and, recovering by gamma x 0.1 per hit, the debt kept
-  it at the largest error for ~100 bins after the change. (Half the way to
-  1 at most was tried: it cost 1.4 points of attainment on the bursty Azure
-  code trace in the simulator, 97.9 % -> 96.6 %, whose bursts need the top.)
-- no quantile exceeds the point forecast by more than the largest rise the
-  series itself made within that many bins over the calibration window: a
-  relative error from a low level (0 -> 6 is a 60x error) is not replayed
-  at the new level (6 -> 360), yet a series that does jump keeps a band
-  as wide as its jumps.
+3. it issues a new point forecast, and quantiles from the conformal layer
+   (ebbflow.forecaster.conformal: its recent scaled errors, adaptive levels,
+   and the guards against a change of regime).
 The forecast published is the selected candidate's; selection is by mean
 pinball loss (p50 and p90) over a trailing window. Hedge (the error-weighted
-mix of the others) is the default; a challenger takes over only when it
-beats the one in force by a margin for `patience` consecutive steps (a
-whole selection window by default), and Hedge takes back over as soon as it
-is no worse.
+mix of the others, ebbflow.forecaster.models.combiners) is the default; a challenger
+takes over only when it beats the one in force by a margin for `patience`
+consecutive steps (a whole selection window by default), and Hedge takes back
+over as soon as it is no worse.
 A series too short for any scored comparison uses an explicit fallback, with
-the reason.
+the reason. `Quality` scores what was published, for the service's metrics.
 
 Pure: no clock, no I/O. The same code runs in the service, the benchmark and
 the tests.
@@ -50,9 +33,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ebbflow.forecaster.models import Arima, Ewma, HoltWinters, LagRidge, LastValue, Model, MovingAverage
+from ebbflow.forecaster.candidates import Candidate, IssuedRing, TrailingLosses
+from ebbflow.forecaster.conformal import QUANTILES, Conformal
+from ebbflow.forecaster.models.arima import Arima
+from ebbflow.forecaster.models.base import Model
+from ebbflow.forecaster.models.combiners import Hedge, Median
+from ebbflow.forecaster.models.ridge import LagRidge
+from ebbflow.forecaster.models.smoothing import Ewma, HoltWinters, LastValue, MovingAverage
 
-QUANTILES = (0.5, 0.9, 0.99)
 # The choice is made apart for the median and for the upper quantiles, each by its own pinball loss:
 # the model that best tracks the centre is often not the one whose upper tail is best calibrated.
 GROUPS = {"median": 0.5, "upper": 0.9}
@@ -60,233 +48,6 @@ HEDGE_MIN_ERRORS = 10.0
 """Scored errors (discounted) a model needs at a horizon step before Hedge gives it weight."""
 # Before models can be compared: a combination first, then smoothers, the last value last.
 FALLBACK_ORDER = ("median_ensemble", "ewma", "holt", "last_value")
-
-
-def pinball(y: float, forecast: float, quantile: float) -> float:
-    difference = y - forecast
-    return max(quantile * difference, (quantile - 1) * difference)
-
-
-class Conformal:
-    """Quantiles from one model's recent scaled errors, per horizon step, with adaptive levels.
-
-    Errors live in a (horizon x window) ring; one sort per forecast gives
-    every horizon's quantiles.
-    """
-
-    def __init__(self, horizon: int, quantiles: Sequence[float] = QUANTILES, window: int = 200, gamma: float = 0.01, minimum: int = 30) -> None:
-        self.quantiles = tuple(quantiles)
-        self.window = window
-        self.gamma = gamma
-        self.minimum = minimum
-        self.errors = np.full((horizon, window), np.nan)
-        self.count = np.zeros(horizon, dtype=int)
-        targets = np.asarray(self.quantiles, dtype=float)
-        self.levels = np.tile(targets, (horizon, 1))  # adapted per (step, quantile)
-        # Adaptation corrects drift; it must not run into a debt past 1 that takes ~100 hits to pay back.
-        self.level_range = (np.minimum(targets, 0.5), np.ones_like(targets))
-
-    @staticmethod
-    def scale(point: float | np.ndarray, typical: float) -> float | np.ndarray:
-        """Errors grow with demand, like Poisson counts (square root), floored by the series' typical level."""
-        typical = max(typical, 1e-6)
-        return np.sqrt(np.maximum(point, 0.0) + 0.25 * typical) * np.sqrt(typical)
-
-    def bounds(self, points: np.ndarray, typical: float, rises: np.ndarray | None = None) -> np.ndarray:
-        """(horizon x quantiles) bounds; NaN rows where the step has too few errors or no point. With `rises`
-        (per horizon step, the largest rise the series made within that many steps), no bound exceeds the point
-        by more."""
-        out = np.full((len(points), len(self.quantiles)), np.nan)
-        rows = np.flatnonzero((self.count >= self.minimum) & ~np.isnan(points))
-        if not len(rows):
-            return out
-        ordered = np.sort(self.errors[rows], axis=1)  # NaN (unfilled) sort last
-        n = np.minimum(self.count[rows], self.window)[:, None]
-        position = np.clip(self.levels[rows], 0.0, 1.0) * (n - 1)
-        low = position.astype(int)  # floor: positions are >= 0
-        high = np.minimum(low + 1, n - 1)
-        fraction = position - low
-        quantile = np.take_along_axis(ordered, low, axis=1) * (1 - fraction) + np.take_along_axis(ordered, high, axis=1) * fraction
-        spread = quantile * self.scale(points[rows], typical)[:, None]
-        if rises is not None:
-            spread = np.minimum(spread, rises[rows, None])
-        out[rows] = np.maximum(points[rows, None] + spread, 0.0)
-        return out
-
-    def observe(self, steps: np.ndarray, y: float, points: np.ndarray, typicals: np.ndarray, bounds: np.ndarray) -> None:
-        """The truth for forecasts issued earlier at these horizon steps: adapt levels on coverage, then keep the errors."""
-        complete = ~np.isnan(bounds).any(axis=1)
-        targets = np.asarray(self.quantiles)
-        if complete.any():
-            missed = (y > bounds[complete]).astype(float)
-            adapted = self.levels[steps[complete]] + self.gamma * (missed - (1 - targets))
-            self.levels[steps[complete]] = np.clip(adapted, *self.level_range)
-            self.levels[:, targets == 0.5] = 0.5  # the median stays the median
-        self.errors[steps, self.count[steps] % self.window] = (y - points) / self.scale(points, float(np.mean(typicals)))
-        self.count[steps] += 1
-
-
-class RollingMean:
-    """Mean of the last `window` values in O(1)."""
-
-    def __init__(self, window: int) -> None:
-        self.values: deque[float] = deque(maxlen=window)
-        self.total = 0.0
-
-    def add(self, value: float) -> None:
-        if len(self.values) == self.values.maxlen:
-            self.total -= self.values[0]
-        self.values.append(value)
-        self.total += value
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return self.total / len(self.values) if self.values else math.nan
-
-
-class TrailingLosses:
-    """Per quantile group and horizon step, the mean of the last `window` losses: numpy rings, O(1) per loss."""
-
-    def __init__(self, groups: int, horizon: int, window: int) -> None:
-        self.window = window
-        self.ring = np.zeros((groups, horizon, window))
-        self.total = np.zeros((groups, horizon))
-        self.added = np.zeros((groups, horizon), dtype=int)
-
-    def add(self, group: int, steps: np.ndarray, losses: np.ndarray) -> None:
-        """One loss per step (steps distinct); the oldest of a full window drops out."""
-        slots = self.added[group, steps] % self.window
-        self.total[group, steps] += losses - self.ring[group, steps, slots]
-        self.ring[group, steps, slots] = losses
-        self.added[group, steps] += 1
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.minimum(self.added, self.window)
-
-    @property
-    def means(self) -> np.ndarray:
-        counts = self.counts
-        return np.divide(self.total, counts, out=np.full(self.total.shape, math.nan), where=counts > 0)
-
-
-class IssuedRing:
-    """One candidate's forecasts of the last `horizon` steps: points, (quantile) bounds and the level they were
-    scaled by, in rings indexed by issue. Every step issues exactly once, so the forecast issued k steps ago
-    is the one that forecast this step at horizon step k."""
-
-    def __init__(self, horizon: int, quantiles: int) -> None:
-        self.horizon = horizon
-        self.points = np.full((horizon, horizon), np.nan)
-        self.bounds = np.full((horizon, horizon, quantiles), np.nan)
-        self.typical = np.ones(horizon)
-        self.issues = 0
-
-    def add(self, points: np.ndarray, bounds: np.ndarray, typical: float) -> None:
-        slot = self.issues % self.horizon
-        self.points[slot], self.bounds[slot], self.typical[slot] = points, bounds, typical
-        self.issues += 1
-
-    def due(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For this step: the 0-based horizon steps it was forecast at (those with a point; the oldest forecast
-        first), and the points, bounds and levels of those forecasts."""
-        ages = np.arange(min(self.issues, self.horizon), 0, -1)
-        slots = (self.issues - ages) % self.horizon
-        points = self.points[slots, ages - 1]
-        known = ~np.isnan(points)
-        slots, steps = slots[known], ages[known] - 1
-        return steps, points[known], self.bounds[slots, steps], self.typical[slots]
-
-    @property
-    def last_points(self) -> np.ndarray:
-        return self.points[(self.issues - 1) % self.horizon] if self.issues else np.full(self.horizon, np.nan)
-
-    @property
-    def last_bounds(self) -> np.ndarray:
-        return self.bounds[(self.issues - 1) % self.horizon] if self.issues else np.full(self.bounds.shape[1:], np.nan)
-
-
-@dataclass
-class Candidate:
-    model: Model
-    refit_every: int
-    conformal: Conformal
-    # Per quantile group (in GROUPS order) and horizon step, the mean pinball loss over recent targets.
-    losses: TrailingLosses
-    issued: IssuedRing
-    fitted_at: int = -1
-    # Per horizon step, the discounted sum and count of absolute errors of the point forecast (scaled by the
-    # level), for Hedge.
-    abs_error: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    abs_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def mean_abs_error(self, minimum: float) -> np.ndarray:
-        """Per horizon step, the discounted mean absolute error; NaN with fewer than `minimum` (discounted) errors."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.abs_count >= minimum, self.abs_error / self.abs_count, math.nan)
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-
-class Aggregate(Model):
-    """A combination of the other candidates: the selector sets its points each step, after theirs."""
-
-    def __init__(self) -> None:
-        self.points = np.zeros(0)
-
-    def update(self, value: float) -> None:
-        pass
-
-    def fit(self, history: np.ndarray) -> None:
-        pass
-
-    def predict(self, horizon: int) -> np.ndarray:
-        return self.points[:horizon] if len(self.points) >= horizon else np.full(horizon, math.nan)
-
-
-class Median(Aggregate):
-    """The median of the other candidates' point forecasts."""
-
-    name = "median_ensemble"
-
-
-class Hedge(Aggregate):
-    """Exponentially weighted aggregation (Hedge) of the other candidates' point forecasts, per horizon step.
-
-    Each model's weight at step h is exp(-rate * L / mean L), where L is its discounted absolute error at that
-    step (scaled by the series level): a model 5 % worse than average keeps exp(-rate / 20) of the weight of an
-    average one. A convex mix of forecasts errs no more than the same mix of their errors, so the aggregate
-    tracks the best model in hindsight without the switching of a hard choice, and often beats it.
-    """
-
-    name = "hedge"
-
-    def __init__(self, rate: float = 20.0) -> None:
-        super().__init__()
-        self.rate = rate
-        self.weights = np.zeros((0, 0))
-        """The last combination's weights, (models x horizon), each column summing to 1 (0 where none)."""
-
-    def combine(self, forecasts: np.ndarray, errors: np.ndarray) -> np.ndarray:
-        """forecasts, errors: (models x horizon); a model with a NaN forecast or error takes no weight at that
-        step. NaN where no model can be weighed."""
-        usable = ~np.isnan(forecasts) & ~np.isnan(errors)
-        count = usable.sum(axis=0)
-        error = np.where(usable, errors, 0.0)
-        mean = np.divide(error.sum(axis=0), count, out=np.zeros(count.shape), where=count > 0)
-        relative = np.divide(error, mean, out=np.zeros_like(error), where=mean > 0)
-        logits = np.where(usable, -self.rate * relative, -np.inf)
-        top = logits.max(axis=0)
-        weights = np.where(usable, np.exp(logits - np.where(np.isfinite(top), top, 0.0)), 0.0)
-        total = weights.sum(axis=0)
-        mixed = (weights * np.where(usable, forecasts, 0.0)).sum(axis=0)
-        self.weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
-        return np.divide(mixed, total, out=np.full(total.shape, math.nan), where=total > 0)
 
 
 @dataclass(frozen=True)
@@ -578,6 +339,28 @@ class Selector:
         return ""
 
 
+class RollingMean:
+    """Mean of the last `window` values in O(1)."""
+
+    def __init__(self, window: int) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        if len(self.values) == self.values.maxlen:
+            self.total -= self.values[0]
+        self.values.append(value)
+        self.total += value
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return self.total / len(self.values) if self.values else math.nan
+
+
+
 class Quality:
     """How the published forecasts did: relative MAE of p50 and coverage of p90/p99, over recent targets."""
 
@@ -613,115 +396,3 @@ class Quality:
 
     def coverage(self, quantile: float) -> float:
         return self.hits[quantile].mean
-
-
-@dataclass(frozen=True)
-class Score:
-    """One method's rolling-origin result at one horizon step."""
-
-    method: str
-    horizon: int
-    scored: int
-    relative_mae: float
-    pinball_p50: float
-    pinball_p90: float
-    coverage_p90: float
-
-
-def replay(selector: Selector, values: Sequence[float], clock: Callable[[], float] | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[tuple[float, bool]]]:
-    """Feed a series through a selector; per method ('selected' included) the p50 and p90 issued at each step.
-
-    With a clock, also the duration of each update and whether it refitted.
-    """
-    n, horizon = len(values), selector.horizon
-    names = [c.name for c in selector.candidates]
-    forecasts = {name: (np.full((n, horizon), np.nan), np.full((n, horizon), np.nan)) for name in [*names, "selected"]}
-    q50, q90 = selector.quantiles.index(0.5), selector.quantiles.index(0.9)
-    timings: list[tuple[float, bool]] = []
-    for t, value in enumerate(values):
-        fitted_before = [c.fitted_at for c in selector.candidates]
-        started = clock() if clock else 0.0
-        result = selector.observe(float(value))
-        if clock:
-            timings.append((clock() - started, [c.fitted_at for c in selector.candidates] != fitted_before))
-        for candidate in selector.candidates:
-            bounds = candidate.issued.last_bounds
-            if not np.isnan(bounds).any():
-                forecasts[candidate.name][0][t] = bounds[:, q50]
-                forecasts[candidate.name][1][t] = bounds[:, q90]
-        if result.quantiles:
-            forecasts["selected"][0][t] = result.quantiles[0.5]
-            forecasts["selected"][1][t] = result.quantiles[0.9]
-    return forecasts, timings
-
-
-def score_replay(values: Sequence[float], forecasts: dict[str, tuple[np.ndarray, np.ndarray]], horizons: Sequence[int], warmup: int) -> list[Score]:
-    """Every method on the same targets (known truth, a forecast from every method), per horizon step.
-
-    A method with forecasts at fewer than half of the known targets (a model that needs more history than a
-    short series holds) is left out of the comparison, with a score of n = 0, rather than shrinking every
-    other method's targets to the few it covers.
-    """
-    y = np.asarray(values, dtype=float)
-    known = y[warmup:][~np.isnan(y[warmup:])]
-    mean = float(known.mean()) if len(known) and known.mean() > 0 else 1.0
-    scores = []
-    for h in horizons:
-        origins = np.arange(warmup, len(y) - h)
-        if not len(origins):
-            continue
-        truth = y[origins + h]
-        usable = ~np.isnan(truth)
-        targets = max(int(usable.sum()), 1)
-        compared = {method for method, (p50, _) in forecasts.items() if np.sum(usable & ~np.isnan(p50[origins, h - 1])) >= targets / 2}
-        for method in compared:
-            usable &= ~np.isnan(forecasts[method][0][origins, h - 1])
-        for method, (p50s, p90s) in forecasts.items():
-            p50, p90, target = p50s[origins, h - 1][usable], p90s[origins, h - 1][usable], truth[usable]
-            count = len(target) if method in compared else 0
-            if not count:
-                scores.append(Score(method, h, 0, math.nan, math.nan, math.nan, math.nan))
-                continue
-            scores.append(
-                Score(
-                    method=method,
-                    horizon=h,
-                    scored=count,
-                    relative_mae=float(np.mean(np.abs(target - p50)) / mean),
-                    pinball_p50=float(np.mean(np.maximum(0.5 * (target - p50), -0.5 * (target - p50))) / mean),
-                    pinball_p90=float(np.mean(np.maximum(0.9 * (target - p90), -0.1 * (target - p90))) / mean),
-                    coverage_p90=float(np.mean(target <= p90)),
-                )
-            )
-    return scores
-
-
-class Bins:
-    """Averages a stream of (time, value) into fixed bins aligned to multiples of step_s.
-
-    A bin with no known value is NaN (missing, not zero); bins skipped
-    entirely come out as NaN too, so the series keeps its spacing.
-    """
-
-    def __init__(self, step_s: float) -> None:
-        self.step_s = step_s
-        self.current: int | None = None
-        self.total = 0.0
-        self.count = 0
-
-    def add(self, time_s: float, value: float) -> list[tuple[float, float]]:
-        """Add one sample; returns the bins it completed as (bin start, mean)."""
-        index = math.floor(time_s / self.step_s)
-        done: list[tuple[float, float]] = []
-        if self.current is None:
-            self.current = index
-        elif index > self.current:
-            done.append((self.current * self.step_s, self.total / self.count if self.count else math.nan))
-            done.extend(((self.current + k) * self.step_s, math.nan) for k in range(1, min(index - self.current, 10_000)))
-            self.current, self.total, self.count = index, 0.0, 0
-        elif index < self.current:  # late sample for a closed bin: dropped
-            return done
-        if not math.isnan(value):
-            self.total += value
-            self.count += 1
-        return done

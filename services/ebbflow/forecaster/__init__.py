@@ -1,0 +1,1 @@
+"""The forecaster: demand series binned from load snapshots, forecast with calibrated quantiles."""
