@@ -36,14 +36,13 @@ from nats.js.kv import KeyValue
 from ebbflow.emulator.service_time import load_profile
 from ebbflow.runtime.process import die_with_parent
 from ebbflow.scheduler.capacity import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, LEVELS, CapacityModel, Curve, Curves, Shape, Slo
-from ebbflow.scheduler.measure import measure_curve
+from ebbflow.scheduler.measure import POOLS, measure_curve
 from ebbflow.v1 import scheduling_pb2
 
 log = logging.getLogger(__name__)
 
 MEASURE_VERSION = 2
 """Bumped when the measurement changes, so stored curves of an older method are not reused."""
-POOLS = (1, 2, 4, 8, 16, 32)
 POINTS = 12
 REQUESTS_PER_POINT = 3000
 TOKEN_SAMPLE = 4000

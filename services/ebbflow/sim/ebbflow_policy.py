@@ -17,13 +17,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ebbflow.forecaster.conformal import QUANTILES
 from ebbflow.forecaster.selection import Selector
 from ebbflow.policy import ModelPolicy
+from ebbflow.runtime.config import SchedulerConfig
 from ebbflow.scheduler.capacity import CapacityModel, recalibrate
 from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide, resume_state
 from ebbflow.sim.control import Observation
 
-QUANTILES = (0.5, 0.9, 0.99)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Ebbflow:
     window_s: float = 30.0
     """Load window of the reactive floor (15 s reacted to noise, 60 s too late to a surge, on the Azure traces)."""
     burst_window_s: float = 6.0
-    min_forecast_observations: int = 30
+    min_forecast_observations: int = SchedulerConfig.min_forecast_observations
     learn: bool = False
     """Correct the capacity curves online from the SLO misses the router observes (capacity.recalibrate).
     Off by default: on the Azure traces it wandered past the miss budget (see the simulator's README section)."""

@@ -38,6 +38,7 @@ import numpy as np
 
 from ebbflow.emulator.service_time import Profile
 from ebbflow.policy import ModelPolicy
+from ebbflow.runtime.config import SchedulerConfig
 from ebbflow.scheduler.capacity import CapacityModel, Shape
 from ebbflow.scheduler.core import DecisionInputs, LoadView, ScalingState, decide, resume_state
 from ebbflow.sim.control import Observation
@@ -98,7 +99,7 @@ class LiveSettings:
     forecast_step_s: float = 10.0
     """The forecaster's finest resolution (forecaster.resolutions_s[0])."""
     forecast_horizon_steps: int = 12
-    min_forecast_observations: int = 30
+    min_forecast_observations: int = SchedulerConfig.min_forecast_observations
     """scheduler.min_forecast_observations: bins seen before a forecast is acted on."""
     interval_s: float = 1.0
     """The collector's interval and the scheduler's tick."""
