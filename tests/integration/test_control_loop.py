@@ -11,7 +11,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.grpc.aio as triton_aio
 
 from ebbflow.policy import ModelPolicy, policy_to_proto
-from ebbflow.runtime.registry import READY
+from ebbflow.runtime.wire import READY
 from ebbflow.v1 import load_pb2, scheduling_pb2
 from tests.conftest import expected_output, llm_inputs, wait_for
 

@@ -31,12 +31,13 @@ from ebbflow.runtime.bus import Bus, replay_subject
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.triton import vertical_of
+from ebbflow.runtime.wire import state_name
 from ebbflow.scheduler.budget import budget_for
 from ebbflow.scheduler.curves import read_stored
 from ebbflow.scheduler.explain import curves_read, recompute
 from ebbflow.scheduler.hpa import policy_from_hpa
 from ebbflow.scheduler.service import Scheduler
-from ebbflow.v1 import policy_pb2, policy_pb2_grpc, registry_pb2, scheduling_pb2, scheduling_pb2_grpc
+from ebbflow.v1 import policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc
 
 
 async def require_admin(token: str, context: grpc.aio.ServicerContext) -> None:
@@ -253,7 +254,7 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
             if budget is not None:
                 plan.budget_note = budget_for(budget, policy)[1]
             for replica in sorted(view.of_model(model), key=lambda r: r.replica_id):
-                state = registry_pb2.ReplicaState.Name(replica.state).removeprefix("REPLICA_STATE_").lower()
+                state = state_name(replica.state)
                 plan.replicas.add(replica_id=replica.replica_id, gpu_slot=replica.gpu_slot, state=state)
                 if replica.gpu_slot:
                     slots.add(replica.gpu_slot)
