@@ -66,8 +66,10 @@ async def test_a_restarted_scheduler_resumes_without_spurious_changes_and_genera
     load = {"in_flight": 10.0}
     bed.feed(lambda: [fresh("llm", load["in_flight"], 20.0)])  # what the collector would publish every 0.2 s
 
-    # A one-second load window: this test is about restarts, not about how fast a 30 s mean follows a step.
-    config = SchedulerConfig(interval_s=0.2, load_window_s=1.0)
+    # A one-second load window: this test is about restarts, not about how fast a 30 s mean follows a step. The
+    # killed scheduler's lease is left to expire (a restart in one process cannot tell its predecessor is dead, as
+    # a restarted `ebbflow up` can by its pid): a short lease keeps the restart prompt.
+    config = SchedulerConfig(interval_s=0.2, load_window_s=1.0, lease_s=0.5, lease_renew_s=0.25)
     _, task = bed.run(scheduler_for(bed, config))
     await wait_for(lambda: any(d.desired.horizontal.replicas == 3 for d in decisions), 10, "10 in flight -> 3 replicas")
     task.cancel()  # killed mid-run, no clean shutdown
@@ -202,7 +204,7 @@ async def test_a_scheduler_restarted_under_load_warms_up_before_it_trusts_the_fo
     decisions = await bed.decisions(subjects.decision_subject("llm"))
     load = {"in_flight": 7.8, "arrival_rps": 150.0, "ready": 4}
     bed.feed(lambda: [load_pb2.LoadSnapshot(model="llm", status=load_pb2.DATA_STATUS_FRESH, ready_replicas=load["ready"], in_flight=load["in_flight"], arrival_rps=load["arrival_rps"])])
-    config = SchedulerConfig(interval_s=0.2, load_window_s=2.0, min_forecast_observations=30)
+    config = SchedulerConfig(interval_s=0.2, load_window_s=2.0, min_forecast_observations=30, lease_s=0.5, lease_renew_s=0.25)  # short: the killed one's lease expires
     _, first = bed.run(scheduler_for(bed, config))
     await wait_for(lambda: decisions and decisions[-1].desired.horizontal.replicas == 4, 15, "7.8 in flight -> 4 replicas")
     first.cancel()

@@ -80,7 +80,7 @@ def test_vertical_auto_sizes_the_shape_for_the_forecast_peak_when_it_is_above_th
 
     view = RegistryView()
     view.model_configs.update(read_model_configs(default_model_repository()))
-    scheduler = Scheduler(SchedulerConfig(), SimpleNamespace(capacity=None), view, SchedulerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    scheduler = Scheduler(SchedulerConfig(), SimpleNamespace(capacity=None, leases=None), view, SchedulerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
     policy = scheduler.resolved("llm", ModelPolicy(model="llm", slo_ttft_s=2.0, vertical_auto=True, vertical_max_instances=1, vertical_max_batch_size=2))
     rates = {Shape(1, 1): 1.0, Shape(1, 2): 3.0}  # batch 2 buys throughput, one replica of either serves 0.5 rps
     for shape, rate in rates.items():

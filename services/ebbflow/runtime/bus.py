@@ -32,6 +32,7 @@ class Bus:
     policies: KeyValue
     models: KeyValue
     capacity: KeyValue
+    leases: KeyValue
     closing: list[bool]
 
     async def close(self) -> None:
@@ -97,6 +98,7 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
         policies=await _bucket(js, subjects.POLICIES_BUCKET, history=16),
         models=await _bucket(js, subjects.MODELS_BUCKET, history=1),
         capacity=await _bucket(js, subjects.CAPACITY_BUCKET, history=1),
+        leases=await _bucket(js, subjects.LEASES_BUCKET, history=1),
         closing=closing,
     )
     await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, max_msgs=100_000)

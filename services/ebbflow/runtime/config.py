@@ -102,6 +102,12 @@ class SchedulerConfig:
     simulator's window; one-second snapshots made the scale-down window keep their noisy peaks), 1-300."""
     burst_window_s: float = 6.0
     """Panic reads in-flight averaged over this many seconds of the routers' pushes (Knative's panic window), 1-60."""
+    lease_s: float = 5.0
+    """Leadership lease (several schedulers on one NATS, one decides): a standby takes over once the leader has
+    not renewed for this long, and the leader stops deciding lease_s - lease_renew_s after its last renewal,
+    seconds (>= 2 x lease_renew_s). A lone scheduler leads from its first look."""
+    lease_renew_s: float = 1.0
+    """How often the leader renews its lease and a standby looks at it, seconds (0.1-10)."""
     admin_token: str = ""
     """When set, changing policies (SetPolicy, DeletePolicy, ImportHpa that stores) needs gRPC metadata
     `authorization: Bearer <token>` (the CLI sends $EBBFLOW_ADMIN_TOKEN); reads stay open. Prefer the
@@ -179,6 +185,8 @@ def _check_ranges(config: Config) -> None:
     s = config.scheduler
     if not 1 <= s.load_window_s <= 300 or not 1 <= s.burst_window_s <= 60:
         raise ConfigError(f"scheduler.load_window_s must be 1-300 and scheduler.burst_window_s 1-60, got {s.load_window_s} and {s.burst_window_s}")
+    if not 0.1 <= s.lease_renew_s <= 10 or s.lease_s < 2 * s.lease_renew_s:
+        raise ConfigError(f"scheduler.lease_renew_s must be 0.1-10 and scheduler.lease_s at least twice it, got {s.lease_renew_s} and {s.lease_s}")
     if not 0.1 <= config.router.telemetry_interval_s <= 10:
         raise ConfigError(f"router.telemetry_interval_s must be 0.1-10, got {config.router.telemetry_interval_s}")
     if not 0 < config.actuator.time_scale <= 10:

@@ -51,6 +51,8 @@ DESIRED_BUCKET = "desired"  # key <model>: DesiredState, written by the schedule
 POLICIES_BUCKET = "policies"  # key <model>: ScalingPolicy
 MODELS_BUCKET = "models"  # key <model>: Triton ModelConfig from the repository, written by the actuator
 CAPACITY_BUCKET = "capacity"  # key <content hash>: CapacityCurves, written by the scheduler (decisions refer to them)
+LEASES_BUCKET = "leases"  # key SCHEDULER_LEASE: SchedulerLease, which scheduler decides (CAS)
+SCHEDULER_LEASE = "scheduler"
 
 
 def replica_key(model: str, replica_id: str) -> str:

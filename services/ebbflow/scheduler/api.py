@@ -235,6 +235,8 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this process runs no scheduler")
         view, scheduler = self.view, self.scheduler
         response = scheduling_pb2.GetPlanResponse(nodes=[f"{n.name}:{n.gpus}x{n.gpu_memory_gb:g}" for n in scheduler.nodes], gpu_budget=scheduler.budget_gpus)
+        # A standby answers from the desired state in KV (its wanted replicas are the desired ones): leading says which.
+        response.leading, response.leader, response.instance_id = scheduler.leads(), scheduler.leadership.holder, scheduler.leadership.instance_id
         slots = set()
         for model in sorted(view.policies):
             policy = scheduler.resolved(model, policy_from_proto(view.policies[model]))
@@ -279,7 +281,8 @@ class SchedulerApi(scheduling_pb2_grpc.SchedulerServiceServicer):
 
     async def Explain(self, request: scheduling_pb2.ExplainRequest, context: grpc.aio.ServicerContext) -> scheduling_pb2.ExplainResponse:
         # Without a generation: the latest evaluation (a hold or a no-change too), so the answer is why the model
-        # has what it has now; the latest recorded change only where no scheduler runs in this process.
+        # has what it has now; the latest recorded change where no scheduler runs in this process, or where it
+        # stands by (a standby evaluates nothing; it forgets its evaluations when it loses the lease).
         evaluation = self.scheduler.evaluations.get(request.model) if self.scheduler is not None and not request.generation else None
         if evaluation is not None:
             decision = evaluation

@@ -5,13 +5,18 @@ read at (its generation), so two schedulers cannot interleave: a write based
 on a stale revision fails and is recomputed on the next tick. Each change is
 published with its inputs (scheduler.explain) under a message id of its
 generation, so a retried publish is not a second decision.
+
+Only the scheduler holding the leadership lease writes: `leads` is asked
+again just before each write, and a write refused by compare-and-set (a
+deposed leader's in flight) is dropped, never retried; the next leader
+decides from what is in KV.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from nats.js.errors import KeyWrongLastSequenceError
 
@@ -39,12 +44,19 @@ def _desired(model: str, decision: Decision, decided_at_unix_s: float, vertical:
 class Publisher:
     """Writes and publishes one scheduler's decisions, and keeps what `explain` asks about."""
 
-    def __init__(self, bus: Bus, metrics: "SchedulerMetrics") -> None:
+    def __init__(self, bus: Bus, metrics: "SchedulerMetrics", leads: Callable[[], bool] = lambda: True) -> None:
         self.bus = bus
         self.metrics = metrics
+        self.leads = leads
+        """Whether this scheduler may decide now (scheduler.leadership)."""
         self.evaluations: dict[str, scheduling_pb2.ScalingDecision] = {}
         """Each model's latest evaluation (holds and no-changes included), with the inputs it can be recomputed from."""
         self._advice: dict[str, tuple[int, int]] = {}
+
+    def forget(self) -> None:
+        """Leadership lost: the latest evaluations and advice are the next leader's to make."""
+        self.evaluations.clear()
+        self._advice.clear()
 
     def note_evaluation(
         self, model: str, revision: int, current: int, decision: Decision, inputs: scheduling_pb2.DecisionInputs, advisory: bool
@@ -61,7 +73,7 @@ class Publisher:
 
     async def advise(self, model: str, decision: Decision, inputs: scheduling_pb2.DecisionInputs, current: int) -> None:
         """Advisory mode: publish the decision (when the advice changes), write nothing, carry out nothing."""
-        if self._advice.get(model) == (decision.replicas, current):
+        if self._advice.get(model) == (decision.replicas, current) or not self.leads():
             return
         self._advice[model] = (decision.replicas, current)
         decided = time.time()
@@ -81,6 +93,9 @@ class Publisher:
     ) -> None:
         """Write the desired state over `revision` (or create it), then publish the decision with its generation."""
         desired = _desired(model, decision, time.time(), vertical)
+        if not self.leads():
+            log.info("%s: not written: this scheduler no longer leads", model)
+            return
         try:
             if create:
                 generation = await self.bus.desired.create(model, desired.SerializeToString())

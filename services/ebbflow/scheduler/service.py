@@ -6,6 +6,12 @@ the fleet GPU budget (scheduler.budget), and the rule's DecisionInputs
 (scheduler.core), then hands the decision to scheduler.publish, which writes
 the desired state with compare-and-set and records the decision with every
 step's inputs (scheduler.explain).
+
+Several schedulers may run on one NATS; only the one holding the lease
+(scheduler.leadership) evaluates and writes. A standby keeps its inputs warm
+(it subscribes to everything the leader does and keeps the same windows), so
+when it takes over it decides within one interval, from the desired state in
+KV and with its load window already full.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from ebbflow.scheduler.capacity import CapacityModel
 from ebbflow.scheduler.core import DecisionInputs, ForecastView, LoadView, ScalingState, decide, initial_decision, lead_time, resume_state
 from ebbflow.scheduler.curves import CapacityStore, CurveSpec, TokenMix
 from ebbflow.scheduler.explain import record_initial, record_inputs
+from ebbflow.scheduler.lease import LeaseTiming
+from ebbflow.scheduler.leadership import Leadership
 from ebbflow.scheduler.load_window import LoadWindow, PushWindow
 from ebbflow.placement import largest_gpu_gb, parse_node
 from ebbflow.scheduler.publish import Publisher
@@ -59,6 +67,7 @@ class SchedulerMetrics:
         self.desired = Gauge("ebbflow_scheduler_desired_replicas", "Desired replicas in force", ["model"], registry=registry)
         self.holds = Counter("ebbflow_scheduler_holds", "Ticks that held because load data was missing or stale", ["model"], registry=registry)
         self.conflicts = Counter("ebbflow_scheduler_cas_conflicts", "Desired-state writes refused by compare-and-set", ["model"], registry=registry)
+        self.leader = Gauge("ebbflow_scheduler_leader", "1 while this scheduler holds the leadership lease and decides, 0 while it stands by", registry=registry)
 
 
 class Scheduler:
@@ -70,6 +79,7 @@ class Scheduler:
         metrics: SchedulerMetrics,
         time_scale: float = 1.0,
         placement: PlacementConfig = PlacementConfig(),
+        instance_id: str = "",
     ) -> None:
         self.config = config
         self.time_scale = time_scale
@@ -91,7 +101,9 @@ class Scheduler:
         self._windows: dict[str, LoadWindow] = {}
         # Per router worker: its recent pushes (each model's in-flight in one telemetry window).
         self._pushed: dict[str, PushWindow] = {}
-        self.publisher = Publisher(bus, metrics)
+        self.leadership = Leadership(bus.leases, LeaseTiming(config.lease_s, config.lease_renew_s), metrics.leader, self._on_leadership, instance_id)
+        """Whether this scheduler decides: the lease in the `leases` bucket (one leads, others stand by)."""
+        self.publisher = Publisher(bus, metrics, self.leads)
         self.evaluations = self.publisher.evaluations
         """Each model's latest evaluation (holds and no-changes included), with the inputs it can be recomputed from."""
         self._tokens: dict[str, TokenMix] = {}
@@ -106,6 +118,26 @@ class Scheduler:
         """Models found with replicas an earlier scheduler decided: they warm up first (scheduler.resume)."""
         self._seen: set[str] = set()
         """Models this scheduler has evaluated (a model it gave its initial decision is not resumed)."""
+        self._served_since: dict[str, float] = {}
+        """Per model, this process's first fresh snapshot with a ready replica: how long its load window has been filling."""
+
+    def leads(self) -> bool:
+        """Whether this scheduler may decide now (it holds the lease, renewed within the deadline)."""
+        return self.leadership.leads()
+
+    def _on_leadership(self, leading: bool) -> None:
+        """Gained: decide on every model at once. Lost: forget what only a leader keeps, so a later term resumes
+        from the desired state in KV, as a restarted scheduler does, and `explain` reads the recorded decisions."""
+        if leading:
+            self._decide_all_now()
+            return
+        self._states.clear()
+        self._seen.clear()
+        self._resumed.clear()
+        self._demands.clear()
+        self._evaluated_at.clear()
+        self.evaluations.clear()
+        self.publisher.forget()
 
     def _decide_all_now(self) -> None:
         self._dirty.update(self.view.policies)
@@ -155,6 +187,8 @@ class Scheduler:
         resumed = self._resumed.get(snapshot.model)
         if resumed is not None:
             self._resumed[snapshot.model] = note_snapshot(resumed, now, fresh, snapshot.ready_replicas)
+        if fresh and snapshot.ready_replicas > 0:
+            self._served_since.setdefault(snapshot.model, now)
         if snapshot.inference_rps > 0 and snapshot.prompt_tokens_per_s > 0:
             mix = self._tokens.setdefault(snapshot.model, TokenMix())
             mix.observe(snapshot.prompt_tokens_per_s, snapshot.generated_tokens_per_s, snapshot.inference_rps, snapshot.window_s or 1.0)
@@ -327,7 +361,8 @@ class Scheduler:
             if state is None:
                 state = resume_state(current_replicas, now)
                 if current is not None and first:
-                    self._resumed[model] = Resumed(now)
+                    # A standby taking over has watched the load all along: its window is as full as it says.
+                    self._resumed[model] = Resumed(now, self._served_since.get(model, -1.0))
             warm_up = warming(self._resumed.get(model), current_replicas, now, self.config.load_window_s)
             if warm_up:
                 load, state = while_warming(load, state, current_replicas, now, warm_up)
@@ -361,6 +396,8 @@ class Scheduler:
         await self.publisher.write(model, revision, current_replicas, decision, vertical, inputs, create=current is None and revision == 0)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Subscribe, take the lease if it is free (a lone scheduler decides from its first tick), then decide on
+        each tick while leading; on standby the inputs are kept and nothing is evaluated."""
         subscriptions = [
             await self.bus.nc.subscribe(f"{subjects.LOAD}.*", cb=self._on_load),
             await self.bus.nc.subscribe(f"{subjects.WAKEUP}.*", cb=self._on_wakeup),
@@ -368,9 +405,17 @@ class Scheduler:
         ]
         if self.config.router_push:
             subscriptions.append(await self.bus.nc.subscribe(subjects.ROUTER_TELEMETRY, cb=self._on_router_telemetry))
+        lease_stop = asyncio.Event()
+        await self.leadership.look()  # a free lease is taken before the first tick
+        lease_task = asyncio.create_task(self.leadership.run(lease_stop))
         try:
             next_tick = time.monotonic()
             while not stop.is_set():
+                if not self.leads():
+                    self._dirty.clear()
+                    self._wake.clear()
+                    await wait_any(self.config.interval_s, stop, self._wake)
+                    continue
                 # At once, each model with a new snapshot or held requests; at each tick, every model not
                 # evaluated within the last interval (so no model goes two intervals without a decision).
                 now = time.monotonic()
@@ -381,7 +426,7 @@ class Scheduler:
                 self._wake.clear()
                 for model in models:
                     message = self.view.policies.get(model)
-                    if message is None:
+                    if message is None or not self.leads():
                         continue
                     self._evaluated_at[model] = time.monotonic()
                     try:
@@ -392,6 +437,11 @@ class Scheduler:
                     next_tick = time.monotonic() + self.config.interval_s
                 await wait_any(max(0.0, next_tick - time.monotonic()), stop, self._wake)
         finally:
+            if stop.is_set():
+                lease_stop.set()  # a clean stop hands the lease over at once
+                await asyncio.gather(lease_task, return_exceptions=True)
+            else:
+                lease_task.cancel()  # cancelled (or failed): stop renewing and let the lease expire, as a dead process would
             for subscription in subscriptions:
                 await unsubscribe(subscription)
             await self.capacity.close()

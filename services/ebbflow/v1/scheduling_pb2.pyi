@@ -296,17 +296,35 @@ class ModelPlan(_message.Message):
     def __init__(self, model: _Optional[str] = ..., desired: _Optional[_Union[DesiredState, _Mapping]] = ..., wanted_replicas: _Optional[int] = ..., priority: _Optional[int] = ..., gpus_per_replica: _Optional[float] = ..., budget_note: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[PlannedReplica, _Mapping]]] = ..., advisory: bool = ...) -> None: ...
 
 class GetPlanResponse(_message.Message):
-    __slots__ = ("models", "nodes", "gpu_budget", "gpus_wanted", "gpus_desired", "gpus_in_use")
+    __slots__ = ("models", "nodes", "gpu_budget", "gpus_wanted", "gpus_desired", "gpus_in_use", "leader", "leading", "instance_id")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     GPU_BUDGET_FIELD_NUMBER: _ClassVar[int]
     GPUS_WANTED_FIELD_NUMBER: _ClassVar[int]
     GPUS_DESIRED_FIELD_NUMBER: _ClassVar[int]
     GPUS_IN_USE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADING_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelPlan]
     nodes: _containers.RepeatedScalarFieldContainer[str]
     gpu_budget: float
     gpus_wanted: float
     gpus_desired: float
     gpus_in_use: int
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelPlan, _Mapping]]] = ..., nodes: _Optional[_Iterable[str]] = ..., gpu_budget: _Optional[float] = ..., gpus_wanted: _Optional[float] = ..., gpus_desired: _Optional[float] = ..., gpus_in_use: _Optional[int] = ...) -> None: ...
+    leader: str
+    leading: bool
+    instance_id: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelPlan, _Mapping]]] = ..., nodes: _Optional[_Iterable[str]] = ..., gpu_budget: _Optional[float] = ..., gpus_wanted: _Optional[float] = ..., gpus_desired: _Optional[float] = ..., gpus_in_use: _Optional[int] = ..., leader: _Optional[str] = ..., leading: bool = ..., instance_id: _Optional[str] = ...) -> None: ...
+
+class SchedulerLease(_message.Message):
+    __slots__ = ("holder", "term", "lease_s", "renewed_at_unix_s")
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    holder: str
+    term: int
+    lease_s: float
+    renewed_at_unix_s: float
+    def __init__(self, holder: _Optional[str] = ..., term: _Optional[int] = ..., lease_s: _Optional[float] = ..., renewed_at_unix_s: _Optional[float] = ...) -> None: ...
