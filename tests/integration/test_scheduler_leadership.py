@@ -136,3 +136,23 @@ async def test_a_deposed_leader_stops_writing_at_once_and_a_stale_write_is_refus
     assert registry.get_sample_value("ebbflow_scheduler_cas_conflicts_total", {"model": "llm"}) == 1
     assert (await bed.bus.desired.get("llm")).revision == moved
     await b.leadership.release()
+
+
+async def test_a_generation_written_but_never_recorded_is_recorded_by_the_next_leader(scheduler_bed: SchedulerBed) -> None:
+    """The leader died between its desired-state write and its DECISIONS publish: the next one fills the gap."""
+    bed = scheduler_bed
+    await bed.put_policies(POLICY)
+    decisions = await bed.decisions(subjects.decision_subject("llm"))
+    load = {"in_flight": 10.0}
+    bed.feed(lambda: [fresh(load["in_flight"])])
+    a = Running(bed, "a")
+    await wait_for(lambda: decisions and decisions[-1].desired.horizontal.replicas == 3, 10, "10 in flight -> 3 replicas")
+    a.task.cancel()
+    await asyncio.gather(a.task, return_exceptions=True)
+    entry = await bed.bus.desired.get("llm")
+    unrecorded = scheduling_pb2.DesiredState(model="llm", horizontal=scheduling_pb2.HorizontalDecision(replicas=4), reason="written, then died")
+    revision = await bed.bus.desired.update("llm", unrecorded.SerializeToString(), last=entry.revision)
+    Running(bed, "b")
+    await wait_for(lambda: decisions[-1].generation >= revision, LEASE_S + 5, "the unrecorded generation recorded")
+    assert decisions[-1].generation == revision and decisions[-1].desired.reason == "written, then died" and decisions[-1].previous_replicas == 3
+    contiguous(decisions)

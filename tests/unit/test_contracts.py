@@ -36,6 +36,7 @@ SHELLS = {
     "scheduler/service.py": "subscribes, evaluates on a clock, publishes",
     "scheduler/publish.py": "writes desired state and decisions to NATS",
     "scheduler/curves.py": "stores measured curves in NATS KV",
+    "scheduler/leadership.py": "reads and writes the leadership lease in NATS KV (lease.py is its pure rule)",
     "router/server.py": "gRPC servicer",
     "router/upstreams.py": "gRPC channels to replicas",
     "router/holding.py": "waits for replicas, publishes wake-ups",

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable
 
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
@@ -57,6 +57,28 @@ class Publisher:
         """Leadership lost: the latest evaluations and advice are the next leader's to make."""
         self.evaluations.clear()
         self._advice.clear()
+
+    async def record_missed(self, model: str, current: scheduling_pb2.DesiredState, revision: int) -> None:
+        """On taking over (or starting): a desired state whose writer stopped between writing it and recording it
+        is recorded now, so `DECISIONS` holds every generation. Its inputs died with that scheduler: `explain`
+        says it cannot recompute it."""
+        try:
+            last = await self.bus.js.get_last_msg(subjects.DECISIONS_STREAM, subjects.decision_subject(model))
+            recorded: scheduling_pb2.ScalingDecision | None = scheduling_pb2.ScalingDecision.FromString(last.data or b"")
+        except NotFoundError:
+            recorded = None
+        except Exception as error:  # best effort (an undecodable record too): the decision itself is in KV
+            log.debug("reading the last decision of %s failed: %s", model, error)
+            return
+        if recorded is not None and (recorded.advisory or recorded.generation >= revision):
+            return
+        previous = recorded.desired.horizontal.replicas if recorded is not None else 0
+        desired = scheduling_pb2.DesiredState()
+        desired.CopyFrom(current)
+        desired.generation = revision
+        record = scheduling_pb2.ScalingDecision(model=model, generation=revision, previous_replicas=previous, desired=desired)
+        log.warning("%s: generation %d was written but never recorded (its scheduler stopped in between); recording it now", model, revision)
+        await self.bus.js.publish(subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{revision}"})
 
     def note_evaluation(
         self, model: str, revision: int, current: int, decision: Decision, inputs: scheduling_pb2.DecisionInputs, advisory: bool

@@ -348,6 +348,8 @@ class Scheduler:
         current, revision = await self._current(model)
         first = model not in self._seen
         self._seen.add(model)
+        if first and current is not None and revision:
+            await self.publisher.record_missed(model, current, revision)
         load = self._load(model, now)
         advisory = policy.mode == "advisory"
         if current is None and not advisory:
