@@ -294,6 +294,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     inventory = ", ".join(response.nodes) or "none (replicas take no GPU slot)"
     budget = f"{response.gpu_budget:g} GPUs" if response.gpu_budget else "none"
+    leadership = "this scheduler leads" if response.leading else f"answered by a standby; {response.leader or 'no scheduler'} leads"
+    print(f"scheduler {response.instance_id}: {leadership}")
     print(f"inventory: {inventory}; budget: {budget}")
     print(f"GPUs wanted {response.gpus_wanted:.2f}, desired {response.gpus_desired:.2f}, in use {response.gpus_in_use}")
     print(f"{'MODEL':<16} {'PRIO':>4} {'WANTED':>6} {'DESIRED':>7} {'GPU/REPL':>8} {'SHAPE':>9}  SLOTS")

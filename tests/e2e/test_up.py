@@ -186,7 +186,7 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         policies = run_cli("policy", "list", "--state-dir", str(state_dir))
         assert "SLO p99 TTFT <= 2 s" in policies.stdout, policies.stdout + policies.stderr
         plan = run_cli("plan", "--state-dir", str(state_dir))
-        assert plan.returncode == 0 and "inventory: none" in plan.stdout and "\nllm " in plan.stdout, plan.stdout + plan.stderr
+        assert plan.returncode == 0 and "inventory: none" in plan.stdout and ": this scheduler leads" in plan.stdout and "\nllm " in plan.stdout, plan.stdout + plan.stderr
         # The decision that started the llm replica, recomputed by the same rule from its recorded inputs.
         listed = run_cli("decisions", "llm", "--state-dir", str(state_dir))
         assert listed.returncode == 0 and "initial" in listed.stdout, listed.stdout + listed.stderr
