@@ -124,3 +124,11 @@ class RegistryWriter:
                 self.landing.record(replica.key, replica.entry.SerializeToString())
         self.landing.retry_now()
 
+    def export(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for replica in self.replicas.values():
+            key = (replica.entry.model, replica.phase.value)
+            counts[key] = counts.get(key, 0) + 1
+        for model in {r.entry.model for r in self.replicas.values()} | set(self.desired):
+            for phase in Phase:
+                self.metrics.replicas.labels(model, phase.value).set(counts.get((model, phase.value), 0))
