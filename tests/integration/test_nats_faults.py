@@ -38,6 +38,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 MODEL = "llm"
 REPLICAS = 2
+POLICY = ModelPolicy(
+    model=MODEL, min_replicas=1, max_replicas=REPLICAS, target_in_flight_per_replica=0.25, scale_down_delay_s=2.0, forecast_quantile=0, panic_threshold=0
+)
+"""The load scales it to REPLICAS; a scheduler that read silence as no load would be back at 1 within seconds."""
+OUTAGE_S = 9.0
+"""The second outage lasts at least this: past the scheduler's stale_after_s (3 s) plus the scale-down delay, with margin."""
 CAUGHT_UP_S = 10.0
 """After NATS is back: the bound for the registry, the router and status to show the replacement READY and serving."""
 
@@ -81,12 +87,11 @@ async def supervised(tmp_path: Path) -> AsyncIterator[tuple[Stack, NatsSuperviso
     said: list[str] = []
     nats = NatsSupervisor(tmp_path / "nats", said.append)
     url = await nats.start()
-    stack = Stack(stack_config(ModelPolicy(model=MODEL, min_replicas=REPLICAS, max_replicas=REPLICAS)), url, tmp_path / "state", nats_server=nats)
+    stack = Stack(stack_config(POLICY), url, tmp_path / "state", nats_server=nats)
     stack.said = said  # type: ignore[attr-defined]
     try:
         await stack.start()
         await stack.wait_serving([MODEL], timeout_s=60)
-        await wait_for(lambda: len(stack.view.ready(MODEL)) == REPLICAS, 60, f"{REPLICAS} ready replicas")
         yield stack, nats
     finally:
         await stack.stop()
@@ -112,6 +117,7 @@ async def test_requests_flow_through_nats_deaths_and_a_replica_ready_meanwhile_i
     link, actuator = stack.bus.link, stack.actuator
     load = Load(stack.addresses.router)
     await wait_for(lambda: load.ok >= 20, 20, "requests flowing")
+    await wait_for(lambda: len(stack.view.ready(MODEL)) == REPLICAS, 60, f"the load to scale {MODEL} to {REPLICAS} ready replicas")
 
     # 1. SIGKILL: the supervisor starts it again on the same port and store; every client reconnects.
     supervisor_stop = asyncio.Event()
@@ -133,6 +139,11 @@ async def test_requests_flow_through_nats_deaths_and_a_replica_ready_meanwhile_i
     nats.child.process.send_signal(signal.SIGKILL)
     await wait_for(lambda: not link.connected, 10, "the stack to see NATS gone")
     outage_started = time.monotonic()
+
+    def holds() -> float:
+        return stack.metrics_registry.get_sample_value("ebbflow_scheduler_holds_total", {"model": MODEL}) or 0.0
+
+    holds_before = holds()
     down = await status(stack)
     assert not down.nats.connected and down.nats.server_restarts == 1
     table = status_table(down)
@@ -142,6 +153,7 @@ async def test_requests_flow_through_nats_deaths_and_a_replica_ready_meanwhile_i
     (model,) = status_json(down)["models"]
     assert model["in_flight"] is None and model["arrival_rps"] is None and model["load_status"] == "unknown", model  # not 0
     assert status_json(down)["nats"]["connected"] is False
+    assert stack.metrics_registry.get_sample_value("ebbflow_nats_connected") == 0.0
 
     (victim,) = [r for r in actuator.replicas.values() if r.phase == Phase.READY][:1]
     assert victim.child is not None
@@ -154,8 +166,12 @@ async def test_requests_flow_through_nats_deaths_and_a_replica_ready_meanwhile_i
     (new,) = [r for r in actuator.replicas.values() if r.entry.replica_id not in before]
     assert not link.connected, "NATS came back too early: the replacement was not ready during the outage"
     assert stack.view.replicas.get(new.key) is None or stack.view.replicas[new.key].state != READY  # the view cannot know yet
-    desired_view = await status(stack)
-    assert desired_view.models[0].desired_replicas == REPLICAS  # nothing scaled down because data stopped
+    await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))  # the fault's length, not a readiness wait
+    assert not link.connected
+    held = await status(stack)
+    assert held.models[0].desired_replicas == REPLICAS, held.models[0]  # nothing scaled down because data stopped
+    assert actuator.desired[MODEL].horizontal.replicas == REPLICAS
+    assert holds() > holds_before + 3, "the scheduler should count a hold per tick while NATS is away"
     outage_s = time.monotonic() - outage_started
 
     # 3. NATS back (the supervisor again): the registry records the replacement READY, the router sends it
@@ -186,6 +202,7 @@ async def test_requests_flow_through_nats_deaths_and_a_replica_ready_meanwhile_i
     (model_status,) = reply.models
     assert (model_status.desired_replicas, model_status.ready_replicas, model_status.starting_replicas) == (REPLICAS, REPLICAS, 0)
     assert reply.nats.connected and reply.nats.reconnects == 2 and reply.nats.pending_writes == 0
+    assert stack.metrics_registry.get_sample_value("ebbflow_nats_connected") == 1.0
     assert address(new.entry) in {address(r) for r in stack.view.ready(MODEL)}
 
     await asyncio.sleep(1.0)  # a little load on the healed fleet

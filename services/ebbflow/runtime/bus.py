@@ -93,9 +93,12 @@ class Bus:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception as error:  # closing anyway
+            except Exception as error:  # closing anyway (e.g. NATS is away and the client still reconnecting)
                 log.debug("NATS drain failed: %s", error)
-                await self.nc.close()
+                try:
+                    await self.nc.close()
+                except Exception as closing_error:
+                    log.debug("closing the NATS connection failed: %s", closing_error)
 
 
 async def _bucket(js: JetStreamContext, name: str, history: int) -> KeyValue:
