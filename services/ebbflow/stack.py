@@ -36,10 +36,11 @@ from ebbflow.forecaster.service import Forecaster, ForecasterMetrics, collector_
 from ebbflow.router.front import HaproxyFront, haproxy_binary
 from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.router.worker import RouterService, RouterWorkers
-from ebbflow.runtime.bus import Bus, connect
+from ebbflow.runtime.bus import Bus, connect, export_link
 from ebbflow.runtime.config import Config
 from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.runtime.loops import wait_any
+from ebbflow.runtime.nats_server import NatsSupervisor
 from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.scheduler.api import PolicyApi, SchedulerApi, config_policies, import_policies
@@ -58,9 +59,13 @@ class Addresses:
 
 
 class Stack:
-    def __init__(self, config: Config, nats_url: str, state_dir: Path, say: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(
+        self, config: Config, nats_url: str, state_dir: Path, say: Callable[[str], None] = lambda line: None, nats_server: NatsSupervisor | None = None
+    ) -> None:
         self.config = config
         self.nats_url = nats_url
+        self.nats_server = nats_server
+        """The nats-server `ebbflow up` runs and restarts, for `ebbflow status` (None: an external NATS)."""
         self.state_dir = state_dir
         self.say = say
         self.metrics_registry = CollectorRegistry()
@@ -89,6 +94,7 @@ class Stack:
     async def start(self) -> Addresses:
         """Bring every part up; the addresses are also kept on `self.addresses`."""
         self.bus = bus = await connect(self.nats_url, name="ebbflow")
+        export_link(bus.link, self.metrics_registry)
         self.actuator = actuator = LocalActuator(
             self.config.actuator, bus, self.state_dir, ActuatorMetrics(self.metrics_registry), self.say, self.config.placement
         )
@@ -154,7 +160,10 @@ class Stack:
             ]
         )
         status_pb2_grpc.add_StatusServiceServicer_to_server(
-            StatusService(self.view, actuator.desired, self.collector.latest, router_address, forecaster.latest, actuator.crash_loops), control_server.server
+            StatusService(
+                self.view, actuator.desired, self.collector.latest, router_address, forecaster.latest, actuator.crash_loops, self.nats_status
+            ),
+            control_server.server,
         )
         collector_pb2_grpc.add_CollectorServiceServicer_to_server(CollectorApi(self.collector), control_server.server)
         forecast_pb2_grpc.add_ForecasterServiceServicer_to_server(ForecasterApi(forecaster), control_server.server)
@@ -168,6 +177,22 @@ class Stack:
         self.metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=self.metrics_registry)
         self.addresses = Addresses(router_address, f"127.0.0.1:{control_port}", f"127.0.0.1:{self.metrics_server.server_port}")
         return self.addresses
+
+    def nats_status(self) -> status_pb2.NatsStatus:
+        """This process's NATS connection, the supervised server's restarts, and the registry writes waiting for NATS."""
+        assert self.bus is not None
+        link, server = self.bus.link, self.nats_server
+        return status_pb2.NatsStatus(
+            url=link.url,
+            connected=link.connected,
+            since_unix_s=link.since_unix_s,
+            reconnects=link.reconnects,
+            supervised=server is not None,
+            server_restarts=server.restarts if server else 0,
+            last_server_exit=server.last_exit if server else "",
+            last_server_exit_unix_s=server.last_exit_unix_s if server else 0.0,
+            pending_writes=self.actuator.writer.landing.backlog if self.actuator else 0,
+        )
 
     async def _run_forecaster(self, forecaster: Forecaster) -> None:
         await wait_any(60.0, self.collector.restored, self.stop_event)  # its history is what the forecaster refills from

@@ -1,5 +1,12 @@
 """The status view: what `ebbflow status` shows, built from the registry, desired state and load (served by
-StatusService), and rendered as a table or JSON."""
+StatusService), and rendered as a table or JSON.
+
+Load that is not fresh is shown as what it is ("unknown", "stale"; null in
+JSON), never as zero: during a NATS outage the routers' telemetry does not
+arrive, and "0 in flight" would read as an idle model. The NATS line says
+whether the control plane is connected, since when, and how often `ebbflow
+up` has restarted its nats-server.
+"""
 
 from __future__ import annotations
 
@@ -73,6 +80,7 @@ class StatusService(status_pb2_grpc.StatusServiceServicer):
         router_address: str,
         forecasts: Callable[[], Mapping[str, forecast_pb2.Forecast]] = dict,
         crash_loops: Callable[[], Mapping[str, status_pb2.CrashLoop]] = dict,
+        nats: Callable[[], status_pb2.NatsStatus] = status_pb2.NatsStatus,
     ) -> None:
         self.view = view
         self.desired = desired
@@ -80,20 +88,63 @@ class StatusService(status_pb2_grpc.StatusServiceServicer):
         self.router_address = router_address
         self.forecasts = forecasts
         self.crash_loops = crash_loops
+        self.nats = nats
 
     async def GetStatus(self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> status_pb2.GetStatusResponse:
         models = build_status(self.view.policies, self.desired, list(self.view.replicas.values()), self.loads, request.model, self.forecasts(), self.crash_loops())
         if request.model and not models:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{request.model}'")
-        return status_pb2.GetStatusResponse(models=models, router_address=self.router_address)
+        return status_pb2.GetStatusResponse(models=models, router_address=self.router_address, nats=self.nats())
 
 
 # ---- rendering ------------------------------------------------------------------
 
 
+def load_word(status: "load_pb2.DataStatus.ValueType") -> str:
+    return load_pb2.DataStatus.Name(status).removeprefix("DATA_STATUS_").lower()
+
+
+def _fresh(m: status_pb2.ModelStatus) -> bool:
+    return m.load_status == load_pb2.DATA_STATUS_FRESH
+
+
+def nats_json(nats: status_pb2.NatsStatus) -> dict[str, Any]:
+    return {
+        "url": nats.url,
+        "connected": nats.connected,
+        "since_unix_s": nats.since_unix_s,
+        "reconnects": nats.reconnects,
+        "supervised": nats.supervised,
+        "server_restarts": nats.server_restarts,
+        "last_server_exit": nats.last_server_exit,
+        "last_server_exit_unix_s": nats.last_server_exit_unix_s,
+        "pending_writes": nats.pending_writes,
+    }
+
+
+def nats_line(nats: status_pb2.NatsStatus) -> str:
+    """E.g. "NATS: disconnected since 14:03:07 (nats://127.0.0.1:4222); load data stale, scaling holds"."""
+    if not nats.url:
+        return "NATS: unknown"
+    since = time.strftime("%H:%M:%S", time.localtime(nats.since_unix_s))
+    if nats.connected:
+        line = f"NATS: connected ({nats.url})"
+        if nats.reconnects:
+            line += f", reconnected at {since}"
+    else:
+        line = f"NATS: disconnected since {since} ({nats.url}); load data stale, scaling holds, the router serves from its last registry"
+    if nats.supervised and nats.server_restarts:
+        exit_at = time.strftime("%H:%M:%S", time.localtime(nats.last_server_exit_unix_s))
+        line += f"; nats-server restarted {nats.server_restarts} time(s), last {nats.last_server_exit or 'died'} at {exit_at}"
+    if nats.pending_writes:
+        line += f"; {nats.pending_writes} registry write(s) waiting for NATS"
+    return line
+
+
 def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
     return {
         "router": response.router_address,
+        "nats": nats_json(response.nats),
         "models": [
             {
                 "name": m.name,
@@ -103,9 +154,9 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
                 "draining_replicas": m.draining_replicas,
                 "min_replicas": m.min_replicas,
                 "max_replicas": m.max_replicas,
-                "in_flight": round(m.in_flight, 3),
-                "arrival_rps": round(m.arrival_rps, 3),
-                "load_status": load_pb2.DataStatus.Name(m.load_status).removeprefix("DATA_STATUS_").lower(),
+                "in_flight": round(m.in_flight, 3) if _fresh(m) else None,
+                "arrival_rps": round(m.arrival_rps, 3) if _fresh(m) else None,
+                "load_status": load_word(m.load_status),
                 "generation": m.generation,
                 "instances_per_replica": m.instances_per_replica,
                 "max_batch_size": m.max_batch_size,
@@ -176,14 +227,18 @@ def status_table(response: status_pb2.GetStatusResponse) -> str:
         f"{'MODEL':<16} {'DESIRED':>7} {'READY':>5} {'START':>5} {'DRAIN':>5} {'INST':>4} {'BATCH':>5} "
         f"{'IN_FLIGHT':>9} {'ARRIVAL_RPS':>11} {'P90_FCST':>8} {'GEN':>4}  LAST DECISION"
     )
-    lines = [f"router: {response.router_address}", header]
+    lines = [f"router: {response.router_address}", nats_line(response.nats), header]
     for m in response.models:
+        if _fresh(m):
+            in_flight, arrival = f"{m.in_flight:>9.2f}", f"{m.arrival_rps:>11.2f}"
+        else:  # no data is not zero load
+            in_flight, arrival = f"{load_word(m.load_status):>9}", f"{load_word(m.load_status):>11}"
         p90 = _p90(m.forecast)
         forecast = f"{max(p90):>8.2f}" if p90 else f"{'-':>8}"
         flags = "".join(f" [{flag}]" for flag in (m.mode if m.mode == "advisory" else "", f"pinned {m.pinned}" if m.pinned else "") if flag)
         lines.append(
             f"{m.name:<16} {m.desired_replicas:>7} {m.ready_replicas:>5} {m.starting_replicas:>5} {m.draining_replicas:>5} "
-            f"{m.instances_per_replica:>4} {m.max_batch_size:>5} {m.in_flight:>9.2f} {m.arrival_rps:>11.2f} {forecast} {m.generation:>4}  "
+            f"{m.instances_per_replica:>4} {m.max_batch_size:>5} {in_flight} {arrival} {forecast} {m.generation:>4}  "
             f"{m.last_decision_reason}{flags}"
         )
         lines += _crash_loop_lines(m.crash_loop)

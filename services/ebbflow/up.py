@@ -117,7 +117,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 async def _run(config: Config, state_dir: Path, nats_url: str | None) -> int:
-    from ebbflow.runtime.nats_server import start_nats_server
+    from ebbflow.runtime.nats_server import NatsSupervisor
     from ebbflow.stack import Stack
 
     stop = asyncio.Event()
@@ -126,13 +126,17 @@ async def _run(config: Config, state_dir: Path, nats_url: str | None) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     _check_port_free(config.router.host, config.router.port)
-    nats_child = None
+    nats: NatsSupervisor | None = None
+    supervising: asyncio.Task[None] | None = None
+    nats_stop = asyncio.Event()  # the supervisor outlives the stack: NATS is drained last
     stack: Stack | None = None
     try:
         if nats_url is None:
-            nats_child, nats_url = await start_nats_server(state_dir)
-            say(f"nats-server with JetStream at {nats_url}")
-        stack = Stack(config, nats_url, state_dir, say)
+            nats = NatsSupervisor(state_dir, say)
+            nats_url = await nats.start()
+            supervising = asyncio.create_task(nats.run(nats_stop), name="nats-server supervisor")
+            say(f"nats-server with JetStream at {nats_url} (started again if it dies)")
+        stack = Stack(config, nats_url, state_dir, say, nats)
         addresses = await stack.start()
         (state_dir / STATE_FILE).write_text(
             json.dumps(
@@ -166,8 +170,11 @@ async def _run(config: Config, state_dir: Path, nats_url: str | None) -> int:
             signal.signal(sig, signal.SIG_IGN)
         if stack is not None:
             await stack.stop()
-        if nats_child is not None:
-            await nats_child.stop(5.0)
+        nats_stop.set()
+        if supervising is not None:
+            await asyncio.gather(supervising, return_exceptions=True)
+        if nats is not None:
+            await nats.stop(5.0)
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         say("stopped")
 

@@ -167,7 +167,8 @@ class LocalActuator:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.lifecycle.session = self.vertical.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
-        watcher = asyncio.create_task(watch_bucket(self.bus.desired, self._on_desired, self._on_desired_deleted, stop=stop))
+        watcher = asyncio.create_task(watch_bucket(self.bus.desired, self._on_desired, self._on_desired_deleted, stop=stop, link=self.bus.link))
+        reasserter = asyncio.create_task(self._reassert_after_reconnects(stop))
         telemetry = await self.bus.nc.subscribe(subjects.ROUTER_TELEMETRY, cb=self.drains.on_router_telemetry)
         try:
             while not stop.is_set():
@@ -176,8 +177,18 @@ class LocalActuator:
                 await wait_any(self.config.reconcile_interval_s, stop, self._kick)
         finally:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            reasserter.cancel()
+            await asyncio.gather(watcher, reasserter, return_exceptions=True)
             await unsubscribe(telemetry)
+
+    async def _reassert_after_reconnects(self, stop: asyncio.Event) -> None:
+        """After each NATS reconnect, write every replica's entry again: the registry is ours to keep right."""
+        while not stop.is_set():
+            reconnected = self.bus.link.reconnected
+            await wait_any(3600.0, stop, reconnected)
+            if reconnected.is_set():
+                log.info("NATS is back: writing the registry entries of %d replica(s) again", len(self.replicas))
+                self.writer.reassert()
 
     async def shutdown(self) -> None:
         """Stop every replica in parallel (routers are already gone, so no propagation wait)."""
@@ -186,5 +197,6 @@ class LocalActuator:
             *(self.drains.drain(r, wait_for_routers=False) for r in replicas if not r.stopping), *list(self.drains.tasks), return_exceptions=True
         )
         await asyncio.gather(*(r.task for r in replicas if r.task is not None), return_exceptions=True)
+        await self.writer.landing.close()
         if self.lifecycle.session is not None:
             await self.lifecycle.session.close()

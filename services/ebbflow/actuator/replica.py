@@ -3,11 +3,17 @@
 The actuator is the only writer of the replica registry (KV bucket
 `replicas`): `RegistryWriter.record` is the one place a phase change is
 written, with a lifecycle event beside it, and the per-phase gauge follows.
+A write NATS does not take (it is away) is retried until it lands, the
+newest state of each replica winning (runtime.landing): a replica that
+becomes ready during an outage is in the registry, READY, once NATS is back.
+After a reconnect the actuator writes every replica's entry again
+(`reassert`), since the outage may have swallowed writes it thought stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ebbflow.actuator.core import Phase
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
+from ebbflow.runtime.landing import Landing
 from ebbflow.runtime.process import ChildProcess
 from ebbflow.v1 import registry_pb2, scheduling_pb2
 
@@ -76,6 +83,9 @@ class ActuatorMetrics:
         self.restarts = Gauge(
             "ebbflow_actuator_crash_restarts", "Failed replica starts of a model since its crash-loop back-off last reset", ["model"], registry=registry
         )
+        self.registry_backlog = Gauge(
+            "ebbflow_actuator_registry_backlog", "Registry entries and lifecycle events not yet stored in NATS (retried until they are)", registry=registry
+        )
 
 
 class RegistryWriter:
@@ -92,24 +102,27 @@ class RegistryWriter:
         self.metrics = metrics
         self.replicas = replicas
         self.desired = desired
+        self.landing = Landing(bus, bus.replicas, "registry")
+        self._events = itertools.count(1)
+        metrics.registry_backlog.set_function(lambda: float(self.landing.backlog))
 
     async def record(self, replica: ManagedReplica, phase: Phase, message: str = "") -> None:
         replica.phase = phase
         replica.entry.state = _STATE_BY_PHASE[phase]
         self.export()
-        if not self.bus.nc.is_connected:
-            # NATS is gone (e.g. the whole process group got SIGTERM): don't stall shutdown on timeouts.
-            log.warning("NATS unavailable: %s is %s but the registry was not updated", replica.key, phase.value)
-            return
-        try:
-            if phase == Phase.STOPPED:
-                await self.bus.replicas.delete(replica.key)
-            else:
-                await self.bus.replicas.put(replica.key, replica.entry.SerializeToString())
-            event = registry_pb2.LifecycleEvent(kind=_EVENT_BY_PHASE[phase], replica=replica.entry, time_unix_s=time.time(), message=message)
-            await self.bus.js.publish(subjects.lifecycle_subject(replica.entry.model), event.SerializeToString())
-        except Exception as error:  # NATS away: the registry catches up on the next write
-            log.warning("recording %s as %s failed: %s", replica.key, phase.value, error)
+        self.landing.record(replica.key, None if phase == Phase.STOPPED else replica.entry.SerializeToString())
+        event = registry_pb2.LifecycleEvent(kind=_EVENT_BY_PHASE[phase], replica=replica.entry, time_unix_s=time.time(), message=message)
+        self.landing.publish(subjects.lifecycle_subject(replica.entry.model), event.SerializeToString(), f"{replica.entry.replica_id}:{next(self._events)}")
+        # Not connected: no attempt, so nothing (a start, a drain, shutdown) stalls on NATS timeouts.
+        if not await self.landing.land() and replica.key in self.landing.writes:
+            log.warning("NATS unavailable: %s is %s; the registry gets it once NATS takes it", replica.key, phase.value)
+
+    def reassert(self) -> None:
+        """Write every replica's current entry again (NATS came back; it may have missed writes we believe stored)."""
+        for replica in list(self.replicas.values()):
+            if replica.phase != Phase.STOPPED:
+                self.landing.record(replica.key, replica.entry.SerializeToString())
+        self.landing.retry_now()
 
     def export(self) -> None:
         counts: dict[tuple[str, str], int] = {}

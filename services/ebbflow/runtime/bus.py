@@ -1,10 +1,21 @@
-"""The NATS connection every service shares: JetStream KV buckets, streams and watches."""
+"""The NATS connection every service shares: JetStream KV buckets, streams and watches.
+
+A connection reconnects forever (nats-py's reconnect loop, every
+RECONNECT_WAIT_S), buffering at most PENDING_BYTES of outgoing messages
+meanwhile; a publish beyond that fails at once instead of growing memory.
+`NatsLink` says whether this process is connected and since when (for
+`ebbflow status` and the `ebbflow_nats_connected` gauge), and signals each
+reconnect, so a KV watch lists its bucket again at once (a Kubernetes
+informer's relist) rather than waiting for its consumer's missed heartbeats
+(about 12 s), and writers re-assert what they own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import nats
@@ -14,11 +25,53 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+from prometheus_client import CollectorRegistry, Gauge
 
 from ebbflow.runtime import subjects
 from ebbflow.runtime.errors import UnavailableError
 
 log = logging.getLogger(__name__)
+
+RECONNECT_WAIT_S = 0.5
+"""Between reconnect attempts, seconds; attempts never stop."""
+PENDING_BYTES = 2 * 1024 * 1024
+"""Outgoing bytes buffered while disconnected (nats-py's default, stated here as the bound)."""
+DUPLICATE_WINDOW_S = 600.0
+"""How long JetStream remembers a message id of DECISIONS and LIFECYCLE: a publish retried after a NATS outage
+that long or shorter is not stored twice (writers retry until NATS is back, so this bounds the outage covered)."""
+
+
+@dataclass
+class NatsLink:
+    """This process's view of its NATS connection: up or down, since when, and a signal per reconnect."""
+
+    url: str
+    connected: bool = True
+    since_unix_s: float = field(default_factory=time.time)
+    """When `connected` last changed (wall clock)."""
+    reconnects: int = 0
+    _reconnected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def reconnected(self) -> asyncio.Event:
+        """Set by the next reconnect: take it before reading, then wait on it (as RegistryView.changed)."""
+        return self._reconnected
+
+    def went_down(self) -> None:
+        if self.connected:
+            self.connected, self.since_unix_s = False, time.time()
+
+    def came_back(self) -> None:
+        self.connected, self.since_unix_s = True, time.time()
+        self.reconnects += 1
+        self._reconnected.set()
+        self._reconnected = asyncio.Event()
+
+
+def export_link(link: NatsLink, registry: CollectorRegistry) -> None:
+    """`ebbflow_nats_connected` (1 connected, 0 not) for this process's connection."""
+    gauge = Gauge("ebbflow_nats_connected", "Whether this process is connected to NATS (1) or reconnecting (0)", registry=registry)
+    gauge.set_function(lambda: 1.0 if link.connected else 0.0)
 
 
 @dataclass
@@ -34,15 +87,19 @@ class Bus:
     capacity: KeyValue
     leases: KeyValue
     closing: list[bool]
+    link: NatsLink
 
     async def close(self) -> None:
         self.closing.append(True)
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception as error:  # closing anyway
+            except Exception as error:  # closing anyway (e.g. NATS is away and the client still reconnecting)
                 log.debug("NATS drain failed: %s", error)
-                await self.nc.close()
+                try:
+                    await self.nc.close()
+                except Exception as closing_error:
+                    log.debug("closing the NATS connection failed: %s", closing_error)
 
 
 async def _bucket(js: JetStreamContext, name: str, history: int) -> KeyValue:
@@ -54,26 +111,33 @@ async def _bucket(js: JetStreamContext, name: str, history: int) -> KeyValue:
 
 async def _stream(js: JetStreamContext, name: str, subject_prefix: str, max_msgs: int) -> None:
     try:
-        await js.stream_info(name)
+        info = await js.stream_info(name)
     except NotFoundError:
-        await js.add_stream(StreamConfig(name=name, subjects=[f"{subject_prefix}.>"], max_msgs=max_msgs, duplicate_window=120.0))
+        await js.add_stream(StreamConfig(name=name, subjects=[f"{subject_prefix}.>"], max_msgs=max_msgs, duplicate_window=DUPLICATE_WINDOW_S))
+        return
+    if (info.config.duplicate_window or 0.0) < DUPLICATE_WINDOW_S:  # made by an older ebbflow with 120 s
+        info.config.duplicate_window = DUPLICATE_WINDOW_S
+        await js.update_stream(info.config)
 
 
 async def _on_error(error: Exception) -> None:
     log.debug("NATS: %s", error)
 
 
-async def _on_reconnected() -> None:
-    log.warning("NATS reconnected")
-
-
 async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
     """Connect and make sure every bucket and stream exists (idempotent, any service may start first)."""
     closing: list[bool] = []
+    link = NatsLink(url)
 
     async def _on_disconnected() -> None:
         if not closing:
-            log.warning("NATS disconnected; reconnecting (load data goes stale, so scaling holds)")
+            link.went_down()
+            log.warning("NATS at %s disconnected; reconnecting (load data goes stale, so scaling holds)", url)
+
+    async def _on_reconnected() -> None:
+        down_s = time.time() - link.since_unix_s
+        link.came_back()
+        log.warning("NATS at %s reconnected after %.1f s", url, down_s)
 
     try:
         nc = await nats.connect(
@@ -81,8 +145,9 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
             name=name,
             connect_timeout=connect_timeout_s,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=RECONNECT_WAIT_S,
             allow_reconnect=True,
+            pending_size=PENDING_BYTES,
             error_cb=_on_error,
             disconnected_cb=_on_disconnected,
             reconnected_cb=_on_reconnected,
@@ -100,6 +165,7 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
         capacity=await _bucket(js, subjects.CAPACITY_BUCKET, history=1),
         leases=await _bucket(js, subjects.LEASES_BUCKET, history=1),
         closing=closing,
+        link=link,
     )
     await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, max_msgs=100_000)
     await _stream(js, subjects.LIFECYCLE_STREAM, subjects.LIFECYCLE, max_msgs=100_000)
@@ -148,33 +214,71 @@ async def watch_bucket(
     on_delete: OnDelete,
     loaded: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    link: NatsLink | None = None,
 ) -> None:
     """Deliver current values, then every change, until stop is set.
 
     `loaded` is set once the current values have been delivered, so callers
-    can tell "empty" from "not read yet".
+    can tell "empty" from "not read yet". With `link`, each reconnect lists
+    the bucket again: every current value is delivered once more (callbacks
+    must be idempotent), and a key that vanished meanwhile is delivered as a
+    delete.
     """
-    watcher = await kv.watchall()
-    try:
-        while stop is None or not stop.is_set():
-            try:
-                entry = await watcher.updates(timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
-            if entry is None:
-                if loaded is not None:
-                    loaded.set()
-                continue
-            if not isinstance(entry, KeyValue.Entry):  # stop sentinel
-                return
-            if entry.operation in ("DEL", "PURGE") or entry.value is None:
-                result = on_delete(entry.key)
-            else:
-                result = on_put(entry.key, entry.value, entry.revision or 0)
-            if asyncio.iscoroutine(result):
-                await result
-    finally:
+    present: set[str] = set()
+    listed: set[str] | None = None  # keys seen by a relist, until its current values are in
+    while stop is None or not stop.is_set():
+        reconnected = link.reconnected if link is not None else None
         try:
-            await watcher.stop()
-        except Exception as error:
-            log.debug("stopping a KV watcher failed: %s", error)
+            watcher = await kv.watchall()
+        except Exception as error:  # NATS went away again before the watch was set up
+            log.warning("watching KV bucket %s failed (%s); retrying", kv._name, error)
+            await _pause(1.0, stop)
+            continue
+        try:
+            while stop is None or not stop.is_set():
+                if reconnected is not None and reconnected.is_set():
+                    listed = set()
+                    break
+                try:
+                    entry = await watcher.updates(timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                if entry is None:
+                    if listed is not None:
+                        for key in sorted(present - listed):
+                            present.discard(key)
+                            await _call(on_delete(key))
+                        listed = None
+                    if loaded is not None:
+                        loaded.set()
+                    continue
+                if not isinstance(entry, KeyValue.Entry):  # stop sentinel
+                    return
+                if entry.operation in ("DEL", "PURGE") or entry.value is None:
+                    present.discard(entry.key)
+                    await _call(on_delete(entry.key))
+                else:
+                    present.add(entry.key)
+                    if listed is not None:
+                        listed.add(entry.key)
+                    await _call(on_put(entry.key, entry.value, entry.revision or 0))
+        finally:
+            try:
+                await watcher.stop()
+            except Exception as error:
+                log.debug("stopping a KV watcher failed: %s", error)
+
+
+async def _call(result: Awaitable[None] | None) -> None:
+    if asyncio.iscoroutine(result):
+        await result
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass

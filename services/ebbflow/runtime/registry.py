@@ -93,9 +93,9 @@ class RegistryView:
         on_policy = self._mirror(self.policies, policy_pb2.ScalingPolicy.FromString, "policy")
         on_config = self._mirror(self.model_configs, model_config_pb2.ModelConfig.FromString, "model config")
         await asyncio.gather(
-            watch_bucket(bus.replicas, *on_replica, self.replicas_loaded, stop),
-            watch_bucket(bus.policies, *on_policy, self.policies_loaded, stop),
-            watch_bucket(bus.models, *on_config, self.model_configs_loaded, stop),
+            watch_bucket(bus.replicas, *on_replica, self.replicas_loaded, stop, bus.link),
+            watch_bucket(bus.policies, *on_policy, self.policies_loaded, stop, bus.link),
+            watch_bucket(bus.models, *on_config, self.model_configs_loaded, stop, bus.link),
         )
 
 

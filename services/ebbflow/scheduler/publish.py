@@ -4,7 +4,9 @@ The desired state is written with compare-and-set on the KV revision it was
 read at (its generation), so two schedulers cannot interleave: a write based
 on a stale revision fails and is recomputed on the next tick. Each change is
 published with its inputs (scheduler.explain) under a message id of its
-generation, so a retried publish is not a second decision.
+generation, so a retried publish is not a second decision; a publish NATS does
+not take is retried until it does (runtime.landing), so a decision whose
+desired state was written is not missing from the record.
 
 Only the scheduler holding the leadership lease writes: `leads` is asked
 again just before each write, and a write refused by compare-and-set (a
@@ -22,6 +24,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
+from ebbflow.runtime.landing import Landing
 from ebbflow.scheduler.core import Decision
 from ebbflow.v1 import scheduling_pb2
 
@@ -52,6 +55,7 @@ class Publisher:
         self.evaluations: dict[str, scheduling_pb2.ScalingDecision] = {}
         """Each model's latest evaluation (holds and no-changes included), with the inputs it can be recomputed from."""
         self._advice: dict[str, tuple[int, int]] = {}
+        self.records = Landing(bus, None, "decision record")
 
     def forget(self) -> None:
         """Leadership lost: the latest evaluations and advice are the next leader's to make."""
@@ -101,7 +105,8 @@ class Publisher:
         decided = time.time()
         record = scheduling_pb2.ScalingDecision(model=model, previous_replicas=current, desired=_desired(model, decision, decided), inputs=inputs, advisory=True)
         log.info("%s (advisory): would go %d -> %d replicas: %s", model, current, decision.replicas, decision.reason)
-        await self.bus.js.publish(subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:advice:{decided:.6f}"})
+        self.records.publish(subjects.decision_subject(model), record.SerializeToString(), f"{model}:advice:{decided:.6f}")
+        await self.records.land()
 
     async def write(
         self,
@@ -135,4 +140,5 @@ class Publisher:
         self.metrics.desired.labels(model).set(desired.horizontal.replicas)
         log.info("%s: %d -> %d replicas (generation %d): %s", model, current, desired.horizontal.replicas, generation, decision.reason)
         record = scheduling_pb2.ScalingDecision(model=model, generation=generation, previous_replicas=current, desired=desired, inputs=inputs)
-        await self.bus.js.publish(subjects.decision_subject(model), record.SerializeToString(), headers={"Nats-Msg-Id": f"{model}:{generation}"})
+        self.records.publish(subjects.decision_subject(model), record.SerializeToString(), f"{model}:{generation}")
+        await self.records.land()

@@ -412,6 +412,7 @@ class Scheduler:
         lease_task = asyncio.create_task(self.leadership.run(lease_stop))
         try:
             next_tick = time.monotonic()
+            nats_away = False
             while not stop.is_set():
                 if not self.leads():
                     self._dirty.clear()
@@ -426,6 +427,18 @@ class Scheduler:
                 models = sorted((self._dirty | due) & set(self.view.policies))
                 self._dirty.clear()
                 self._wake.clear()
+                if not self.bus.nc.is_connected:
+                    # NATS away: no load arrives and desired can be neither read nor written, so every model holds
+                    # (said once, counted per tick) rather than waiting out a KV timeout per model per tick.
+                    if not nats_away:
+                        log.warning("NATS unavailable: holding every model's desired state until it is back")
+                    nats_away = True
+                    for model in models:
+                        self.metrics.holds.labels(model).inc()
+                    models = []
+                elif nats_away:
+                    nats_away = False
+                    log.warning("NATS is back: deciding again")
                 for model in models:
                     message = self.view.policies.get(model)
                     if message is None or not self.leads():

@@ -76,10 +76,34 @@ class GetStatusRequest(_message.Message):
     model: str
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
+class NatsStatus(_message.Message):
+    __slots__ = ("url", "connected", "since_unix_s", "reconnects", "supervised", "server_restarts", "last_server_exit", "last_server_exit_unix_s", "pending_writes")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    RECONNECTS_FIELD_NUMBER: _ClassVar[int]
+    SUPERVISED_FIELD_NUMBER: _ClassVar[int]
+    SERVER_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SERVER_EXIT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SERVER_EXIT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    PENDING_WRITES_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    connected: bool
+    since_unix_s: float
+    reconnects: int
+    supervised: bool
+    server_restarts: int
+    last_server_exit: str
+    last_server_exit_unix_s: float
+    pending_writes: int
+    def __init__(self, url: _Optional[str] = ..., connected: bool = ..., since_unix_s: _Optional[float] = ..., reconnects: _Optional[int] = ..., supervised: bool = ..., server_restarts: _Optional[int] = ..., last_server_exit: _Optional[str] = ..., last_server_exit_unix_s: _Optional[float] = ..., pending_writes: _Optional[int] = ...) -> None: ...
+
 class GetStatusResponse(_message.Message):
-    __slots__ = ("models", "router_address")
+    __slots__ = ("models", "router_address", "nats")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     ROUTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NATS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
     router_address: str
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., router_address: _Optional[str] = ...) -> None: ...
+    nats: NatsStatus
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., router_address: _Optional[str] = ..., nats: _Optional[_Union[NatsStatus, _Mapping]] = ...) -> None: ...
