@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterable
@@ -20,13 +21,14 @@ from ebbflow.collector.api import CollectorApi
 from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.policy import ModelPolicy, policy_to_proto
 from ebbflow.runtime.grpc_server import GrpcServer
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, scheduling_pb2
+from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, scheduling_pb2, scheduling_pb2_grpc
 from ebbflow.router.front import HaproxyFront
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import ActuatorConfig, CollectorConfig, Config, PlacementConfig, RouterConfig
 from ebbflow.runtime.registry import RegistryView, connected
+from ebbflow.scheduler.api import SchedulerApi
 from ebbflow.scheduler.service import Scheduler
 from ebbflow.stack import Stack
 from tests.conftest import llm_inputs, wait_for
@@ -237,6 +239,24 @@ class SchedulerBed:
 
         self._stops.append(stop)
         self._tasks.append(asyncio.create_task(collector()))
+
+    @contextlib.asynccontextmanager
+    async def api(self, scheduler: Scheduler) -> AsyncIterator[scheduling_pb2_grpc.SchedulerServiceStub]:
+        """The scheduler's gRPC API (what `ebbflow decisions`, `plan` and `explain` ask) on a free port."""
+        server = grpc.aio.server()
+        scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(self.bus, self.view, scheduler), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                yield scheduling_pb2_grpc.SchedulerServiceStub(channel)
+        finally:
+            await server.stop(None)
+
+    async def explain(self, scheduler: Scheduler, model: str, generation: int) -> scheduling_pb2.ExplainResponse:
+        """What `ebbflow explain MODEL GENERATION` asks the scheduler's API."""
+        async with self.api(scheduler) as stub:
+            return await stub.Explain(scheduling_pb2.ExplainRequest(model=model, generation=generation), timeout=10.0)
 
     def run(self, scheduler: Scheduler) -> tuple[asyncio.Event, asyncio.Task]:
         stop = asyncio.Event()

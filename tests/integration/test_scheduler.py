@@ -5,6 +5,7 @@ a model has what it has now, a hold or a no-change included."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -13,12 +14,9 @@ from prometheus_client import CollectorRegistry
 from ebbflow.policy import ModelPolicy, policy_from_proto
 from ebbflow.runtime import subjects
 from ebbflow.runtime.config import PlacementConfig, SchedulerConfig
-from ebbflow.scheduler.api import SchedulerApi
 from ebbflow.scheduler.explain import recompute
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
-import time
-
-from ebbflow.v1 import forecast_pb2, load_pb2, scheduling_pb2, scheduling_pb2_grpc
+from ebbflow.v1 import forecast_pb2, load_pb2, scheduling_pb2
 from tests.conftest import wait_for
 from tests.integration.conftest import SchedulerBed
 
@@ -36,20 +34,6 @@ async def poll(condition, timeout_s: float, what: str) -> None:  # type: ignore[
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         await asyncio.sleep(0.1)
-
-
-async def explain_over_grpc(bed: SchedulerBed, scheduler: Scheduler, model: str, generation: int) -> scheduling_pb2.ExplainResponse:
-    """What `ebbflow explain MODEL --generation N` asks the scheduler's API."""
-    server = grpc.aio.server()
-    scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bed.bus, bed.view, scheduler), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = scheduling_pb2_grpc.SchedulerServiceStub(channel)
-            return await stub.Explain(scheduling_pb2.ExplainRequest(model=model, generation=generation), timeout=10.0)
-    finally:
-        await server.stop(None)
 
 
 def scheduler_for(bed: SchedulerBed, config: SchedulerConfig, **settings: object) -> Scheduler:
@@ -111,7 +95,7 @@ async def test_under_a_gpu_budget_the_lower_priority_model_gives_way_and_its_dec
     assert last.inputs.budget_gpus == 2 and [(d.model, d.priority, d.replicas) for d in last.inputs.budget_demands] == [("chat", 10, 2)]
     again = recompute(last.inputs, policy_from_proto(last.inputs.policy))
     assert (again.replicas, again.reason) == (0, last.desired.reason)
-    explained = await explain_over_grpc(bed, scheduler, "batch", last.generation)
+    explained = await bed.explain(scheduler, "batch", last.generation)
     assert explained.matches and explained.recomputed_replicas == 0, explained.recomputed_reason
     load["chat"] = 4.0  # chat needs one again: batch gets its GPU back (chat's scale-down waits for its delay)
     await asyncio.sleep(1.0)
@@ -150,47 +134,39 @@ async def test_explain_without_a_generation_says_why_the_model_has_what_it_has_n
     bed.feed(lambda: [fresh("llm", load["in_flight"], 20.0)] if load["feeding"] else [])
     scheduler = scheduler_for(bed, SchedulerConfig(interval_s=0.2, load_window_s=2.0, stale_after_s=2.0))
     bed.run(scheduler)
-    server = grpc.aio.server()
-    scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bed.bus, bed.view, scheduler), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = scheduling_pb2_grpc.SchedulerServiceStub(channel)
+    async with bed.api(scheduler) as stub:
 
-            async def explain(generation: int = 0) -> scheduling_pb2.ExplainResponse:
-                return await stub.Explain(scheduling_pb2.ExplainRequest(model="llm", generation=generation), timeout=5.0)
+        async def explain(generation: int = 0) -> scheduling_pb2.ExplainResponse:
+            return await stub.Explain(scheduling_pb2.ExplainRequest(model="llm", generation=generation), timeout=5.0)
 
-            await wait_for(lambda: [d.desired.horizontal.replicas for d in decisions] == [1, 3], 10, "10 in flight -> 3 replicas")
-            load["in_flight"] = 2.0  # needs 1; the 600 s scale-down delay holds 3 and no decision is recorded
-            reply: list[scheduling_pb2.ExplainResponse] = []
+        await wait_for(lambda: [d.desired.horizontal.replicas for d in decisions] == [1, 3], 10, "10 in flight -> 3 replicas")
+        load["in_flight"] = 2.0  # needs 1; the 600 s scale-down delay holds 3 and no decision is recorded
+        reply: list[scheduling_pb2.ExplainResponse] = []
 
-            async def waiting() -> bool:
-                reply[:] = [await explain()]
-                return reply[0].decision.desired.reason.startswith("waiting to scale down: 1 recommended")
+        async def waiting() -> bool:
+            reply[:] = [await explain()]
+            return reply[0].decision.desired.reason.startswith("waiting to scale down: 1 recommended")
 
-            await poll(waiting, 15, "an evaluation that holds 3 while 1 is recommended")
-            now = reply[0]
-            assert now.evaluation and now.matches, now.recomputed_reason
-            assert now.decision.generation == decisions[-1].generation and now.decision.previous_replicas == 3
-            assert now.decision.desired.horizontal.replicas == 3 and now.recomputed_replicas == 3
-            assert "held for the 600 s delay (in_flight " in now.decision.desired.reason and "/ in_flight_target 4 -> 1)" in now.decision.desired.reason
-            assert [d.desired.horizontal.replicas for d in decisions] == [1, 3], "no change was recorded meanwhile"
-            recorded = await explain(decisions[-1].generation)  # a recorded change is still explained as recorded
-            assert not recorded.evaluation and recorded.matches and recorded.decision.desired.horizontal.replicas == 3
-            load["feeding"] = False  # the collector goes silent: the scheduler holds, and says why
+        await poll(waiting, 15, "an evaluation that holds 3 while 1 is recommended")
+        now = reply[0]
+        assert now.evaluation and now.matches, now.recomputed_reason
+        assert now.decision.generation == decisions[-1].generation and now.decision.previous_replicas == 3
+        assert now.decision.desired.horizontal.replicas == 3 and now.recomputed_replicas == 3
+        assert "held for the 600 s delay (in_flight " in now.decision.desired.reason and "/ in_flight_target 4 -> 1)" in now.decision.desired.reason
+        assert [d.desired.horizontal.replicas for d in decisions] == [1, 3], "no change was recorded meanwhile"
+        recorded = await explain(decisions[-1].generation)  # a recorded change is still explained as recorded
+        assert not recorded.evaluation and recorded.matches and recorded.decision.desired.horizontal.replicas == 3
+        load["feeding"] = False  # the collector goes silent: the scheduler holds, and says why
 
-            async def holding() -> bool:
-                reply[:] = [await explain()]
-                return reply[0].decision.desired.reason.startswith("hold: no load snapshot from the collector")
+        async def holding() -> bool:
+            reply[:] = [await explain()]
+            return reply[0].decision.desired.reason.startswith("hold: no load snapshot from the collector")
 
-            await poll(holding, 15, "a hold on stale load")
-            assert reply[0].evaluation and reply[0].matches and reply[0].decision.desired.horizontal.replicas == 3
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                await stub.Explain(scheduling_pb2.ExplainRequest(model="nope"), timeout=5.0)
-            assert error.value.code() == grpc.StatusCode.NOT_FOUND
-    finally:
-        await server.stop(None)
+        await poll(holding, 15, "a hold on stale load")
+        assert reply[0].evaluation and reply[0].matches and reply[0].decision.desired.horizontal.replicas == 3
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.Explain(scheduling_pb2.ExplainRequest(model="nope"), timeout=5.0)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_a_scheduler_restarted_under_load_warms_up_before_it_trusts_the_forecast_or_scales_down(scheduler_bed: SchedulerBed) -> None:

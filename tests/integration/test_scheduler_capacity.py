@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -14,12 +13,11 @@ from ebbflow.policy import ModelPolicy, policy_from_proto
 from ebbflow.runtime import subjects
 from ebbflow.runtime.config import SchedulerConfig
 from ebbflow.runtime.triton import default_model_repository, publish_model_configs
-from ebbflow.scheduler.api import SchedulerApi
 from ebbflow.scheduler.capacity import Shape
 from ebbflow.scheduler.curves import read_stored
 from ebbflow.scheduler.explain import curves_read, recompute
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
-from ebbflow.v1 import load_pb2, scheduling_pb2, scheduling_pb2_grpc
+from ebbflow.v1 import load_pb2
 from tests.conftest import wait_for
 from tests.integration.conftest import SchedulerBed
 
@@ -37,20 +35,6 @@ async def start(bed: SchedulerBed, policy: ModelPolicy) -> list:
     snapshot = load_pb2.LoadSnapshot(model="llm", status=load_pb2.DATA_STATUS_FRESH, in_flight=0.5, arrival_rps=RPS, window_s=0.2)
     bed.feed(lambda: [snapshot])
     return decisions
-
-
-async def explain_over_grpc(bed: SchedulerBed, scheduler: Scheduler, generation: int) -> scheduling_pb2.ExplainResponse:
-    """What `ebbflow explain llm --generation N` asks the scheduler's API."""
-    server = grpc.aio.server()
-    scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bed.bus, bed.view, scheduler), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = scheduling_pb2_grpc.SchedulerServiceStub(channel)
-            return await stub.Explain(scheduling_pb2.ExplainRequest(model="llm", generation=generation), timeout=10.0)
-    finally:
-        await server.stop(None)
 
 
 def scheduler_for(bed: SchedulerBed) -> Scheduler:
@@ -123,5 +107,5 @@ async def test_vertical_auto_picks_the_shape_that_needs_the_fewest_gpus_for_the_
     curves = {key: await read_stored(bed.bus.capacity, *key) for key in curves_read(recorded)}
     again = recompute(recorded, policy_from_proto(recorded.policy), curves)
     assert (again.replicas, again.reason) == (changed[0].desired.horizontal.replicas, changed[0].desired.reason)
-    explained = await explain_over_grpc(bed, scheduler, changed[0].generation)
+    explained = await bed.explain(scheduler, "llm", changed[0].generation)
     assert explained.matches and explained.decision.generation == changed[0].generation, explained.recomputed_reason

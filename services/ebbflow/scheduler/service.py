@@ -414,6 +414,23 @@ class Scheduler:
             next_tick = time.monotonic()
             nats_away = False
             while not stop.is_set():
+                if not self.bus.nc.is_connected:
+                    # NATS away: no load arrives and desired can be neither read nor written, so every model holds
+                    # (said once, counted per tick) rather than waiting out a KV timeout per model per tick. The
+                    # lease cannot be renewed either, so a leader stops leading after its deadline; once NATS is
+                    # back it takes the lease again and resumes from the desired state in KV.
+                    if not nats_away:
+                        log.warning("NATS unavailable: holding every model's desired state until it is back")
+                    nats_away = True
+                    for model in self.view.policies:
+                        self.metrics.holds.labels(model).inc()
+                    self._dirty.clear()
+                    self._wake.clear()
+                    await wait_any(self.config.interval_s, stop)
+                    continue
+                if nats_away:
+                    nats_away = False
+                    log.warning("NATS is back: deciding again")
                 if not self.leads():
                     self._dirty.clear()
                     self._wake.clear()
@@ -427,18 +444,6 @@ class Scheduler:
                 models = sorted((self._dirty | due) & set(self.view.policies))
                 self._dirty.clear()
                 self._wake.clear()
-                if not self.bus.nc.is_connected:
-                    # NATS away: no load arrives and desired can be neither read nor written, so every model holds
-                    # (said once, counted per tick) rather than waiting out a KV timeout per model per tick.
-                    if not nats_away:
-                        log.warning("NATS unavailable: holding every model's desired state until it is back")
-                    nats_away = True
-                    for model in models:
-                        self.metrics.holds.labels(model).inc()
-                    models = []
-                elif nats_away:
-                    nats_away = False
-                    log.warning("NATS is back: deciding again")
                 for model in models:
                     message = self.view.policies.get(model)
                     if message is None or not self.leads():
