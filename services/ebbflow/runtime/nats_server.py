@@ -73,6 +73,11 @@ def exit_words(code: int) -> str:
     return f"exited with code {code}"
 
 
+def restart_wait_s(failures: int) -> float:
+    """The wait before restarting after the `failures`-th failure in a row: RESTART_BACKOFF_S doubling to RESTART_BACKOFF_MAX_S."""
+    return min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** min(failures - 1, 64))
+
+
 class NatsSupervisor:
     """`ebbflow up`'s own nats-server, started again (same port, same store) whenever it dies."""
 
@@ -114,7 +119,7 @@ class NatsSupervisor:
             code = child.process.returncode if child.process.returncode is not None else 0
             died_s = time.monotonic()
             failures = 1 if died_s - started_s >= RESTART_RESET_AFTER_S else failures + 1
-            wait_s = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (failures - 1))
+            wait_s = restart_wait_s(failures)
             self.last_exit, self.last_exit_unix_s = exit_words(code), time.time()
             self.say(f"nats-server {exit_words(code)}; starting it again on {self.url} in {wait_s:.1f} s (same JetStream store)")
             log.error("nats-server (pid %d) %s; restarting on port %d in %.1f s; last log lines: %s", child.pid, exit_words(code), self.port, wait_s, child.tail(5))
@@ -125,7 +130,7 @@ class NatsSupervisor:
                     break
                 except UnavailableError as error:  # e.g. the port was taken meanwhile: keep trying, slower
                     failures += 1
-                    wait_s = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (failures - 1))
+                    wait_s = restart_wait_s(failures)
                     self.say(f"nats-server did not start again on port {self.port} ({error}); next try in {wait_s:.1f} s")
                     log.error("restarting nats-server failed: %s", error)
                     await wait_any(wait_s, stop)
