@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import warnings
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
+import psutil
 import pytest
 import pytest_asyncio
 
 from ebbflow.demo import llm_inputs  # noqa: F401 - shared with the tests
 from ebbflow.emulator.tokens import expected_text as expected_output  # noqa: F401
 from ebbflow.runtime.nats_server import start_nats_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_replica_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Replicas are detached on purpose (they outlive the actuator that started them): one a failed test did not
+    stop must not keep running after the session. Killed by its marker naming a state directory under this
+    session's temporary root, and named in a warning (a test leaked it)."""
+    yield
+    from ebbflow.actuator.leftovers import OWNER_ENV
+
+    root = str(tmp_path_factory.getbasetemp().resolve()) + os.sep
+    leaked = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(OWNER_ENV, "").startswith(root):
+                leaked.append(f"{process.pid} {process.name()}")
+                process.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            continue
+    if leaked:
+        warnings.warn(f"replica processes outlived their tests and were killed: {leaked}")
 
 
 @pytest_asyncio.fixture(scope="session")

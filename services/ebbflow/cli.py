@@ -1,7 +1,7 @@
-"""`ebbflow up | down | status | load | history | forecast | policy | decisions | plan | explain | replay | scenario | demo`: the command line.
+"""`ebbflow up | serve | down | status | load | history | forecast | policy | decisions | plan | explain | replay | scenario | demo`: the command line.
 
 The commands that ask a running stack (status, load, history, forecast, policy, decisions, plan, explain)
-live here; `up` and `down` are the up module's, `replay` and `scenario` the replay_commands module's.
+live here; `up` and `down` are the up module's, `serve` the serve module's, `replay` and `scenario` the replay_commands module's.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from google.protobuf.json_format import MessageToDict
 
 from ebbflow import __version__, replay_commands
-from ebbflow.client import control_call, fetch_status
-from ebbflow.runtime.config import load_config, with_router_port
+from ebbflow.client import Where, control_call, fetch_status
+from ebbflow.runtime.config import load_config
+from ebbflow.runtime.discovery import SERVICE_NAMES
 from ebbflow.runtime.errors import ConfigError, EbbflowError
 from ebbflow.status import status_json, status_table
 from ebbflow.up import default_state_dir, down, up
@@ -32,12 +32,29 @@ from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config) if args.config else None)
+    # The command line's settings as environment overrides, so each service process reads the same config.
+    overrides = {}
     if args.router_port is not None:
-        config = with_router_port(config, args.router_port)
+        overrides["EBBFLOW_ROUTER__PORT"] = str(args.router_port)
     if args.time_scale is not None:
-        config = replace(config, actuator=replace(config.actuator, time_scale=args.time_scale))
-    return up(config, Path(args.state_dir), args.nats_url, args.verbose)
+        overrides["EBBFLOW_ACTUATOR__TIME_SCALE"] = str(args.time_scale)
+    config_path = Path(args.config).resolve() if args.config else None
+    config = load_config(config_path, {**os.environ, **overrides})
+    if args.nats_cluster != 1 and (args.nats_cluster < 3 or args.nats_url):
+        raise ConfigError("--nats-cluster needs at least 3 nodes, and no --nats-url (it runs the cluster itself)")
+    return up(config, Path(args.state_dir), args.nats_url, args.verbose, config_path, overrides, args.nats_cluster)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ebbflow.serve import serve
+
+    config = load_config(Path(args.config) if args.config else None)
+    nats_url = args.nats or config.nats.url or "nats://127.0.0.1:4222"
+    return serve(args.service, config, nats_url, Path(args.state_dir), args.verbose)
+
+
+def _where(args: argparse.Namespace) -> Where:
+    return Where(Path(args.state_dir), getattr(args, "nats", None) or "")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -54,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    response = fetch_status(Path(args.state_dir), args.model or "")
+    response = fetch_status(_where(args), args.model or "")
     print(json.dumps(status_json(response), indent=2) if args.json else status_table(response))
     return 0
 
@@ -87,7 +104,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _collector_call(state_dir: Path, call: Callable[[collector_pb2_grpc.CollectorServiceStub], Any]) -> Any:
+def _collector_call(state_dir: Where, call: Callable[[collector_pb2_grpc.CollectorServiceStub], Any]) -> Any:
     return control_call(state_dir, collector_pb2_grpc.CollectorServiceStub, call)
 
 
@@ -109,7 +126,7 @@ def load_table(snapshots: list[load_pb2.LoadSnapshot]) -> str:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
+    state_dir = _where(args)
     if not args.watch:
         response = _collector_call(state_dir, lambda stub: stub.GetSnapshot(collector_pb2.GetSnapshotRequest(model=args.model or ""), timeout=5.0))
         snapshots = list(response.snapshots)
@@ -131,7 +148,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     end = time.time()
     request = collector_pb2.GetHistoryRequest(model=args.model, start_unix_s=end - args.since, end_unix_s=end, step_s=args.step)
-    response = _collector_call(Path(args.state_dir), lambda stub: stub.GetHistory(request, timeout=10.0))
+    response = _collector_call(_where(args), lambda stub: stub.GetHistory(request, timeout=10.0))
     names = [series.name for series in response.series]
     columns = [list(series.values) for series in response.series]
     if args.json:
@@ -146,7 +163,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_forecast(args: argparse.Namespace) -> int:
     request = forecast_pb2.GetForecastRequest(model=args.model, horizon_s=args.horizon)
-    response = control_call(Path(args.state_dir), forecast_pb2_grpc.ForecasterServiceStub, lambda stub: stub.GetForecast(request, timeout=10.0))
+    response = control_call(_where(args), forecast_pb2_grpc.ForecasterServiceStub, lambda stub: stub.GetForecast(request, timeout=10.0))
     forecast = response.forecast
     if args.json:
         print(json.dumps(MessageToDict(forecast, preserving_proto_field_name=True), indent=2))
@@ -168,7 +185,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 # ---- policies ------------------------------------------------------------------
 
 
-def _policy_call(state_dir: Path, call: Callable[[policy_pb2_grpc.PolicyServiceStub], Any]) -> Any:
+def _policy_call(state_dir: Where, call: Callable[[policy_pb2_grpc.PolicyServiceStub], Any]) -> Any:
     return control_call(state_dir, policy_pb2_grpc.PolicyServiceStub, call)
 
 
@@ -185,7 +202,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     from ebbflow.policy import PIN_FIELDS, patch_to_proto, policy_from_proto, policy_json, policy_patch, policy_to_proto
     from ebbflow.runtime.config import parse_config
 
-    state_dir = Path(args.state_dir)
+    state_dir = _where(args)
     token = os.environ.get("EBBFLOW_ADMIN_TOKEN", "")
     admin = (("authorization", f"Bearer {token}"),) if token else ()
     if args.action != "list" and not args.target:
@@ -269,13 +286,13 @@ def cmd_policy(args: argparse.Namespace) -> int:
 # ---- decisions -------------------------------------------------------------------
 
 
-def _scheduler_call(state_dir: Path, call: Callable[[scheduling_pb2_grpc.SchedulerServiceStub], Any]) -> Any:
+def _scheduler_call(state_dir: Where, call: Callable[[scheduling_pb2_grpc.SchedulerServiceStub], Any]) -> Any:
     return control_call(state_dir, scheduling_pb2_grpc.SchedulerServiceStub, call)
 
 
 def cmd_decisions(args: argparse.Namespace) -> int:
     request = scheduling_pb2.ListDecisionsRequest(model=args.model, limit=args.limit)
-    response = _scheduler_call(Path(args.state_dir), lambda stub: stub.ListDecisions(request, timeout=10.0))
+    response = _scheduler_call(_where(args), lambda stub: stub.ListDecisions(request, timeout=10.0))
     if args.json:
         print(json.dumps([MessageToDict(d, preserving_proto_field_name=True) for d in response.decisions], indent=2))
         return 0
@@ -288,7 +305,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    response = _scheduler_call(Path(args.state_dir), lambda stub: stub.GetPlan(scheduling_pb2.GetPlanRequest(), timeout=10.0))
+    response = _scheduler_call(_where(args), lambda stub: stub.GetPlan(scheduling_pb2.GetPlanRequest(), timeout=10.0))
     if args.json:
         print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
         return 0
@@ -314,7 +331,7 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _generation(state_dir: Path, model: str, generation: int | None) -> int:
+def _generation(state_dir: Where, model: str, generation: int | None) -> int:
     """The decision `explain` means: none or 0 the latest evaluation (why the model has what it has now), N > 0 that
     generation, -N the N-th latest recorded change (-1 the latest)."""
     if not generation or generation > 0:
@@ -327,8 +344,8 @@ def _generation(state_dir: Path, model: str, generation: int | None) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    request = scheduling_pb2.ExplainRequest(model=args.model, generation=_generation(Path(args.state_dir), args.model, args.generation))
-    response = _scheduler_call(Path(args.state_dir), lambda stub: stub.Explain(request, timeout=10.0))
+    request = scheduling_pb2.ExplainRequest(model=args.model, generation=_generation(_where(args), args.model, args.generation))
+    response = _scheduler_call(_where(args), lambda stub: stub.Explain(request, timeout=10.0))
     if args.json:
         print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
         return 0
@@ -366,10 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--config", help="YAML config file (policies under `models:`); defaults are built in")
     up.add_argument("--state-dir", default=str(default_state_dir()), help="state, logs and lock (default: %(default)s)")
     up.add_argument("--router-port", type=int, help="router port (default 8001; 0 picks a free port)")
-    up.add_argument("--nats-url", help="use this NATS server instead of starting one")
+    up.add_argument("--nats-url", help="use this NATS server (or comma-separated cluster nodes) instead of starting one")
+    up.add_argument(
+        "--nats-cluster", type=int, default=1, metavar="N",
+        help="run N >= 3 nats-servers as one JetStream cluster on loopback, buckets and streams on 3 nodes (default: one server)",
+    )
     up.add_argument("--time-scale", type=float, help="emulated seconds x this (faster demos and tests)")
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging in <state-dir>/logs/ebbflow.log")
     up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser(
+        "serve", help="run one service in this process (what `ebbflow up` runs for each); find the others through NATS"
+    )
+    serve.add_argument("service", choices=SERVICE_NAMES)
+    serve.add_argument("--config", help="YAML config file; the service reads its own section (listen addresses) and `nats:`")
+    serve.add_argument("--nats", metavar="URL", help="NATS server (default: the config's nats.url, else nats://127.0.0.1:4222)")
+    serve.add_argument("--state-dir", default=str(default_state_dir()), help="logs, the actuator's replica state, the router's front (default: %(default)s)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(func=cmd_serve)
 
     down = sub.add_parser("down", help="stop the `ebbflow up` running on a state directory and wait until it has exited")
     down.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
@@ -378,12 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="per-model replicas, load and last decision of a running `ebbflow up`")
     status.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    status.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("model", nargs="?", help="only this model")
     status.set_defaults(func=cmd_status)
 
     load = sub.add_parser("load", help="the collector's live load picture: per model, last interval and trailing windows")
     load.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    load.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     load.add_argument("--json", action="store_true", help="the LoadSnapshot messages as JSON")
     load.add_argument("--watch", action="store_true", help="print every new snapshot (Ctrl-C to stop)")
     load.add_argument("model", nargs="?", help="only this model")
@@ -391,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = sub.add_parser("history", help="a model's load history as CSV (NaN steps are empty): arrival_rps, latency, Triton load")
     history.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    history.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     history.add_argument("--since", type=parse_duration, default=3600.0, help="how far back, e.g. 90s, 15m, 2h, 7d (default: 1h)")
     history.add_argument("--step", type=parse_duration, default=0.0, help="spacing of the points (default: the finest stored)")
     history.add_argument("--json", action="store_true", help="one JSON object instead of CSV")
@@ -399,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     forecast = sub.add_parser("forecast", help="a model's demand forecast (p50, p90, p99 over the horizon) and how it was chosen")
     forecast.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    forecast.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     forecast.add_argument("--horizon", type=parse_duration, default=0.0, help="how far ahead, e.g. 2m or 1h (default: the finest resolution's horizon)")
     forecast.add_argument("--json", action="store_true", help="the Forecast message as JSON")
     forecast.add_argument("model")
@@ -422,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--unpin", action="store_true", help="set --replace: allow dropping an active pin the new policy does not carry")
     policy.add_argument("--json", action="store_true", help="list: full policies as JSON")
     policy.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    policy.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     policy.set_defaults(func=cmd_policy)
 
     decisions = sub.add_parser("decisions", help="a model's recent scaling decisions (the DECISIONS stream)")
@@ -429,11 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("--limit", type=_positive_int, default=20, help="the newest this many (default: %(default)s)")
     decisions.add_argument("--json", action="store_true", help="the ScalingDecision messages as JSON")
     decisions.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    decisions.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     decisions.set_defaults(func=cmd_decisions)
 
     plan = sub.add_parser("plan", help="every model's wanted and desired replicas, GPU budget share, shape and GPU slots")
     plan.add_argument("--json", action="store_true", help="the GetPlan response as JSON")
     plan.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    plan.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     plan.set_defaults(func=cmd_plan)
 
     explain = sub.add_parser("explain", help="a decision's inputs and reason, recomputed by the same rule (exit 1 if it does not match)")
@@ -444,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--json", action="store_true", help="the ExplainResponse as JSON")
     explain.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    explain.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     explain.set_defaults(func=cmd_explain)
 
     replay_commands.add_parsers(sub, default_state_dir())

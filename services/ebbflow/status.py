@@ -10,15 +10,24 @@ up` has restarted its nats-server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from typing import Any, Callable, Mapping
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ebbflow.policy import mode_from_proto
+from ebbflow.runtime import subjects
+from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
+from ebbflow.runtime.discovery import list_services, supervisors
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.wire import DRAINING, READY, STARTING, address, state_name
-from ebbflow.v1 import forecast_pb2, load_pb2, policy_pb2, registry_pb2, scheduling_pb2, status_pb2, status_pb2_grpc
+from ebbflow.v1 import discovery_pb2, forecast_pb2, load_pb2, policy_pb2, registry_pb2, scheduling_pb2, status_pb2, status_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 
 def build_status(
@@ -71,30 +80,123 @@ def build_status(
     return result
 
 
+LOAD_STALE_S = 5.0
+"""A load snapshot this old is shown as stale (the collector publishes one per model every second)."""
+
+
+class LiveStatus:
+    """What `ebbflow status` shows beyond the registry, followed from NATS in whichever service answers.
+
+    The collector publishes each model's load every interval, the forecaster its
+    forecast every bin and the actuator its crash loops every tick; desired
+    state is a KV bucket. Every service process keeps the latest of each, so
+    any one of them can answer `GetStatus` and none hands objects to another.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.loads: dict[str, load_pb2.LoadSnapshot] = {}
+        self.forecasts: dict[str, forecast_pb2.Forecast] = {}
+        self.crash_loops: dict[str, status_pb2.CrashLoop] = {}
+        self.desired: dict[str, scheduling_pb2.DesiredState] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        subscriptions = [
+            await self.bus.nc.subscribe(f"{subjects.LOAD}.*", cb=self._on_load),
+            await self.bus.nc.subscribe(f"{subjects.FORECAST}.*", cb=self._on_forecast),
+            await self.bus.nc.subscribe(subjects.CRASH_LOOPS, cb=self._on_crash_loops),
+        ]
+        try:
+            await watch_bucket(self.bus.desired, self._on_desired, self._on_desired_deleted, stop=stop, link=self.bus.link)
+        finally:
+            for subscription in subscriptions:
+                await unsubscribe(subscription)
+
+    async def _on_load(self, message: Any) -> None:
+        with contextlib.suppress(DecodeError):
+            snapshot = load_pb2.LoadSnapshot.FromString(message.data)
+            self.loads[snapshot.model] = snapshot
+
+    async def _on_forecast(self, message: Any) -> None:
+        with contextlib.suppress(DecodeError):
+            forecast = forecast_pb2.Forecast.FromString(message.data)
+            self.forecasts[forecast.model] = forecast
+
+    async def _on_crash_loops(self, message: Any) -> None:
+        with contextlib.suppress(DecodeError):
+            self.crash_loops = dict(status_pb2.CrashLoops.FromString(message.data).models)
+
+    def _on_desired(self, key: str, value: bytes, revision: int) -> None:
+        with contextlib.suppress(DecodeError):
+            desired = scheduling_pb2.DesiredState.FromString(value)
+            desired.generation = revision
+            self.desired[key] = desired
+
+    def _on_desired_deleted(self, key: str) -> None:
+        self.desired.pop(key, None)
+
+    def current_loads(self) -> dict[str, load_pb2.LoadSnapshot]:
+        """The latest snapshots as they stand now: unknown while this process is cut off from NATS (nothing can
+        reach it), stale once older than LOAD_STALE_S (a collector that died leaves its last snapshot here, and
+        that must not read as current load)."""
+        now = time.time()
+        loads = {}
+        for model, snapshot in self.loads.items():
+            if not self.bus.link.connected:
+                snapshot = load_pb2.LoadSnapshot(
+                    model=model, status=load_pb2.DATA_STATUS_UNKNOWN, time_unix_s=snapshot.time_unix_s, status_reason="NATS is unreachable"
+                )
+            elif snapshot.status == load_pb2.DATA_STATUS_FRESH and now - snapshot.time_unix_s > LOAD_STALE_S:
+                snapshot = load_pb2.LoadSnapshot(
+                    model=model, status=load_pb2.DATA_STATUS_STALE, time_unix_s=snapshot.time_unix_s,
+                    status_reason=f"no snapshot from a collector for {now - snapshot.time_unix_s:.0f} s",
+                )
+            loads[model] = snapshot
+        return loads
+
+
 class StatusService(status_pb2_grpc.StatusServiceServicer):
+    """GetStatus, answered by any service process from what it follows in NATS (LiveStatus and the registry)."""
+
     def __init__(
         self,
         view: RegistryView,
-        desired: Mapping[str, scheduling_pb2.DesiredState],
-        loads: Mapping[str, load_pb2.LoadSnapshot],
-        router_address: str,
-        forecasts: Callable[[], Mapping[str, forecast_pb2.Forecast]] = dict,
-        crash_loops: Callable[[], Mapping[str, status_pb2.CrashLoop]] = dict,
+        live: LiveStatus,
+        answered_by: str,
         nats: Callable[[], status_pb2.NatsStatus] = status_pb2.NatsStatus,
     ) -> None:
         self.view = view
-        self.desired = desired
-        self.loads = loads
-        self.router_address = router_address
-        self.forecasts = forecasts
-        self.crash_loops = crash_loops
+        self.live = live
+        self.answered_by = answered_by
         self.nats = nats
 
     async def GetStatus(self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> status_pb2.GetStatusResponse:
-        models = build_status(self.view.policies, self.desired, list(self.view.replicas.values()), self.loads, request.model, self.forecasts(), self.crash_loops())
+        models = build_status(
+            self.view.policies, self.live.desired, list(self.view.replicas.values()), self.live.current_loads(), request.model,
+            self.live.forecasts, self.live.crash_loops,
+        )
         if request.model and not models:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{request.model}'")
-        return status_pb2.GetStatusResponse(models=models, router_address=self.router_address, nats=self.nats())
+        services: list[discovery_pb2.ServiceInstance] = []
+        found: list[discovery_pb2.Supervisor] = []
+        nats = self.nats()
+        if self.live.bus.link.connected:
+            try:
+                services = await list_services(self.live.bus)
+                found = await supervisors(self.live.bus)
+            except Exception as error:  # NATS went away meanwhile: the table says so through the NATS line
+                log.debug("listing services failed: %s", error)
+        for supervisor in found:
+            if supervisor.nats_url and supervisor.nats_url == nats.url:  # the nats-server `ebbflow up` runs for us
+                nats.supervised = True
+                nats.server_restarts = supervisor.nats_restarts
+                nats.last_server_exit = supervisor.nats_last_exit
+                nats.last_server_exit_unix_s = supervisor.nats_last_exit_unix_s
+        router = next((s.router_address for s in services if s.service == "router" and s.router_address), "")
+        return status_pb2.GetStatusResponse(
+            models=models, router_address=router, nats=nats, services=services,
+            supervised=[s for supervisor in found for s in supervisor.services], answered_by=self.answered_by,
+        )
 
 
 # ---- rendering ------------------------------------------------------------------
@@ -145,6 +247,8 @@ def status_json(response: status_pb2.GetStatusResponse) -> dict[str, Any]:
     return {
         "router": response.router_address,
         "nats": nats_json(response.nats),
+        "answered_by": response.answered_by,
+        "services": service_rows(response),
         "models": [
             {
                 "name": m.name,
@@ -222,6 +326,52 @@ def _p90(forecast: forecast_pb2.Forecast) -> list[float]:
     return next((list(q.arrival_rps) for q in forecast.quantiles if abs(q.quantile - 0.9) < 1e-9), [])
 
 
+def service_rows(response: status_pb2.GetStatusResponse, now_s: float | None = None) -> list[dict[str, Any]]:
+    """One row per service: what `ebbflow up`'s supervisor runs (state, restarts, last exit) joined with what is
+    announced in NATS (address, pid, heartbeat); a service announced by no supervisor (another machine) too."""
+    now = time.time() if now_s is None else now_s
+    announced: dict[str, list[discovery_pb2.ServiceInstance]] = {}
+    for instance in response.services:
+        announced.setdefault(instance.service, []).append(instance)
+    rows = []
+    for supervised in response.supervised:
+        mine = [i for i in announced.pop(supervised.service, []) if i.grpc_address == supervised.grpc_address]
+        rows.append(
+            {
+                "service": supervised.service,
+                "state": supervised.state if supervised.state != "running" or mine else "running, not announced",
+                "pid": supervised.pid,
+                "address": supervised.grpc_address,
+                "metrics": supervised.metrics_address,
+                "restarts": supervised.restarts,
+                "last_exit": supervised.last_exit,
+                "heartbeat_age_s": round(now - mine[0].heartbeat_unix_s, 1) if mine else None,
+                "next_start_in_s": round(max(0.0, supervised.next_start_unix_s - now), 1) if supervised.state == "backoff" else None,
+            }
+        )
+    for name in sorted(announced):
+        for instance in announced[name]:
+            rows.append(
+                {
+                    "service": name, "state": "announced", "pid": instance.pid, "address": instance.grpc_address,
+                    "metrics": instance.metrics_address, "restarts": instance.restarts, "last_exit": instance.last_exit,
+                    "heartbeat_age_s": round(now - instance.heartbeat_unix_s, 1), "next_start_in_s": None,
+                }
+            )
+    return rows
+
+
+def services_table(response: status_pb2.GetStatusResponse) -> list[str]:
+    rows = service_rows(response)
+    if not rows:
+        return []
+    lines = [f"{'SERVICE':<11} {'STATE':<24} {'PID':>7} {'GRPC':<21} {'RESTARTS':>8}  LAST EXIT"]
+    for row in rows:
+        state = row["state"] + (f" (next try in {row['next_start_in_s']:.0f} s)" if row["next_start_in_s"] is not None else "")
+        lines.append(f"{row['service']:<11} {state:<24} {row['pid'] or '-':>7} {row['address']:<21} {row['restarts']:>8}  {row['last_exit'] or '-'}")
+    return lines
+
+
 def status_table(response: status_pb2.GetStatusResponse) -> str:
     header = (
         f"{'MODEL':<16} {'DESIRED':>7} {'READY':>5} {'START':>5} {'DRAIN':>5} {'INST':>4} {'BATCH':>5} "
@@ -242,4 +392,7 @@ def status_table(response: status_pb2.GetStatusResponse) -> str:
             f"{m.last_decision_reason}{flags}"
         )
         lines += _crash_loop_lines(m.crash_loop)
+    services = services_table(response)
+    if services:
+        lines += ["", *services]
     return "\n".join(lines)

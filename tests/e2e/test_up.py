@@ -232,10 +232,9 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
     port = free_port()
     up = Up(tmp_path / "state", config, port)
     try:
-        listening = up.wait_line("metrics http://", 120)
-        metrics_url = listening.rsplit("metrics ", 1)[1].strip()
         up.wait_line("ready", 120)
-        workers = [p for p in psutil.Process(up.process.pid).children() if "ebbflow.router.worker" in " ".join(p.cmdline())]
+        metrics_url = f"http://{json.loads((tmp_path / 'state' / 'state.json').read_text())['services']['router']['metrics']}/metrics"
+        workers = [p for p in psutil.Process(up.process.pid).children(recursive=True) if "ebbflow.router.worker" in " ".join(p.cmdline())]
         assert len(workers) == 2
 
         address = f"127.0.0.1:{port}"
@@ -262,7 +261,7 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
 
         text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
         served = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith('ebbflow_router_requests_total{code="OK",model="llm"}'))
-        assert served == 20, "the parent's /metrics sums both workers"
+        assert served == 20, "the router service's /metrics sums both workers"
         assert 'ebbflow_router_hold_wait_seconds_count{model="llm_stream"} 1.0' in text
     finally:
         code = up.stop(timeout_s=40)

@@ -22,7 +22,7 @@ from ebbflow.collector.service import Collector, CollectorMetrics
 from ebbflow.policy import ModelPolicy, policy_to_proto
 from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.v1 import collector_pb2, collector_pb2_grpc, load_pb2, scheduling_pb2, scheduling_pb2_grpc
-from ebbflow.router.front import HaproxyFront
+from ebbflow.router.front import HaproxyFront, stop_leftover_front
 from ebbflow.router.worker import RouterService
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
@@ -101,7 +101,8 @@ class RouterBed:
 
     async def router(self, front: bool = False, **settings_: object) -> str:
         """A router's address: the Python router's, or with `front` the HAProxy front's before it."""
-        config = replace(RouterConfig(port=0, hold_timeout_s=20.0), **settings_)  # type: ignore[arg-type]
+        # A short drain: a test that ends with a connection in an odd state would otherwise wait the default 10 s
+        config = replace(RouterConfig(port=0, hold_timeout_s=20.0, drain_timeout_s=3.0), **settings_)  # type: ignore[arg-type]
         self.registries.append(CollectorRegistry())
         service = RouterService(config, self.bus, self.view, self.registries[-1])
         self.routers.append(service)
@@ -135,6 +136,8 @@ async def testbed(nats_url: str, tmp_path: Path) -> AsyncIterator[RouterBed]:
         await asyncio.gather(*bed.tasks, return_exceptions=True)
         for haproxy in bed.fronts:
             await haproxy.stop()
+        for haproxy_dir in tmp_path.glob("*/haproxy"):  # HAProxy outlives its shell: what a test left running, too
+            stop_leftover_front(haproxy_dir.parent, drain_timeout_s=1.0)
         for service in bed.routers:
             await service.stop(grace_s=0.5)
         await replicas.stop()

@@ -208,6 +208,6 @@ async def test_a_fragmented_fleet_is_consolidated_by_moving_a_replica_make_befor
     await stack.bus.policies.put("llm", policy_to_proto(one).SerializeToString())
     await wait_for(lambda: len({e.gpu_slot for e in stack.view.replicas.values()}) == 1 and len(stack.view.replicas) == 2, 60, "both models on one GPU")
     assert all(e.state == READY for e in stack.view.replicas.values())
-    assert stack.metrics_registry.get_sample_value("ebbflow_actuator_moves_total", {"model": "llm"}) == 1.0
+    assert stack.sample("ebbflow_actuator_moves_total", {"model": "llm"}) == 1.0
     await asyncio.sleep(2.0)  # settled: no further move
-    assert stack.metrics_registry.get_sample_value("ebbflow_actuator_moves_total", {"model": "llm"}) == 1.0
+    assert stack.sample("ebbflow_actuator_moves_total", {"model": "llm"}) == 1.0

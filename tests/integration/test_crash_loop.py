@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -117,7 +118,7 @@ async def crash_stack(nats_url: str, tmp_path: Path) -> AsyncIterator[Any]:
 
     yield make
     for stack in stacks:
-        if not stack.stop_event.is_set():  # a test that stops its stack itself checks what is left after
+        if not stack.stopped:  # a test that stops its stack itself checks what is left after
             await stack.stop()
 
 
@@ -228,15 +229,19 @@ async def test_a_model_that_raises_while_loading_shows_the_error_from_the_log(cr
     assert not leftovers(lifecycle.replica_ids()), leftovers(lifecycle.replica_ids())
 
 
-async def test_a_run_killed_with_sigkill_leaves_nothing_after_the_next_start(nats_url: str, tmp_path: Path) -> None:
-    """`ebbflow up` SIGKILLed: its tritonserver dies with it, but the model's helper process (and the stubs' shared
-    memory) would stay; the next start on the same state directory removes them before starting anything."""
+async def test_a_run_killed_with_sigkill_leaves_its_replicas_serving_and_the_next_start_adopts_or_cleans_them(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """`ebbflow up` SIGKILLed: its tritonservers are the data plane and keep serving, with the model's helper
+    processes. One of them then dies on its own (SIGKILL to the server alone: its helper and the stubs' shared
+    memory would stay). The next start on the same state directory adopts the live one (same process, no cold
+    start), removes what the dead one left, and starts one replica for it; its clean stop leaves nothing."""
     await reset_jetstream(nats_url)
     state_dir, repository = tmp_path / "state", model_repository(tmp_path / "models", "helped", HELPER_MODEL)
     config_file = tmp_path / "ebbflow.yaml"
     config_file.write_text(
         f"actuator:\n  model_repository: {repository}\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
-        "models:\n  helped:\n    min_replicas: 1\n    max_replicas: 1\n"
+        "models:\n  helped:\n    min_replicas: 2\n    max_replicas: 2\n"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "services"))
     up = subprocess.Popen(
@@ -253,20 +258,28 @@ async def test_a_run_killed_with_sigkill_leaves_nothing_after_the_next_start(nat
             line = await asyncio.to_thread(up.stdout.readline)
             assert line and time.monotonic() < deadline, "".join(output)
             output.append(line)
-        await wait_for(lambda: any("time.sleep(120)" in cmd for cmd in helpers(state_dir).values()), 60, "the model's helper process")
+        await wait_for(lambda: sum("time.sleep(120)" in cmd for cmd in helpers(state_dir).values()) == 2, 60, "the models' helper processes")
         up.kill()
         up.wait()
-        await wait_for(lambda: not any("tritonserver" in cmd for cmd in helpers(state_dir).values()), 20, "tritonserver to die with its parent")
-        left = helpers(state_dir)
-        assert any("time.sleep(120)" in cmd for cmd in left.values()), f"the helper outlives the run, or there is nothing to test: {left}"
-        old_ids = {cmd.split()[-1].split("_")[1] for cmd in left.values() if "time.sleep(120)" in cmd}
+        servers = {pid: cmd for pid, cmd in helpers(state_dir).items() if "tritonserver" in cmd}
+        assert len(servers) == 2, f"both tritonservers outlive the run: {helpers(state_dir)}"
+        survivor, victim = sorted(servers)
+        survivor_id, victim_id = marked(state_dir)[survivor], marked(state_dir)[victim]
+        os.kill(victim, signal.SIGKILL)  # the server alone: its helper and regions stay
+        await wait_for(lambda: victim not in helpers(state_dir), 10, "the victim server to die")
+        assert any(rid == victim_id for rid in marked(state_dir).values()), "the victim's helper outlives it, or there is nothing to test"
 
-        # The next run (its replicas are marked with other ids) removes them before it starts anything.
-        config = stack_config(ModelPolicy(model="helped", min_replicas=0, max_replicas=1))
+        config = stack_config(ModelPolicy(model="helped", min_replicas=2, max_replicas=2))
         stack = Stack(replace(config, actuator=replace(config.actuator, model_repository=str(repository))), nats_url, state_dir)
         await stack.start()
-        assert not leftovers(old_ids), leftovers(old_ids)
-        assert not set(helpers(state_dir)) & set(left), helpers(state_dir)
+        assert stack.actuator is not None
+        adopted = [r for r in stack.actuator.replicas.values() if r.adopted]
+        assert [(r.entry.replica_id, r.entry.pid) for r in adopted] == [(survivor_id, survivor)]
+        assert not leftovers({victim_id}), leftovers({victim_id})
+        assert victim_id not in marked(state_dir).values()
+        await stack.wait_serving(["helped"], timeout_s=60)
+        await wait_for(lambda: len(stack.view.ready("helped")) == 2, 60, "one new replica beside the adopted one")
+        assert survivor in {e.pid for e in stack.view.ready("helped")}
     finally:
         if up.poll() is None:
             up.kill()
@@ -274,6 +287,13 @@ async def test_a_run_killed_with_sigkill_leaves_nothing_after_the_next_start(nat
         if stack is not None:
             await stack.stop()
     assert not helpers(state_dir)
+
+
+def marked(state_dir: Path) -> dict[int, str]:
+    """This state directory's replica processes still running, as pid -> replica id."""
+    from ebbflow.actuator.leftovers import find_leftovers
+
+    return find_leftovers(state_dir)
 
 
 def helpers(state_dir: Path) -> dict[int, str]:

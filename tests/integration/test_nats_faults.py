@@ -141,7 +141,7 @@ async def test_requests_flow_through_nats_deaths_and_a_replica_ready_meanwhile_i
     outage_started = time.monotonic()
 
     def holds() -> float:
-        return stack.metrics_registry.get_sample_value("ebbflow_scheduler_holds_total", {"model": MODEL}) or 0.0
+        return stack.sample("ebbflow_scheduler_holds_total", {"model": MODEL}) or 0.0
 
     holds_before = holds()
     down = await status(stack)
@@ -153,7 +153,7 @@ async def test_requests_flow_through_nats_deaths_and_a_replica_ready_meanwhile_i
     (model,) = status_json(down)["models"]
     assert model["in_flight"] is None and model["arrival_rps"] is None and model["load_status"] == "unknown", model  # not 0
     assert status_json(down)["nats"]["connected"] is False
-    assert stack.metrics_registry.get_sample_value("ebbflow_nats_connected") == 0.0
+    assert stack.sample("ebbflow_nats_connected") == 0.0
 
     (victim,) = [r for r in actuator.replicas.values() if r.phase == Phase.READY][:1]
     assert victim.child is not None
@@ -202,7 +202,7 @@ async def test_requests_flow_through_nats_deaths_and_a_replica_ready_meanwhile_i
     (model_status,) = reply.models
     assert (model_status.desired_replicas, model_status.ready_replicas, model_status.starting_replicas) == (REPLICAS, REPLICAS, 0)
     assert reply.nats.connected and reply.nats.reconnects == 2 and reply.nats.pending_writes == 0
-    assert stack.metrics_registry.get_sample_value("ebbflow_nats_connected") == 1.0
+    assert stack.sample("ebbflow_nats_connected") == 1.0
     assert address(new.entry) in {address(r) for r in stack.view.ready(MODEL)}
 
     await asyncio.sleep(1.0)  # a little load on the healed fleet

@@ -30,6 +30,7 @@ SHELLS = {
     "emulator/triton_llm.py": "the Triton Python-backend model: serves requests in real time",
     "collector/api.py": "gRPC API",
     "collector/service.py": "scrapes replicas, subscribes, publishes",
+    "collector/membership.py": "watches the collectors' announcements in NATS KV (shards.py is its pure rule)",
     "forecaster/api.py": "gRPC API",
     "forecaster/service.py": "subscribes, refills from the collector, publishes",
     "scheduler/api.py": "gRPC APIs",

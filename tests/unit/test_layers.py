@@ -1,7 +1,7 @@
 """The import graph points one way (docs/architecture.md "Layers"): every module's imports, lazy ones
 inside functions included, go to its own layer or a lower one, never up and never in a cycle.
 
-    apps        cli, up, client, status, stack, demo, live_replay, replay_commands
+    apps        cli, up, serve, client, status, stack, demo, live_replay, replay_commands
     simulator   sim (uses the services' pure rules; no service imports it)
     services    collector, forecaster, scheduler, router, actuator
     shared      runtime, policy, placement, traces (import no service)
@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "ebbflow.live_replay": 5,
     "ebbflow.status": 5,
     "ebbflow.stack": 5,
+    "ebbflow.serve": 5,
     "ebbflow.up": 5,
     "ebbflow.client": 5,
     "ebbflow.demo": 5,

@@ -5,7 +5,24 @@ from pathlib import Path
 from ebbflow.router.core import ModelMeter
 from dataclasses import replace
 
-from ebbflow.router.haproxy import TOO_LARGE_LUA, FrontBackend, FrontServer, FrontSpec, parse_log_line, parse_stats, render
+import pytest
+
+from ebbflow.router.haproxy import (
+    TOO_LARGE_LUA,
+    EarlierFront,
+    FrontBackend,
+    FrontRecord,
+    FrontServer,
+    FrontSpec,
+    choose_adoption,
+    config_digest,
+    parse_log_line,
+    parse_map,
+    parse_stats,
+    render,
+    running_configuration,
+    servers_in,
+)
 
 SPEC = FrontSpec(
     listen="0.0.0.0:8001", fallback="127.0.0.1:9000", admin_socket=Path("/s/admin.sock"), map_path=Path("/s/models.map"),
@@ -77,3 +94,52 @@ def test_a_meter_fed_by_statistics_and_logs_averages_in_flight_over_time():
         meter.completed(0.5, ok=True)
     stats = meter.close_window(1.0)
     assert stats.arrivals == 4 and stats.in_flight_avg == 2.0 and stats.in_flight_now == 0 and sum(stats.latency_counts) == 4
+
+
+RECORD = FrontRecord(pid=100, listen="127.0.0.1:8001", admin_socket="/s/admin.sock", log_port=5140, config_sha256="c")
+BINARY = "/usr/sbin/haproxy"
+
+
+@pytest.mark.parametrize(
+    "earlier, host, port, adopted, why",
+    [
+        (EarlierFront(RECORD, 100, BINARY, frozenset({100, 90})), "127.0.0.1", 8001, 100, "answers on /s/admin.sock"),
+        (EarlierFront(RECORD, 100, BINARY, frozenset({100})), "127.0.0.1", 0, 100, "listens on 127.0.0.1:8001"),  # port 0: any
+        # A reload finished after the record was written: the process that answers is the one to adopt.
+        (EarlierFront(RECORD, 101, BINARY, frozenset({100, 101})), "127.0.0.1", 8001, 101, "pid 101"),
+        (EarlierFront(None, None, "", frozenset({100})), "127.0.0.1", 8001, None, "no front is recorded"),
+        (EarlierFront(RECORD, None, "", frozenset({100})), "127.0.0.1", 8001, None, "nothing answers"),
+        # The socket answers for a process not started on this state directory's configuration (another front's).
+        (EarlierFront(RECORD, 555, BINARY, frozenset({100})), "127.0.0.1", 8001, None, "does not run this state directory"),
+        (EarlierFront(RECORD, 100, "/opt/old/haproxy", frozenset({100})), "127.0.0.1", 8001, None, "runs /opt/old/haproxy"),
+        (EarlierFront(RECORD, 100, BINARY, frozenset({100})), "127.0.0.1", 9001, None, "configured for 127.0.0.1:9001"),
+        (EarlierFront(RECORD, 100, BINARY, frozenset({100})), "0.0.0.0", 8001, None, "listens on 127.0.0.1:8001"),
+    ],
+)
+def test_a_front_is_adopted_only_when_it_is_ours_answers_and_listens_where_configured(earlier, host, port, adopted, why):
+    pid, reason = choose_adoption(earlier, BINARY, host, port)
+    assert pid == adopted and why in reason, reason
+
+
+def test_the_pid_file_round_trips_and_a_torn_one_reads_as_none():
+    assert FrontRecord.from_json(RECORD.to_json()) == RECORD
+    assert FrontRecord.from_json(RECORD.to_json()[:20]) is None
+    assert FrontRecord.from_json('{"pid": 1}') is None
+
+
+def test_an_adopted_front_reloads_unless_the_files_on_disk_are_what_it_runs():
+    text, models = render(SPEC, [FrontBackend("llm", "round_robin", (FrontServer("r1", "10.0.0.1:8001"),)), FrontBackend("embed", "round_robin", ())])
+    record = replace(RECORD, config_sha256=config_digest(text))
+    assert running_configuration(record, 100, text) == text
+    assert running_configuration(record, 101, text) == "", "another process than the recorded one: its configuration is unknown"
+    assert running_configuration(record, 100, text + "# changed\n") == ""
+    # What it runs is read back from the files: backends and the replicas in them (for drain acknowledgements).
+    backends = parse_map(models)
+    assert backends == {"model_0": "embed", "model_1": "llm"}
+    assert servers_in(text, backends) == {("llm", "r1")}
+
+
+def test_the_front_closes_client_connections_a_second_after_their_goaway():
+    """A stopping HAProxy waits for its client connections; one whose client keeps it open after the GOAWAY
+    would hold the drain to its bound."""
+    assert "timeout client-fin 1s" in render(SPEC, [])[0]

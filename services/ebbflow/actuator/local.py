@@ -12,27 +12,35 @@ This module is the loop and the wiring; each job has its own module:
 - actuator.slots: which GPU a replica takes;
 - actuator.consolidation: moving a replica to free a GPU;
 - actuator.crashes: each model's crash-loop back-off (Kubernetes' CrashLoopBackOff);
-- actuator.replica: the replica record and the registry writes.
+- actuator.replica: the replica record and the registry writes;
+- actuator.adoption, actuator.records, actuator.leftovers: replicas an earlier run left, adopted or removed.
+
+Replicas outlive the actuator (runtime.process.spawn, detached): a restart
+adopts the ones still serving instead of cold-starting the fleet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
 import aiohttp
+import psutil
 from google.protobuf.message import DecodeError
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
+from ebbflow.actuator.adoption import AdoptionReport, Judgement, Verdict, identity_problem, judge
 from ebbflow.actuator.backoff import BackoffSettings
 from ebbflow.actuator.consolidation import Consolidation
 from ebbflow.actuator.core import ActualReplica, Phase, reconcile
 from ebbflow.actuator.crashes import CrashLoops
 from ebbflow.actuator.drain import Drains
-from ebbflow.actuator.leftovers import sweep_leftovers
+from ebbflow.actuator.leftovers import observe, owner_of, sweep_leftovers
 from ebbflow.actuator.lifecycle import ReplicaLifecycle
+from ebbflow.actuator.records import ReplicaRecord, load_records, remove_record
 from ebbflow.actuator.replica import ActuatorMetrics, ManagedReplica, RegistryWriter
 from ebbflow.actuator.slots import GpuSlots
 from ebbflow.actuator.vertical import VerticalReloads
@@ -40,10 +48,15 @@ from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
 from ebbflow.runtime.config import ActuatorConfig, PlacementConfig
 from ebbflow.runtime.loops import wait_any
-from ebbflow.runtime.triton import default_model_repository, find_triton, prepare_backend_dir, publish_model_configs, read_model_configs
+from ebbflow.runtime.triton import default_model_repository, find_triton, model_ready, prepare_backend_dir, publish_model_configs, read_model_configs
 from ebbflow.v1 import registry_pb2, scheduling_pb2, status_pb2
 
 log = logging.getLogger(__name__)
+
+READY_PROBES = 3
+"""Tries of Triton's readiness endpoint before a recorded replica counts as not ready: one slow answer on a busy
+machine must not cost a warm replica."""
+READY_PROBE_TIMEOUT_S = 2.0
 
 
 class LocalActuator:
@@ -71,7 +84,7 @@ class LocalActuator:
         self.model_configs = read_model_configs(self.repository)
         settings = BackoffSettings(config.crash_backoff_initial_s, config.crash_backoff_max_s, config.crash_backoff_reset_after_s)
         self.crashes = CrashLoops(settings, metrics)
-        self.writer = RegistryWriter(bus, metrics, self.replicas, self.desired)
+        self.writer = RegistryWriter(bus, metrics, self.replicas, self.desired, state_dir)
         self.drains = Drains(config, bus, self.writer, self.replicas)
         self.vertical = VerticalReloads(self.model_configs, self.repository, self.replicas, self.slots, self.writer, say)
         self.lifecycle = ReplicaLifecycle(
@@ -87,27 +100,75 @@ class LocalActuator:
 
     # ---- registry -----------------------------------------------------------
 
-    async def forget_previous_run(self) -> None:
-        """Registry entries left by an earlier run point at processes that died with it (PR_SET_PDEATHSIG);
-        what those left behind (stubs' shared memory, a model's helper processes) is removed.
+    async def adopt_previous_run(self) -> AdoptionReport:
+        """Take over the replicas an earlier run left serving and remove the rest, before anything reads the registry.
 
-        Call before anything reads the registry, so nobody routes to them.
+        Replicas outlive the actuator, so after a crash, a SIGKILL or a hang the next actuator finds them running.
+        Each recorded one that the OS and Triton confirm (actuator.adoption) is adopted: READY in the registry again
+        and counted toward its model's desired replicas, so a restart cold-starts nothing. Every other record, every
+        registry entry not adopted (nobody may route to it), and every process or shared-memory region marked with
+        this state directory but not an adopted replica's is removed.
         """
+        started_s = time.monotonic()
+        records, broken = load_records(self.state_dir)
+        owner = owner_of(self.state_dir)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=READY_PROBE_TIMEOUT_S)) as session:
+            judged = await asyncio.gather(*(self._judge(session, record, owner) for record in records))
+        adopted: list[str] = []
+        cleaned: dict[str, str] = {}
+        for record, (judgement, process) in zip(records, judged):
+            if judgement.verdict is Verdict.ADOPT and process is not None:
+                await self.lifecycle.adopt(record, process, judgement.reason)
+                adopted.append(record.replica_id)
+            else:
+                log.warning("replica %s (%s) of the earlier run is not adopted: %s", record.replica_id, record.entry.model, judgement.reason)
+                cleaned[record.replica_id] = judgement.reason
+                remove_record(self.state_dir, record.replica_id)
+        for path in broken:
+            path.unlink(missing_ok=True)
+        stale = await self._delete_entries_except(set(adopted))
+        killed, removed = sweep_leftovers(self.state_dir, set(cleaned) | set(stale), keep=adopted)
+        report = AdoptionReport(tuple(adopted), cleaned, len(stale), len(killed), len(removed), time.monotonic() - started_s)
+        if records or stale or killed or removed:
+            self.say(report.summary())
+            log.info("%s", report.summary())
+        return report
+
+    async def _judge(self, session: aiohttp.ClientSession, record: ReplicaRecord, owner: str) -> tuple[Judgement, psutil.Process | None]:
+        """Adopt or clean one record: the OS first, then (only for the recorded process) Triton."""
+        facts, process = observe(record.pid)
+        ready = not identity_problem(record, facts, owner) and await self._answers_ready(session, record)
+        return judge(record, facts, owner, ready), process
+
+    @staticmethod
+    async def _answers_ready(session: aiohttp.ClientSession, record: ReplicaRecord) -> bool:
+        for attempt in range(READY_PROBES):
+            if await model_ready(session, record.entry):
+                return True
+            if attempt + 1 < READY_PROBES:
+                await asyncio.sleep(0.5)
+        return False
+
+    async def _delete_entries_except(self, adopted: set[str]) -> list[str]:
+        """Delete the registry entries of replicas not adopted (they point at processes that are gone or going);
+        returns their replica ids."""
         try:
             keys = await self.bus.replicas.keys()
         except NoKeysError:
             keys = []
-        replica_ids = []
+        stale = []
         for key in keys:
             try:
-                entry = await self.bus.replicas.get(key)
-                replica_ids.append(registry_pb2.ReplicaEntry.FromString(entry.value or b"").replica_id)
+                kv_entry = await self.bus.replicas.get(key)
+                replica_id = registry_pb2.ReplicaEntry.FromString(kv_entry.value or b"").replica_id
             except (KeyNotFoundError, DecodeError):
-                pass
+                replica_id = ""
+            if replica_id in adopted:
+                continue
             await self.bus.replicas.delete(key)
-        killed, removed = sweep_leftovers(self.state_dir, [rid for rid in replica_ids if rid])
-        if killed or removed:
-            self.say(f"an earlier run left {len(killed)} replica process(es) and {len(removed)} shared-memory region(s); removed them")
+            if replica_id:
+                stale.append(replica_id)
+        return stale
 
     async def publish_model_configs(self) -> None:
         await publish_model_configs(self.bus.models, self.repository)
@@ -167,10 +228,15 @@ class LocalActuator:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.lifecycle.session = self.vertical.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
-        watcher = asyncio.create_task(watch_bucket(self.bus.desired, self._on_desired, self._on_desired_deleted, stop=stop, link=self.bus.link))
+        loaded = asyncio.Event()
+        watcher = asyncio.create_task(
+            watch_bucket(self.bus.desired, self._on_desired, self._on_desired_deleted, loaded=loaded, stop=stop, link=self.bus.link)
+        )
         reasserter = asyncio.create_task(self._reassert_after_reconnects(stop))
         telemetry = await self.bus.nc.subscribe(subjects.ROUTER_TELEMETRY, cb=self.drains.on_router_telemetry)
         try:
+            # Not before the desired states are read: an adopted replica would look undesired and be drained.
+            await wait_any(None, stop, loaded)
             while not stop.is_set():
                 await self.reconcile_once()
                 self._kick.clear()
@@ -190,8 +256,22 @@ class LocalActuator:
                 log.info("NATS is back: writing the registry entries of %d replica(s) again", len(self.replicas))
                 self.writer.reassert()
 
+    async def release(self) -> None:
+        """Stop managing without stopping the fleet (SIGTERM of the actuator alone): the drains begun finish, the
+        replicas keep serving and the next actuator adopts them (adopt_previous_run)."""
+        await asyncio.gather(*list(self.drains.tasks), return_exceptions=True)
+        self.lifecycle.released = True
+        tasks = [r.task for r in self.replicas.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.writer.landing.close()
+        if self.lifecycle.session is not None:
+            await self.lifecycle.session.close()
+
     async def shutdown(self) -> None:
-        """Stop every replica in parallel (routers are already gone, so no propagation wait)."""
+        """Stop every replica in parallel, adopted ones too (routers are already gone, so no propagation wait).
+        Only a clean stop does this: a crashed or killed actuator leaves its replicas serving for the next one."""
         replicas = list(self.replicas.values())
         await asyncio.gather(
             *(self.drains.drain(r, wait_for_routers=False) for r in replicas if not r.stopping), *list(self.drains.tasks), return_exceptions=True

@@ -8,6 +8,9 @@ newest state of each replica winning (runtime.landing): a replica that
 becomes ready during an outage is in the registry, READY, once NATS is back.
 After a reconnect the actuator writes every replica's entry again
 (`reassert`), since the outage may have swallowed writes it thought stored.
+Beside each entry it keeps the replica's record on this machine
+(actuator.records), which outlives the actuator and NATS being away: what a
+restarted actuator adopts the replica from.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ebbflow.actuator.core import Phase
+from ebbflow.actuator.records import ReplicaRecord, remove_record, save_record
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.landing import Landing
-from ebbflow.runtime.process import ChildProcess
+from ebbflow.runtime.process import AdoptedProcess, ChildProcess
 from ebbflow.v1 import registry_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,8 @@ _EVENT_BY_PHASE = {
 class ManagedReplica:
     entry: registry_pb2.ReplicaEntry
     phase: Phase = Phase.STARTING
-    child: ChildProcess | None = None
+    child: ChildProcess | AdoptedProcess | None = None
+    """Its tritonserver: a child of this actuator, or adopted from an earlier one (not our child)."""
     task: asyncio.Task[None] | None = None
     stopping: bool = False
     started_s: float = field(default_factory=time.monotonic)
@@ -63,6 +69,7 @@ class ManagedReplica:
     # Its model's log slot (logs/triton-<model>-<slot>.log) and where this replica's output begins there.
     log_slot: int = -1
     log_offset: int = 0
+    log_path: str = ""
     ready_s: float | None = None
     """When it became ready (monotonic seconds), None before."""
     end_reason: str = ""
@@ -71,6 +78,18 @@ class ManagedReplica:
     @property
     def key(self) -> str:
         return subjects.replica_key(self.entry.model, self.entry.replica_id)
+
+    @property
+    def adopted(self) -> bool:
+        return isinstance(self.child, AdoptedProcess)
+
+    def record(self) -> ReplicaRecord | None:
+        """What a later actuator needs to adopt it; None before its process exists."""
+        if self.child is None:
+            return None
+        entry = registry_pb2.ReplicaEntry()
+        entry.CopyFrom(self.entry)
+        return ReplicaRecord(entry, self.child.started_at_s, self.log_path, self.log_slot, self.log_offset)
 
 
 class ActuatorMetrics:
@@ -97,8 +116,11 @@ class RegistryWriter:
         metrics: ActuatorMetrics,
         replicas: Mapping[str, ManagedReplica],
         desired: Mapping[str, scheduling_pb2.DesiredState],
+        state_dir: Path,
     ) -> None:
         self.bus = bus
+        self.state_dir = state_dir
+        """Where each replica's record is kept (actuator.records)."""
         self.metrics = metrics
         self.replicas = replicas
         self.desired = desired
@@ -110,12 +132,24 @@ class RegistryWriter:
         replica.phase = phase
         replica.entry.state = _STATE_BY_PHASE[phase]
         self.export()
+        self.keep_record(replica)
         self.landing.record(replica.key, None if phase == Phase.STOPPED else replica.entry.SerializeToString())
         event = registry_pb2.LifecycleEvent(kind=_EVENT_BY_PHASE[phase], replica=replica.entry, time_unix_s=time.time(), message=message)
         self.landing.publish(subjects.lifecycle_subject(replica.entry.model), event.SerializeToString(), f"{replica.entry.replica_id}:{next(self._events)}")
         # Not connected: no attempt, so nothing (a start, a drain, shutdown) stalls on NATS timeouts.
         if not await self.landing.land() and replica.key in self.landing.writes:
             log.warning("NATS unavailable: %s is %s; the registry gets it once NATS takes it", replica.key, phase.value)
+
+    def keep_record(self, replica: ManagedReplica) -> None:
+        """The replica's record on this machine follows its entry; it goes once the replica is STOPPED. A record
+        that cannot be written costs only adoption after a restart (the replica is then stopped), never the replica."""
+        try:
+            if replica.phase == Phase.STOPPED:
+                remove_record(self.state_dir, replica.entry.replica_id)
+            elif (record := replica.record()) is not None:
+                save_record(self.state_dir, record)
+        except OSError as error:
+            log.warning("the record of replica %s could not be written (%s): a restarted actuator would not adopt it", replica.key, error)
 
     def reassert(self) -> None:
         """Write every replica's current entry again (NATS came back; it may have missed writes we believe stored)."""

@@ -1,4 +1,19 @@
-"""The collector's gRPC API: GetSnapshot, WatchSnapshots, GetHistory."""
+"""The collector's gRPC API: GetSnapshot, WatchSnapshots, GetHistory.
+
+With several collectors, each scrapes only its share of the models
+(shards.py), yet any of them answers for any model, so a client (the CLI,
+the forecaster refilling its history) may ask whichever collector it finds:
+a model this collector owns is answered from its own scrapes; another
+collector's model from what this one heard on NATS, its latest published
+snapshot (`ebbflow.load.<model>`) and the history rows those snapshots
+carried, on top of what it read from JetStream at start. The alternative,
+refusing with the owner's address, would make every client follow
+redirects and fail while ownership moves. What differs for a model owned
+elsewhere: a snapshot too large for a NATS message lacks its replica
+details there (the owner's GetSnapshot has them), and a collector started
+while another ran lacks the last `history_flush_s` of history before its
+start (the owner had not written it to JetStream yet).
+"""
 
 from __future__ import annotations
 

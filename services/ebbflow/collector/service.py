@@ -8,12 +8,22 @@ Every `interval_s`, on a fixed cadence:
 History rows go to JetStream every `history_flush_s` (fine rows) and at each
 completed coarse step, and are read back at start, so a restarted collector
 still answers GetHistory for the time before it.
+
+Several collectors share the models (shards.py: rendezvous hashing over the
+live collectors, membership.py: who is live): each scrapes and publishes
+only the models it owns, re-judged every tick. Every collector also listens
+to the snapshots the others publish (`ebbflow.load.>`) and keeps them as its
+latest and as history rows, so any collector answers any model over gRPC,
+and a collector that takes a model over already holds its recent history.
+Only the owner writes a model's history to JetStream; one that gives a model
+up writes what it has pending at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 import aiohttp
@@ -24,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ebbflow.collector.core import ReplicaRates, ReplicaTrack, RouterWindow, combine_replicas, merge_router_windows, scrape_of
 from ebbflow.collector.history import ModelHistory, Rows, WindowStats, from_chunk, snapshot_row, to_chunk
+from ebbflow.collector.membership import Membership
 from ebbflow.collector.metrics_text import parse_metrics_text
 from ebbflow.runtime.wire import LATENCY_BUCKETS_S, READY, address, histogram_quantile
 from ebbflow.runtime import subjects
@@ -57,6 +68,11 @@ class CollectorMetrics:
             "ebbflow_collector_scrape_seconds", "Wall time of one round of scrapes", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=registry
         )
         self.history_writes = Counter("ebbflow_collector_history_writes", "History chunks written to JetStream by result", ["result"], registry=registry)
+        self.owned_models = Gauge("ebbflow_collector_owned_models", "Models this collector scrapes and publishes (its shard)", registry=registry)
+        self.owned_endpoints = Gauge("ebbflow_collector_owned_endpoints", "Ready replica endpoints of this collector's models, scraped each interval", registry=registry)
+        self.members = Gauge("ebbflow_collector_members", "Live collectors sharing the models, this one included", registry=registry)
+        self.owns = Gauge("ebbflow_collector_owns", "1 for each model this collector owns (absent for the others)", ["model"], registry=registry)
+        self.model_moves = Counter("ebbflow_collector_model_moves", "Models this collector took over or gave up", ["direction"], registry=registry)
         self.model = {
             "fresh": model_gauge("load_fresh", "1 when the model's router telemetry is fresh, else 0"),
             "arrival_rps": model_gauge("arrival_rps", "Requests offered per second (demand), last interval"),
@@ -94,6 +110,7 @@ class CollectorMetrics:
             "cpu_utilization": replica_gauge("cpu_utilization", "Host CPU utilisation [0, 1]"),
         }
         self._replica_labels: set[tuple[str, str]] = set()
+        self._window_labels: set[tuple[str, str]] = set()
 
     def export(self, snapshot: load_pb2.LoadSnapshot) -> None:
         model = snapshot.model
@@ -112,10 +129,26 @@ class CollectorMetrics:
         self.model["generated_tokens_per_second"].labels(model).set(snapshot.generated_tokens_per_s)
         for window in snapshot.windows:
             label = f"{window.window_s:g}s"
+            self._window_labels.add((model, label))
             if window.fresh_intervals:
                 self.window["arrival_rps"].labels(model, label).set(window.arrival_rps)
                 self.window["in_flight"].labels(model, label).set(window.in_flight)
                 self.window["latency_p99_seconds"].labels(model, label).set(window.latency_p99_s)
+
+    def forget(self, model: str) -> None:
+        """A model given up leaves this collector's dashboards (its new owner exports it), so no sum counts it twice."""
+        for gauge in [*self.model.values(), self.owns]:
+            try:
+                gauge.remove(model)
+            except KeyError:
+                pass
+        for labels in [labels for labels in self._window_labels if labels[0] == model]:
+            self._window_labels.discard(labels)
+            for gauge in self.window.values():
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
 
     def export_replicas(self, snapshots: list[load_pb2.LoadSnapshot]) -> None:
         seen: set[tuple[str, str]] = set()
@@ -138,11 +171,21 @@ class CollectorMetrics:
 
 
 class Collector:
-    def __init__(self, config: CollectorConfig, bus: Bus, view: RegistryView, metrics: CollectorMetrics) -> None:
+    """Scrapes and publishes the models it owns; without `membership`, it owns every model (one collector)."""
+
+    def __init__(self, config: CollectorConfig, bus: Bus, view: RegistryView, metrics: CollectorMetrics, membership: Membership | None = None) -> None:
         self.config = config
         self.bus = bus
         self.view = view
         self.metrics = metrics
+        self.membership = membership
+        self.owned: set[str] = set()
+        """The models this collector scraped and published at its last tick."""
+        self._owners: dict[str, bool] = {}  # model -> owned, for self._members (hashing every model every tick is waste)
+        self._members: tuple[str, ...] = ()
+        self._heard: dict[str, load_pb2.LoadSnapshot] = {}  # other collectors' snapshots since the last tick, for watchers
+        self._heard_until: dict[str, float] = {}  # model -> start of the last history row taken from another collector
+        self._models: set[str] = set()  # the models known at the last tick
         self.windows_s = tuple(sorted(config.windows_s))
         self._windows: dict[str, dict[str, RouterWindow]] = {}
         self._tracks: dict[str, ReplicaTrack] = {}
@@ -172,7 +215,7 @@ class Collector:
             (subjects.HISTORY_FINE_STREAM, subjects.HISTORY_FINE, c.history_fine_s),
             (subjects.HISTORY_COARSE_STREAM, subjects.HISTORY_COARSE, c.history_keep_s),
         ):
-            config = StreamConfig(name=name, subjects=[f"{prefix}.>"], max_age=keep_s)
+            config = StreamConfig(name=name, subjects=[f"{prefix}.>"], max_age=keep_s, num_replicas=self.bus.copies)
             try:
                 await self.bus.js.stream_info(name)
                 await self.bus.js.update_stream(config)
@@ -240,6 +283,24 @@ class Collector:
                 latency_sum_s=model.latency.sum_s,
             )
 
+    async def _on_load(self, msg) -> None:  # type: ignore[no-untyped-def]
+        """Another collector's snapshot: kept as the latest and as a history row, for the API and for a takeover."""
+        model = msg.subject[len(subjects.LOAD) + 1 :]
+        if model in self.owned:  # our own, echoed (or from a collector whose view of the members lags: ours count)
+            return
+        try:
+            snapshot = load_pb2.LoadSnapshot.FromString(msg.data)
+        except DecodeError:
+            log.warning("ignoring an undecodable load snapshot on %s", msg.subject)
+            return
+        self.latest[model] = self._heard[model] = snapshot
+        history = self._history(model)
+        interval_s = snapshot.window_s or self.config.interval_s
+        start = snapshot.time_unix_s - interval_s
+        if start >= history.fine.last_time + history.step_s / 2:  # one row per interval, though two may publish it for a moment
+            history.add(snapshot_row(snapshot, interval_s, history.buckets))
+            self._heard_until[model] = start
+
     async def _scrape(self, session: aiohttp.ClientSession, key: str, replica: registry_pb2.ReplicaEntry) -> None:
         track = self._tracks.setdefault(key, ReplicaTrack(keep_s=max(self.windows_s) + self.config.interval_s))
         url = f"http://{replica.host}:{replica.metrics_port}/metrics"
@@ -305,11 +366,12 @@ class Collector:
         )
         history = self._history(model)
         new = snapshot_row(snapshot, self.config.interval_s, history.buckets)
-        completed = history.add(new)
-        pending = self._unflushed.setdefault(model, {"fine": [], "coarse": []})
-        pending["fine"].append(new)
-        if len(completed):
-            pending["coarse"].append(completed)
+        if new.times[0] >= self._heard_until.get(model, -math.inf) + history.step_s / 2:  # just taken over: the last row was heard
+            completed = history.add(new)
+            pending = self._unflushed.setdefault(model, {"fine": [], "coarse": []})
+            pending["fine"].append(new)
+            if len(completed):
+                pending["coarse"].append(completed)
         for window_s in self.windows_s:
             snapshot.windows.append(self._window(history.window(wall, window_s), ready, now))
         return snapshot
@@ -335,13 +397,22 @@ class Collector:
     # -- the loop --------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        following = None
+        if self.membership is not None:
+            following = asyncio.create_task(self.membership.run(self.bus, stop), name="collector membership")
+            following.add_done_callback(_report)
         try:
             await self._ensure_streams()
             await self.restore_history()
         except Exception as error:  # history is a convenience; the live picture must not wait for it
             log.warning("history could not be restored from JetStream: %s", error)
         self.restored.set()
-        subscription = await self.bus.nc.subscribe(subjects.ROUTER_TELEMETRY, cb=self._on_telemetry)
+        if self.membership is not None:  # so the first tick takes this collector's share, not every model
+            await wait_any(MEMBERS_WAIT_S, self.membership.loaded, stop)
+        subscriptions = [
+            await self.bus.nc.subscribe(subjects.ROUTER_TELEMETRY, cb=self._on_telemetry),
+            await self.bus.nc.subscribe(f"{subjects.LOAD}.>", cb=self._on_load),
+        ]
         timeout = aiohttp.ClientTimeout(total=self.config.scrape_timeout_s)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=max(30.0, 3 * self.config.interval_s))
         next_tick = time.monotonic()
@@ -360,19 +431,26 @@ class Collector:
                         next_flush += self.config.history_flush_s
                         await self.flush_history()
         finally:
-            await unsubscribe(subscription)
+            for subscription in subscriptions:
+                await unsubscribe(subscription)
             await self.flush_history()
+            if following is not None:
+                if not stop.is_set():
+                    following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
 
     async def tick(self, session: aiohttp.ClientSession) -> None:
-        ready = {key: r for key, r in self.view.replicas.items() if r.state == READY}
+        owned = await self._take_share(self.view.known_models() | set(self._windows))
+        ready = {key: r for key, r in self.view.replicas.items() if r.state == READY and r.model in owned}
         for key in set(self._tracks) - set(ready):
             del self._tracks[key]
+        self.metrics.owned_endpoints.set(len(ready))
         started = time.monotonic()
         await asyncio.gather(*(self._scrape(session, key, replica) for key, replica in ready.items()))
         self.metrics.scrape_seconds.observe(time.monotonic() - started)
         now, wall = time.monotonic(), time.time()
         snapshots = {}
-        for model in sorted(self.view.known_models() | set(self._windows)):
+        for model in sorted(owned):
             snapshot = self.snapshot(model, now, wall)
             snapshots[model] = snapshot
             self.latest[model] = snapshot
@@ -382,10 +460,42 @@ class Collector:
             except Exception as error:  # loss-tolerant: the next interval publishes again
                 log.warning("publishing the load snapshot of %s failed: %s", model, error)
         self.metrics.export_replicas(list(snapshots.values()))
+        heard, self._heard = self._heard, {}
+        everything = heard | snapshots
         for queue in self._watchers:
             if queue.full():  # a slow watcher skips an interval rather than holding the collector up
                 queue.get_nowait()
-            queue.put_nowait(snapshots)
+            queue.put_nowait(everything)
+
+    async def _take_share(self, models: set[str]) -> set[str]:
+        """The models this collector owns now (all of them without membership); says what moved since the last tick."""
+        if self.membership is None:
+            owned = set(models)
+        else:
+            shard = self.membership.shard()
+            if shard.members != self._members:
+                log.info("collectors live: %s (this one: %s)", ", ".join(shard.members), shard.me)
+                self._members, self._owners = shard.members, {}
+            for model in models - self._owners.keys():
+                self._owners[model] = shard.owns(model)
+            owned = {model for model in models if self._owners[model]}
+            self.metrics.members.set(len(shard.members))
+        taken = owned - self.owned
+        given = self.owned - owned
+        moved_in, moved_out = taken & self._models, given & models  # models that existed before and after
+        if self.membership is not None and (moved_in or moved_out):
+            log.info("now owns %d of %d model(s): took %s, gave up %s", len(owned), len(models), sorted(moved_in) or "none", sorted(moved_out) or "none")
+        self.metrics.model_moves.labels("taken").inc(len(moved_in))
+        self.metrics.model_moves.labels("given").inc(len(moved_out))
+        for model in taken:
+            self.metrics.owns.labels(model).set(1.0)
+        for model in given:
+            self.metrics.forget(model)
+        self.owned, self._models = owned, set(models)
+        self.metrics.owned_models.set(len(owned))
+        if moved_out:  # the new owner takes the history on from what is in JetStream (and what it heard)
+            await self.flush_history()
+        return owned
 
     def _fit_payload(self, snapshot: load_pb2.LoadSnapshot) -> bytes:
         """The snapshot as bytes within NATS's max payload: with very many replicas, the per-window
@@ -416,6 +526,13 @@ class Collector:
         self._watchers.discard(queue)
 
 
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("following the collectors' membership stopped with an error", exc_info=task.exception())
+
+
+MEMBERS_WAIT_S = 5.0
+"""At start, the longest the first tick waits for the other collectors' announcements to be read, seconds."""
 TRITON_FIELDS = ("in_system", "queued", "pending_requests", "batch_efficiency", "inference_rps", "prompt_tokens_per_s", "generated_tokens_per_s", "gpu_utilization")
 REPLICA_FIELDS = tuple(name for name in ReplicaRates.__dataclass_fields__)
 

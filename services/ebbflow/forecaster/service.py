@@ -38,11 +38,13 @@ DAY_S = 86400.0
 HistorySource = Callable[[str, float, float, float], Awaitable[tuple[list[float], list[float]]]]
 
 
-def collector_history(address: str) -> HistorySource:
-    """GetHistory over gRPC from the collector at `address`."""
+def collector_history(address: str | Callable[[], Awaitable[str]]) -> HistorySource:
+    """GetHistory over gRPC from the collector at `address`, or at the address `address()` gives when asked
+    (found in NATS when the forecaster refills)."""
 
     async def fetch(model: str, start: float, end: float, step: float) -> tuple[list[float], list[float]]:
-        async with grpc.aio.insecure_channel(address) as channel:
+        target = address if isinstance(address, str) else await address()
+        async with grpc.aio.insecure_channel(target) as channel:
             stub = collector_pb2_grpc.CollectorServiceStub(channel)
             response = await stub.GetHistory(collector_pb2.GetHistoryRequest(model=model, start_unix_s=start, end_unix_s=end, step_s=step), timeout=10.0)
         series = {s.name: list(s.values) for s in response.series}

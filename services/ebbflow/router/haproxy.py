@@ -33,13 +33,18 @@ its telemetry have HAProxy's millisecond resolution.
 
 The shell (router.front) renders the configuration from the registry,
 reloads HAProxy when it changes, reads HAProxy's statistics for arrivals and
-in-flight, and its per-request log lines for latency and outcome.
+in-flight, and its per-request log lines for latency and outcome. HAProxy
+outlives the shell: the shell records it in a pid file (`FrontRecord`), and a
+shell started later on the same state directory adopts it by the rule of
+`choose_adoption` instead of starting another.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +54,7 @@ BALANCE = {"least_outstanding": "leastconn", "power_of_two": "random(2)", "round
 FALLBACK = "router"
 """Name of the Python router as a server in every backend."""
 HARD_STOP_S = 300
-"""How long an HAProxy replaced by a reload may finish the calls it holds."""
+"""How long an HAProxy replaced by a reload, or soft-stopped with no shell left to bound it, may finish the calls it holds."""
 LOG_FORMAT = "%[var(txn.model)] %s %Ta %ST %[var(txn.grpc_status)]"
 
 
@@ -126,6 +131,10 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
         "  timeout connect 2s",
         "  timeout http-request 60s",
         "  timeout client 3600s",
+        # Once HAProxy has sent a GOAWAY (a soft stop, a reload) and the connection's last call is done, the client
+        # should close; a gRPC client whose last answer was an error did not, and held the stopping process for
+        # `timeout client` (an hour) instead of a second.
+        "  timeout client-fin 1s",
         "  timeout server 3600s",
         "",
         "frontend triton",
@@ -239,3 +248,96 @@ def parse_log_line(line: str) -> Completed | None:
     else:
         code = "UNKNOWN"
     return Completed(model, server, seconds, code == "OK", code)
+
+
+# ---- adoption: finding the front an earlier shell left running ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrontRecord:
+    """The front's pid file (`haproxy/front.json`), rewritten after every (re)load: how a later shell, or
+    `ebbflow down`, finds the HAProxy serving and the files it runs on."""
+
+    pid: int
+    """The serving HAProxy (replaced ones still finishing calls are found by their command line)."""
+    listen: str
+    """host:port it listens on."""
+    admin_socket: str
+    log_port: int
+    """UDP port its log lines go to (the shell's receiver; a later shell takes it again when it is free)."""
+    config_sha256: str
+    """Of the configuration `pid` was started on."""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> FrontRecord | None:
+        """None for a record that cannot be read (torn, or from another version)."""
+        try:
+            raw = json.loads(text)
+            return cls(int(raw["pid"]), str(raw["listen"]), str(raw["admin_socket"]), int(raw["log_port"]), str(raw["config_sha256"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class EarlierFront:
+    """What a starting shell finds of an earlier front on its state directory."""
+
+    record: FrontRecord | None
+    answering_pid: int | None
+    """The pid `show info` on the recorded admin socket names; None: no record, or no answer."""
+    answering_binary: str
+    """That process's executable, resolved ("" when unknown)."""
+    processes: frozenset[int]
+    """Live processes started on this state directory's configuration file (the serving one and replaced ones)."""
+
+
+def choose_adoption(earlier: EarlierFront, binary: str, host: str, port: int) -> tuple[int | None, str]:
+    """The HAProxy to adopt (None: start a new one) and why, for the log.
+
+    Adopted is the process that answers on the recorded admin socket, runs this state directory's configuration
+    file with the installed binary, and listens where the router is configured to (port 0: anywhere). Anything
+    less could be a pid reused by another program, a front of an older installation, or one on a port the
+    configuration no longer names."""
+    record, pid = earlier.record, earlier.answering_pid
+    if record is None:
+        return None, "no front is recorded"
+    if pid is None:
+        return None, f"nothing answers on its admin socket {record.admin_socket}"
+    if pid not in earlier.processes:
+        return None, f"pid {pid} on its admin socket does not run this state directory's configuration"
+    if earlier.answering_binary != binary:
+        return None, f"pid {pid} runs {earlier.answering_binary or 'an unknown binary'}, not {binary}"
+    recorded_host, _, recorded_port = record.listen.rpartition(":")
+    if recorded_host != host or (port != 0 and recorded_port != str(port)):
+        return None, f"pid {pid} listens on {record.listen}, the router is configured for {host}:{port}"
+    return pid, f"pid {pid} answers on {record.admin_socket} and listens on {record.listen}"
+
+
+def config_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def running_configuration(record: FrontRecord, pid: int, text: str) -> str:
+    """The configuration file's text when it is what `pid` runs, else "" (the adopting shell then reloads)."""
+    return text if record.pid == pid and config_digest(text) == record.config_sha256 else ""
+
+
+def parse_map(text: str) -> dict[str, str]:
+    """A model map (`render`'s second half) → backend name → model."""
+    pairs = (line.split(" ", 1) for line in text.splitlines() if " " in line)
+    return {backend: model for model, backend in pairs}
+
+
+def servers_in(config_text: str, backends: dict[str, str]) -> frozenset[tuple[str, str]]:
+    """(model, replica id) of every replica server in a rendered configuration; `backends` from `parse_map`."""
+    found, model = set(), None
+    for line in config_text.splitlines():
+        words = line.split()
+        if line.startswith("backend "):
+            model = backends.get(words[1])
+        elif model is not None and len(words) >= 2 and words[0] == "server" and words[1] != FALLBACK:
+            found.add((model, words[1]))
+    return frozenset(found)

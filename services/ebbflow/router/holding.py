@@ -5,6 +5,11 @@ the follower sees a ready replica, the hold limit (`hold_timeout_s`) passes
 or the client's deadline does. While any request of a model is held, the
 router publishes a wake-up every second, so a model scaled to zero starts a
 replica without waiting for the next load snapshot.
+
+A stopping router sets a time by which it holds nothing (`answer_by`): a held
+request still without a replica then is answered UNAVAILABLE, which clients
+may retry (the request was never sent), instead of being cut off when the
+server's grace ends.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class Holds:
         self.metrics = metrics
         self.upstreams = upstreams
         self._held: dict[str, HeldModel] = {}
+        self._closing: asyncio.Future[None] | None = None  # done once this router holds nothing more
+        self._closing_timer: asyncio.TimerHandle | None = None
 
     async def acquire(self, model: str, size: int, avoid: set[str], hold_until: float, context: grpc.aio.ServicerContext) -> Upstream:
         """A ready replica not in `avoid`, holding the request (bounded) while there is none.
@@ -72,7 +79,34 @@ class Holds:
                     if waiter is not None and not waiter.done():
                         waiter.set_result(None)
 
+    def answer_by(self, deadline_s: float) -> None:
+        """The router is stopping: from `deadline_s` (time.monotonic) on, held requests, and any that would be
+        held, are answered UNAVAILABLE; until then a replica that becomes ready still takes them."""
+        if self._closing_timer is not None:
+            self._closing_timer.cancel()
+        self._closing_timer = asyncio.get_running_loop().call_later(max(0.0, deadline_s - time.monotonic()), self._close_holds)
+
+    def _closing_future(self) -> asyncio.Future[None]:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        return self._closing
+
+    def _close_holds(self) -> None:
+        closing = self._closing_future()
+        if not closing.done():
+            closing.set_result(None)
+
+    def _shutting_down(self, model: str) -> Refusal:
+        self.metrics.rejections.labels(model, "shutting_down").inc()
+        return Refusal(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the router is shutting down and model '{model}' has no ready replica yet; the request was not sent: retry it",
+        )
+
     async def _hold(self, model: str, size: int, hold_until: float, context: grpc.aio.ServicerContext) -> None:
+        closing = self._closing_future()
+        if closing.done():
+            raise self._shutting_down(model)
         held = self._held.get(model)
         if held is None:
             held = self._held[model] = HeldModel(HoldQueue(self.config.hold_max_requests, self.config.hold_max_bytes))
@@ -94,7 +128,12 @@ class Holds:
         remaining = context.time_remaining()
         client_until = started + remaining if remaining is not None else float("inf")
         try:
-            await asyncio.wait_for(waiter, max(0.0, min(hold_until, client_until) - started))
+            timeout_s = max(0.0, min(hold_until, client_until) - started)
+            await asyncio.wait((waiter, closing), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                if closing.done():
+                    raise self._shutting_down(model)
+                raise asyncio.TimeoutError
         except asyncio.TimeoutError:
             starting = sum(1 for r in self.view.of_model(model) if r.state == STARTING)
             if client_until <= hold_until:
@@ -123,6 +162,8 @@ class Holds:
             await asyncio.sleep(1.0)
 
     def close(self) -> None:
+        if self._closing_timer is not None:
+            self._closing_timer.cancel()
         for held in self._held.values():
             if held.waker is not None:
                 held.waker.cancel()

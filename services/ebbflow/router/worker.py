@@ -7,6 +7,12 @@ connections over them). Each worker keeps its own registry view and publishes
 its own telemetry under its own router id, which the collector merges; their
 Prometheus metrics are merged through prometheus_client's multiprocess
 directory, served by the parent's /metrics.
+
+Stopping drains by default, within `router.drain_timeout_s`: the gRPC server
+refuses new calls and lets those in flight finish, and requests held for a
+model with no ready replica are answered UNAVAILABLE (retry) before the grace
+ends. `stop_router` stops a router and its HAProxy front in the order that
+loses no call in flight.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, multiprocess
@@ -41,6 +47,13 @@ from ebbflow.v1 import load_pb2
 
 log = logging.getLogger(__name__)
 
+HOLD_ANSWER_MARGIN_S = 1.5
+"""Held requests are answered this long before a stop's grace ends (half the grace when it is shorter): the
+answer must still cross the front, whose client connections then close within a second (`timeout client-fin`,
+router.haproxy), before either cuts anything."""
+WORKER_EXIT_S = 5.0
+"""Past router.drain_timeout_s, how long a worker may take to close NATS and exit before it is killed."""
+
 
 class RouterService:
     """One router: the Triton-protocol server, its registry follower, telemetry and load subscription."""
@@ -53,6 +66,7 @@ class RouterService:
         self.config = config
         self.bus = bus
         self._stop = asyncio.Event()
+        self._stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._subscription: Any = None
 
@@ -75,9 +89,24 @@ class RouterService:
         await self.server.start()
         return port
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    def answer_holds_by(self, deadline_s: float) -> None:
+        """Held requests still without a replica at `deadline_s` (time.monotonic) get UNAVAILABLE then: what
+        a stop does first, so held answers reach clients before the grace (and a front's drain) ends."""
+        self.router.holds.answer_by(deadline_s - min(HOLD_ANSWER_MARGIN_S, max(0.0, deadline_s - time.monotonic()) / 2))
+
+    async def stop(self, drain: bool = True, grace_s: float | None = None) -> None:
+        """Stop serving. drain: refuse new calls and give those in flight `grace_s` (default
+        router.drain_timeout_s) to finish, held ones answered before it ends; else cancel them at once.
+
+        The registry follower runs until the server has stopped, so a replica that becomes ready during the
+        grace still takes the held requests."""
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = (self.config.drain_timeout_s if grace_s is None else grace_s) if drain else 0.0
+        self.answer_holds_by(time.monotonic() + grace)
+        await self.server.stop(grace)
         self._stop.set()
-        await self.server.stop(grace_s)
         await unsubscribe(self._subscription)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.router.close()
@@ -122,10 +151,47 @@ class RouterWorkers:
     def pids(self) -> list[int]:
         return [c.pid for c in self.children]
 
-    async def stop(self) -> None:
-        await asyncio.gather(*(c.stop(10.0) for c in self.children), return_exceptions=True)
+    async def stop(self, drain: bool = True) -> None:
+        """SIGTERM to every worker: each drains as RouterService.stop does (drain) and is killed if it has not
+        exited a few seconds after router.drain_timeout_s; without drain, SIGKILL at once."""
+        if drain:
+            timeout_s = self.config.drain_timeout_s + WORKER_EXIT_S
+            await asyncio.gather(*(c.stop(timeout_s) for c in self.children), return_exceptions=True)
+        else:
+            await asyncio.gather(*(c.stop(5.0, signal.SIGKILL) for c in self.children), return_exceptions=True)
         for child in self.children:
             multiprocess.mark_process_dead(child.pid, str(self.metrics_dir))  # their live gauges stop counting
+
+
+class Front(Protocol):
+    """What stop_router needs of the router's front (router.front.HaproxyFront)."""
+
+    config: RouterConfig
+
+    async def stop(self, drain: bool = True) -> None: ...
+
+
+async def stop_router(front: Front | None, service: RouterService | None, workers: RouterWorkers | None = None, drain: bool = True) -> None:
+    """Stop a router's port: its HAProxy front, and the Python router behind it in this process (`service`) or
+    in worker processes; with drain, within router.drain_timeout_s and without failing a call in flight.
+
+    The front goes first and the Python router keeps serving while it drains, since calls in flight at the
+    front may be waiting on it (held at zero replicas, metadata, streams); the held ones are answered before
+    the bound, so the front's drain does not run into it. Worker processes cannot be told the bound from
+    here: they get SIGTERM with the front and drain on their own (a call the front hands them in the
+    moment before its listener closes is refused)."""
+    configs = [part.config for part in (front, service, workers) if part is not None]
+    if not configs:
+        return
+    deadline = time.monotonic() + (configs[0].drain_timeout_s if drain else 0.0)
+    if service is not None:
+        service.answer_holds_by(deadline)
+    stopping = [front.stop(drain)] if front is not None else []
+    if workers is not None:
+        stopping.append(workers.stop(drain))
+    await asyncio.gather(*stopping)
+    if service is not None:
+        await service.stop(drain, grace_s=max(0.0, deadline - time.monotonic()))
 
 
 @asynccontextmanager

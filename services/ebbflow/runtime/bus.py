@@ -86,8 +86,11 @@ class Bus:
     models: KeyValue
     capacity: KeyValue
     leases: KeyValue
+    services: KeyValue
     closing: list[bool]
     link: NatsLink
+    copies: int = 1
+    """How many nodes keep each bucket and stream (copies_for)."""
 
     async def close(self) -> None:
         self.closing.append(True)
@@ -102,18 +105,31 @@ class Bus:
                     log.debug("closing the NATS connection failed: %s", closing_error)
 
 
-async def _bucket(js: JetStreamContext, name: str, history: int) -> KeyValue:
+def servers_of(url: str) -> list[str]:
+    """The server URLs in `url`: one, or a comma-separated list (every node of a cluster)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
+def copies_for(url: str) -> int:
+    """How many nodes keep each bucket and stream: every node named, at most 3 (a JetStream quorum that survives
+    losing one node; runtime/nats_server.py:NatsCluster); 1 for a single server."""
+    return min(3, len(servers_of(url)))
+
+
+async def _bucket(js: JetStreamContext, name: str, history: int, copies: int, ttl_s: float | None = None) -> KeyValue:
     try:
         return await js.key_value(name)
     except (BucketNotFoundError, NotFoundError):
-        return await js.create_key_value(bucket=name, history=history)
+        return await js.create_key_value(bucket=name, history=history, ttl=ttl_s, replicas=copies)
 
 
-async def _stream(js: JetStreamContext, name: str, subject_prefix: str, max_msgs: int) -> None:
+async def _stream(js: JetStreamContext, name: str, subject_prefix: str, max_msgs: int, copies: int) -> None:
     try:
         info = await js.stream_info(name)
     except NotFoundError:
-        await js.add_stream(StreamConfig(name=name, subjects=[f"{subject_prefix}.>"], max_msgs=max_msgs, duplicate_window=DUPLICATE_WINDOW_S))
+        await js.add_stream(
+            StreamConfig(name=name, subjects=[f"{subject_prefix}.>"], max_msgs=max_msgs, duplicate_window=DUPLICATE_WINDOW_S, num_replicas=copies)
+        )
         return
     if (info.config.duplicate_window or 0.0) < DUPLICATE_WINDOW_S:  # made by an older ebbflow with 120 s
         info.config.duplicate_window = DUPLICATE_WINDOW_S
@@ -124,8 +140,9 @@ async def _on_error(error: Exception) -> None:
     log.debug("NATS: %s", error)
 
 
-async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
-    """Connect and make sure every bucket and stream exists (idempotent, any service may start first)."""
+async def connect(url: str, name: str, connect_timeout_s: float = 5.0, credentials: str = "") -> Bus:
+    """Connect (with a NATS .creds file when given) and make sure every bucket and stream exists (idempotent,
+    any service may start first)."""
     closing: list[bool] = []
     link = NatsLink(url)
 
@@ -141,13 +158,14 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
 
     try:
         nc = await nats.connect(
-            url,
+            servers_of(url),
             name=name,
             connect_timeout=connect_timeout_s,
             max_reconnect_attempts=-1,
             reconnect_time_wait=RECONNECT_WAIT_S,
             allow_reconnect=True,
             pending_size=PENDING_BYTES,
+            user_credentials=credentials or None,
             error_cb=_on_error,
             disconnected_cb=_on_disconnected,
             reconnected_cb=_on_reconnected,
@@ -155,20 +173,40 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0) -> Bus:
     except Exception as error:
         raise UnavailableError(f"cannot connect to NATS at {url}: {error}; is nats-server running?") from error
     js = nc.jetstream()
+    copies = copies_for(url)
+    deadline = time.monotonic() + (CLUSTER_READY_S if copies > 1 else 0.0)
+    while True:
+        try:
+            return await _setup(nc, js, closing, link, copies)
+        except Exception as error:  # a cluster just started elects its JetStream leader first
+            if time.monotonic() > deadline:
+                await nc.close()
+                raise UnavailableError(f"JetStream at {url} is not ready: {error}") from error
+            log.info("JetStream at %s not ready yet (%s); retrying", url, error)
+            await asyncio.sleep(0.5)
+
+
+CLUSTER_READY_S = 30.0
+"""How long a connection to a cluster waits for JetStream to elect its leader before giving up."""
+
+
+async def _setup(nc: Client, js: JetStreamContext, closing: list[bool], link: NatsLink, copies: int) -> Bus:
     bus = Bus(
         nc=nc,
         js=js,
-        replicas=await _bucket(js, subjects.REPLICAS_BUCKET, history=1),
-        desired=await _bucket(js, subjects.DESIRED_BUCKET, history=16),
-        policies=await _bucket(js, subjects.POLICIES_BUCKET, history=16),
-        models=await _bucket(js, subjects.MODELS_BUCKET, history=1),
-        capacity=await _bucket(js, subjects.CAPACITY_BUCKET, history=1),
-        leases=await _bucket(js, subjects.LEASES_BUCKET, history=1),
+        replicas=await _bucket(js, subjects.REPLICAS_BUCKET, 1, copies),
+        desired=await _bucket(js, subjects.DESIRED_BUCKET, 16, copies),
+        policies=await _bucket(js, subjects.POLICIES_BUCKET, 16, copies),
+        models=await _bucket(js, subjects.MODELS_BUCKET, 1, copies),
+        capacity=await _bucket(js, subjects.CAPACITY_BUCKET, 1, copies),
+        leases=await _bucket(js, subjects.LEASES_BUCKET, 1, copies),
+        services=await _bucket(js, subjects.SERVICES_BUCKET, 1, copies, ttl_s=subjects.SERVICES_TTL_S),
         closing=closing,
         link=link,
+        copies=copies,
     )
-    await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, max_msgs=100_000)
-    await _stream(js, subjects.LIFECYCLE_STREAM, subjects.LIFECYCLE, max_msgs=100_000)
+    await _stream(js, subjects.DECISIONS_STREAM, subjects.DECISIONS, 100_000, copies)
+    await _stream(js, subjects.LIFECYCLE_STREAM, subjects.LIFECYCLE, 100_000, copies)
     return bus
 
 

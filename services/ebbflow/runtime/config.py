@@ -47,6 +47,12 @@ class RouterConfig:
     """What listens on the port: `haproxy` (HAProxy forwards ModelInfer of models with ready replicas itself,
     everything else to the Python router behind it; router.haproxy), `grpc` (the Python router alone), or
     `auto` (haproxy when a `haproxy` binary is installed and `tracing` is off, else grpc)."""
+    drain_timeout_s: float = 10.0
+    """Longest a stopping router lets calls in flight finish (HAProxy's soft stop, the gRPC server's grace), seconds (0-300)."""
+    grpc_listen: str = "127.0.0.1:0"
+    """host:port of this service's own gRPC API (health, reflection, status, its APIs) when it runs as its own process; port 0 picks one."""
+    metrics_listen: str = "127.0.0.1:0"
+    """host:port of this service's Prometheus /metrics when it runs as its own process; port 0 picks one."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ class CollectorConfig:
     """How long the long-term history is kept (in memory and in JetStream), seconds."""
     history_flush_s: float = 10.0
     """How often new history rows are persisted to JetStream, seconds."""
+    grpc_listen: str = "127.0.0.1:0"
+    """host:port of this service's own gRPC API (health, reflection, status, its APIs) when it runs as its own process; port 0 picks one."""
+    metrics_listen: str = "127.0.0.1:0"
+    """host:port of this service's Prometheus /metrics when it runs as its own process; port 0 picks one."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,10 @@ class ForecasterConfig:
     """Scored targets the model choice looks back over."""
     max_history_steps: int = 2000
     """Bins of history each resolution keeps (and refills from the collector at start)."""
+    grpc_listen: str = "127.0.0.1:0"
+    """host:port of this service's own gRPC API (health, reflection, status, its APIs) when it runs as its own process; port 0 picks one."""
+    metrics_listen: str = "127.0.0.1:0"
+    """host:port of this service's Prometheus /metrics when it runs as its own process; port 0 picks one."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,10 @@ class SchedulerConfig:
     """When set, changing policies (SetPolicy, DeletePolicy, ImportHpa that stores) needs gRPC metadata
     `authorization: Bearer <token>` (the CLI sends $EBBFLOW_ADMIN_TOKEN); reads stay open. Prefer the
     environment (EBBFLOW_SCHEDULER__ADMIN_TOKEN) to the config file for it."""
+    grpc_listen: str = "127.0.0.1:0"
+    """host:port of this service's own gRPC API (health, reflection, status, its APIs) when it runs as its own process; port 0 picks one."""
+    metrics_listen: str = "127.0.0.1:0"
+    """host:port of this service's Prometheus /metrics when it runs as its own process; port 0 picks one."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +156,18 @@ class ActuatorConfig:
     """A replica ready this long clears its model's failures (the back-off starts over), seconds (> 0)."""
     replica_log_keep_bytes: int = 256 * 1024
     """Each replica slot's log (logs/triton-<model>-<slot>.log) keeps at most this much of earlier runs when a replica starts in it, bytes (>= 4096)."""
+    grpc_listen: str = "127.0.0.1:0"
+    """host:port of this service's own gRPC API (health, reflection, status, its APIs) when it runs as its own process; port 0 picks one."""
+    metrics_listen: str = "127.0.0.1:0"
+    """host:port of this service's Prometheus /metrics when it runs as its own process; port 0 picks one."""
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    url: str = ""
+    """NATS server of `ebbflow serve` (e.g. nats://10.0.0.5:4222); empty: the one `ebbflow up` runs, or --nats."""
+    credentials: str = ""
+    """A NATS credentials (.creds) file the services connect with; empty: none."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +188,7 @@ class Config:
     forecaster: ForecasterConfig = field(default_factory=ForecasterConfig)
     actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
+    nats: NatsConfig = field(default_factory=NatsConfig)
     models: tuple[ModelPolicy, ...] = (ModelPolicy(model="llm"), ModelPolicy(model="llm_stream", min_replicas=0, max_replicas=2))
 
 
@@ -206,6 +237,8 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError(f"router.workers must be 1-64, got {r.workers}")
     if r.hold_timeout_s <= 0 or r.hold_max_requests < 1 or r.hold_max_bytes < 1:
         raise ConfigError("router.hold_timeout_s, hold_max_requests and hold_max_bytes must be positive")
+    if not 0 <= r.drain_timeout_s <= 300:
+        raise ConfigError(f"router.drain_timeout_s must be 0-300, got {r.drain_timeout_s}")
     if r.max_retries < 0 or r.retry_buffer_bytes < 0 or r.eject_after_failures < 1 or r.eject_s < 0:
         raise ConfigError("router.max_retries, retry_buffer_bytes and eject_s must be >= 0 and eject_after_failures >= 1")
 
@@ -217,8 +250,17 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError(f"placement.nodes: node names must be unique, got {names}")
     if config.placement.gpu_budget < 0 or config.placement.max_moves_per_hour < 0:
         raise ConfigError("placement.gpu_budget and placement.max_moves_per_hour must be >= 0")
+    for section in ("router", "collector", "forecaster", "scheduler", "actuator"):
+        for name in ("grpc_listen", "metrics_listen"):
+            _check_listen(f"{section}.{name}", getattr(getattr(config, section), name))
     if not 0 <= config.router.port <= 65535:
         raise ConfigError(f"router.port must be 0-65535, got {config.router.port}")
+
+
+def _check_listen(name: str, listen: str) -> None:
+    host, colon, port = listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be host:port (port 0-65535, 0 picks one), got {listen!r}")
 
 
 SECTIONS = tuple(f.name for f in fields(Config) if f.name != "models")
@@ -244,6 +286,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         scheduler=_section(SchedulerConfig, raw.get("scheduler"), "scheduler"),
         actuator=_section(ActuatorConfig, raw.get("actuator"), "actuator"),
         placement=_section(PlacementConfig, raw.get("placement"), "placement"),
+        nats=_section(NatsConfig, raw.get("nats"), "nats"),
         models=models,
     )
     _check_ranges(config)

@@ -8,6 +8,7 @@ LOAD = "ebbflow.load"  # LOAD.<model>: LoadSnapshot from the collector
 FORECAST = "ebbflow.forecast"  # FORECAST.<model>: Forecast from the forecaster
 WAKEUP = "ebbflow.wakeup"  # WAKEUP.<model>: the router holds requests for a model
 DRAIN_ACK = "ebbflow.drain.ack"  # DRAIN_ACK.<model>.<replica_id>: DrainAck from a router worker
+CRASH_LOOPS = "ebbflow.crashloops"  # CrashLoops from the actuator, every reconcile tick
 
 
 def load_subject(model: str) -> str:
@@ -53,6 +54,9 @@ MODELS_BUCKET = "models"  # key <model>: Triton ModelConfig from the repository,
 CAPACITY_BUCKET = "capacity"  # key <content hash>: CapacityCurves, written by the scheduler (decisions refer to them)
 LEASES_BUCKET = "leases"  # key SCHEDULER_LEASE: SchedulerLease, which scheduler decides (CAS)
 SCHEDULER_LEASE = "scheduler"
+SERVICES_BUCKET = "services"  # key <service>.<instance_id>: ServiceInstance; supervisor.<id>: Supervisor (runtime/discovery.py)
+SERVICES_TTL_S = 10.0
+"""An announcement not renewed for this long is gone (a dead service's address disappears by itself)."""
 
 
 def replica_key(model: str, replica_id: str) -> str:

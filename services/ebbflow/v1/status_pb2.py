@@ -22,28 +22,35 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from ebbflow.v1 import discovery_pb2 as ebbflow_dot_v1_dot_discovery__pb2
 from ebbflow.v1 import forecast_pb2 as ebbflow_dot_v1_dot_forecast__pb2
 from ebbflow.v1 import load_pb2 as ebbflow_dot_v1_dot_load__pb2
 from ebbflow.v1 import registry_pb2 as ebbflow_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x62\x62\x66low/v1/status.proto\x12\nebbflow.v1\x1a\x19\x65\x62\x62\x66low/v1/forecast.proto\x1a\x15\x65\x62\x62\x66low/v1/load.proto\x1a\x19\x65\x62\x62\x66low/v1/registry.proto\"\xa8\x04\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x02 \x01(\r\x12\x16\n\x0eready_replicas\x18\x03 \x01(\r\x12\x19\n\x11starting_replicas\x18\x04 \x01(\r\x12\x19\n\x11\x64raining_replicas\x18\x05 \x01(\r\x12\x11\n\tin_flight\x18\x06 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x07 \x01(\x01\x12\x12\n\ngeneration\x18\x08 \x01(\x04\x12\x1c\n\x14last_decision_reason\x18\t \x01(\t\x12\x1c\n\x14last_decision_unix_s\x18\n \x01(\x01\x12+\n\x0bload_status\x18\x0b \x01(\x0e\x32\x16.ebbflow.v1.DataStatus\x12\x14\n\x0cmin_replicas\x18\x0c \x01(\r\x12\x14\n\x0cmax_replicas\x18\r \x01(\r\x12*\n\x08replicas\x18\x0e \x03(\x0b\x32\x18.ebbflow.v1.ReplicaEntry\x12\x1d\n\x15instances_per_replica\x18\x0f \x01(\r\x12\x16\n\x0emax_batch_size\x18\x10 \x01(\r\x12\x0c\n\x04mode\x18\x11 \x01(\t\x12\x0e\n\x06pinned\x18\x12 \x01(\t\x12&\n\x08\x66orecast\x18\x13 \x01(\x0b\x32\x14.ebbflow.v1.Forecast\x12)\n\ncrash_loop\x18\x14 \x01(\x0b\x32\x15.ebbflow.v1.CrashLoop\"\x96\x01\n\tCrashLoop\x12\x10\n\x08restarts\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\t\x12\x17\n\x0fnext_try_unix_s\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08log_tail\x18\x05 \x03(\t\x12\x10\n\x08log_path\x18\x06 \x01(\t\x12\x1b\n\x13last_failure_unix_s\x18\x07 \x01(\x01\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xd6\x01\n\nNatsStatus\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x14\n\x0csince_unix_s\x18\x03 \x01(\x01\x12\x12\n\nreconnects\x18\x04 \x01(\r\x12\x12\n\nsupervised\x18\x05 \x01(\x08\x12\x17\n\x0fserver_restarts\x18\x06 \x01(\r\x12\x18\n\x10last_server_exit\x18\x07 \x01(\t\x12\x1f\n\x17last_server_exit_unix_s\x18\x08 \x01(\x01\x12\x16\n\x0epending_writes\x18\t \x01(\r\"z\n\x11GetStatusResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.ebbflow.v1.ModelStatus\x12\x16\n\x0erouter_address\x18\x02 \x01(\t\x12$\n\x04nats\x18\x03 \x01(\x0b\x32\x16.ebbflow.v1.NatsStatus2Y\n\rStatusService\x12H\n\tGetStatus\x12\x1c.ebbflow.v1.GetStatusRequest\x1a\x1d.ebbflow.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x62\x62\x66low/v1/status.proto\x12\nebbflow.v1\x1a\x1a\x65\x62\x62\x66low/v1/discovery.proto\x1a\x19\x65\x62\x62\x66low/v1/forecast.proto\x1a\x15\x65\x62\x62\x66low/v1/load.proto\x1a\x19\x65\x62\x62\x66low/v1/registry.proto\"\xa8\x04\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x02 \x01(\r\x12\x16\n\x0eready_replicas\x18\x03 \x01(\r\x12\x19\n\x11starting_replicas\x18\x04 \x01(\r\x12\x19\n\x11\x64raining_replicas\x18\x05 \x01(\r\x12\x11\n\tin_flight\x18\x06 \x01(\x01\x12\x13\n\x0b\x61rrival_rps\x18\x07 \x01(\x01\x12\x12\n\ngeneration\x18\x08 \x01(\x04\x12\x1c\n\x14last_decision_reason\x18\t \x01(\t\x12\x1c\n\x14last_decision_unix_s\x18\n \x01(\x01\x12+\n\x0bload_status\x18\x0b \x01(\x0e\x32\x16.ebbflow.v1.DataStatus\x12\x14\n\x0cmin_replicas\x18\x0c \x01(\r\x12\x14\n\x0cmax_replicas\x18\r \x01(\r\x12*\n\x08replicas\x18\x0e \x03(\x0b\x32\x18.ebbflow.v1.ReplicaEntry\x12\x1d\n\x15instances_per_replica\x18\x0f \x01(\r\x12\x16\n\x0emax_batch_size\x18\x10 \x01(\r\x12\x0c\n\x04mode\x18\x11 \x01(\t\x12\x0e\n\x06pinned\x18\x12 \x01(\t\x12&\n\x08\x66orecast\x18\x13 \x01(\x0b\x32\x14.ebbflow.v1.Forecast\x12)\n\ncrash_loop\x18\x14 \x01(\x0b\x32\x15.ebbflow.v1.CrashLoop\"\x96\x01\n\tCrashLoop\x12\x10\n\x08restarts\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\t\x12\x17\n\x0fnext_try_unix_s\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08log_tail\x18\x05 \x03(\t\x12\x10\n\x08log_path\x18\x06 \x01(\t\x12\x1b\n\x13last_failure_unix_s\x18\x07 \x01(\x01\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xd6\x01\n\nNatsStatus\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x14\n\x0csince_unix_s\x18\x03 \x01(\x01\x12\x12\n\nreconnects\x18\x04 \x01(\r\x12\x12\n\nsupervised\x18\x05 \x01(\x08\x12\x17\n\x0fserver_restarts\x18\x06 \x01(\r\x12\x18\n\x10last_server_exit\x18\x07 \x01(\t\x12\x1f\n\x17last_server_exit_unix_s\x18\x08 \x01(\x01\x12\x16\n\x0epending_writes\x18\t \x01(\r\"\xf1\x01\n\x11GetStatusResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.ebbflow.v1.ModelStatus\x12\x16\n\x0erouter_address\x18\x02 \x01(\t\x12$\n\x04nats\x18\x03 \x01(\x0b\x32\x16.ebbflow.v1.NatsStatus\x12-\n\x08services\x18\x04 \x03(\x0b\x32\x1b.ebbflow.v1.ServiceInstance\x12\x31\n\nsupervised\x18\x05 \x03(\x0b\x32\x1d.ebbflow.v1.SupervisedService\x12\x13\n\x0b\x61nswered_by\x18\x06 \x01(\t\"\x86\x01\n\nCrashLoops\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".ebbflow.v1.CrashLoops.ModelsEntry\x1a\x44\n\x0bModelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.ebbflow.v1.CrashLoop:\x02\x38\x01\x32Y\n\rStatusService\x12H\n\tGetStatus\x12\x1c.ebbflow.v1.GetStatusRequest\x1a\x1d.ebbflow.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ebbflow.v1.status_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATUS']._serialized_start=117
-  _globals['_MODELSTATUS']._serialized_end=669
-  _globals['_CRASHLOOP']._serialized_start=672
-  _globals['_CRASHLOOP']._serialized_end=822
-  _globals['_GETSTATUSREQUEST']._serialized_start=824
-  _globals['_GETSTATUSREQUEST']._serialized_end=857
-  _globals['_NATSSTATUS']._serialized_start=860
-  _globals['_NATSSTATUS']._serialized_end=1074
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1076
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1198
-  _globals['_STATUSSERVICE']._serialized_start=1200
-  _globals['_STATUSSERVICE']._serialized_end=1289
+  _globals['_CRASHLOOPS_MODELSENTRY']._loaded_options = None
+  _globals['_CRASHLOOPS_MODELSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELSTATUS']._serialized_start=145
+  _globals['_MODELSTATUS']._serialized_end=697
+  _globals['_CRASHLOOP']._serialized_start=700
+  _globals['_CRASHLOOP']._serialized_end=850
+  _globals['_GETSTATUSREQUEST']._serialized_start=852
+  _globals['_GETSTATUSREQUEST']._serialized_end=885
+  _globals['_NATSSTATUS']._serialized_start=888
+  _globals['_NATSSTATUS']._serialized_end=1102
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1105
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1346
+  _globals['_CRASHLOOPS']._serialized_start=1349
+  _globals['_CRASHLOOPS']._serialized_end=1483
+  _globals['_CRASHLOOPS_MODELSENTRY']._serialized_start=1415
+  _globals['_CRASHLOOPS_MODELSENTRY']._serialized_end=1483
+  _globals['_STATUSSERVICE']._serialized_start=1485
+  _globals['_STATUSSERVICE']._serialized_end=1574
 # @@protoc_insertion_point(module_scope)

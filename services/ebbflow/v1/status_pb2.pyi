@@ -1,3 +1,4 @@
+from ebbflow.v1 import discovery_pb2 as _discovery_pb2
 from ebbflow.v1 import forecast_pb2 as _forecast_pb2
 from ebbflow.v1 import load_pb2 as _load_pb2
 from ebbflow.v1 import registry_pb2 as _registry_pb2
@@ -99,11 +100,30 @@ class NatsStatus(_message.Message):
     def __init__(self, url: _Optional[str] = ..., connected: bool = ..., since_unix_s: _Optional[float] = ..., reconnects: _Optional[int] = ..., supervised: bool = ..., server_restarts: _Optional[int] = ..., last_server_exit: _Optional[str] = ..., last_server_exit_unix_s: _Optional[float] = ..., pending_writes: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("models", "router_address", "nats")
+    __slots__ = ("models", "router_address", "nats", "services", "supervised", "answered_by")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     ROUTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NATS_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    SUPERVISED_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
     router_address: str
     nats: NatsStatus
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., router_address: _Optional[str] = ..., nats: _Optional[_Union[NatsStatus, _Mapping]] = ...) -> None: ...
+    services: _containers.RepeatedCompositeFieldContainer[_discovery_pb2.ServiceInstance]
+    supervised: _containers.RepeatedCompositeFieldContainer[_discovery_pb2.SupervisedService]
+    answered_by: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., router_address: _Optional[str] = ..., nats: _Optional[_Union[NatsStatus, _Mapping]] = ..., services: _Optional[_Iterable[_Union[_discovery_pb2.ServiceInstance, _Mapping]]] = ..., supervised: _Optional[_Iterable[_Union[_discovery_pb2.SupervisedService, _Mapping]]] = ..., answered_by: _Optional[str] = ...) -> None: ...
+
+class CrashLoops(_message.Message):
+    __slots__ = ("models",)
+    class ModelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: CrashLoop
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[CrashLoop, _Mapping]] = ...) -> None: ...
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.MessageMap[str, CrashLoop]
+    def __init__(self, models: _Optional[_Mapping[str, CrashLoop]] = ...) -> None: ...
