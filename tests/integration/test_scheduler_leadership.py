@@ -126,6 +126,9 @@ async def test_a_deposed_leader_stops_writing_at_once_and_a_stale_write_is_refus
     assert (await bed.bus.desired.get("llm")).revision == entry.revision
 
     # And a leader's write on a revision someone else moved past: refused by compare-and-set, counted, not retried.
+    # a stops first: still looking, it would take the freed lease before b could.
+    a.stop.set()
+    await a.task
     b = Scheduler(CONFIG, bed.bus, bed.view, SchedulerMetrics(registry := CollectorRegistry()), instance_id="b")
     await bed.bus.leases.delete(subjects.SCHEDULER_LEASE)
     await b.leadership.look()
