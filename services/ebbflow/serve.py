@@ -48,7 +48,7 @@ from ebbflow.forecaster.service import Forecaster, ForecasterMetrics, collector_
 from ebbflow.router.front import HaproxyFront, haproxy_binary
 from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.router.worker import RouterService, RouterWorkers, stop_router
-from ebbflow.runtime import subjects
+from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus, connect, export_link
 from ebbflow.runtime.config import Config
 from ebbflow.runtime.discovery import Announcer, instance_id, wait_for_service
@@ -499,6 +499,7 @@ def serve(service: str, config: Config, nats_url: str, state_dir: Path, verbose:
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr, format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s"
     )
     state_dir.mkdir(parents=True, exist_ok=True)
+    tracing.setup(service)  # the OTEL_* variables decide; off when none is set
     if service == "router":
         import uvloop
 

@@ -39,7 +39,7 @@ def user_environment() -> dict[str, str]:
 
 
 class Up:
-    def __init__(self, state_dir: Path, config: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, config: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.process = subprocess.Popen(
@@ -47,7 +47,7 @@ class Up:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=user_environment(),
+            env=user_environment() | (env or {}),
         )
         threading.Thread(target=self._read, daemon=True).start()
 

@@ -26,6 +26,8 @@ from typing import Callable, Mapping
 
 import aiohttp
 import psutil
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Status, StatusCode
 from tritonclient.grpc import model_config_pb2
 
 from ebbflow.actuator.backoff import describe
@@ -38,6 +40,7 @@ from ebbflow.actuator.records import ReplicaRecord
 from ebbflow.actuator.replica import ActuatorMetrics, ManagedReplica, RegistryWriter
 from ebbflow.actuator.slots import GpuSlots
 from ebbflow.actuator.vertical import base_vertical
+from ebbflow.runtime import tracing
 from ebbflow.runtime.config import ActuatorConfig
 from ebbflow.runtime.process import AdoptedProcess, spawn
 from ebbflow.runtime.wire import address
@@ -54,6 +57,7 @@ from ebbflow.runtime.triton import (
 from ebbflow.v1 import scheduling_pb2
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 TAIL_LINES = 12
 """Lines of a failed replica's log kept as the reason `ebbflow status` shows."""
@@ -127,7 +131,7 @@ class ReplicaLifecycle:
         instances, max_batch = base_vertical(self.model_configs, model)
         entry = new_replica_entry(model, instances=instances, max_batch_size=max_batch, generation=desired.generation)
         entry.gpu_slot, entry.gpu_memory_gb = slot, memory
-        replica = ManagedReplica(entry=entry)
+        replica = ManagedReplica(entry=entry, trace_context=otel_context.get_current() if tracing.enabled() else None)
         self.replicas[replica.key] = replica
         await self.writer.record(replica, Phase.STARTING)
         replica.task = asyncio.create_task(self._live(replica), name=f"replica {replica.key}")
@@ -174,7 +178,19 @@ class ReplicaLifecycle:
             # else the actuator let go (SIGTERM of it alone): the replica keeps serving and the next actuator adopts it
 
     async def _launch(self, replica: ManagedReplica) -> None:
-        """Start the replica's tritonserver, detached, record it on this machine, and announce it READY once Triton says so."""
+        """Start the replica's tritonserver, detached, record it on this machine, and announce it READY once Triton says
+        so; with tracing on, as a `replica start` span from launch to ready in the trace of the decision that asked."""
+        if not tracing.enabled():
+            return await self._launch_untraced(replica)
+        with TRACER.start_as_current_span("replica start", context=replica.trace_context) as span:
+            tracing.set_attributes(span, {"ebbflow.model": replica.entry.model, "ebbflow.replica": replica.entry.replica_id})
+            await self._launch_untraced(replica)
+            if replica.ready_s is None:
+                span.set_status(Status(StatusCode.ERROR, replica.end_reason or "not ready"))
+            else:
+                span.set_attribute("ebbflow.cold_start_s", replica.ready_s - replica.started_s)
+
+    async def _launch_untraced(self, replica: ManagedReplica) -> None:
         entry = replica.entry
         launch = replica_launch(
             self.install, self.backend_dir, self.repository, entry, self.config.exit_timeout_s, self.config.time_scale,

@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager, Iterator
 
 import aiohttp
 import psutil
+from opentelemetry.trace import Span
 from google.protobuf.message import DecodeError
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
@@ -44,7 +46,7 @@ from ebbflow.actuator.records import ReplicaRecord, load_records, remove_record
 from ebbflow.actuator.replica import ActuatorMetrics, ManagedReplica, RegistryWriter
 from ebbflow.actuator.slots import GpuSlots
 from ebbflow.actuator.vertical import VerticalReloads
-from ebbflow.runtime import subjects
+from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
 from ebbflow.runtime.config import ActuatorConfig, PlacementConfig
 from ebbflow.runtime.loops import wait_any
@@ -52,11 +54,19 @@ from ebbflow.runtime.triton import default_model_repository, find_triton, model_
 from ebbflow.v1 import registry_pb2, scheduling_pb2, status_pb2
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 READY_PROBES = 3
 """Tries of Triton's readiness endpoint before a recorded replica counts as not ready: one slow answer on a busy
 machine must not cost a warm replica."""
 READY_PROBE_TIMEOUT_S = 2.0
+
+
+@contextmanager
+def _with_attributes(span_manager: ContextManager[Span], attributes: dict[str, object]) -> Iterator[Span]:
+    with span_manager as span:
+        tracing.set_attributes(span, attributes)
+        yield span
 
 
 class LocalActuator:
@@ -213,18 +223,32 @@ class LocalActuator:
             allowed = self.crashes.allowed_starts(model, mine, actions.start)
             if allowed or actions.drain:
                 log.info("%s: %s", model, actions.reason)
-            started = 0
-            for _ in range(allowed):
-                if await self.lifecycle.start(model, desired or scheduling_pb2.DesiredState(model=model)) is None:
-                    break
-                started += 1
-            missing = allowed - started
-            self.metrics.unplaced.labels(model).set(missing)
-            if not missing:
-                self.unplaced.pop(model, None)
-            for replica_id in actions.drain:
-                self.drains.in_background(self.replicas[subjects.replica_key(model, replica_id)])
+                with self._actuating(model, desired, allowed, actions.drain):
+                    await self._act(model, desired, allowed, actions.drain)
         await self.consolidation.consolidate(in_sync)
+
+    async def _act(self, model: str, desired: scheduling_pb2.DesiredState | None, allowed: int, drain: list[str]) -> None:
+        started = 0
+        for _ in range(allowed):
+            if await self.lifecycle.start(model, desired or scheduling_pb2.DesiredState(model=model)) is None:
+                break
+            started += 1
+        missing = allowed - started
+        self.metrics.unplaced.labels(model).set(missing)
+        if not missing:
+            self.unplaced.pop(model, None)
+        for replica_id in drain:
+            self.drains.in_background(self.replicas[subjects.replica_key(model, replica_id)])
+
+    def _actuating(self, model: str, desired: scheduling_pb2.DesiredState | None, starts: int, drains: list[str]) -> ContextManager[object]:
+        """The `actuate` span, in the trace of the decision that asked for it (runtime.tracing); nothing when off."""
+        if not tracing.enabled():
+            return nullcontext()
+        span = TRACER.start_as_current_span("actuate", context=tracing.context_from(desired.traceparent if desired else ""))
+        return _with_attributes(span, {
+            "ebbflow.model": model, "ebbflow.generation": desired.generation if desired else 0,
+            "ebbflow.replicas.desired": desired.horizontal.replicas if desired else 0, "ebbflow.starts": starts, "ebbflow.drains": len(drains),
+        })
 
     async def run(self, stop: asyncio.Event) -> None:
         self.lifecycle.session = self.vertical.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))

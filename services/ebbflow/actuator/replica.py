@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from opentelemetry.context import Context
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ebbflow.actuator.core import Phase
@@ -74,6 +75,8 @@ class ManagedReplica:
     """When it became ready (monotonic seconds), None before."""
     end_reason: str = ""
     """Why the actuator stopped it unasked (e.g. not ready in time); empty when it died on its own."""
+    trace_context: Context | None = None
+    """The trace its start belongs to (the `actuate` span of a decision), when tracing is on."""
 
     @property
     def key(self) -> str:

@@ -37,7 +37,7 @@ from ebbflow.collector.history import ModelHistory, Rows, WindowStats, from_chun
 from ebbflow.collector.membership import Membership
 from ebbflow.collector.metrics_text import parse_metrics_text
 from ebbflow.runtime.wire import LATENCY_BUCKETS_S, READY, address, histogram_quantile
-from ebbflow.runtime import subjects
+from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus, replay_subject, unsubscribe
 from ebbflow.runtime.config import CollectorConfig
 from ebbflow.runtime.loops import wait_any
@@ -45,6 +45,7 @@ from ebbflow.runtime.registry import RegistryView
 from ebbflow.v1 import collector_pb2, load_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 FRESH = load_pb2.DATA_STATUS_FRESH
 STALE = load_pb2.DATA_STATUS_STALE
@@ -456,7 +457,7 @@ class Collector:
             self.latest[model] = snapshot
             self.metrics.export(snapshot)
             try:
-                await self.bus.nc.publish(subjects.load_subject(model), self._fit_payload(snapshot))
+                await self.bus.nc.publish(subjects.load_subject(model), self._fit_payload(snapshot), headers=self._traced(snapshot))
             except Exception as error:  # loss-tolerant: the next interval publishes again
                 log.warning("publishing the load snapshot of %s failed: %s", model, error)
         self.metrics.export_replicas(list(snapshots.values()))
@@ -466,6 +467,18 @@ class Collector:
             if queue.full():  # a slow watcher skips an interval rather than holding the collector up
                 queue.get_nowait()
             queue.put_nowait(everything)
+
+    def _traced(self, snapshot: load_pb2.LoadSnapshot) -> dict[str, str] | None:
+        """The snapshot's `load snapshot` span, as NATS headers for its readers (None when tracing is off)."""
+        if not tracing.enabled():
+            return None
+        with TRACER.start_as_current_span("load snapshot") as span:
+            tracing.set_attributes(span, {
+                "ebbflow.model": snapshot.model, "ebbflow.load.status": load_pb2.DataStatus.Name(snapshot.status),
+                "ebbflow.load.in_flight": snapshot.in_flight, "ebbflow.load.arrival_rps": snapshot.arrival_rps,
+                "ebbflow.load.ready_replicas": snapshot.ready_replicas,
+            })
+            return tracing.headers(span)
 
     async def _take_share(self, models: set[str]) -> set[str]:
         """The models this collector owns now (all of them without membership); says what moved since the last tick."""

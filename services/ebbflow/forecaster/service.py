@@ -26,12 +26,13 @@ from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from ebbflow.forecaster.selection import ForecastResult, Selector, default_models
-from ebbflow.runtime import subjects
+from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus, unsubscribe
 from ebbflow.runtime.config import ForecasterConfig
 from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, load_pb2
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 DAY_S = 86400.0
 # (times, arrival_rps) of a model at a step over [start, end): the collector's GetHistory.
@@ -176,7 +177,9 @@ class Forecaster:
 
     # -- live ------------------------------------------------------------------------------------
 
-    async def on_snapshot(self, snapshot: load_pb2.LoadSnapshot) -> None:
+    async def on_snapshot(self, snapshot: load_pb2.LoadSnapshot, trace_headers: dict[str, str] | None = None) -> None:
+        """One snapshot into each resolution's bins; a bin it closes is forecast from (`trace_headers`: the snapshot's
+        trace context, linked from the forecast's span when tracing is on)."""
         value = snapshot.arrival_rps if snapshot.status == load_pb2.DATA_STATUS_FRESH else math.nan
         for index, series in enumerate(self.series_for(snapshot.model)):
             for start, mean in series.bins.add(snapshot.time_unix_s, value):
@@ -186,7 +189,7 @@ class Forecaster:
                 series.issued_at = start + series.step_s
                 self._export(snapshot.model, series)
                 if index == 0:
-                    await self._publish(snapshot.model, series)
+                    await self._publish(snapshot.model, series, trace_headers)
 
     def forecast_message(self, model: str, series: Series, steps: int | None = None) -> forecast_pb2.Forecast:
         result = series.latest
@@ -221,9 +224,17 @@ class Forecaster:
         """Each model's latest forecast at the finest resolution."""
         return {model: self.forecast_message(model, resolutions[0]) for model, resolutions in list(self.series.items())}
 
-    async def _publish(self, model: str, series: Series) -> None:
+    async def _publish(self, model: str, series: Series, trace_headers: dict[str, str] | None = None) -> None:
+        message = self.forecast_message(model, series)
+        headers = None
+        if tracing.enabled():
+            with TRACER.start_as_current_span("forecast", links=tracing.links(tracing.span_context_from(trace_headers))) as span:
+                tracing.set_attributes(span, {"ebbflow.model": model, "ebbflow.forecast.method": message.method, "ebbflow.forecast.step_s": series.step_s})
+                if message.untrusted_reason:
+                    span.set_attribute("ebbflow.forecast.untrusted", message.untrusted_reason)
+                headers = tracing.headers(span)
         try:
-            await self.bus.nc.publish(subjects.forecast_subject(model), self.forecast_message(model, series).SerializeToString())
+            await self.bus.nc.publish(subjects.forecast_subject(model), message.SerializeToString(), headers=headers)
         except Exception as error:  # loss-tolerant: the next bin publishes again
             log.warning("publishing the forecast of %s failed: %s", model, error)
 
@@ -253,7 +264,7 @@ class Forecaster:
                 log.warning("ignoring an undecodable load snapshot on %s", msg.subject)
                 return
             try:
-                await self.on_snapshot(snapshot)
+                await self.on_snapshot(snapshot, msg.headers if tracing.enabled() else None)
             except Exception:  # one bad series must not stop the others
                 log.exception("forecasting %s failed", snapshot.model)
 

@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 from ebbflow.router.core import SERVICE
 from ebbflow.router.server import Router
 from ebbflow.router.telemetry import RouterMetrics
-from ebbflow.runtime import subjects
+from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus, connect, unsubscribe
 from ebbflow.runtime.config import RouterConfig
 from ebbflow.runtime.errors import UnavailableError
@@ -225,4 +225,5 @@ if __name__ == "__main__":
     import uvloop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tracing.setup("router")
     uvloop.run(_run_worker())  # libuv's loop: measurably less CPU per proxied request (benchmarks/router_overhead.py)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanContext, Status, StatusCode
 
-from ebbflow.runtime import subjects
+from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.landing import Landing
 from ebbflow.scheduler.core import Decision
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from ebbflow.scheduler.service import SchedulerMetrics
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 
 def _desired(model: str, decision: Decision, decided_at_unix_s: float, vertical: scheduling_pb2.VerticalDecision | None = None) -> scheduling_pb2.DesiredState:
@@ -117,12 +120,34 @@ class Publisher:
         vertical: scheduling_pb2.VerticalDecision,
         inputs: scheduling_pb2.DecisionInputs,
         create: bool,
+        read: Sequence[SpanContext | None] = (),
     ) -> None:
-        """Write the desired state over `revision` (or create it), then publish the decision with its generation."""
+        """Write the desired state over `revision` (or create it), then publish the decision with its generation.
+
+        With tracing on, the write is a `decide` span, the root of the decision's trace, linked to what it `read`
+        (the load snapshot's and the forecast's spans); its context travels in the desired state.
+        """
         desired = _desired(model, decision, time.time(), vertical)
         if not self.leads():
             log.info("%s: not written: this scheduler no longer leads", model)
             return
+        span = None
+        if tracing.enabled():
+            span = TRACER.start_span("decide", context=Context(), links=tracing.links(*read))
+            tracing.set_attributes(span, {
+                "ebbflow.model": model, "ebbflow.replicas.from": current, "ebbflow.replicas.to": decision.replicas,
+                "ebbflow.reason": decision.reason, "ebbflow.revision": revision,
+            })
+            desired.traceparent = tracing.traceparent(span)
+        try:
+            await self._write(model, revision, current, desired, inputs, create, span)
+        finally:
+            if span is not None:
+                span.end()
+
+    async def _write(
+        self, model: str, revision: int, current: int, desired: scheduling_pb2.DesiredState, inputs: scheduling_pb2.DecisionInputs, create: bool, span: Span | None
+    ) -> None:
         try:
             if create:
                 generation = await self.bus.desired.create(model, desired.SerializeToString())
@@ -131,14 +156,20 @@ class Publisher:
         except KeyWrongLastSequenceError:
             self.metrics.conflicts.labels(model).inc()
             log.warning("desired state of %s changed under us (another scheduler?); recomputing next tick", model)
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, "refused: the desired state changed under us"))
             return
         except Exception as error:  # the JetStream "key exists" error on create races too
             log.warning("writing desired state of %s failed: %s", model, error)
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, f"write failed: {error}"))
             return
+        if span is not None:
+            span.set_attribute("ebbflow.generation", generation)
         desired.generation = generation
         self.metrics.decisions.labels(model).inc()
         self.metrics.desired.labels(model).set(desired.horizontal.replicas)
-        log.info("%s: %d -> %d replicas (generation %d): %s", model, current, desired.horizontal.replicas, generation, decision.reason)
+        log.info("%s: %d -> %d replicas (generation %d): %s", model, current, desired.horizontal.replicas, generation, desired.reason)
         record = scheduling_pb2.ScalingDecision(model=model, generation=generation, previous_replicas=current, desired=desired, inputs=inputs)
         self.records.publish(subjects.decision_subject(model), record.SerializeToString(), f"{model}:{generation}")
         await self.records.land()

@@ -26,7 +26,7 @@ from nats.js.errors import KeyNotFoundError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ebbflow.policy import ModelPolicy, policy_from_proto
-from ebbflow.runtime import subjects
+from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus, unsubscribe
 from ebbflow.runtime.config import PlacementConfig, SchedulerConfig
 from ebbflow.runtime.loops import wait_any
@@ -120,6 +120,9 @@ class Scheduler:
         """Models this scheduler has evaluated (a model it gave its initial decision is not resumed)."""
         self._served_since: dict[str, float] = {}
         """Per model, this process's first fresh snapshot with a ready replica: how long its load window has been filling."""
+        self._read: dict[str, dict[str, str]] = {}
+        """Per model, the traceparent of the latest load snapshot and forecast read (kept only while tracing is on):
+        a decision's span links to them (runtime.tracing)."""
 
     def leads(self) -> bool:
         """Whether this scheduler may decide now (it holds the lease, renewed within the deadline)."""
@@ -148,6 +151,7 @@ class Scheduler:
             forecast = forecast_pb2.Forecast.FromString(msg.data)
         except DecodeError:
             return
+        self._note_read(forecast.model, "forecast", msg.headers)
         untrusted = forecast.untrusted_reason
         if not untrusted and forecast.observations < self.config.min_forecast_observations:
             untrusted = f"{forecast.observations} bins observed, {self.config.min_forecast_observations} needed (scheduler.min_forecast_observations)"
@@ -163,6 +167,10 @@ class Scheduler:
             untrusted_reason=untrusted,
         )
 
+    def _note_read(self, model: str, what: str, headers: dict[str, str] | None) -> None:
+        if tracing.enabled() and headers and "traceparent" in headers:
+            self._read.setdefault(model, {})[what] = headers["traceparent"]
+
     def lead_s(self, model: str, policy: ModelPolicy) -> float:
         seen = self._cold_starts.setdefault(model, {})
         for e in self.view.of_model(model):
@@ -177,6 +185,7 @@ class Scheduler:
             snapshot = load_pb2.LoadSnapshot.FromString(msg.data)
         except DecodeError:
             return
+        self._note_read(snapshot.model, "load", msg.headers)
         fresh = snapshot.status == load_pb2.DATA_STATUS_FRESH
         now = time.monotonic()
         if fresh and snapshot.arrival_rps > 0:
@@ -395,7 +404,8 @@ class Scheduler:
         vertical = self.vertical_for(policy)
         if current is not None and decision.replicas == current_replicas and current.vertical == vertical:
             return
-        await self.publisher.write(model, revision, current_replicas, decision, vertical, inputs, create=current is None and revision == 0)
+        read = [tracing.span_context_from(parent) for parent in self._read.get(model, {}).values()] if tracing.enabled() else []
+        await self.publisher.write(model, revision, current_replicas, decision, vertical, inputs, create=current is None and revision == 0, read=read)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Subscribe, take the lease if it is free (a lone scheduler decides from its first tick), then decide on

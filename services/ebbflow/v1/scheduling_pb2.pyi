@@ -24,20 +24,22 @@ class VerticalDecision(_message.Message):
     def __init__(self, instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., gpu_memory_gb: _Optional[float] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("model", "generation", "horizontal", "vertical", "reason", "decided_at_unix_s")
+    __slots__ = ("model", "generation", "horizontal", "vertical", "reason", "decided_at_unix_s", "traceparent")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     HORIZONTAL_FIELD_NUMBER: _ClassVar[int]
     VERTICAL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     generation: int
     horizontal: HorizontalDecision
     vertical: VerticalDecision
     reason: str
     decided_at_unix_s: float
-    def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., horizontal: _Optional[_Union[HorizontalDecision, _Mapping]] = ..., vertical: _Optional[_Union[VerticalDecision, _Mapping]] = ..., reason: _Optional[str] = ..., decided_at_unix_s: _Optional[float] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, model: _Optional[str] = ..., generation: _Optional[int] = ..., horizontal: _Optional[_Union[HorizontalDecision, _Mapping]] = ..., vertical: _Optional[_Union[VerticalDecision, _Mapping]] = ..., reason: _Optional[str] = ..., decided_at_unix_s: _Optional[float] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class DecisionInputs(_message.Message):
     __slots__ = ("in_flight", "arrival_rps", "current_replicas", "window_recommendations", "forecast_rps", "forecast_quantile", "lead_s", "time_in_system_s", "predictive_replicas", "reactive_replicas", "policy", "fresh", "load_reason", "woken", "prior_recommendations", "prior_ages_s", "prior_time_in_system_s", "forecast_age_s", "forecast_step_s", "forecast", "initial", "wall_unix_s", "prior_panic_left_s", "capacity_key", "capacity_calibration", "capacity_note", "idle_s", "budgeted", "budget_cap", "budget_note", "vertical_note", "burst_in_flight", "forecast_untrusted_reason", "recent_peak_rps", "vertical", "largest_gpu_gb", "budget_gpus", "budget_demands")
