@@ -58,7 +58,9 @@ from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.nats_server import NatsSupervisor
 from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
+from ebbflow.keda import externalscaler_pb2, externalscaler_pb2_grpc
 from ebbflow.scheduler.api import PolicyApi, SchedulerApi, config_policies, import_policies
+from ebbflow.scheduler.keda import KedaScaler
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
 from ebbflow.status import LiveStatus, StatusService
 from ebbflow.v1 import (
@@ -348,10 +350,11 @@ class SchedulerUnit:
         )
         host.spawn("decide", scheduler.run(host.stop_event))
         await host.serve(
-            _names(policy_pb2, scheduling_pb2),
+            _names(policy_pb2, scheduling_pb2, externalscaler_pb2),
             [
                 lambda server: policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, view, config.scheduler.admin_token), server),
                 lambda server: scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bus, view, scheduler), server),
+                lambda server: externalscaler_pb2_grpc.add_ExternalScalerServicer_to_server(KedaScaler(bus, view, scheduler, host.stop_event), server),
             ],
         )
 

@@ -1,0 +1,1 @@
+"""Generated from protos/; never edit by hand (make proto)."""
