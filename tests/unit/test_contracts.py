@@ -38,6 +38,7 @@ SHELLS = {
     "scheduler/publish.py": "writes desired state and decisions to NATS",
     "scheduler/curves.py": "stores measured curves in NATS KV",
     "scheduler/leadership.py": "reads and writes the leadership lease in NATS KV (lease.py is its pure rule)",
+    "scheduler/keda.py": "KEDA's external scaler gRPC service over the decisions",
     "router/server.py": "gRPC servicer",
     "router/upstreams.py": "gRPC channels to replicas",
     "router/holding.py": "waits for replicas, publishes wake-ups",
