@@ -22,6 +22,7 @@ def write_trace(path: Path, rate: float = 6.0, span_s: float = 1800.0, seed: int
     return len(times)
 
 
+@pytest.mark.timeout(300)  # the capacity curves, two oracles and a swept baseline on a 30-minute trace
 def test_replay_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = tmp_path / "surge.csv"
     n = write_trace(trace)
@@ -29,7 +30,7 @@ def test_replay_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.Captu
     code = main([
         "replay", "--trace", str(trace), "--time-column", "arrived_ms", "--time-unit", "ms",
         "--prompt-column", "in_tok", "--output-column", "out_tok",
-        "--policy", "ebbflow,hpa", "--policy", "oracle,static_peak", "--shape", "2x4", "--out", str(out), "--quiet",
+        "--policy", "ebbflow,hpa", "--policy", "oracle,oracle_tight,static_peak", "--shape", "2x4", "--out", str(out), "--quiet",
     ])
     assert code == 0
     printed = capsys.readouterr().out
@@ -37,12 +38,15 @@ def test_replay_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.Captu
     report = json.loads((out / "results.json").read_text())
     assert report["requests"] == n and report["mode"] == "discrete-event" and report["shape"] == "2x4"
     policies = {row["policy"] for row in report["results"]}
-    assert policies == {"ebbflow", "hpa", "oracle", "static_peak"}
+    assert policies == {"ebbflow", "hpa", "oracle", "oracle_tight", "static_peak"}  # the tighter oracle comes with the oracle
     assert len([r for r in report["results"] if r["policy"] == "hpa"]) >= 5  # the swept knob
     oracle = next(r for r in report["results"] if r["policy"] == "oracle")
     static = next(r for r in report["results"] if r["policy"] == "static_peak")
     assert oracle["gpu_hours"] < static["gpu_hours"]
     assert oracle["attainment"] >= 0.99
+    tight = next(r for r in report["results"] if r["policy"] == "oracle_tight")
+    assert tight["gpu_hours"] <= oracle["gpu_hours"] and tight["attainment"] >= 0.995
+    assert "vs oracle_tight" in printed and "x tight" in printed
     assert report["tuned"]["forecast_quantile"] in (0.5, 0.9)
     for name in ("table.txt", "timeline.png", "frontier.png"):
         assert (out / name).stat().st_size > 1000

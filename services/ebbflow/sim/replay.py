@@ -211,7 +211,8 @@ def table(report: dict) -> str:
     points reaching the SLO target ("yes") and, per policy, the one its cost is taken from ("cheapest"):
     attainment above the target earns nothing."""
     target = report.get("target", 0.995)
-    header = f"{'policy':<12} {'knob':>24} {'attain %':>9} {'at target':>9} {'GPU-h':>8} {'x oracle':>8} {'TTFT p50':>8} {'TTFT p99':>8} {'TPOT p99':>8} {'actions':>7} {'cold':>6}"
+    header = (f"{'policy':<12} {'knob':>24} {'attain %':>9} {'at target':>9} {'GPU-h':>8} {'x oracle':>8} {'x tight':>8} {'TTFT p50':>8} {'TTFT p99':>8} "
+              f"{'TPOT p99':>8} {'actions':>7} {'cold':>6}")  # fmt: skip
     evaluation = ""
     if "evaluation_span_h" in report:
         evaluation = (f"; results over the evaluation split: from {report['evaluation_from_h']} h, {report['evaluation_requests']:,} requests "
@@ -235,6 +236,7 @@ def table(report: dict) -> str:
         mark = "cheapest" if cheapest.get(row["policy"]) is row else "yes" if row["attainment"] >= target else "no"
         lines.append(
             f"{row['policy']:<12} {knob:>24} {100 * row['attainment']:>9.3f} {mark:>9} {row['gpu_hours']:>8.2f} {cell(row['vs_oracle'], 2):>8} "
+            f"{cell(row.get('vs_oracle_tight'), 2):>8} "
             f"{cell(row['ttft_p50_s'], 2):>8} {cell(row['ttft_p99_s'], 2):>8} {cell(row['tpot_p99_s'], 3):>8} {row['actions']:>7} {row['cold_starts']:>6}"
         )
     lines.append("")
@@ -248,6 +250,7 @@ def table(report: dict) -> str:
 COLOURS = {
     "ebbflow": "#d62728",
     "oracle": "#222222",
+    "oracle_tight": "#666666",
     "static_peak": "#8c8c8c",
     "hpa": "#1f77b4",
     "kpa": "#2ca02c",
@@ -292,7 +295,7 @@ def plot(comparison: Comparison, report: dict, out: Path) -> list[Path]:
     top.set_ylabel("req/s")
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     top.set_title(f"{report['name']}: demand and replicas ({report['mode']}); evaluation split: {cut_h:.3g}-{cut_h + eval_h:.3g} h of {report['span_h']:g} h")
-    for policy in ("oracle", "ebbflow", *SWEEPS.keys(), "static_peak"):
+    for policy in ("oracle", "oracle_tight", "ebbflow", *SWEEPS.keys(), "static_peak"):
         shown = comparison.closest(policy)
         if shown is None:
             continue
@@ -304,7 +307,7 @@ def plot(comparison: Comparison, report: dict, out: Path) -> list[Path]:
         elif shown.attainment < target:
             label += f": misses {label_target} ({100 * shown.attainment:.2f} %)"
         wide = policy in ("ebbflow", "oracle")
-        bottom.plot(t, series, color=COLOURS[policy], linewidth=2.0 if wide else 1.0, linestyle="--" if policy == "oracle" else "-", label=label, drawstyle="steps-post")
+        bottom.plot(t, series, color=COLOURS[policy], linewidth=2.0 if wide else 1.0, linestyle={"oracle": "--", "oracle_tight": ":"}.get(policy, "-"), label=label, drawstyle="steps-post")
     for axis in (top, bottom):
         axis.axvline(cut_h, color="grey", linewidth=0.6, linestyle=":")
     bottom.set_xlim(cut_h, cut_h + eval_h * 1.02)
@@ -400,6 +403,7 @@ def expected_steps(policies: tuple[str, ...]) -> int:
     steps = 3  # loading, shape, capacity curves
     steps += sum(len(SWEEPS[p]) for p in policies if p in SWEEPS) + ("dynamo" in policies)
     steps += 2 if "ebbflow" in policies else 0
-    steps += 12 if "oracle" in policies or "static_peak" in policies else 0
+    steps += 12 if {"oracle", "oracle_tight", "static_peak"} & set(policies) else 0
+    steps += 6 if "oracle_tight" in policies else 0
     steps += "static_peak" in policies
     return steps
