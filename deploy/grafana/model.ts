@@ -44,8 +44,8 @@ const panels = grid(8, 12, [
     q('B', `sum(increase(ebbflow_actuator_replica_failures_total{${m}}[1h])) or vector(0)`, 'failures, 1h'),
   ]),
   (at) => timeseries('Inside Triton', 'Triton\'s own metrics of the model\'s replicas: pending requests, and queue and compute time per request.', at, 's', [
-    q('A', `sum(rate(nv_inference_queue_duration_us{${m}}[1m])) / sum(rate(nv_inference_request_success{${m}}[1m])) / 1e6`, 'queue per request'),
-    q('B', `sum(rate(nv_inference_compute_infer_duration_us{${m}}[1m])) / sum(rate(nv_inference_request_success{${m}}[1m])) / 1e6`, 'compute per request'),
+    q('A', `model:triton_queue_seconds_per_request:rate1m{${m}}`, 'queue per request'),
+    q('B', `model:triton_compute_seconds_per_request:rate1m{${m}}`, 'compute per request'),
     q('C', `sum(nv_inference_pending_request_count{${m}})`, 'pending'),
   ]),
   (at) => stat('Decisions, last hour', 'Desired-state changes written for the model.', at, 'short', [
