@@ -10,9 +10,10 @@ const panels = grid(8, 12, [
     q('A', `ebbflow_model_arrival_rps{${m}}`, 'demand'),
     q('B', `max by (quantile) (ebbflow_forecast_arrival_rps{${m}})`, 'forecast p{{quantile}}'),
   ]),
-  (at) => timeseries('SLO attainment', 'Share of requests answered without a server error (5 min), and the error ratio over the burn-rate windows.', at, 'percentunit', [
-    q('A', `1 - model:ebbflow_router_request_errors:ratio_rate5m{${m}}`, 'answered, 5m'),
-    q('B', `model:ebbflow_router_request_errors:ratio_rate1h{${m}}`, 'error ratio, 1h'),
+  (at) => timeseries('SLO attainment', 'Share of requests answered without a server error, and within the latency objectives (EbbflowErrorBudgetBurn, EbbflowLatencyBudgetBurn).', at, 'percentunit', [
+    q('A', `1 - model:ebbflow_router_request_errors:ratio_rate5m{${m}}`, 'no server error, 5m'),
+    q('B', `1 - model:ebbflow_router_slow_requests:ratio_rate5m{${m}}`, 'within the latency objective, 5m'),
+    q('C', `1 - model:ebbflow_router_slow_requests:ratio_rate1h{${m}}`, 'within the latency objective, 1h'),
   ]),
   (at) => timeseries('Latency vs objective', 'Router latency percentiles against the policy\'s slo_latency_s (0: none).', at, 's', [
     q('A', `model:ebbflow_router_request_duration_seconds:p50_5m{${m}}`, 'p50'),
