@@ -5,8 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
-TSC := $(TOOLS)/node_modules/.bin/tsc
-GRAFANA_SCHEMA := $(TOOLS)/node_modules/@grafana/schema/package.json
+DASHBOARD_TOOLS := $(TOOLS)/.dashboard-tools-installed
 
 .PHONY: install demo test test-unit test-integration test-e2e proto lint-proto buf haproxy prometheus dashboards clean
 
@@ -36,12 +35,13 @@ $(BUF):
 buf: $(BUF)
 
 # The dashboards' type-check (deploy/grafana): the TypeScript compiler and Grafana's schema types.
-$(TSC) $(GRAFANA_SCHEMA):
+$(DASHBOARD_TOOLS):
 	mkdir -p $(TOOLS)
 	npm install --silent --prefix $(TOOLS) typescript@5 @grafana/schema@11
+	touch $@
 
 # Regenerate deploy/grafana/*.json from the typed sources (the tests check they match).
-dashboards: $(TSC) $(GRAFANA_SCHEMA)
+dashboards: $(DASHBOARD_TOOLS)
 	node deploy/grafana/build.cjs
 
 lint-proto: $(BUF)
@@ -51,16 +51,16 @@ lint-proto: $(BUF)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
-test: $(STAMP) lint-proto haproxy prometheus $(TSC) $(GRAFANA_SCHEMA)
+test: $(STAMP) lint-proto haproxy prometheus $(DASHBOARD_TOOLS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-test-unit: $(STAMP) prometheus $(TSC) $(GRAFANA_SCHEMA)
+test-unit: $(STAMP) prometheus $(DASHBOARD_TOOLS)
 	$(BIN)/python -m pytest -q tests/unit
 
 test-integration: $(STAMP) haproxy
 	$(BIN)/python -m pytest -q tests/integration
 
-test-e2e: $(STAMP) haproxy prometheus $(TSC) $(GRAFANA_SCHEMA)
+test-e2e: $(STAMP) haproxy prometheus $(DASHBOARD_TOOLS)
 	$(BIN)/python -m pytest -q tests/e2e
 
 clean:
