@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
+DASHBOARD_TOOLS := $(TOOLS)/.dashboard-tools-installed
 
-.PHONY: install demo test test-unit test-integration test-e2e proto lint-proto buf haproxy clean
+.PHONY: install demo test test-unit test-integration test-e2e proto lint-proto buf haproxy prometheus dashboards clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +24,25 @@ demo: $(STAMP) haproxy
 haproxy:
 	@scripts/install_haproxy.sh
 
+# promtool for the rule tests, prometheus for `ebbflow up --prometheus` (Debian's; its service is not started).
+prometheus:
+	@scripts/install_prometheus.sh
+
 $(BUF):
 	mkdir -p $(TOOLS)
 	npm install --silent --prefix $(TOOLS) @bufbuild/buf@1
 
 buf: $(BUF)
+
+# The dashboards' type-check (deploy/grafana): the TypeScript compiler and Grafana's schema types.
+$(DASHBOARD_TOOLS):
+	mkdir -p $(TOOLS)
+	npm install --silent --prefix $(TOOLS) typescript@5 @grafana/schema@11
+	touch $@
+
+# Regenerate deploy/grafana/*.json from the typed sources (the tests check they match).
+dashboards: $(DASHBOARD_TOOLS)
+	node deploy/grafana/build.cjs
 
 lint-proto: $(BUF)
 	$(BUF) lint
@@ -36,16 +51,16 @@ lint-proto: $(BUF)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
-test: $(STAMP) lint-proto haproxy
+test: $(STAMP) lint-proto haproxy prometheus $(DASHBOARD_TOOLS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) prometheus $(DASHBOARD_TOOLS)
 	$(BIN)/python -m pytest -q tests/unit
 
 test-integration: $(STAMP) haproxy
 	$(BIN)/python -m pytest -q tests/integration
 
-test-e2e: $(STAMP) haproxy
+test-e2e: $(STAMP) haproxy prometheus $(DASHBOARD_TOOLS)
 	$(BIN)/python -m pytest -q tests/e2e
 
 clean:

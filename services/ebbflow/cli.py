@@ -42,7 +42,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     config = load_config(config_path, {**os.environ, **overrides})
     if args.nats_cluster != 1 and (args.nats_cluster < 3 or args.nats_url):
         raise ConfigError("--nats-cluster needs at least 3 nodes, and no --nats-url (it runs the cluster itself)")
-    return up(config, Path(args.state_dir), args.nats_url, args.verbose, config_path, overrides, args.nats_cluster)
+    if args.prometheus:
+        from ebbflow.monitoring import find_prometheus
+
+        find_prometheus()  # before anything starts: a missing binary is a clear error, not a half-started stack
+    return up(config, Path(args.state_dir), args.nats_url, args.verbose, config_path, overrides, args.nats_cluster, args.prometheus)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -389,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N >= 3 nats-servers as one JetStream cluster on loopback, buckets and streams on 3 nodes (default: one server)",
     )
     up.add_argument("--time-scale", type=float, help="emulated seconds x this (faster demos and tests)")
+    up.add_argument(
+        "--prometheus", action="store_true",
+        help="also run a Prometheus on 127.0.0.1 scraping every service and replica, with deploy/prometheus's rules (prints its URL)",
+    )
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging in <state-dir>/logs/ebbflow.log")
     up.set_defaults(func=cmd_up)
 

@@ -289,7 +289,8 @@ async def _stop_fleet(nats_url: str, state_dir: Path) -> None:
 
 
 async def _run(
-    config: Config, config_path: Path | None, overrides: dict[str, str], state_dir: Path, nats_url: str | None, nats_cluster: int = 1
+    config: Config, config_path: Path | None, overrides: dict[str, str], state_dir: Path, nats_url: str | None, nats_cluster: int = 1,
+    prometheus: bool = False,
 ) -> int:
     from ebbflow.runtime.nats_server import NatsCluster, NatsSupervisor
 
@@ -303,6 +304,7 @@ async def _run(
     overrides = {**overrides, "EBBFLOW_ROUTER__PORT": str(router_port)}
     nats: NatsSupervisor | NatsCluster | None = None
     services: Services | None = None
+    monitor: Any = None  # ebbflow.monitoring.Prometheus with --prometheus
     supervising: list[asyncio.Task[None]] = []
     supervisor_stop = asyncio.Event()  # the supervisors outlive the wait below: services stop in order, NATS last
     try:
@@ -316,6 +318,12 @@ async def _run(
             supervising.append(asyncio.create_task(nats.run(supervisor_stop), name="nats-server supervisor"))
             what = f"a {nats_cluster}-node JetStream cluster (buckets and streams on 3 nodes)" if nats_cluster > 1 else "nats-server with JetStream"
             say(f"{what} at {nats_url} (started again if it dies)")
+        if prometheus:
+            from ebbflow.monitoring import Prometheus
+
+            monitor = await Prometheus.start(state_dir)
+            supervising.append(asyncio.create_task(monitor.follow(nats_url, supervisor_stop), name="prometheus targets"))
+            say(f"prometheus at {monitor.url} (scraping every service and replica found in NATS; rules from deploy/prometheus)")
         services = Services(config_path, overrides, config, nats_url, state_dir)
         supervising.append(asyncio.create_task(_announce(nats_url, services, nats, supervisor_stop), name="supervisor announcement"))
         starting = asyncio.ensure_future(services.start())
@@ -340,6 +348,7 @@ async def _run(
                     "control": scheduler_grpc,
                     "metrics": scheduler_metrics,
                     "services": {name: {"grpc": grpc, "metrics": metrics} for name, (grpc, metrics) in services.addresses.items()},
+                    "prometheus": monitor.url if monitor is not None else "",
                 }
             )
         )
@@ -365,6 +374,8 @@ async def _run(
             signal.signal(sig, signal.SIG_IGN)
         supervisor_stop.set()
         await asyncio.gather(*supervising, return_exceptions=True)
+        if monitor is not None:
+            await monitor.stop()
         if services is not None:
             await services.stop()
         if nats_url is not None:
@@ -424,7 +435,7 @@ def _free(host: str, port: int) -> bool:
 
 def up(
     config: Config, state_dir: Path, nats_url: str | None, verbose: bool, config_path: Path | None = None,
-    overrides: dict[str, str] | None = None, nats_cluster: int = 1,
+    overrides: dict[str, str] | None = None, nats_cluster: int = 1, prometheus: bool = False,
 ) -> int:
     """Run the stack in the foreground until SIGINT or SIGTERM; the exit status.
 
@@ -433,7 +444,7 @@ def up(
     lock = StateDirLock(state_dir)
     try:
         _configure_logging(state_dir, verbose)
-        return asyncio.run(_run(config, config_path, overrides or {}, state_dir, nats_url, nats_cluster))
+        return asyncio.run(_run(config, config_path, overrides or {}, state_dir, nats_url, nats_cluster, prometheus))
     finally:
         lock.release()
 

@@ -92,7 +92,7 @@ def test_a_scaling_decision_is_one_trace_and_a_request_joins_the_clients_trace(t
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     port = free_port()
-    up = Up(tmp_path / "state", config, port, env)
+    up = Up(tmp_path / "state", config, port, env=env)
     stop_clients = threading.Event()
     errors: list[str] = []
 

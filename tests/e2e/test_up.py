@@ -39,11 +39,11 @@ def user_environment() -> dict[str, str]:
 
 
 class Up:
-    def __init__(self, state_dir: Path, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, state_dir: Path, config: Path, port: int, *options: str, env: dict[str, str] | None = None) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port)],
+            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port), *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

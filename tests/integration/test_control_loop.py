@@ -102,7 +102,9 @@ async def test_load_step_scales_out_and_router_spreads_requests(make_stack):
 
     # Load step: 8 clients -> in_flight ~8 -> ceil(8 / 2) = 4, capped at max 3.
     busy = Clients(address, 8).start()
+    await wait_for(lambda: (stack.sample("ebbflow_actuator_unready_since_timestamp_seconds", {"model": "llm"}) or 0) > 0, 30, "desired ahead of ready")
     await wait_for(lambda: len(stack.view.ready("llm")) >= 3, 60, "3 ready replicas after the load step")
+    await wait_for(lambda: stack.sample("ebbflow_actuator_unready_since_timestamp_seconds", {"model": "llm"}) == 0, 10, "ready meeting desired again")
     replicas_before = served_by_replica(stack)
     await wait_for(lambda: busy.ok > 0, 10, "requests completing")
     target = busy.ok + 150

@@ -223,6 +223,11 @@ async def test_a_model_that_raises_while_loading_shows_the_error_from_the_log(cr
         crash = (await get_status(stack, "raising")).models[0].crash_loop
         assert "tritonserver exited with code 1" in crash.reason, crash.reason
         assert any("weights file weights.bin is missing" in line for line in crash.log_tail), crash.log_tail
+        # Never ready: ready has differed from desired since the first start, not since the latest failure
+        # (what EbbflowReplicasNotReady measures).
+        failed = lifecycle.times(registry_pb2.LIFECYCLE_EVENT_KIND_FAILED)
+        since = stack.sample("ebbflow_actuator_unready_since_timestamp_seconds", {"model": "raising"})
+        assert since is not None and 0 < since <= failed[0], (since, failed)
     finally:
         await nc.close()
         await stack.stop()

@@ -112,7 +112,7 @@ async def test_a_replica_killed_mid_load_costs_clients_nothing_through_the_front
 
 
 async def test_the_front_publishes_telemetry_and_acknowledges_drains(testbed: RouterBed) -> None:
-    await testbed.policy("llm")
+    await testbed.policy("llm", slo_latency_s=0.0001)  # no answer meets it: each one counts as slow
     replica = await testbed.replicas.start("llm")
     address = await testbed.router(front=True)
     front = testbed.fronts[0]
@@ -136,6 +136,8 @@ async def test_the_front_publishes_telemetry_and_acknowledges_drains(testbed: Ro
     try:
         assert await closed_loop(address, clients=2, requests_each=10) == []
         await wait_for(lambda: sum(arrivals) == 20, 5, "20 arrivals in the front's telemetry")
+        # The front counts answers against the policy's latency objective as the Python router does.
+        await wait_for(lambda: testbed.metric("ebbflow_router_slow_requests_total", model="llm") == 20, 5, "20 slow answers")
         running = [asyncio.create_task(client.infer("llm", llm_inputs(PROMPT, 3000))) for _ in range(2)]
         await wait_for(lambda: front._meters["llm"].in_flight == 2, 5, "two calls in flight through the front")
         await testbed.replicas.set_state(replica, registry_pb2.REPLICA_STATE_DRAINING)

@@ -73,11 +73,12 @@ async def test_a_restarted_scheduler_resumes_without_spurious_changes_and_genera
 async def test_under_a_gpu_budget_the_lower_priority_model_gives_way_and_its_decision_says_so(scheduler_bed: SchedulerBed) -> None:
     bed = scheduler_bed
     common = dict(min_replicas=1, max_replicas=4, target_in_flight_per_replica=4, scale_down_delay_s=30, forecast_quantile=0, panic_threshold=0)
-    await bed.put_policies(*(ModelPolicy(model=model, priority=priority, **common) for model, priority in (("chat", 10), ("batch", 0))))  # type: ignore[arg-type]
+    await bed.put_policies(*(ModelPolicy(model=model, priority=priority, slo_latency_s=0.25, **common) for model, priority in (("chat", 10), ("batch", 0))))  # type: ignore[arg-type]
     found = await bed.decisions(f"{subjects.DECISIONS}.>")
     load = {"chat": 4.0, "batch": 8.0}
     bed.feed(lambda: [fresh(model, in_flight, in_flight) for model, in_flight in load.items()])
-    scheduler = scheduler_for(bed, SchedulerConfig(interval_s=0.2), placement=PlacementConfig(nodes=("a:2x80",)))
+    registry = CollectorRegistry()
+    scheduler = Scheduler(SchedulerConfig(interval_s=0.2), bed.bus, bed.view, SchedulerMetrics(registry), placement=PlacementConfig(nodes=("a:2x80",)))
     bed.run(scheduler)
 
     def latest(model: str) -> int | None:
@@ -91,6 +92,14 @@ async def test_under_a_gpu_budget_the_lower_priority_model_gives_way_and_its_dec
     last = [d for d in found if d.model == "batch"][-1]
     assert "GPU budget caps it at 0 of 2" in last.desired.reason and "chat 2x1" in last.desired.reason
     assert last.inputs.budgeted and last.inputs.budget_cap == 0
+    # What the EbbflowGPUBudgetCapping alert compares: wanted before the cap against desired after it.
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    await wait_for(lambda: sample("ebbflow_scheduler_demand_replicas", model="batch") == 2, 5, "batch's demand before the cap")
+    assert sample("ebbflow_scheduler_desired_replicas", model="batch") == 0 and sample("ebbflow_scheduler_gpu_budget") == 2
+    assert sample("ebbflow_scheduler_desired_gpus", model="chat") == 2 and sample("ebbflow_policy_slo_latency_seconds", model="chat") == 0.25
+    assert sample("ebbflow_policy_slo_share", model="chat") == 0.99 and (sample("ebbflow_scheduler_lead_seconds", model="chat") or 0) > 0
     # The share-out's own inputs are recorded, so explain shares the budget out again rather than copy the cap.
     assert last.inputs.budget_gpus == 2 and [(d.model, d.priority, d.replicas) for d in last.inputs.budget_demands] == [("chat", 10, 2)]
     again = recompute(last.inputs, policy_from_proto(last.inputs.policy))

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "ebbflow.stack": 5,
     "ebbflow.serve": 5,
     "ebbflow.up": 5,
+    "ebbflow.monitoring": 5,
     "ebbflow.client": 5,
     "ebbflow.demo": 5,
     "ebbflow.replay_commands": 5,

@@ -204,6 +204,7 @@ class LocalActuator:
         self._kick.set()
 
     async def reconcile_once(self) -> None:
+        self.writer.export()  # a changed desired count shows in the metrics before any replica changes phase
         models = set(self.desired) | {r.entry.model for r in self.replicas.values()}
         in_sync = True
         for model in sorted(models):

@@ -105,6 +105,10 @@ class ActuatorMetrics:
         self.restarts = Gauge(
             "ebbflow_actuator_crash_restarts", "Failed replica starts of a model since its crash-loop back-off last reset", ["model"], registry=registry
         )
+        self.unready_since = Gauge(
+            "ebbflow_actuator_unready_since_timestamp_seconds",
+            "Unix time since which the model's ready replicas have differed from its desired count (0 while they match)", ["model"], registry=registry,
+        )
         self.registry_backlog = Gauge(
             "ebbflow_actuator_registry_backlog", "Registry entries and lifecycle events not yet stored in NATS (retried until they are)", registry=registry
         )
@@ -129,6 +133,9 @@ class RegistryWriter:
         self.desired = desired
         self.landing = Landing(bus, bus.replicas, "registry")
         self._events = itertools.count(1)
+        self._unready_since: dict[str, float] = {}
+        """Per model, when its ready count last stopped matching the desired count (for the EbbflowReplicasNotReady alert)."""
+        self.wall_clock = time.time
         metrics.registry_backlog.set_function(lambda: float(self.landing.backlog))
 
     async def record(self, replica: ManagedReplica, phase: Phase, message: str = "") -> None:
@@ -169,3 +176,9 @@ class RegistryWriter:
         for model in {r.entry.model for r in self.replicas.values()} | set(self.desired):
             for phase in Phase:
                 self.metrics.replicas.labels(model, phase.value).set(counts.get((model, phase.value), 0))
+            desired = self.desired.get(model)
+            if counts.get((model, Phase.READY.value), 0) == (desired.horizontal.replicas if desired is not None else 0):
+                self._unready_since.pop(model, None)
+                self.metrics.unready_since.labels(model).set(0)
+            else:
+                self.metrics.unready_since.labels(model).set(self._unready_since.setdefault(model, self.wall_clock()))

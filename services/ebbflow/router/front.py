@@ -64,7 +64,7 @@ from ebbflow.router.haproxy import (
     running_configuration,
     servers_in,
 )
-from ebbflow.router.telemetry import RouterMetrics, model_telemetry
+from ebbflow.router.telemetry import RouterMetrics, misses_objective, model_telemetry
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig
@@ -501,6 +501,9 @@ class HaproxyFront:
             child = self._codes[(done.model, done.code)] = self.metrics.requests.labels(done.model, done.code)
         child.inc()
         self.metrics.latency.labels(done.model).observe(done.seconds)
+        policy = self.view.policies.get(done.model)  # HAProxy's log has no first-response time: latency only
+        if done.ok and policy is not None and misses_objective(done.seconds, -1.0, policy.slo_latency_s, 0.0):
+            self.metrics.slow.labels(done.model).inc()
 
     async def _publish_telemetry(self) -> None:
         if not self.view.loaded:

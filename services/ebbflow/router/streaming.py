@@ -35,6 +35,7 @@ class _Sent:
     sent_s: float
     last_s: float = 0.0
     responses: int = 0
+    first_s: float = -1.0
 
 
 @dataclass
@@ -152,6 +153,7 @@ class StreamRelay:
         now = time.monotonic()
         metrics = self.router.metrics
         if sent.responses == 0:
+            sent.first_s = now
             metrics.ttft.labels(link.model).observe(now - sent.sent_s)
         else:
             metrics.tpot.labels(link.model).observe(now - sent.last_s)
@@ -163,7 +165,7 @@ class StreamRelay:
 
     def _finish(self, link: _Link, sent: _Sent, code: grpc.StatusCode, now: float) -> None:
         self.router.upstreams.finished(link.upstream, code, now - sent.sent_s)
-        link.books.answered(code, now, sent.sent_s)
+        link.books.answered(code, now, sent.sent_s, sent.first_s - sent.sent_s if sent.first_s >= 0 else -1.0)
 
     def _settle(self, link: _Link, code: grpc.StatusCode) -> None:
         """The stream ended: whatever it still owed ends with `code`."""

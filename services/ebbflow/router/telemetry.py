@@ -56,6 +56,11 @@ class RouterMetrics:
         self.rejections = Counter("ebbflow_router_rejections", "Requests refused before reaching a replica, by reason", ["model", "reason"], registry=registry)
         self.ejections = Counter("ebbflow_router_ejections", "Replicas taken out of routing after repeated failures", ["model", "replica"], registry=registry)
         self.ttft = histogram("ebbflow_router_ttft_seconds", "Streaming: request sent to first response", ["model"])
+        self.slow = Counter(
+            "ebbflow_router_slow_requests",
+            "Requests answered OK but after the model's slo_latency_s, or (streaming) with a first response after its slo_ttft_s",
+            ["model"], registry=registry,
+        )
         self.tpot = histogram("ebbflow_router_tpot_seconds", "Streaming: time between consecutive responses of one request", ["model"])
 
 
@@ -80,23 +85,36 @@ class ModelBooks:
     meter: ModelMeter
     _codes: dict[grpc.StatusCode, Any] = field(default_factory=dict)
 
+    slo_latency_s: float = 0.0
+    """The model's objectives (0: none), kept current from its policy by Telemetry.books."""
+    slo_ttft_s: float = 0.0
+
     def __post_init__(self) -> None:
         self.in_flight = self.metrics.in_flight.labels(self.model)
         self.latency = self.metrics.latency.labels(self.model)
+        self.slow = self.metrics.slow.labels(self.model)
 
     def accept(self, now_s: float) -> None:
         self.meter.accept(now_s)
         self.in_flight.inc()
 
-    def answered(self, code: grpc.StatusCode, now_s: float, accepted_s: float) -> None:
+    def answered(self, code: grpc.StatusCode, now_s: float, accepted_s: float, first_response_s: float = -1.0) -> None:
+        """A request ended with `code`; `first_response_s` is a stream's time to its first response (-1: unary)."""
         seconds = now_s - accepted_s
         self.meter.finish(now_s, seconds, ok=code == grpc.StatusCode.OK)
         self.in_flight.dec()
         self.latency.observe(seconds)
+        if code == grpc.StatusCode.OK and misses_objective(seconds, first_response_s, self.slo_latency_s, self.slo_ttft_s):
+            self.slow.inc()
         child = self._codes.get(code)
         if child is None:
             child = self._codes[code] = self.metrics.requests.labels(self.model, code.name)
         child.inc()
+
+
+def misses_objective(seconds: float, first_response_s: float, slo_latency_s: float, slo_ttft_s: float) -> bool:
+    """Whether an answered request counts against the model's latency objectives (EbbflowLatencyBudgetBurn)."""
+    return 0 < slo_latency_s < seconds or (first_response_s >= 0 and 0 < slo_ttft_s < first_response_s)
 
 
 class Telemetry:
@@ -114,6 +132,9 @@ class Telemetry:
         books = self._books.get(model)
         if books is None:
             books = self._books[model] = ModelBooks(self.metrics, model, ModelMeter(window_start_s=now_s))
+        policy = self.view.policies.get(model)  # read per request: a changed objective counts from the next one
+        if policy is not None:
+            books.slo_latency_s, books.slo_ttft_s = policy.slo_latency_s, policy.slo_ttft_s
         return books
 
     def window(self, now_s: float, wall_s: float) -> load_pb2.RouterTelemetry:

@@ -68,6 +68,20 @@ class SchedulerMetrics:
         self.holds = Counter("ebbflow_scheduler_holds", "Ticks that held because load data was missing or stale", ["model"], registry=registry)
         self.conflicts = Counter("ebbflow_scheduler_cas_conflicts", "Desired-state writes refused by compare-and-set", ["model"], registry=registry)
         self.leader = Gauge("ebbflow_scheduler_leader", "1 while this scheduler holds the leadership lease and decides, 0 while it stands by", registry=registry)
+        # What the alert rules compare against (deploy/prometheus): the lead a model is sized for, what it wants
+        # before the GPU budget, and the objectives of its policy.
+        self.demand = Gauge("ebbflow_scheduler_demand_replicas", "Replicas the model's load asks for before the fleet GPU budget's cap", ["model"], registry=registry)
+        self.desired_gpus = Gauge("ebbflow_scheduler_desired_gpus", "GPUs the model's decided replicas take", ["model"], registry=registry)
+        self.lead = Gauge("ebbflow_scheduler_lead_seconds", "Lead time the model is sized for (policy lead_s, else its observed cold starts)", ["model"], registry=registry)
+        self.gpu_budget = Gauge("ebbflow_scheduler_gpu_budget", "Fleet GPU budget shared by the models (0: none)", registry=registry)
+        self.slo_latency = Gauge("ebbflow_policy_slo_latency_seconds", "The model's request latency objective (0: none)", ["model"], registry=registry)
+        self.slo_ttft = Gauge("ebbflow_policy_slo_ttft_seconds", "The model's time-to-first-token objective (0: none)", ["model"], registry=registry)
+        self.slo_share = Gauge("ebbflow_policy_slo_share", "Share of requests the objectives must hold for (0.99 for p99)", ["model"], registry=registry)
+
+    def export_policy(self, model: str, policy: ModelPolicy) -> None:
+        self.slo_latency.labels(model).set(policy.slo_latency_s)
+        self.slo_ttft.labels(model).set(policy.slo_ttft_s)
+        self.slo_share.labels(model).set(policy.slo_share)
 
 
 class Scheduler:
@@ -111,6 +125,7 @@ class Scheduler:
         self.nodes = [parse_node(text) for text in placement.nodes]
         self.budget_gpus = placement.gpu_budget or float(sum(n.gpus for n in self.nodes))
         """Fleet GPU budget (0: none)."""
+        metrics.gpu_budget.set(self.budget_gpus)
         self.largest_gpu_gb = largest_gpu_gb(self.nodes) if self.nodes else 0.0
         """The inventory's largest GPU, GB (0: no inventory): what a replica of unknown size takes."""
         self._demands: dict[str, Demand] = {}
@@ -353,6 +368,7 @@ class Scheduler:
 
     async def evaluate(self, model: str, policy: ModelPolicy) -> None:
         policy = self.resolved(model, policy)
+        self.metrics.export_policy(model, policy)
         now = time.monotonic()
         current, revision = await self._current(model)
         first = model not in self._seen
@@ -381,6 +397,7 @@ class Scheduler:
                 self._resumed.pop(model, None)
             woken = self._woken_until.get(model, 0.0) >= now
             lead = self.lead_s(model, policy)
+            self.metrics.lead.labels(model).set(lead)
             wall = time.time()
             shapes = self.shape_inputs(model, policy, current) if policy.vertical_auto else None
             policy, vertical_note = choose_vertical(shapes, load, lead, now) if shapes is not None else (policy, "")
@@ -401,6 +418,8 @@ class Scheduler:
             await self.publisher.advise(model, decision, inputs, current_replicas)
             return
         self._note_demand(model, policy, decision.demand)
+        self.metrics.demand.labels(model).set(decision.demand)
+        self.metrics.desired_gpus.labels(model).set(decision.replicas * self.gpus_per_replica(policy))
         vertical = self.vertical_for(policy)
         if current is not None and decision.replicas == current_replicas and current.vertical == vertical:
             return
