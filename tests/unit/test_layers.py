@@ -24,6 +24,7 @@ PACKAGE = Path(ebbflow.__file__).parent
 LAYERS: dict[str, int] = {
     "ebbflow": 0,
     "ebbflow.v1": 0,
+    "ebbflow.keda": 0,
     "ebbflow.emulator": 1,
     "ebbflow.runtime": 2,
     "ebbflow.policy": 2,
