@@ -126,8 +126,10 @@ def find_oracle(
     return best[1], best[2], used
 
 
-TIGHTEN_SPLITS = (1, 2, 4, 8)
-"""Each stretch of bins above the floor is a candidate move whole, then in halves, quarters, eighths."""
+TIGHTEN_MOVES = (4, 8, 16, 32)
+"""How many candidate moves a round tries, coarse to fine: the bins above the floor cut into that many groups."""
+VERIFY_RUNS = 3
+"""Simulations kept back from a round's candidates to check the combined move (halving on an overshoot)."""
 TIGHTEN_ROUNDS = 24
 TIGHTEN_MAX_RUNS = 48
 """Simulations `tighten` may use: a bound on its time (each is a whole evaluation run), so the oracle it finds is
@@ -149,12 +151,12 @@ def tighten(
     that still meet it over the whole evaluation, wherever the misses fall.
 
     A Lagrangian relaxation of "minimise GPU-seconds subject to misses <= (1 - target) x requests". A move
-    lowers one stretch of bins above the throughput `floor` (by a replica, or 5 % of the bin's plan if
-    more); simulated alone on the current schedule it has a price (GPU-seconds saved) and a cost (misses
+    lowers one group of neighbouring bins above the throughput `floor` (by a replica, or 5 % of the bin's plan
+    if more); simulated alone on the current schedule it has a price (GPU-seconds saved) and a cost (misses
     added). Moves are taken cheapest first by misses per GPU-second saved, the multiplier being the ratio at
     which the budget's slack runs out, and the combined schedule is simulated to check it, since moves
     interact through queues and the look-ahead window; when it overshoots, the cheaper half is tried. When
-    no move is taken, the stretches are split finer. `reach` is the look-ahead window's (Ahead.reach): a move
+    no move is taken, the groups get smaller (TIGHTEN_MOVES). `reach` is the look-ahead window's (Ahead.reach): a move
     that leaves the replicas in force unchanged is not simulated. At most `max_runs` simulations. Returns the
     schedule, its outcome and the simulations used; the outcome's own attainment is what is reported."""
     outcome, total, missed = run(plan)
@@ -163,15 +165,15 @@ def tighten(
     if missed.sum() > budget:
         return plan, outcome, used  # the start does not meet the target: nothing to tighten
     lowest = np.maximum(min_replicas, floor if floor is not None else min_replicas)
-    split = 0
+    level = 0
     for _ in range(rounds):
-        if split >= len(TIGHTEN_SPLITS) or used >= max_runs:
+        if level >= len(TIGHTEN_MOVES) or used >= max_runs - VERIFY_RUNS:
             break
         in_force = _in_force(plan, reach)
         moves: list[tuple[float, float, np.ndarray]] = []  # (misses per GPU-second, misses added, lowered bins)
-        for bins in _stretches(plan > lowest, TIGHTEN_SPLITS[split]):
+        for bins in _groups(plan > lowest, TIGHTEN_MOVES[level]):
             trial = _lowered(plan, bins, lowest)
-            if np.array_equal(_in_force(trial, reach), in_force) or used >= max_runs:
+            if np.array_equal(_in_force(trial, reach), in_force) or used >= max_runs - VERIFY_RUNS:
                 continue
             tried, _, tried_missed = run(trial)
             used += 1
@@ -194,20 +196,29 @@ def tighten(
                 break
             taken = taken[: len(taken) // 2]
         if not accepted:
-            split += 1  # nothing fits at this size: finer stretches
+            level += 1  # nothing fits at this size: finer moves
     return plan, outcome, used
 
 
-def _stretches(above: np.ndarray, parts: int) -> list[np.ndarray]:
-    """Each run of consecutive True bins, cut into `parts` pieces (fewer when shorter), as masks."""
+def _groups(above: np.ndarray, count: int) -> list[np.ndarray]:
+    """The bins marked `above`, cut into at most `count` groups of neighbouring bins (as masks): the runs of
+    marked bins split evenly by their number, a long run cut in pieces when there are fewer runs than groups."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], above.astype(np.int8), [0]])))
+    runs = list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    if not runs:
+        return []
+    per_run = max(1, -(-count // len(runs)))
+    pieces = []
+    for start, end in runs:
+        cuts = np.unique(np.linspace(start, end, min(per_run, end - start) + 1).astype(np.int64))
+        pieces += list(zip(cuts[:-1], cuts[1:]))
     out = []
-    for start, end in zip(edges[::2], edges[1::2]):
-        cuts = np.unique(np.linspace(start, end, min(parts, end - start) + 1).astype(np.int64))
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            mask = np.zeros(len(above), dtype=bool)
-            mask[a:b] = True
-            out.append(mask)
+    for group in np.array_split(np.arange(len(pieces)), min(count, len(pieces))):
+        mask = np.zeros(len(above), dtype=bool)
+        for index in group:
+            start, end = pieces[index]
+            mask[start:end] = True
+        out.append(mask)
     return out
 
 
