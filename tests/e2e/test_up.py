@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -39,11 +40,11 @@ def user_environment() -> dict[str, str]:
 
 
 class Up:
-    def __init__(self, state_dir: Path, config: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, config: Path, port: int, http_port: int = 0) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port)],
+            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port), "--router-http-port", str(http_port)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -93,9 +94,10 @@ def run_cli(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[st
 
 def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_path: Path, config_file: Path):
     state_dir = tmp_path / "state"
-    port = free_port()
-    up = Up(state_dir, config_file, port)
+    port, http_port = free_port(), free_port()
+    up = Up(state_dir, config_file, port, http_port)
     try:
+        assert f"http://127.0.0.1:{http_port}/v2" in up.wait_line("KServe v2 HTTP", 120)
         ready_line = up.wait_line("ready", 120)
         assert f"127.0.0.1:{port}" in ready_line
         children = [p.pid for p in psutil.Process(up.process.pid).children(recursive=True)]
@@ -108,6 +110,12 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         result = client.infer("llm", llm_inputs(prompt, 12))
         assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output(prompt, 12)
         assert client.get_model_metadata("llm").name == "llm"
+        # ... and so does an HTTP one, on the router's HTTP port (Triton's generate endpoint, as curl sends it).
+        generate = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/v2/models/llm/generate", data=json.dumps({"text_input": prompt, "max_tokens": 5}).encode()
+        )
+        with urllib.request.urlopen(generate, timeout=30) as answer:
+            assert json.loads(answer.read())["text_output"] == expected_output(prompt, 5)
 
         # Bad input: precise codes, and the router stays up.
         with pytest.raises(InferenceServerException) as unknown:

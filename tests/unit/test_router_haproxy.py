@@ -135,7 +135,7 @@ def test_an_adopted_front_reloads_unless_the_files_on_disk_are_what_it_runs():
     assert running_configuration(record, 100, text + "# changed\n") == ""
     # What it runs is read back from the files: backends and the replicas in them (for drain acknowledgements).
     backends = parse_map(models)
-    assert backends == {"model_0": "embed", "model_1": "llm"}
+    assert backends == {"model_0": "embed", "model_1": "llm", "model_0_http": "embed", "model_1_http": "llm"}
     assert servers_in(text, backends) == {("llm", "r1")}
 
 

@@ -548,15 +548,17 @@ class HaproxyFront:
 
 
 async def _run_front() -> None:
-    """`python -m ebbflow.router.front`: the front on its own, before a router at $EBBFLOW_FRONT_FALLBACK
-    (what benchmarks/router_overhead.py runs, so its Python side's CPU is counted apart)."""
+    """`python -m ebbflow.router.front`: the front on its own, before a router at $EBBFLOW_FRONT_FALLBACK (and
+    its HTTP port at $EBBFLOW_FRONT_HTTP_FALLBACK), what benchmarks/router_overhead.py and http_overhead.py run,
+    so its Python side's CPU is counted apart."""
     from prometheus_client import CollectorRegistry
 
     from ebbflow.router.worker import child_process
 
     async with child_process("ebbflow-front") as (config, bus, view, stop):
         fallback, state_dir = os.environ["EBBFLOW_FRONT_FALLBACK"], Path(os.environ["EBBFLOW_STATE_DIR"])
-        front = HaproxyFront(config, bus, view, fallback, state_dir, RouterMetrics(CollectorRegistry()))
+        http_fallback = os.environ.get("EBBFLOW_FRONT_HTTP_FALLBACK", "")  # the router's HTTP port; unset: no HTTP frontend
+        front = HaproxyFront(config, bus, view, fallback, state_dir, RouterMetrics(CollectorRegistry()), http_fallback=http_fallback)
         await front.start()
         runner = asyncio.create_task(front.run(stop))
         Path(os.environ["EBBFLOW_READY_FILE"]).touch()
