@@ -93,7 +93,8 @@ async def wait_serving(session: aiohttp.ClientSession, address: str, timeout_s: 
         if latencies:
             return
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"{address} does not serve {PATH}")
+    async with session.post(f"http://{address}{PATH}", data=BODY) as answer:
+        raise RuntimeError(f"{address} does not serve {PATH}: HTTP {answer.status} {(await answer.read())[:300]!r}")
 
 
 async def start_front(work: Path, nats_url: str, router_port: int, router_http_port: int) -> tuple[ChildProcess, str]:
@@ -125,7 +126,8 @@ async def run(args: argparse.Namespace) -> dict:
     replicas = StaticReplicas(bus, work / "echo", time_scale=1.0, repository=HERE / "models")
     workers = RouterWorkers(RouterConfig(port=free_port(), http_port=free_port(), workers=1), nats_url, work, work / "router-metrics")
     proxy = front = None
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+    # No Accept-Encoding (tritonclient sends none): Triton would gzip its answers, which no proxy needs to.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), skip_auto_headers=("Accept-Encoding",))
     try:
         await replicas.publish_model_configs()
         await put_policy(bus, "echo")

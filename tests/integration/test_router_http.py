@@ -15,6 +15,7 @@ import json
 import random
 import socket
 import sys
+import time
 from asyncio.subprocess import PIPE, STDOUT
 from pathlib import Path
 
@@ -50,8 +51,9 @@ def text_of(result: triton_http.InferResult) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def read_events(response: aiohttp.ClientResponse) -> list[dict]:
-    """Server-sent events of a generate_stream answer, each `data: {...}` block parsed."""
+async def read_events(response: aiohttp.ClientResponse, arrivals: list[float] | None = None) -> list[dict]:
+    """Server-sent events of a generate_stream answer, each `data: {...}` block parsed (and its arrival time
+    appended to `arrivals`)."""
     events, buffer = [], b""
     async for chunk in response.content.iter_any():
         buffer += chunk
@@ -59,16 +61,20 @@ async def read_events(response: aiohttp.ClientResponse) -> list[dict]:
             block, buffer = buffer.split(b"\n\n", 1)
             assert block.startswith(b"data: "), block
             events.append(json.loads(block[len(b"data: ") :]))
+            if arrivals is not None:
+                arrivals.append(time.monotonic())
     assert buffer.strip() == b"", buffer
     return events
 
 
-async def generate(session: aiohttp.ClientSession, base: str, model: str, max_tokens: int, stream: bool) -> tuple[int, list[dict]]:
+async def generate(
+    session: aiohttp.ClientSession, base: str, model: str, max_tokens: int, stream: bool, arrivals: list[float] | None = None
+) -> tuple[int, list[dict]]:
     """POST generate or generate_stream as curl would: JSON in, JSON or server-sent events out."""
     endpoint = "generate_stream" if stream else "generate"
     async with session.post(f"{base}/v2/models/{model}/{endpoint}", json={"text_input": PROMPT, "max_tokens": max_tokens}) as response:
         if stream:
-            return response.status, await read_events(response)
+            return response.status, await read_events(response, arrivals)
         return response.status, [await response.json(content_type=None)]
 
 
@@ -122,7 +128,8 @@ async def test_at_zero_http_requests_are_held_then_served(testbed: RouterBed, fr
         try:
             held = [asyncio.create_task(client.infer("llm", http_inputs(PROMPT, n, n % 2 == 0))) for n in (5, 6)]
             held_generate = asyncio.create_task(generate(session, base, "llm", 4, stream=False))
-            held_stream = asyncio.create_task(generate(session, base, "llm_stream", 12, stream=True))
+            arrivals: list[float] = []
+            held_stream = asyncio.create_task(generate(session, base, "llm_stream", 120, stream=True, arrivals=arrivals))
             await wait_for(lambda: testbed.metric("ebbflow_router_held", model="llm") == 3, 10, "three llm requests held")
             await wait_for(lambda: testbed.metric("ebbflow_router_held", model="llm_stream") == 1, 10, "the stream held")
             await asyncio.gather(testbed.replicas.start("llm"), testbed.replicas.start("llm_stream"))
@@ -131,7 +138,9 @@ async def test_at_zero_http_requests_are_held_then_served(testbed: RouterBed, fr
             status, (answer,) = await held_generate
             assert status == 200 and answer["text_output"] == expected_output(PROMPT, 4)
             status, events = await held_stream
-            assert status == 200 and [e["text_output"] for e in events] == expected_output(PROMPT, 12).split(" ")
+            assert status == 200 and [e["text_output"] for e in events] == expected_output(PROMPT, 120).split(" ")
+            # relayed as generated, not buffered whole: 120 tokens take ~60-180 ms at this time scale
+            assert arrivals[-1] - arrivals[0] > 0.03, f"events arrived within {1000 * (arrivals[-1] - arrivals[0]):.1f} ms"
         finally:
             await client.close()
     assert python_router_calls(testbed, "llm") == 3
