@@ -11,6 +11,7 @@ a stream event by event.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import random
 import socket
@@ -207,6 +208,8 @@ async def test_bad_http_requests_get_clean_4xx_and_the_router_keeps_serving(test
         for garbage in (b"GARBAGE\r\n\r\n", b"POST /v2/models/llm/infer HTTP/1.1\r\nContent-Length: zz\r\n\r\n", b"\x00\xff" * 50 + b"\r\n\r\n"):
             first = await asyncio.to_thread(raw_request, testbed.http_address, garbage)
             assert first == b"" or first.split(b" ")[1].startswith(b"4"), first
-        # still serving
+        # still serving, a gzip-compressed request too (tritonclient.http's request_compression_algorithm)
         status, body = await post("/v2/models/llm/infer", json.dumps(good).encode())
         assert status == 200 and body["outputs"][0]["data"] == [expected_output(PROMPT, 3)]
+        status, body = await post("/v2/models/llm/infer", gzip.compress(json.dumps(good).encode()), {"Content-Encoding": "gzip"})
+        assert status == 200 and body["outputs"][0]["data"] == [expected_output(PROMPT, 3)], body

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 _HOP_BY_HOP = frozenset(
     ("host", "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "expect")
 )
+_NOT_FORWARDED = _HOP_BY_HOP | {"content-encoding"}
+"""Request headers the router does not pass on: hop-by-hop ones, and the body's encoding (aiohttp has decoded
+the body, which is checked and forwarded as plain JSON)."""
 _RELAYED = ("Content-Type", "Content-Encoding", HEADER_LENGTH)
 """Response headers of a replica the router passes on (the length is its own: it relays, it may chunk)."""
 _NO_DEADLINE = NoDeadline()
@@ -224,7 +227,7 @@ class RestRouter:
         except BadRequest as error:
             self.router.metrics.rejections.labels(model, "malformed").inc()
             return _error(400, f"malformed {endpoint} request for model '{model}': {error}")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         if endpoint is None:
             return await self._send(request, model, body, headers)
         started = time.monotonic()
