@@ -111,13 +111,7 @@ def _configure_logging(state_dir: Path, verbose: bool) -> None:
 def _check_port_free(host: str, port: int, state_dir: Path, http: bool = False) -> None:
     """Fail at once, before starting anything, when a router port is taken (by anything but the HAProxy front
     a killed `ebbflow up` left serving on this state directory: the router service adopts that one)."""
-    from ebbflow.router.front import front_processes, read_record
-
-    if port == 0:
-        return
-    record = read_record(state_dir)
-    listen = (record.http_listen if http else record.listen) if record is not None else ""
-    if listen == f"{host}:{port}" and front_processes(state_dir):
+    if port == 0 or _front_listens(state_dir, host, port, http):
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
@@ -127,6 +121,16 @@ def _check_port_free(host: str, port: int, state_dir: Path, http: bool = False) 
                 f"cannot listen on {host}:{port}: {error.strerror} (another ebbflow up?); pick another with "
                 + ("--router-http-port" if http else "--router-port")
             ) from None
+
+
+def _front_listens(state_dir: Path, host: str, port: int, http: bool) -> bool:
+    """Whether the HAProxy front a killed `ebbflow up` left on this state directory still serves host:port
+    (its gRPC port, or with `http` its HTTP port)."""
+    from ebbflow.router.front import front_processes, read_record
+
+    record = read_record(state_dir)
+    listen = (record.http_listen if http else record.listen) if record is not None else ""
+    return listen == f"{host}:{port}" and bool(front_processes(state_dir))
 
 
 SERVICE_ORDER = ("actuator", "collector", "scheduler", "router", "forecaster")
@@ -423,7 +427,8 @@ def _previous_router_port(state_dir: Path, host: str, key: str = "router") -> in
 
     router = _previous(state_dir, key)
     port = int(router.rsplit(":", 1)[1]) if ":" in router else 0
-    return port if port and _free(host, port) else free_port(host)
+    # the front that run left serving holds it: the router service adopts that front, port and all
+    return port if port and (_free(host, port) or _front_listens(state_dir, host, port, key == "router_http")) else free_port(host)
 
 
 def _free(host: str, port: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -284,6 +285,22 @@ def readme_client_snippet() -> str:
     return block
 
 
+def readme_http_examples() -> tuple[str, list[tuple[str, list[str]]]]:
+    """The README's tritonclient.http block, and each curl command of the block after it with the output its
+    comment lines show."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (python,) = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:] if "tritonclient.http" in b.split("```", 1)[0]]
+    shell = readme.split(python, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands: list[tuple[str, list[str]]] = []
+    for line in shell.splitlines():
+        if line.startswith("curl "):
+            commands.append((line, []))
+        elif line.startswith("# ") and commands:
+            commands[-1][1].append(line[2:])
+    assert len(commands) == 2 and all(expected for _, expected in commands)
+    return python, commands
+
+
 def test_the_readme_client_runs_as_written_and_down_stops_the_stack(tmp_path: Path):
     """What a new user does first: copy the README's client (unary, then a stream from zero replicas), pipe
     commands into `head`, look at older decisions, find a replica's metrics, and stop the stack from another shell."""
@@ -293,8 +310,8 @@ def test_the_readme_client_runs_as_written_and_down_stops_the_stack(tmp_path: Pa
         "models:\n  llm:\n    min_replicas: 1\n    max_replicas: 1\n  llm_stream:\n    min_replicas: 0\n    max_replicas: 1\n"
     )
     state_dir = tmp_path / "state"
-    port = free_port()
-    up = Up(state_dir, config, port)
+    port, http_port = free_port(), free_port()
+    up = Up(state_dir, config, port, http_port)
     stopped = False
     try:
         up.wait_line("ready", 120)
@@ -306,6 +323,18 @@ def test_the_readme_client_runs_as_written_and_down_stops_the_stack(tmp_path: Pa
         ran = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=150, env=user_environment())
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert ran.stdout.splitlines() == ["[[b'hello world hello world']]", "[[b'hello']]", "[[b'world']]", "[[b'hello']]", "[[b'world']]"], ran.stdout
+
+        # The HTTP examples too: tritonclient.http, and curl on Triton's generate endpoints (llm_stream is up now).
+        python, commands = readme_http_examples()
+        ran = subprocess.run(
+            [sys.executable, "-c", python.replace("127.0.0.1:8000", f"127.0.0.1:{http_port}")],
+            capture_output=True, text=True, timeout=60, env=user_environment(),
+        )
+        assert ran.returncode == 0 and ran.stdout.splitlines() == ["[[b'hello world hello world']]"], ran.stdout + ran.stderr
+        if shutil.which("curl"):
+            for command, expected in commands:
+                curl = subprocess.run(["bash", "-c", command.replace("127.0.0.1:8000", f"127.0.0.1:{http_port}")], capture_output=True, text=True, timeout=30)
+                assert [line for line in curl.stdout.splitlines() if line] == expected, (command, curl.stdout, curl.stderr)
 
         # Piped into a reader that stops early: no traceback (history at 1 s steps is far more than a pipe holds).
         shell = f"{EBBFLOW} history --since 1h --step 1s llm --state-dir {state_dir} | head -1"
