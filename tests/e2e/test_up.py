@@ -238,8 +238,8 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
         "router:\n  workers: 2\n  front: grpc\nactuator:\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
         "models:\n  llm:\n    min_replicas: 1\n    max_replicas: 1\n  llm_stream:\n    min_replicas: 0\n    max_replicas: 1\n"
     )
-    port = free_port()
-    up = Up(tmp_path / "state", config, port)
+    port, http_port = free_port(), free_port()
+    up = Up(tmp_path / "state", config, port, http_port)
     try:
         up.wait_line("ready", 120)
         metrics_url = f"http://{json.loads((tmp_path / 'state' / 'state.json').read_text())['services']['router']['metrics']}/metrics"
@@ -251,6 +251,13 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
             client = triton_grpc.InferenceServerClient(address)
             assert client.infer("llm", llm_inputs("spread me", 3)).as_numpy("text_output").reshape(-1)[0].decode() == "spread me spread"
             client.close()
+
+        import urllib.request
+
+        for _ in range(10):  # the HTTP port is shared the same way
+            generate = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/models/llm/generate", data=b'{"text_input": "spread me", "max_tokens": 3}')
+            with urllib.request.urlopen(generate, timeout=30) as answer:
+                assert json.loads(answer.read())["text_output"] == "spread me spread"
 
         tokens: queue.Queue = queue.Queue()
         client = triton_grpc.InferenceServerClient(address)
@@ -266,11 +273,9 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
         client.close()
         assert received == ["from", "zero", "to", "tokens", "from", "zero"]
 
-        import urllib.request
-
         text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
         served = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith('ebbflow_router_requests_total{code="OK",model="llm"}'))
-        assert served == 20, "the router service's /metrics sums both workers"
+        assert served == 30, "the router service's /metrics sums both workers, gRPC and HTTP requests alike"
         assert 'ebbflow_router_hold_wait_seconds_count{model="llm_stream"} 1.0' in text
     finally:
         code = up.stop(timeout_s=40)
