@@ -9,6 +9,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from ebbflow.router.kserve import (
+    STATUS_OF_CODE,
     BadRequest,
     ModelPath,
     check_infer_body,
@@ -78,10 +79,11 @@ def test_generate_bodies_must_be_json_objects() -> None:
 
 
 def test_status_codes_both_ways() -> None:
-    assert http_status(grpc.StatusCode.NOT_FOUND) == 404 and http_status(grpc.StatusCode.DEADLINE_EXCEEDED) == 504
-    assert http_status(grpc.StatusCode.RESOURCE_EXHAUSTED) == 429 and http_status(grpc.StatusCode.DATA_LOSS) == 500
-    assert code_of_status(200) == grpc.StatusCode.OK and code_of_status(400) == grpc.StatusCode.INVALID_ARGUMENT
-    assert code_of_status(418) == grpc.StatusCode.INVALID_ARGUMENT and code_of_status(502) == grpc.StatusCode.INTERNAL
+    assert http_status("NOT_FOUND") == 404 and http_status("DEADLINE_EXCEEDED") == 504
+    assert http_status("RESOURCE_EXHAUSTED") == 429 and http_status("DATA_LOSS") == 500
+    assert code_of_status(200) == "OK" and code_of_status(400) == "INVALID_ARGUMENT" and code_of_status(503) == "UNAVAILABLE"
+    assert code_of_status(418) == "INVALID_ARGUMENT" and code_of_status(502) == "INTERNAL"
+    assert all(name in grpc.StatusCode.__members__ for name in STATUS_OF_CODE), "names the router turns back into grpc.StatusCode"
 
 
 def test_metadata_from_the_config_matches_tritons_json() -> None:

@@ -17,7 +17,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
@@ -29,31 +28,32 @@ FORWARDED_ENDPOINTS: tuple[Endpoint, ...] = ("infer", "generate", "generate_stre
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
-STATUS_OF_CODE: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.CANCELLED: 499,
+STATUS_OF_CODE: dict[str, int] = {
+    "INVALID_ARGUMENT": 400,
+    "NOT_FOUND": 404,
+    "PERMISSION_DENIED": 403,
+    "UNIMPLEMENTED": 501,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+    "CANCELLED": 499,
 }
-"""A router refusal's gRPC code → the HTTP status of the same refusal over HTTP (anything else: 500)."""
+"""A router refusal's gRPC code (by name) → the HTTP status of the same refusal over HTTP (anything else: 500)."""
 
 
-def http_status(code: grpc.StatusCode) -> int:
+def http_status(code: str) -> int:
+    """The HTTP status for a gRPC code's name."""
     return STATUS_OF_CODE.get(code, 500)
 
 
-def code_of_status(status: int) -> grpc.StatusCode:
-    """A replica's HTTP status → the gRPC code the router's books count it under."""
+def code_of_status(status: int) -> str:
+    """A replica's HTTP status → the name of the gRPC code the router's books count it under."""
     if status < 400:
-        return grpc.StatusCode.OK
+        return "OK"
     for code, mapped in STATUS_OF_CODE.items():
         if mapped == status:
             return code
-    return grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.INTERNAL
+    return "INVALID_ARGUMENT" if status < 500 else "INTERNAL"
 
 
 def error_body(message: str) -> bytes:

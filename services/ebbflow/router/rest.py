@@ -178,7 +178,7 @@ class RestRouter:
         elif path.startswith("/v2/logging"):
             method = "LogSettings"
         code, message = REFUSED_METHODS[method]
-        return _error(http_status(code), message)
+        return _error(http_status(code.name), message)
 
     # ---- answers from a replica, or from the config -----------------------------------
 
@@ -236,7 +236,7 @@ class RestRouter:
         code = grpc.StatusCode.OK
         try:
             response = await self._send(request, model, body, headers)
-            code = code_of_status(response.status)
+            code = grpc.StatusCode[code_of_status(response.status)]
             return response
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -261,7 +261,7 @@ class RestRouter:
                     upstream = await holds.acquire(model, len(body), avoid, hold_until, _NO_DEADLINE)
                     attempt = 0  # held until a replica was back: resends count afresh, the hold limit bounds them
             except Refusal as refusal:
-                return _error(http_status(refusal.code), refusal.message)
+                return _error(http_status(refusal.code.name), refusal.message)
             sent = time.monotonic()
             upstream.begin()
             code = grpc.StatusCode.OK
@@ -284,7 +284,7 @@ class RestRouter:
                 raise
             upstreams.ejector.record(upstream.key, True, sent)
             try:
-                code = code_of_status(answer.status)
+                code = grpc.StatusCode[code_of_status(answer.status)]
                 return await self._relay(request, answer)
             except BaseException:
                 code = grpc.StatusCode.CANCELLED
