@@ -158,7 +158,7 @@ def test_the_http_frontend_sends_inference_of_a_model_with_replicas_to_their_htt
     )
     assert models == "embed model_0\nllm model_1\n", "one map for both frontends"
     frontend = text.split("frontend triton_http\n")[1].split("\n\n")[0]
-    assert "bind 0.0.0.0:8000\n" in frontend, "plain HTTP/1.1 (and h2c by preface), not h2 only"
+    assert "bind 0.0.0.0:8000\n" in frontend, "HTTP/1.1, not h2 only"
     assert "path,field(4,/) if { method POST } { path_beg /v2/models/ } { path_end /infer /generate /generate_stream }" in frontend
     assert "use_backend %[var(txn.model),map(/s/models.map)]_http if { var(txn.model),map(/s/models.map) -m found }" in frontend
     assert "default_backend router_http" in frontend

@@ -22,8 +22,8 @@ RESOURCE_EXHAUSTED, after its body has been read to the end (a small Lua
 service), because an early answer makes HAProxy reset the stream and the
 client would see CANCELLED.
 
-With `router.http_port`, a second frontend serves KServe v2 HTTP (HTTP/1.1,
-or HTTP/2 with prior knowledge): `POST /v2/models/{model}[/versions/{v}]/infer`,
+With `router.http_port`, a second frontend serves KServe v2 HTTP/1.1:
+`POST /v2/models/{model}[/versions/{v}]/infer`,
 `generate` and `generate_stream` of a model with ready replicas go to that
 model's HTTP backend (the same replicas' HTTP ports, the same balance), the
 model read off the path (its fourth `/` field, no body parsing), answers

@@ -96,7 +96,8 @@ class RestRouter:
         )
         app = web.Application(client_max_size=self.config.max_message_bytes, middlewares=[self._errors])
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A client that leaves cancels its handler: a held request stops waiting, a forwarded one is cut upstream.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_port=share_port or None)
         await site.start()
