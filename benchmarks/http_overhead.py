@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -177,6 +178,7 @@ async def run(args: argparse.Namespace) -> dict:
         await replicas.stop()
         await bus.close()
         await nats_child.stop(5.0)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def summarize(result: dict) -> dict:
