@@ -58,7 +58,7 @@ class Up:
         self.output: list[str] = []
         self.state_dir = state_dir
         self.process = subprocess.Popen(
-            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port)],
+            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port), "--router-http-port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         threading.Thread(target=self._read, daemon=True).start()

@@ -149,7 +149,7 @@ async def run(args: argparse.Namespace) -> dict:
     bus = await connect(nats_url, name="router-bench")
     echo_replicas = StaticReplicas(bus, work / "echo", time_scale=1.0, repository=HERE / "models")
     llm_replicas = StaticReplicas(bus, work / "llm", time_scale=args.llm_time_scale)
-    workers = RouterWorkers(RouterConfig(port=free_port(), workers=args.router_workers), nats_url, work, work / "router-metrics")
+    workers = RouterWorkers(RouterConfig(port=free_port(), http_port=-1, workers=args.router_workers), nats_url, work, work / "router-metrics")
     proxy = front = None
     try:
         await echo_replicas.publish_model_configs()
@@ -236,7 +236,7 @@ async def start_front(work: Path, nats_url: str, router_port: int) -> tuple[Chil
     env = venv_environment()
     env.update(
         EBBFLOW_NATS_URL=nats_url,
-        EBBFLOW_ROUTER_CONFIG=json.dumps(asdict(RouterConfig(port=port))),
+        EBBFLOW_ROUTER_CONFIG=json.dumps(asdict(RouterConfig(port=port, http_port=-1))),
         EBBFLOW_FRONT_FALLBACK=f"127.0.0.1:{router_port}",
         EBBFLOW_STATE_DIR=str(work / "front"),
         EBBFLOW_READY_FILE=str(ready),

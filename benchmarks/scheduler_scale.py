@@ -155,7 +155,7 @@ async def live_step(push: bool, rounds: int, state_dir: Path, nats_url: str) -> 
     )
     config = replace(
         Config(),
-        router=RouterConfig(port=0),
+        router=RouterConfig(port=0, http_port=-1),
         scheduler=SchedulerConfig(interval_s=1.0, router_push=push),
         actuator=ActuatorConfig(time_scale=0.05, drain_propagation_s=0.3, exit_timeout_s=3),
         models=(policy,),

@@ -106,7 +106,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         # Tiny service time so the router's own cost is visible.
         fast = replace(
             Config(),
-            router=RouterConfig(port=0),
+            router=RouterConfig(port=0, http_port=-1),
             actuator=ActuatorConfig(time_scale=0.001, exit_timeout_s=2),
             models=(ModelPolicy(model="llm", min_replicas=1, max_replicas=1),),
         )
@@ -119,7 +119,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         # Realistic physics at 1/10 time: a 30 s model load takes 3 s.
         scaled = replace(
             Config(),
-            router=RouterConfig(port=0),
+            router=RouterConfig(port=0, http_port=-1),
             actuator=ActuatorConfig(time_scale=args.time_scale, exit_timeout_s=2),
             models=(ModelPolicy(model="llm", min_replicas=1, max_replicas=2, target_in_flight_per_replica=2, scale_down_delay_s=60),),
         )

@@ -45,7 +45,7 @@ def _environment() -> dict[str, str]:
 
 def start_separate(work: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [str(EBBFLOW), "up", "--config", str(work / "ebbflow.yaml"), "--state-dir", str(work / "state"), "--router-port", str(port)],
+        [str(EBBFLOW), "up", "--config", str(work / "ebbflow.yaml"), "--state-dir", str(work / "state"), "--router-port", str(port), "--router-http-port", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_environment(),
     )
 

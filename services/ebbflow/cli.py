@@ -36,6 +36,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     overrides = {}
     if args.router_port is not None:
         overrides["EBBFLOW_ROUTER__PORT"] = str(args.router_port)
+    if args.router_http_port is not None:
+        overrides["EBBFLOW_ROUTER__HTTP_PORT"] = str(args.router_http_port)
+    elif args.router_port == 0:  # free ports for both fronts, so several stacks can run side by side
+        overrides["EBBFLOW_ROUTER__HTTP_PORT"] = "0"
     if args.time_scale is not None:
         overrides["EBBFLOW_ACTUATOR__TIME_SCALE"] = str(args.time_scale)
     config_path = Path(args.config).resolve() if args.config else None
@@ -386,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the whole embedded stack (nats-server, router, collector, scheduler, local actuator)")
     up.add_argument("--config", help="YAML config file (policies under `models:`); defaults are built in")
     up.add_argument("--state-dir", default=str(default_state_dir()), help="state, logs and lock (default: %(default)s)")
-    up.add_argument("--router-port", type=int, help="router port (default 8001; 0 picks a free port)")
+    up.add_argument("--router-port", type=int, help="router port (default 8001; 0 picks a free port, and a free HTTP port unless --router-http-port says)")
+    up.add_argument("--router-http-port", type=int, help="router KServe v2 HTTP port (default 8000; 0 picks a free port; -1 serves no HTTP)")
     up.add_argument("--nats-url", help="use this NATS server (or comma-separated cluster nodes) instead of starting one")
     up.add_argument(
         "--nats-cluster", type=int, default=1, metavar="N",

@@ -374,6 +374,7 @@ class RouterUnit:
         self.workers: RouterWorkers | None = None
         self.front: HaproxyFront | None = None
         self.address = ""
+        self.http_address = ""
 
     async def start(self) -> str:
         host, config = self.host, self.host.config
@@ -383,29 +384,39 @@ class RouterUnit:
         router_config = config.router
         # auto: the front wherever haproxy is installed, unless spans are wanted for every request (the fast path has none)
         use_front = router_config.front == "haproxy" or (router_config.front == "auto" and not router_config.tracing and haproxy_binary() is not None)
-        if use_front:  # the Python router serves HAProxy's fallback on a private port
-            router_config = replace(router_config, host="127.0.0.1", port=0)
+        if use_front:  # the Python router serves HAProxy's fallback on private ports
+            router_config = replace(router_config, host="127.0.0.1", port=0, http_port=0 if router_config.http_port >= 0 else -1)
         router_metrics = None
         if router_config.workers == 1:
             self.router = RouterService(router_config, bus, view, host.registry)
             router_metrics = self.router.router.metrics
             router_port = await self.router.start()
+            http_port = self.router.http_port
         else:
             router_port = router_config.port or free_port(router_config.host)
+            http_port = router_config.http_port if router_config.http_port != 0 else free_port(router_config.host)
             metrics_dir = host.state_dir / "router-metrics"
-            self.workers = RouterWorkers(replace(router_config, port=router_port), host.nats_url, host.state_dir, metrics_dir)
+            self.workers = RouterWorkers(replace(router_config, port=router_port, http_port=http_port), host.nats_url, host.state_dir, metrics_dir)
             await self.workers.start()
             MultiProcessCollector(host.registry, path=str(metrics_dir))
+            http_port = http_port if http_port >= 0 else None
         self.address = f"{router_config.host}:{router_port}"
+        self.http_address = f"{router_config.host}:{http_port}" if http_port is not None else ""
         if use_front:
             # With worker processes, /metrics carries their merged families; a second copy of the same names from
             # this process would make the exposition ambiguous, so the front's then stay out of it (its telemetry
             # still reaches the collector).
-            self.front = HaproxyFront(config.router, bus, view, self.address, host.state_dir, router_metrics or RouterMetrics(CollectorRegistry()))
+            self.front = HaproxyFront(
+                config.router, bus, view, self.address, host.state_dir, router_metrics or RouterMetrics(CollectorRegistry()),
+                http_fallback=self.http_address,
+            )
             fallback = self.address
             self.address = f"{config.router.host}:{await self.front.start()}"
+            self.http_address = self.front.http_listen
             host.say(f"haproxy front on {self.address} forwards inference itself; the Python router behind it is on {fallback}")
             host.spawn("haproxy front", self.front.run(host.stop_event))
+        if self.http_address:
+            host.say(f"KServe v2 HTTP (tritonclient.http, curl) on http://{self.http_address}/v2")
         await host.serve([], [], router_address=self.address)
         return self.address
 

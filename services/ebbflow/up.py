@@ -108,23 +108,29 @@ def _configure_logging(state_dir: Path, verbose: bool) -> None:
     root.addHandler(console)
 
 
-def _check_port_free(host: str, port: int, state_dir: Path) -> None:
-    """Fail at once, before starting anything, when the router port is taken (by anything but the HAProxy front
+def _check_port_free(host: str, port: int, state_dir: Path, http: bool = False) -> None:
+    """Fail at once, before starting anything, when a router port is taken (by anything but the HAProxy front
     a killed `ebbflow up` left serving on this state directory: the router service adopts that one)."""
-    from ebbflow.router.front import front_processes, read_record
-
-    if port == 0:
-        return
-    record = read_record(state_dir)
-    if record is not None and record.listen == f"{host}:{port}" and front_processes(state_dir):
+    if port == 0 or _front_listens(state_dir, host, port, http):
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((host, port))
         except OSError as error:
             raise AlreadyRunningError(
-                f"cannot listen on {host}:{port}: {error.strerror} (another ebbflow up?); pick another with --router-port"
+                f"cannot listen on {host}:{port}: {error.strerror} (another ebbflow up?); pick another with "
+                + ("--router-http-port" if http else "--router-port")
             ) from None
+
+
+def _front_listens(state_dir: Path, host: str, port: int, http: bool) -> bool:
+    """Whether the HAProxy front a killed `ebbflow up` left on this state directory still serves host:port
+    (its gRPC port, or with `http` its HTTP port)."""
+    from ebbflow.router.front import front_processes, read_record
+
+    record = read_record(state_dir)
+    listen = (record.http_listen if http else record.listen) if record is not None else ""
+    return listen == f"{host}:{port}" and bool(front_processes(state_dir))
 
 
 SERVICE_ORDER = ("actuator", "collector", "scheduler", "router", "forecaster")
@@ -302,6 +308,12 @@ async def _run(
     _check_port_free(config.router.host, config.router.port, state_dir)
     router_port = config.router.port or _previous_router_port(state_dir, config.router.host)
     overrides = {**overrides, "EBBFLOW_ROUTER__PORT": str(router_port)}
+    http_port = config.router.http_port
+    if http_port > 0:
+        _check_port_free(config.router.host, http_port, state_dir, http=True)
+    elif http_port == 0:
+        http_port = _previous_router_port(state_dir, config.router.host, "router_http")
+    overrides["EBBFLOW_ROUTER__HTTP_PORT"] = str(http_port)
     nats: NatsSupervisor | NatsCluster | None = None
     services: Services | None = None
     monitor: Any = None  # ebbflow.monitoring.Prometheus with --prometheus
@@ -338,6 +350,7 @@ async def _run(
             return 1
         supervising += services.run(supervisor_stop)
         router = f"{config.router.host}:{router_port}"
+        router_http = f"{config.router.host}:{http_port}" if http_port >= 0 else ""
         scheduler_grpc, scheduler_metrics = services.addresses["scheduler"]
         (state_dir / STATE_FILE).write_text(
             json.dumps(
@@ -345,6 +358,7 @@ async def _run(
                     "pid": os.getpid(),
                     "nats_url": nats_url,
                     "router": router,
+                    "router_http": router_http,
                     "control": scheduler_grpc,
                     "metrics": scheduler_metrics,
                     "services": {name: {"grpc": grpc, "metrics": metrics} for name, (grpc, metrics) in services.addresses.items()},
@@ -352,6 +366,8 @@ async def _run(
                 }
             )
         )
+        if router_http:
+            say(f"KServe v2 HTTP on http://{router_http}/v2 (tritonclient.http, curl; generate and generate_stream)")
         say(f"router listening on {router}; gRPC APIs: " + ", ".join(f"{name} {grpc}" for name, (grpc, _) in services.addresses.items()))
         say("metrics: " + ", ".join(f"{name} http://{metrics}/metrics" for name, (_, metrics) in services.addresses.items()))
         serving = [m.model for m in config.models if m.min_replicas > 0]
@@ -415,13 +431,15 @@ def _previous_nats_ports(state_dir: Path) -> tuple[int, ...]:
     return ports if ports and all(_free("127.0.0.1", port) for port in ports) else ()
 
 
-def _previous_router_port(state_dir: Path, host: str) -> int:
-    """With router.port 0: the previous run's port when free again (clients keep their address), else a free one."""
+def _previous_router_port(state_dir: Path, host: str, key: str = "router") -> int:
+    """With router.port (or http_port) 0: the previous run's port when free again (clients keep their address),
+    else a free one."""
     from ebbflow.runtime.process import free_port
 
-    router = _previous(state_dir, "router")
+    router = _previous(state_dir, key)
     port = int(router.rsplit(":", 1)[1]) if ":" in router else 0
-    return port if port and _free(host, port) else free_port(host)
+    # the front that run left serving holds it: the router service adopts that front, port and all
+    return port if port and (_free(host, port) or _front_listens(state_dir, host, port, key == "router_http")) else free_port(host)
 
 
 def _free(host: str, port: int) -> bool:

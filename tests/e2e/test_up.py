@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -39,11 +41,11 @@ def user_environment() -> dict[str, str]:
 
 
 class Up:
-    def __init__(self, state_dir: Path, config: Path, port: int, *options: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, state_dir: Path, config: Path, port: int, *options: str, http_port: int = 0, env: dict[str, str] | None = None) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port), *options],
+            [str(EBBFLOW), "up", "--config", str(config), "--state-dir", str(state_dir), "--router-port", str(port), "--router-http-port", str(http_port), *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -93,9 +95,10 @@ def run_cli(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[st
 
 def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_path: Path, config_file: Path):
     state_dir = tmp_path / "state"
-    port = free_port()
-    up = Up(state_dir, config_file, port)
+    port, http_port = free_port(), free_port()
+    up = Up(state_dir, config_file, port, http_port=http_port)
     try:
+        assert f"http://127.0.0.1:{http_port}/v2" in up.wait_line("KServe v2 HTTP", 120)
         ready_line = up.wait_line("ready", 120)
         assert f"127.0.0.1:{port}" in ready_line
         children = [p.pid for p in psutil.Process(up.process.pid).children(recursive=True)]
@@ -108,6 +111,12 @@ def test_up_serves_unchanged_triton_clients_reports_status_and_stops_clean(tmp_p
         result = client.infer("llm", llm_inputs(prompt, 12))
         assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output(prompt, 12)
         assert client.get_model_metadata("llm").name == "llm"
+        # ... and so does an HTTP one, on the router's HTTP port (Triton's generate endpoint, as curl sends it).
+        generate = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/v2/models/llm/generate", data=json.dumps({"text_input": prompt, "max_tokens": 5}).encode()
+        )
+        with urllib.request.urlopen(generate, timeout=30) as answer:
+            assert json.loads(answer.read())["text_output"] == expected_output(prompt, 5)
 
         # Bad input: precise codes, and the router stays up.
         with pytest.raises(InferenceServerException) as unknown:
@@ -229,8 +238,8 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
         "router:\n  workers: 2\n  front: grpc\nactuator:\n  time_scale: 0.02\n  exit_timeout_s: 3\n"
         "models:\n  llm:\n    min_replicas: 1\n    max_replicas: 1\n  llm_stream:\n    min_replicas: 0\n    max_replicas: 1\n"
     )
-    port = free_port()
-    up = Up(tmp_path / "state", config, port)
+    port, http_port = free_port(), free_port()
+    up = Up(tmp_path / "state", config, port, http_port=http_port)
     try:
         up.wait_line("ready", 120)
         metrics_url = f"http://{json.loads((tmp_path / 'state' / 'state.json').read_text())['services']['router']['metrics']}/metrics"
@@ -242,6 +251,13 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
             client = triton_grpc.InferenceServerClient(address)
             assert client.infer("llm", llm_inputs("spread me", 3)).as_numpy("text_output").reshape(-1)[0].decode() == "spread me spread"
             client.close()
+
+        import urllib.request
+
+        for _ in range(10):  # the HTTP port is shared the same way
+            generate = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/models/llm/generate", data=b'{"text_input": "spread me", "max_tokens": 3}')
+            with urllib.request.urlopen(generate, timeout=30) as answer:
+                assert json.loads(answer.read())["text_output"] == "spread me spread"
 
         tokens: queue.Queue = queue.Queue()
         client = triton_grpc.InferenceServerClient(address)
@@ -257,11 +273,9 @@ def test_router_workers_share_the_port_and_a_stream_scales_its_model_from_zero(t
         client.close()
         assert received == ["from", "zero", "to", "tokens", "from", "zero"]
 
-        import urllib.request
-
         text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
         served = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith('ebbflow_router_requests_total{code="OK",model="llm"}'))
-        assert served == 20, "the router service's /metrics sums both workers"
+        assert served == 30, "the router service's /metrics sums both workers, gRPC and HTTP requests alike"
         assert 'ebbflow_router_hold_wait_seconds_count{model="llm_stream"} 1.0' in text
     finally:
         code = up.stop(timeout_s=40)
@@ -276,6 +290,22 @@ def readme_client_snippet() -> str:
     return block
 
 
+def readme_http_examples() -> tuple[str, list[tuple[str, list[str]]]]:
+    """The README's tritonclient.http block, and each curl command of the block after it with the output its
+    comment lines show."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (python,) = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:] if "tritonclient.http" in b.split("```", 1)[0]]
+    shell = readme.split(python, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands: list[tuple[str, list[str]]] = []
+    for line in shell.splitlines():
+        if line.startswith("curl "):
+            commands.append((line, []))
+        elif line.startswith("# ") and commands:
+            commands[-1][1].append(line[2:])
+    assert len(commands) == 2 and all(expected for _, expected in commands)
+    return python, commands
+
+
 def test_the_readme_client_runs_as_written_and_down_stops_the_stack(tmp_path: Path):
     """What a new user does first: copy the README's client (unary, then a stream from zero replicas), pipe
     commands into `head`, look at older decisions, find a replica's metrics, and stop the stack from another shell."""
@@ -285,8 +315,8 @@ def test_the_readme_client_runs_as_written_and_down_stops_the_stack(tmp_path: Pa
         "models:\n  llm:\n    min_replicas: 1\n    max_replicas: 1\n  llm_stream:\n    min_replicas: 0\n    max_replicas: 1\n"
     )
     state_dir = tmp_path / "state"
-    port = free_port()
-    up = Up(state_dir, config, port)
+    port, http_port = free_port(), free_port()
+    up = Up(state_dir, config, port, http_port=http_port)
     stopped = False
     try:
         up.wait_line("ready", 120)
@@ -298,6 +328,18 @@ def test_the_readme_client_runs_as_written_and_down_stops_the_stack(tmp_path: Pa
         ran = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=150, env=user_environment())
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert ran.stdout.splitlines() == ["[[b'hello world hello world']]", "[[b'hello']]", "[[b'world']]", "[[b'hello']]", "[[b'world']]"], ran.stdout
+
+        # The HTTP examples too: tritonclient.http, and curl on Triton's generate endpoints (llm_stream is up now).
+        python, commands = readme_http_examples()
+        ran = subprocess.run(
+            [sys.executable, "-c", python.replace("127.0.0.1:8000", f"127.0.0.1:{http_port}")],
+            capture_output=True, text=True, timeout=60, env=user_environment(),
+        )
+        assert ran.returncode == 0 and ran.stdout.splitlines() == ["[[b'hello world hello world']]"], ran.stdout + ran.stderr
+        if shutil.which("curl"):
+            for command, expected in commands:
+                curl = subprocess.run(["bash", "-c", command.replace("127.0.0.1:8000", f"127.0.0.1:{http_port}")], capture_output=True, text=True, timeout=30)
+                assert [line for line in curl.stdout.splitlines() if line] == expected, (command, curl.stdout, curl.stderr)
 
         # Piped into a reader that stops early: no traceback (history at 1 s steps is far more than a pipe holds).
         shell = f"{EBBFLOW} history --since 1h --step 1s llm --state-dir {state_dir} | head -1"

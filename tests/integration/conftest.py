@@ -59,7 +59,7 @@ async def reset_jetstream(url: str) -> None:
 def stack_config(policy: ModelPolicy, placement: PlacementConfig = PlacementConfig()) -> Config:
     return replace(
         Config(),
-        router=RouterConfig(port=0, hold_timeout_s=20.0),
+        router=RouterConfig(port=0, http_port=0, hold_timeout_s=20.0),
         actuator=ActuatorConfig(time_scale=0.02, drain_propagation_s=0.3, exit_timeout_s=3),
         placement=placement,
         models=(policy,),
@@ -92,6 +92,8 @@ class RouterBed:
     registries: list[CollectorRegistry]
     state_dir: Path
     fronts: list[HaproxyFront] = field(default_factory=list)
+    http_address: str = ""
+    """host:port of the newest router's KServe v2 HTTP API (its front's, when it has one)."""
     tasks: list[asyncio.Task] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -102,16 +104,21 @@ class RouterBed:
     async def router(self, front: bool = False, **settings_: object) -> str:
         """A router's address: the Python router's, or with `front` the HAProxy front's before it."""
         # A short drain: a test that ends with a connection in an odd state would otherwise wait the default 10 s
-        config = replace(RouterConfig(port=0, hold_timeout_s=20.0, drain_timeout_s=3.0), **settings_)  # type: ignore[arg-type]
+        config = replace(RouterConfig(port=0, http_port=0, hold_timeout_s=20.0, drain_timeout_s=3.0), **settings_)  # type: ignore[arg-type]
         self.registries.append(CollectorRegistry())
         service = RouterService(config, self.bus, self.view, self.registries[-1])
         self.routers.append(service)
         port = await service.start()
+        self.http_address = f"127.0.0.1:{service.http_port}"
         if not front:
             return f"127.0.0.1:{port}"
-        haproxy = HaproxyFront(config, self.bus, self.view, f"127.0.0.1:{port}", self.state_dir / f"front{len(self.fronts)}", service.router.metrics)
+        haproxy = HaproxyFront(
+            config, self.bus, self.view, f"127.0.0.1:{port}", self.state_dir / f"front{len(self.fronts)}", service.router.metrics,
+            http_fallback=self.http_address,
+        )
         self.fronts.append(haproxy)
         front_port = await haproxy.start()
+        self.http_address = haproxy.http_listen
         self.tasks.append(asyncio.create_task(haproxy.run(self.stop)))
         return f"127.0.0.1:{front_port}"
 

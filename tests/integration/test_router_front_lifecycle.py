@@ -112,7 +112,7 @@ def assert_nothing_left(state_dir: Path, admin_socket: str) -> None:
 async def test_a_front_whose_shell_died_keeps_serving_and_is_adopted_by_the_next(testbed: RouterBed, nats_url: str) -> None:
     await testbed.policy("llm")
     first = await testbed.replicas.start("llm")
-    config = RouterConfig(port=0, hold_timeout_s=20.0, drain_timeout_s=5.0)
+    config = RouterConfig(port=0, http_port=0, hold_timeout_s=20.0, drain_timeout_s=5.0)
     fallback = await testbed.router(drain_timeout_s=5.0)  # the Python router, configured as `config` says
     state_dir = testbed.state_dir / "front-adopted"
     shell = await front_in_child(nats_url, config, fallback, state_dir)
@@ -287,7 +287,7 @@ async def test_a_front_that_cannot_be_adopted_is_replaced_on_the_same_port(testb
     await testbed.policy("llm")
     await testbed.replicas.start("llm")
     fallback = await testbed.router()
-    config = RouterConfig(port=0, hold_timeout_s=20.0, drain_timeout_s=2.0)
+    config = RouterConfig(port=0, http_port=0, hold_timeout_s=20.0, drain_timeout_s=2.0)
     state_dir = testbed.state_dir / "front-replaced"
     first = new_front(testbed, config, fallback, state_dir)
     port = await first.start()

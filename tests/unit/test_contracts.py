@@ -49,6 +49,7 @@ SHELLS = {
     "router/answers.py": "gRPC status codes of refused methods (imports grpc for them; no I/O)",
     "router/worker.py": "the router's processes",
     "router/front.py": "runs HAProxy",
+    "router/rest.py": "aiohttp server and client: the router's HTTP port",
     "actuator/local.py": "the local actuator's loop",
     "actuator/lifecycle.py": "starts and stops tritonserver processes",
     "actuator/drain.py": "waits for acknowledgements, signals processes",

@@ -135,7 +135,7 @@ def test_an_adopted_front_reloads_unless_the_files_on_disk_are_what_it_runs():
     assert running_configuration(record, 100, text + "# changed\n") == ""
     # What it runs is read back from the files: backends and the replicas in them (for drain acknowledgements).
     backends = parse_map(models)
-    assert backends == {"model_0": "embed", "model_1": "llm"}
+    assert backends == {"model_0": "embed", "model_1": "llm", "model_0_http": "embed", "model_1_http": "llm"}
     assert servers_in(text, backends) == {("llm", "r1")}
 
 
@@ -143,3 +143,48 @@ def test_the_front_closes_client_connections_a_second_after_their_goaway():
     """A stopping HAProxy waits for its client connections; one whose client keeps it open after the GOAWAY
     would hold the drain to its bound."""
     assert "timeout client-fin 1s" in render(SPEC, [])[0]
+
+
+HTTP_SPEC = replace(SPEC, http_listen="0.0.0.0:8000", http_fallback="127.0.0.1:9001", max_message_bytes=4096)
+
+
+def test_the_http_frontend_sends_inference_of_a_model_with_replicas_to_their_http_ports_and_the_rest_to_the_router():
+    text, models = render(
+        HTTP_SPEC,
+        [
+            FrontBackend("llm", "least_outstanding", (FrontServer("a1", "10.0.0.1:8001", "10.0.0.1:8000"), FrontServer("b2", "10.0.0.2:8001"))),
+            FrontBackend("embed", "round_robin", ()),
+        ],
+    )
+    assert models == "embed model_0\nllm model_1\n", "one map for both frontends"
+    frontend = text.split("frontend triton_http\n")[1].split("\n\n")[0]
+    assert "bind 0.0.0.0:8000\n" in frontend, "HTTP/1.1, not h2 only"
+    assert "path,field(4,/) if { method POST } { path_beg /v2/models/ } { path_end /infer /generate /generate_stream }" in frontend
+    assert "use_backend %[var(txn.model),map(/s/models.map)]_http if { var(txn.model),map(/s/models.map) -m found }" in frontend
+    assert "default_backend router_http" in frontend
+    # a body declared over router.max_message_bytes: 413 in Triton's error shape, before anything routes
+    assert frontend.index("return status 413 content-type application/json") < frontend.index("use_backend")
+    assert "req.hdr_val(content-length) gt 4096" in frontend
+    llm = text.split("backend model_1_http\n")[1].split("\n\n")[0]
+    assert "balance leastconn" in llm and "retry-on conn-failure empty-response" in llm
+    assert "server a1 10.0.0.1:8000 check" in llm and "b2" not in llm, "a replica without an HTTP port is left out"
+    assert llm.rstrip().endswith("server router 127.0.0.1:9001 backup")
+    embed = text.split("backend model_0_http\n")[1].split("\n\n")[0]
+    assert embed.count("server ") == 1 and "balance roundrobin" in embed, "at zero only the Python router, which holds"
+    assert "server router 127.0.0.1:9001\n" in text.split("\nbackend router_http\n")[1]
+    assert "triton_http" not in render(SPEC, [FrontBackend("llm", "least_outstanding", ())])[0], "no http_listen: no HTTP frontend"
+
+
+def test_adoption_asks_the_http_port_to_match_as_well():
+    earlier = EarlierFront(replace(RECORD, http_listen="127.0.0.1:8000"), 100, BINARY, frozenset({100}))
+    assert choose_adoption(earlier, BINARY, "127.0.0.1", 8001, 8000)[0] == 100
+    assert choose_adoption(earlier, BINARY, "127.0.0.1", 8001, 0)[0] == 100, "0: any HTTP port"
+    pid, reason = choose_adoption(earlier, BINARY, "127.0.0.1", 8001, 8080)
+    assert pid is None and "serves HTTP on 127.0.0.1:8000" in reason
+    assert choose_adoption(earlier, BINARY, "127.0.0.1", 8001)[0] is None, "it serves HTTP, the router wants none"
+    without = EarlierFront(RECORD, 100, BINARY, frozenset({100}))
+    assert choose_adoption(without, BINARY, "127.0.0.1", 8001, 0)[0] is None, "the router wants HTTP, it serves none"
+    # a record written before the HTTP frontend existed reads as serving none
+    old = '{"pid": 1, "listen": "h:1", "admin_socket": "/a", "log_port": 2, "config_sha256": "c"}'
+    assert FrontRecord.from_json(old) == FrontRecord(1, "h:1", "/a", 2, "c", "")
+    assert FrontRecord.from_json(replace(RECORD, http_listen="h:3").to_json()).http_listen == "h:3"  # type: ignore[union-attr]

@@ -47,6 +47,7 @@ from ebbflow.policy import routing_from_proto
 from ebbflow.router.core import ModelMeter
 from ebbflow.router.haproxy import (
     FALLBACK,
+    HTTP_SUFFIX,
     TOO_LARGE_LUA,
     EarlierFront,
     FrontBackend,
@@ -72,7 +73,7 @@ from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import DetachedProcess, find_processes, free_port, start_detached
 from ebbflow.runtime.registry import RegistryView
-from ebbflow.runtime.wire import DRAINING, READY, address
+from ebbflow.runtime.wire import DRAINING, READY, address, http_address
 from ebbflow.v1 import load_pb2, registry_pb2
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class HaproxyFront:
     fallback: str  # host:port of the Python router
     state_dir: Path
     metrics: RouterMetrics
+    http_fallback: str = ""  # host:port of the Python router's HTTP API; "" serves no HTTP
     router_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-haproxy")
     reloads: int = 0
 
@@ -190,6 +192,11 @@ class HaproxyFront:
         return [p.process.pid for p in self._processes() if p.process.running]
 
     @property
+    def http_listen(self) -> str:
+        """host:port of the KServe v2 HTTP frontend once started ("" when it serves none)."""
+        return self.spec.http_listen
+
+    @property
     def log_path(self) -> Path:
         return self.state_dir / "logs" / "haproxy.log"
 
@@ -204,11 +211,15 @@ class HaproxyFront:
         self.binary = binary
         self.dir.mkdir(parents=True, exist_ok=True)
         earlier = await self._find_earlier()
-        adopted, reason = choose_adoption(earlier, os.path.realpath(binary), self.config.host, self.config.port)
+        http_port = self.config.http_port if self.http_fallback else -1
+        adopted, reason = choose_adoption(earlier, os.path.realpath(binary), self.config.host, self.config.port, http_port)
         record = earlier.record if adopted is not None else None
         self._transport = await self._log_receiver(record.log_port if record else 0)
         log_port = self._transport.get_extra_info("sockname")[1]
         listen = record.listen if record else f"{self.config.host}:{self.config.port or free_port(self.config.host)}"
+        http_listen = ""
+        if http_port >= 0:
+            http_listen = record.http_listen if record else f"{self.config.host}:{http_port or free_port(self.config.host)}"
         self.spec = FrontSpec(
             listen=listen,
             fallback=self.fallback,
@@ -219,6 +230,8 @@ class HaproxyFront:
             eject_after=self.config.eject_after_failures,
             max_message_bytes=self.config.max_message_bytes,
             lua_path=self.dir / "too_large.lua",
+            http_listen=http_listen,
+            http_fallback=self.http_fallback,
         )
         self._admin_socket = self.spec.admin_socket
         self.dir.joinpath("too_large.lua").write_text(TOO_LARGE_LUA)
@@ -367,7 +380,7 @@ class HaproxyFront:
         by_model: dict[str, list[FrontServer]] = {model: [] for model in self.view.known_models()}
         for entry in self.view.replicas.values():
             if entry.state == READY:
-                by_model.setdefault(entry.model, []).append(FrontServer(entry.replica_id, address(entry)))
+                by_model.setdefault(entry.model, []).append(FrontServer(entry.replica_id, address(entry), http_address(entry)))
         routing = {model: routing_from_proto(policy.routing) for model, policy in self.view.policies.items()}
         return [FrontBackend(model, routing.get(model, "least_outstanding"), tuple(servers)) for model, servers in by_model.items()]
 
@@ -407,7 +420,7 @@ class HaproxyFront:
             started.send(signal.SIGKILL)
             raise
         ordered = sorted(backends, key=lambda b: b.model)
-        self._backends = {backend_name(i): b.model for i, b in enumerate(ordered)}
+        self._backends = {name + suffix: b.model for i, b in enumerate(ordered) for name in [backend_name(i)] for suffix in ("", HTTP_SUFFIX)}
         replicas = frozenset(subjects.replica_key(b.model, s.name) for b in backends for s in b.servers)
         if previous is not None:
             self._retiring.append(previous)
@@ -427,6 +440,7 @@ class HaproxyFront:
             admin_socket=str(self.spec.admin_socket),
             log_port=int(self.spec.log_address.rpartition(":")[2]),
             config_sha256=config_digest(self._rendered),
+            http_listen=self.spec.http_listen,
         )
         path = self.dir / RECORD_FILE
         path.with_suffix(".tmp").write_text(record.to_json())
@@ -537,15 +551,17 @@ class HaproxyFront:
 
 
 async def _run_front() -> None:
-    """`python -m ebbflow.router.front`: the front on its own, before a router at $EBBFLOW_FRONT_FALLBACK
-    (what benchmarks/router_overhead.py runs, so its Python side's CPU is counted apart)."""
+    """`python -m ebbflow.router.front`: the front on its own, before a router at $EBBFLOW_FRONT_FALLBACK (and
+    its HTTP port at $EBBFLOW_FRONT_HTTP_FALLBACK), what benchmarks/router_overhead.py and http_overhead.py run,
+    so its Python side's CPU is counted apart."""
     from prometheus_client import CollectorRegistry
 
     from ebbflow.router.worker import child_process
 
     async with child_process("ebbflow-front") as (config, bus, view, stop):
         fallback, state_dir = os.environ["EBBFLOW_FRONT_FALLBACK"], Path(os.environ["EBBFLOW_STATE_DIR"])
-        front = HaproxyFront(config, bus, view, fallback, state_dir, RouterMetrics(CollectorRegistry()))
+        http_fallback = os.environ.get("EBBFLOW_FRONT_HTTP_FALLBACK", "")  # the router's HTTP port; unset: no HTTP frontend
+        front = HaproxyFront(config, bus, view, fallback, state_dir, RouterMetrics(CollectorRegistry()), http_fallback=http_fallback)
         await front.start()
         runner = asyncio.create_task(front.run(stop))
         Path(os.environ["EBBFLOW_READY_FILE"]).touch()

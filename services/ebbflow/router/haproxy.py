@@ -22,6 +22,17 @@ RESOURCE_EXHAUSTED, after its body has been read to the end (a small Lua
 service), because an early answer makes HAProxy reset the stream and the
 client would see CANCELLED.
 
+With `router.http_port`, a second frontend serves KServe v2 HTTP/1.1:
+`POST /v2/models/{model}[/versions/{v}]/infer`,
+`generate` and `generate_stream` of a model with ready replicas go to that
+model's HTTP backend (the same replicas' HTTP ports, the same balance), the
+model read off the path (its fourth `/` field, no body parsing), answers
+relayed as they arrive (a `generate_stream` event by event). A body whose
+Content-Length is over `router.max_message_bytes` gets 413 from the front
+itself. Everything else (health, metadata, statistics, readiness, unknown
+models, held requests at zero replicas) goes to the Python router's HTTP
+port (router.rest), the backup server of every HTTP backend.
+
 A replica whose connections fail `eject_after_failures` times in a row is
 marked down until two TCP checks (one a second) succeed again.
 
@@ -62,6 +73,7 @@ LOG_FORMAT = "%[var(txn.model)] %s %Ta %ST %[var(txn.grpc_status)]"
 class FrontServer:
     name: str  # the replica id
     address: str  # host:port of its gRPC endpoint
+    http_address: str = ""  # host:port of its HTTP endpoint ("" when it has none)
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,10 @@ class FrontSpec:
     """router.max_message_bytes: a larger ModelInfer request gets RESOURCE_EXHAUSTED from the front itself."""
     lua_path: Path | None = None
     """Where TOO_LARGE_LUA is written; None: oversized requests go to the Python router like other large ones."""
+    http_listen: str = ""
+    """host:port of the KServe v2 HTTP frontend; "" serves no HTTP."""
+    http_fallback: str = ""
+    """host:port of the Python router's HTTP API (router.rest)."""
 
 
 TOO_LARGE_SERVICE = "grpc_too_large"
@@ -108,6 +124,13 @@ end)
 
 def backend_name(index: int) -> str:
     return f"model_{index}"
+
+
+HTTP_SUFFIX = "_http"
+"""A model's HTTP backend is its gRPC backend's name with this suffix (one map serves both frontends)."""
+HTTP_FALLBACK = FALLBACK + HTTP_SUFFIX
+HTTP_FORWARDED = "/infer /generate /generate_stream"
+"""Path endings of the HTTP requests the front forwards to a model's replicas itself."""
 
 
 def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
@@ -151,6 +174,7 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
         "",
         f"backend {FALLBACK}",
         f"  server {FALLBACK} {spec.fallback} proto h2",
+        *_http_frontend(spec),
     ]
     map_lines = []
     for index, backend in enumerate(ordered):
@@ -170,7 +194,41 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
         health = f"check inter 1s fall 3 rise 2 observe layer4 error-limit {spec.eject_after} on-error mark-down"
         lines += [f"  server {server.name} {server.address} proto h2 {health}" for server in sorted(backend.servers, key=lambda s: s.name)]
         lines.append(f"  server {FALLBACK} {spec.fallback} proto h2 backup")
+        if spec.http_listen:
+            lines += [
+                "",
+                f"backend {name}{HTTP_SUFFIX}",
+                f"  balance {BALANCE.get(backend.routing, 'leastconn')}",
+                f"  retries {spec.retries}",
+                "  retry-on conn-failure empty-response",
+                "  option redispatch 1",
+            ]
+            lines += [f"  server {server.name} {server.http_address} {health}" for server in sorted(backend.servers, key=lambda s: s.name) if server.http_address]
+            lines.append(f"  server {FALLBACK} {spec.http_fallback} backup")
     return "\n".join(lines) + "\n", "".join(line + "\n" for line in map_lines)
+
+
+def _http_frontend(spec: FrontSpec) -> list[str]:
+    """The KServe v2 HTTP frontend and its fallback backend (nothing without http_listen)."""
+    if not spec.http_listen:
+        return []
+    forwarded = f"{{ method POST }} {{ path_beg /v2/models/ }} {{ path_end {HTTP_FORWARDED} }}"
+    too_large = (
+        f'{{"error":"request body is larger than the router accepts ({spec.max_message_bytes} bytes, router.max_message_bytes)"}}'
+    )
+    return [
+        "",
+        "frontend triton_http",
+        f"  bind {spec.http_listen}",
+        f"  http-request return status 413 content-type application/json string '{too_large}' "
+        f"if {{ req.hdr_val(content-length) gt {spec.max_message_bytes} }}",
+        f"  http-request set-var(txn.model) path,field(4,/) if {forwarded}",
+        f"  use_backend %[var(txn.model),map({spec.map_path})]{HTTP_SUFFIX} if {{ var(txn.model),map({spec.map_path}) -m found }}",
+        f"  default_backend {HTTP_FALLBACK}",
+        "",
+        f"backend {HTTP_FALLBACK}",
+        f"  server {FALLBACK} {spec.http_fallback}",
+    ]
 
 
 def _too_large_rules(spec: FrontSpec) -> list[str]:
@@ -267,6 +325,8 @@ class FrontRecord:
     """UDP port its log lines go to (the shell's receiver; a later shell takes it again when it is free)."""
     config_sha256: str
     """Of the configuration `pid` was started on."""
+    http_listen: str = ""
+    """host:port of its KServe v2 HTTP frontend ("" when it serves none)."""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=1) + "\n"
@@ -276,7 +336,10 @@ class FrontRecord:
         """None for a record that cannot be read (torn, or from another version)."""
         try:
             raw = json.loads(text)
-            return cls(int(raw["pid"]), str(raw["listen"]), str(raw["admin_socket"]), int(raw["log_port"]), str(raw["config_sha256"]))
+            return cls(
+                int(raw["pid"]), str(raw["listen"]), str(raw["admin_socket"]), int(raw["log_port"]), str(raw["config_sha256"]),
+                str(raw.get("http_listen", "")),
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -294,11 +357,12 @@ class EarlierFront:
     """Live processes started on this state directory's configuration file (the serving one and replaced ones)."""
 
 
-def choose_adoption(earlier: EarlierFront, binary: str, host: str, port: int) -> tuple[int | None, str]:
+def choose_adoption(earlier: EarlierFront, binary: str, host: str, port: int, http_port: int = -1) -> tuple[int | None, str]:
     """The HAProxy to adopt (None: start a new one) and why, for the log.
 
     Adopted is the process that answers on the recorded admin socket, runs this state directory's configuration
-    file with the installed binary, and listens where the router is configured to (port 0: anywhere). Anything
+    file with the installed binary, and listens where the router is configured to (port 0: anywhere; HTTP on
+    http_port, or not at all for -1). Anything
     less could be a pid reused by another program, a front of an older installation, or one on a port the
     configuration no longer names."""
     record, pid = earlier.record, earlier.answering_pid
@@ -313,6 +377,11 @@ def choose_adoption(earlier: EarlierFront, binary: str, host: str, port: int) ->
     recorded_host, _, recorded_port = record.listen.rpartition(":")
     if recorded_host != host or (port != 0 and recorded_port != str(port)):
         return None, f"pid {pid} listens on {record.listen}, the router is configured for {host}:{port}"
+    http_host, _, recorded_http = record.http_listen.rpartition(":")
+    if http_port < 0 and record.http_listen:
+        return None, f"pid {pid} serves HTTP on {record.http_listen}, the router is configured for none"
+    if http_port >= 0 and (http_host != host or (http_port != 0 and recorded_http != str(http_port))):
+        return None, f"pid {pid} serves HTTP on {record.http_listen or 'no port'}, the router is configured for {host}:{http_port}"
     return pid, f"pid {pid} answers on {record.admin_socket} and listens on {record.listen}"
 
 
@@ -327,8 +396,8 @@ def running_configuration(record: FrontRecord, pid: int, text: str) -> str:
 
 def parse_map(text: str) -> dict[str, str]:
     """A model map (`render`'s second half) → backend name → model."""
-    pairs = (line.split(" ", 1) for line in text.splitlines() if " " in line)
-    return {backend: model for model, backend in pairs}
+    pairs = [line.split(" ", 1) for line in text.splitlines() if " " in line]
+    return {**{backend: model for model, backend in pairs}, **{backend + HTTP_SUFFIX: model for model, backend in pairs}}
 
 
 def servers_in(config_text: str, backends: dict[str, str]) -> frozenset[tuple[str, str]]:

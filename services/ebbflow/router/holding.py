@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import grpc
 
@@ -33,6 +33,19 @@ from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.wire import STARTING
 
 log = logging.getLogger(__name__)
+
+
+class Deadline(Protocol):
+    """What a hold needs of the request's context: the client's time left (a gRPC context; None over HTTP)."""
+
+    def time_remaining(self) -> float | None: ...
+
+
+class NoDeadline:
+    """The context of a request that carries no deadline of its own (HTTP): only the hold limit bounds it."""
+
+    def time_remaining(self) -> float | None:
+        return None
 
 
 @dataclass
@@ -57,7 +70,7 @@ class Holds:
         self._closing: asyncio.Future[None] | None = None  # done once this router holds nothing more
         self._closing_timer: asyncio.TimerHandle | None = None
 
-    async def acquire(self, model: str, size: int, avoid: set[str], hold_until: float, context: grpc.aio.ServicerContext) -> Upstream:
+    async def acquire(self, model: str, size: int, avoid: set[str], hold_until: float, context: Deadline) -> Upstream:
         """A ready replica not in `avoid`, holding the request (bounded) while there is none.
 
         A wake-up clears `avoid`: time has passed, and a replica that failed
@@ -103,7 +116,7 @@ class Holds:
             f"the router is shutting down and model '{model}' has no ready replica yet; the request was not sent: retry it",
         )
 
-    async def _hold(self, model: str, size: int, hold_until: float, context: grpc.aio.ServicerContext) -> None:
+    async def _hold(self, model: str, size: int, hold_until: float, context: Deadline) -> None:
         closing = self._closing_future()
         if closing.done():
             raise self._shutting_down(model)

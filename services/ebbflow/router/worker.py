@@ -34,6 +34,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, multiprocess
 
 from ebbflow.router.core import SERVICE
+from ebbflow.router.rest import RestRouter
 from ebbflow.router.server import Router
 from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.runtime import subjects, tracing
@@ -63,6 +64,10 @@ class RouterService:
         self.router = Router(config, bus, view, RouterMetrics(registry), tracer)
         self.server = GrpcServer([SERVICE], config.max_message_bytes, share_port=share_port)
         self.server.server.add_generic_rpc_handlers((self.router.handler(),))
+        self.rest = RestRouter(self.router) if config.http_port >= 0 else None
+        self.http_port: int | None = None
+        """Where the KServe v2 HTTP API listens once started (None: router.http_port is -1)."""
+        self.share_port = share_port
         self.config = config
         self.bus = bus
         self._stop = asyncio.Event()
@@ -87,6 +92,8 @@ class RouterService:
 
         self._subscription = await self.bus.nc.subscribe(f"{subjects.LOAD}.*", cb=on_load)
         await self.server.start()
+        if self.rest is not None:
+            self.http_port = await self.rest.start(self.config.host, self.config.http_port, self.share_port)
         return port
 
     def answer_holds_by(self, deadline_s: float) -> None:
@@ -105,7 +112,10 @@ class RouterService:
         self._stopping = True
         grace = (self.config.drain_timeout_s if grace_s is None else grace_s) if drain else 0.0
         self.answer_holds_by(time.monotonic() + grace)
-        await self.server.stop(grace)
+        stopping = [self.server.stop(grace)]
+        if self.rest is not None:
+            stopping.append(self.rest.stop(grace))
+        await asyncio.gather(*stopping)
         self._stop.set()
         await unsubscribe(self._subscription)
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -19,6 +19,8 @@ from ebbflow.runtime.typed import typed_values
 class RouterConfig:
     port: int = 8001
     """TCP port of the Triton-protocol front (0 picks a free one)."""
+    http_port: int = 8000
+    """TCP port of the KServe v2 HTTP front (Triton's REST API, generate endpoints included); 0 picks a free one, -1 serves no HTTP."""
     host: str = "127.0.0.1"
     """Address the router listens on."""
     telemetry_interval_s: float = 1.0
@@ -255,6 +257,10 @@ def _check_ranges(config: Config) -> None:
             _check_listen(f"{section}.{name}", getattr(getattr(config, section), name))
     if not 0 <= config.router.port <= 65535:
         raise ConfigError(f"router.port must be 0-65535, got {config.router.port}")
+    if not -1 <= config.router.http_port <= 65535:
+        raise ConfigError(f"router.http_port must be 0-65535 (-1: no HTTP), got {config.router.http_port}")
+    if config.router.http_port > 0 and config.router.http_port == config.router.port:
+        raise ConfigError(f"router.http_port and router.port must differ, both are {config.router.port}")
 
 
 def _check_listen(name: str, listen: str) -> None:

@@ -27,6 +27,11 @@ def address(entry: registry_pb2.ReplicaEntry) -> str:
     return f"{entry.host}:{entry.grpc_port}"
 
 
+def http_address(entry: registry_pb2.ReplicaEntry) -> str:
+    """Where a replica serves Triton's HTTP (KServe v2) protocol: host:port; "" when it has no HTTP port."""
+    return f"{entry.host}:{entry.http_port}" if entry.http_port else ""
+
+
 def ready(entries: Iterable[registry_pb2.ReplicaEntry]) -> list[registry_pb2.ReplicaEntry]:
     """The entries a router may send to: READY only (STARTING is not yet serving, DRAINING no longer takes new work)."""
     return [entry for entry in entries if entry.state == READY]
