@@ -26,7 +26,7 @@ const panels = grid(8, 12, [
     q('C', `histogram_quantile(0.99, sum by (le) (rate(ebbflow_router_tpot_seconds_bucket{${m}}[5m])))`, 'TPOT p99'),
     q('D', `max(ebbflow_policy_slo_ttft_seconds{${m}})`, 'TTFT objective'),
   ]),
-  (at) => timeseries('Replicas', 'Desired (annotations mark each decision; `ebbflow decisions $model` gives the reasons), wanted before the GPU budget, and replicas by phase.', at, 'short', [
+  (at) => timeseries('Replicas', 'Desired (annotations mark each decision, its direction and what drove it; `ebbflow decisions $model` gives the whole reason), wanted before the GPU budget, and replicas by phase.', at, 'short', [
     q('A', `model:ebbflow_desired_replicas:leader{${m}}`, 'desired'),
     q('B', `max(ebbflow_scheduler_demand_replicas{${m}})`, 'wanted before the budget'),
     q('C', `sum by (phase) (ebbflow_actuator_replicas{${m}})`, '{{phase}}'),
@@ -55,8 +55,8 @@ const panels = grid(8, 12, [
 ]);
 
 const decisions = annotation(
-  'Decisions', `changes(ebbflow_scheduler_desired_replicas{${m}}[10s]) > 0`, 'blue', 'decision',
-  'desired replicas changed; `ebbflow decisions $model` and `ebbflow explain $model` give the reason',
+  'Decisions', `sum by (model, direction, driver) (increase(ebbflow_scheduler_decision_drivers_total{${m}}[20s])) > 0`, 'blue', 'scale {{direction}}',
+  'driven by {{driver}}; `ebbflow decisions $model` and `ebbflow explain $model` give the whole reason',
 );
 
 export const model: Dashboard = dashboard('ebbflow-model', 'ebbflow / Model', 'One model: demand vs forecast, SLO, replicas and decisions, cold starts, held requests.', panels, [modelVariable], [decisions]);

@@ -415,3 +415,27 @@ def test_a_lowered_maximum_and_a_raised_minimum_apply_at_once():
     decision, _ = decide(DecisionInputs(fresh(4.0), replace(in_panic, max_replicas=2), state, 5, 1.0))
     assert decision.replicas == 2, "a panic hold does not keep replicas above a lowered maximum"
     assert "no scale-down" not in decision.reason and "only the bound scales it down" in decision.reason
+
+
+def test_each_written_decision_names_what_drove_it():
+    from ebbflow.scheduler.core import DRIVERS, driver, initial_decision
+
+    def driven(inputs: DecisionInputs) -> str:
+        decision, _ = decide(inputs)
+        found = driver(decision, inputs.current_replicas)
+        assert found in DRIVERS
+        return found
+
+    assert driver(initial_decision(POLICY), 0) == "initial"
+    assert driven(DecisionInputs(fresh(17), POLICY, ScalingState(), 1, 0.0)) == "load"
+    assert driven(DecisionInputs(with_forecast(2.0, 10.0, [10, 80, 10, 10]), POLICY, ScalingState(), 1, now_s=1.0, lead_s=30.0)) == "forecast"
+    pinned = replace(POLICY, pinned=True, pin_replicas=3, pin_by="alice", pin_reason="incident 42")
+    assert driven(DecisionInputs(fresh(2.0), pinned, ScalingState(), 1, now_s=0.0, wall_s=1.0)) == "pin"
+    raised = replace(STEP, min_replicas=5, scale_up_delay_s=60)  # the bound, not the load: applied at once
+    assert driven(DecisionInputs(fresh(0.0), raised, ScalingState(((0.0, 1),)), 1, 1.0)) == "bounds"
+    panicky = replace(POLICY, max_replicas=20, panic_threshold=2.0)
+    assert driven(DecisionInputs(fresh(40.0), panicky, ScalingState(((0.0, 2),)), 2, 1.0)) == "panic"
+    zero = ModelPolicy(model="llm", min_replicas=0, max_replicas=3, scale_down_delay_s=10, panic_threshold=0)
+    assert driven(DecisionInputs(fresh(0), zero, ScalingState(), 0, 0.0, woken=True)) == "wake-up"
+    assert driven(DecisionInputs(LoadView(True, 0.0, 0.0, idle_s=11.0), zero, ScalingState(((0.0, 1),)), 1, 11.0)) == "idle"
+    assert driven(DecisionInputs(fresh(17), POLICY, ScalingState(), 1, 0.0, budget=(2, "llm gives way"))) == "budget"

@@ -297,6 +297,34 @@ class DecisionInputs:
     """Where `capacity` is stored (the `capacity` bucket), so `explain` reads the same curves; not read by decide."""
 
 
+DRIVERS = ("initial", "pin", "bounds", "budget", "panic", "wake-up", "forecast", "load", "idle")
+"""What drove a written decision, coarsely, for a metric label and a dashboard annotation (the reason has the rest)."""
+
+
+def driver(decision: Decision, current: int) -> str:
+    """The one of DRIVERS that drove `decision` from `current` replicas, the first that applies in that order."""
+    reason = decision.reason
+    if reason.startswith("initial"):
+        return "initial"
+    if reason.startswith("pinned"):
+        return "pin"
+    if reason.startswith("hold at bounds") or "_replicas" in reason and "applied at once" in reason:
+        return "bounds"
+    if decision.wanted >= 0:
+        return "budget"
+    if reason.startswith("panic") or "panic hold" in reason and decision.replicas > current:
+        return "panic"
+    if "scale from zero" in reason:
+        return "wake-up"
+    if decision.replicas == 0 < current:
+        return "idle"
+    if decision.prediction.replicas > decision.reactive and decision.replicas > current:
+        return "forecast"
+    if decision.replicas < current and decision.prediction.replicas >= decision.replicas > decision.reactive:
+        return "forecast"  # the forecast holds up a scale-down the load alone would take further
+    return "load"
+
+
 def decide(inputs: DecisionInputs) -> tuple[Decision, ScalingState]:
     """Desired replicas for one model. `current_replicas` is the desired count in force. With a capacity model,
     demand in requests per second (current and forecast) becomes the fewest replicas whose pool meets the SLO on

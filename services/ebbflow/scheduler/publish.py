@@ -27,7 +27,7 @@ from opentelemetry.trace import Span, SpanContext, Status, StatusCode
 from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.landing import Landing
-from ebbflow.scheduler.core import Decision
+from ebbflow.scheduler.core import Decision, driver
 from ebbflow.v1 import scheduling_pb2
 
 if TYPE_CHECKING:
@@ -140,13 +140,21 @@ class Publisher:
             })
             desired.traceparent = tracing.traceparent(span)
         try:
-            await self._write(model, revision, current, desired, inputs, create, span)
+            await self._write(model, revision, current, desired, inputs, create, span, driver(decision, current))
         finally:
             if span is not None:
                 span.end()
 
     async def _write(
-        self, model: str, revision: int, current: int, desired: scheduling_pb2.DesiredState, inputs: scheduling_pb2.DecisionInputs, create: bool, span: Span | None
+        self,
+        model: str,
+        revision: int,
+        current: int,
+        desired: scheduling_pb2.DesiredState,
+        inputs: scheduling_pb2.DecisionInputs,
+        create: bool,
+        span: Span | None,
+        driven_by: str,
     ) -> None:
         try:
             if create:
@@ -168,6 +176,8 @@ class Publisher:
             span.set_attribute("ebbflow.generation", generation)
         desired.generation = generation
         self.metrics.decisions.labels(model).inc()
+        direction = "up" if desired.horizontal.replicas > current else "down" if desired.horizontal.replicas < current else "shape"
+        self.metrics.drivers.labels(model, direction, driven_by).inc()
         self.metrics.desired.labels(model).set(desired.horizontal.replicas)
         log.info("%s: %d -> %d replicas (generation %d): %s", model, current, desired.horizontal.replicas, generation, desired.reason)
         record = scheduling_pb2.ScalingDecision(model=model, generation=generation, previous_replicas=current, desired=desired, inputs=inputs)

@@ -64,6 +64,10 @@ class Received:
 class SchedulerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decisions = Counter("ebbflow_scheduler_decisions", "Desired-state changes written", ["model"], registry=registry)
+        self.drivers = Counter(
+            "ebbflow_scheduler_decision_drivers", "Desired-state changes written, by direction and what drove them (scheduler.core.driver)",
+            ["model", "direction", "driver"], registry=registry,
+        )
         self.desired = Gauge("ebbflow_scheduler_desired_replicas", "Desired replicas in force", ["model"], registry=registry)
         self.holds = Counter("ebbflow_scheduler_holds", "Ticks that held because load data was missing or stale", ["model"], registry=registry)
         self.conflicts = Counter("ebbflow_scheduler_cas_conflicts", "Desired-state writes refused by compare-and-set", ["model"], registry=registry)
