@@ -180,7 +180,11 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     print(f"{forecast.model}: {forecast.method} ({forecast.observations} observations at {forecast.step_s:g} s)")
     print(f"  why: {forecast.reason}")
     if quality.scored:
-        print(f"  recent quality: relative MAE {quality.relative_mae:.3f}, p90 coverage {quality.coverage_p90:.3f}, p99 {quality.coverage_p99:.3f} ({quality.scored} targets)")
+        def share(value: float) -> str:
+            return f"{value:.3f}" if value >= 0 else "not scored yet"  # negative: no target at that quantile yet
+
+        print(f"  recent quality: relative MAE {share(quality.relative_mae)}, p90 coverage {share(quality.coverage_p90)}, "
+              f"p99 {share(quality.coverage_p99)} ({quality.scored} targets)")
     if forecast.quantiles:
         levels = [q.quantile for q in forecast.quantiles]
         print(f"  {'AHEAD':>7} " + " ".join(f"{f'P{q * 100:g}':>9}" for q in levels))

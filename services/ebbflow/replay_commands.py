@@ -132,7 +132,7 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", stat
     )
     replay.add_argument("--trace", help="CSV or JSON Lines: one row per request (arrival time, optional token counts) or rates per window")
     replay.add_argument("--scenario", help="a generated scenario instead of a trace (`ebbflow scenario` lists them)")
-    replay.add_argument("--policy", action="append", help="policies to run, repeatable or comma-separated (default: all of ebbflow,hpa,kpa,ray,dynamo,static_peak,oracle)")
+    replay.add_argument("--policy", action="append", help="policies to run, repeatable or comma-separated (default: all of ebbflow,hpa,kpa,ray,dynamo,static_peak,oracle,oracle_tight)")
     replay.add_argument("--scale", type=float, default=1.0, help="multiply the trace's request rate by this (default: %(default)s)")
     replay.add_argument("--mode", choices=("auto", "des", "fluid"), default="auto", help="per-request discrete-event or fluid (default: auto, by trace kind and size)")
     replay.add_argument("--slo-ttft", type=float, default=None, help="time-to-first-token objective, s (0: none; default: 2, or the scenario's)")

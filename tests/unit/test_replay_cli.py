@@ -38,7 +38,7 @@ def test_replay_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.Captu
     report = json.loads((out / "results.json").read_text())
     assert report["requests"] == n and report["mode"] == "discrete-event" and report["shape"] == "2x4"
     policies = {row["policy"] for row in report["results"]}
-    assert policies == {"ebbflow", "hpa", "oracle", "oracle_tight", "static_peak"}  # the tighter oracle comes with the oracle
+    assert policies == {"ebbflow", "hpa", "oracle", "oracle_tight", "static_peak"}
     assert len([r for r in report["results"] if r["policy"] == "hpa"]) >= 5  # the swept knob
     oracle = next(r for r in report["results"] if r["policy"] == "oracle")
     static = next(r for r in report["results"] if r["policy"] == "static_peak")
@@ -95,3 +95,12 @@ def test_scenarios_are_written_and_replayed_with_their_settings(tmp_path: Path, 
     assert report["evaluation_requests"] < report["requests"]  # the header's figures are the evaluation split's
     assert min(min(r["gpu_hours"] for r in report["results"]), 1) > 0
     assert "results over the evaluation split" in capsys.readouterr().out
+
+
+def test_the_replay_help_names_every_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    from ebbflow.sim.compare import POLICIES
+
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    printed = "".join(capsys.readouterr().out.split())  # argparse wraps, even inside a long word
+    assert f"(default:allof{','.join(POLICIES)})" in printed

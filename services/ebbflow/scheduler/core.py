@@ -460,8 +460,8 @@ def decide(inputs: DecisionInputs) -> tuple[Decision, ScalingState]:
         burst_in_flight = max(load.in_flight, load.burst_in_flight)
         reason = f"panic: in_flight {burst_in_flight:.2f} needs {panic_need} replicas, >= {policy.panic_threshold:g} x the {current} in force; {reason}"
     elif in_panic:
-        if desired > current and panic_need > recommendation:
-            reason += f"; burst in_flight {max(load.in_flight, load.burst_in_flight):.2f} needs {panic_need}"
+        if desired > current and panic_need > recommendation:  # the burst leads, so the reason starts with it
+            reason = f"panic: burst in_flight {max(load.in_flight, load.burst_in_flight):.2f} needs {panic_need}; {reason}"
         # A bound applied at once overrides the hold; saying "no scale-down" beside it would contradict the count.
         reason += f"; panic hold for {panic_until - now_s:.0f} s more: " + ("only the bound scales it down" if bound and desired < current else "no scale-down")
     decision = Decision(True, desired, reason, recommendation, tuple(r for _, r in window), reactive, prediction, wanted)
