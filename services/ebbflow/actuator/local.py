@@ -30,9 +30,9 @@ from typing import Callable, ContextManager, Iterator
 
 import aiohttp
 import psutil
-from opentelemetry.trace import Span
 from google.protobuf.message import DecodeError
 from nats.js.errors import KeyNotFoundError, NoKeysError
+from opentelemetry.trace import Span
 
 from ebbflow.actuator.adoption import AdoptionReport, Judgement, Verdict, identity_problem, judge
 from ebbflow.actuator.backoff import BackoffSettings
@@ -224,8 +224,8 @@ class LocalActuator:
             allowed = self.crashes.allowed_starts(model, mine, actions.start)
             if allowed or actions.drain:
                 log.info("%s: %s", model, actions.reason)
-                with self._actuating(model, desired, allowed, actions.drain):
-                    await self._act(model, desired, allowed, actions.drain)
+            with self._actuating(model, desired, allowed, actions.drain):
+                await self._act(model, desired, allowed, actions.drain)
         await self.consolidation.consolidate(in_sync)
 
     async def _act(self, model: str, desired: scheduling_pb2.DesiredState | None, allowed: int, drain: list[str]) -> None:
@@ -242,8 +242,9 @@ class LocalActuator:
             self.drains.in_background(self.replicas[subjects.replica_key(model, replica_id)])
 
     def _actuating(self, model: str, desired: scheduling_pb2.DesiredState | None, starts: int, drains: list[str]) -> ContextManager[object]:
-        """The `actuate` span, in the trace of the decision that asked for it (runtime.tracing); nothing when off."""
-        if not tracing.enabled():
+        """The `actuate` span, in the trace of the decision that asked for it (runtime.tracing); nothing when off or
+        when there is nothing to start or drain (a crash back-off still waiting)."""
+        if not tracing.enabled() or not (starts or drains):
             return nullcontext()
         span = TRACER.start_as_current_span("actuate", context=tracing.context_from(desired.traceparent if desired else ""))
         return _with_attributes(span, {
