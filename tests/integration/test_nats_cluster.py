@@ -51,8 +51,20 @@ async def test_a_three_node_cluster_replicates_and_survives_losing_a_node(tmp_pa
                 assert time.monotonic() < deadline, "writes did not resume within 30 s of losing one node"
                 await asyncio.sleep(0.2)
         resumed_s = time.monotonic() - started
-        await bus.js.publish(subjects.decision_subject("m"), b"d", headers={"Nats-Msg-Id": "m:1"})
-        keys = set(await bus.policies.keys())
+        while True:  # each stream elects its leader on its own: DECISIONS may still be electing (the services' Landing retries so)
+            try:
+                await bus.js.publish(subjects.decision_subject("m"), b"d", headers={"Nats-Msg-Id": "m:1"})
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the DECISIONS stream took no write within 30 s of losing one node"
+                await asyncio.sleep(0.2)
+        while True:  # listing keys makes a consumer, which also waits for the stream's new leader to settle
+            try:
+                keys = set(await bus.policies.keys())
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the policies bucket could not be listed within 30 s of losing one node"
+                await asyncio.sleep(0.2)
         assert {f"before{n}" for n in range(20)} | {f"after{n}" for n in range(20)} <= keys, "nothing written is lost"
         print(f"\nwrites resumed {resumed_s:.2f} s after SIGKILL of {victim.name}")
 
