@@ -45,7 +45,7 @@ from ebbflow.runtime.nats_server import start_nats_server
 from ebbflow.runtime.process import ChildProcess, free_port, spawn, venv_environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from router_overhead import Tally, cpu_seconds, put_policy  # noqa: E402
+from router_overhead import Tally, cpu_seconds, put_policy, summarize  # noqa: E402  (the same summary as the gRPC benchmark's)
 
 HERE = Path(__file__).resolve().parent
 PATH = "/v2/models/echo/infer"
@@ -179,25 +179,6 @@ async def run(args: argparse.Namespace) -> dict:
         await bus.close()
         await nats_child.stop(5.0)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def summarize(result: dict) -> dict:
-    """Per concurrency and proxy: added latency over direct, CPU and throughput against the naive proxy."""
-    rows = {(r["concurrency"], r["target"]): r for r in result["overhead"]}
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for concurrency in sorted({r["concurrency"] for r in result["overhead"]}):
-        direct, naive = rows[(concurrency, "direct")], rows[(concurrency, "naive_proxy")]
-        for target in ("naive_proxy", "router", "router_haproxy"):
-            row = rows.get((concurrency, target))
-            if row is None:
-                continue
-            summary.setdefault(str(concurrency), {})[target] = {
-                "added_p50_ms": row["p50_ms"] - direct["p50_ms"],
-                "added_p99_ms": row["p99_ms"] - direct["p99_ms"],
-                "cpu_ratio_to_naive": row["cpu_ms_per_request"] / naive["cpu_ms_per_request"] if naive["cpu_ms_per_request"] else float("nan"),
-                "rps_ratio_to_naive": row["rps"] / naive["rps"] if naive["rps"] else float("nan"),
-            }
-    return summary
 
 
 def main() -> None:
