@@ -50,6 +50,7 @@ SHELLS = {
     "router/worker.py": "the router's processes",
     "router/front.py": "runs HAProxy",
     "router/rest.py": "aiohttp server and client: the router's HTTP port",
+    "router/openai_http.py": "aiohttp: the OpenAI-compatible API on the router's HTTP port",
     "actuator/local.py": "the local actuator's loop",
     "actuator/lifecycle.py": "starts and stops tritonserver processes",
     "actuator/drain.py": "waits for acknowledgements, signals processes",

@@ -47,6 +47,8 @@ from ebbflow.router.kserve import (
     parse_model_path,
     sum_statistics_json,
 )
+from ebbflow.router.openai_http import OpenAIFront
+from ebbflow.router.openai_http import refuse as openai_refuse
 from ebbflow.router.refusal import Refusal
 from ebbflow.router.server import Router
 from ebbflow.router.upstreams import Upstream
@@ -81,6 +83,8 @@ class RestRouter:
         self.config = router.config
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
+        self.openai = OpenAIFront(self) if self.config.openai else None
+        """The OpenAI-compatible API under /v1 (router.openai_http); None when router.openai maps no model."""
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -118,24 +122,30 @@ class RestRouter:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        """Every answer, even aiohttp's own refusals, in Triton's error shape; nothing unexpected escapes."""
+        """Every answer, even aiohttp's own refusals, in Triton's error shape (OpenAI's under /v1); nothing
+        unexpected escapes."""
+        refuse = openai_refuse if request.path.startswith("/v1/") else _error
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             self.router.metrics.rejections.labels("", "too_large").inc()
-            return _error(413, f"request body is larger than the router accepts ({self.config.max_message_bytes} bytes, router.max_message_bytes)")
+            return refuse(413, f"request body is larger than the router accepts ({self.config.max_message_bytes} bytes, router.max_message_bytes)")
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            return _error(error.status, error.reason)
+            return refuse(error.status, error.reason)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception:  # a bug must cost one request, not the router
             log.exception("HTTP %s %s failed", request.method, request.path)
-            return _error(500, "internal router error; see the router's log")
+            return refuse(500, "internal router error; see the router's log")
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         path, method = request.path, request.method
+        if path.startswith("/v1/"):
+            if self.openai is None:
+                return openai_refuse(404, "the OpenAI-compatible API serves no model here (router.openai is empty)")
+            return await self.openai.dispatch(request)
         if path in ("/v2/health/live", "/v2/health/ready", "/v2"):
             if method != "GET":
                 return _error(405, f"{path} takes GET")
@@ -229,14 +239,19 @@ class RestRouter:
             self.router.metrics.rejections.labels(model, "malformed").inc()
             return _error(400, f"malformed {endpoint} request for model '{model}': {error}")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        sending = self.send(model, request.method, request.path_qs, body, headers, lambda answer: self._relay(request, answer), _error)
         if endpoint is None:
-            return await self._send(request, model, body, headers)
+            return await sending
+        return await self.counted(model, sending)
+
+    async def counted(self, model: str, sending: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+        """An inference request in the model's books (arrival, answer, latency) while `sending` answers it."""
         started = time.monotonic()
         books = self.router.telemetry.books(model, started)
         books.accept(started)
         code = grpc.StatusCode.OK
         try:
-            response = await self._send(request, model, body, headers)
+            response = await sending
             code = grpc.StatusCode[code_of_status(response.status)]
             return response
         except asyncio.CancelledError:
@@ -248,8 +263,19 @@ class RestRouter:
         finally:
             books.answered(code, time.monotonic(), started)
 
-    async def _send(self, request: web.Request, model: str, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
-        """One request on a replica, resent elsewhere after a connection failure before any answer (bounded)."""
+    async def send(
+        self,
+        model: str,
+        method: str,
+        path_qs: str,
+        body: bytes,
+        headers: dict[str, str],
+        respond: Callable[[aiohttp.ClientResponse], Awaitable[web.StreamResponse]],
+        refuse: Callable[[int, str], web.StreamResponse],
+    ) -> web.StreamResponse:
+        """One request on a ready replica (held while there is none), resent elsewhere after a connection failure
+        before any answer (bounded); `respond` turns the replica's answer into the client's, `refuse` (HTTP
+        status, message) answers what the router refuses itself."""
         assert self._session is not None
         upstreams, holds = self.router.upstreams, self.router.holds
         hold_until = time.monotonic() + self.config.hold_timeout_s
@@ -262,12 +288,12 @@ class RestRouter:
                     upstream = await holds.acquire(model, len(body), avoid, hold_until, _NO_DEADLINE)
                     attempt = 0  # held until a replica was back: resends count afresh, the hold limit bounds them
             except Refusal as refusal:
-                return _error(http_status(refusal.code.name), refusal.message)
+                return refuse(http_status(refusal.code.name), refusal.message)
             sent = time.monotonic()
             upstream.begin()
             code = grpc.StatusCode.OK
             try:
-                answer = await self._session.request(request.method, self._url(upstream, request.path_qs), data=body or None, headers=headers)
+                answer = await self._session.request(method, self._url(upstream, path_qs), data=body or None, headers=headers)
             except aiohttp.ClientConnectionError as error:
                 code = grpc.StatusCode.UNAVAILABLE
                 upstreams.finished(upstream, code, time.monotonic() - sent)
@@ -275,7 +301,7 @@ class RestRouter:
                     log.warning("replica %s ejected for %g s after repeated failures", upstream.key, self.config.eject_s)
                     self.router.metrics.ejections.labels(model, upstream.entry.replica_id).inc()
                 if attempt >= self.config.max_retries:
-                    return _error(503, f"replica {upstream.key} unavailable and no retry left: {error}")
+                    return refuse(503, f"replica {upstream.key} unavailable and no retry left: {error}")
                 attempt += 1
                 avoid.add(upstream.key)
                 self.router.metrics.retries.labels(model).inc()
@@ -286,7 +312,7 @@ class RestRouter:
             upstreams.ejector.record(upstream.key, True, sent)
             try:
                 code = grpc.StatusCode[code_of_status(answer.status)]
-                return await self._relay(request, answer)
+                return await respond(answer)
             except BaseException:
                 code = grpc.StatusCode.CANCELLED
                 raise

@@ -39,7 +39,7 @@ from ebbflow.router.server import Router
 from ebbflow.router.telemetry import RouterMetrics
 from ebbflow.runtime import subjects, tracing
 from ebbflow.runtime.bus import Bus, connect, unsubscribe
-from ebbflow.runtime.config import RouterConfig
+from ebbflow.runtime.config import RouterConfig, router_config
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.runtime.process import ChildProcess, spawn, venv_environment
@@ -209,7 +209,7 @@ async def child_process(name: str) -> AsyncIterator[tuple[RouterConfig, Bus, Reg
     """How a router child process (a worker, or the HAProxy front) starts: its config and NATS URL from the
     environment, a loaded registry view, and a stop event that SIGTERM or SIGINT sets. On exit the view stops
     and NATS closes."""
-    config = RouterConfig(**json.loads(os.environ["EBBFLOW_ROUTER_CONFIG"]))
+    config = router_config(json.loads(os.environ["EBBFLOW_ROUTER_CONFIG"]))
     bus = await connect(os.environ["EBBFLOW_NATS_URL"], name=f"{name}-{os.getpid()}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -7,12 +7,52 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+import jinja2.sandbox
 import yaml
 
 from ebbflow.placement import parse_node
 from ebbflow.policy import ModelPolicy, policy_patch
 from ebbflow.runtime.errors import ConfigError
 from ebbflow.runtime.typed import typed_values
+
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message.role }}: {{ message.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+"""Messages → prompt when a model's mapping gives no template: one `role: content` line each, then `assistant:`."""
+
+
+@dataclass(frozen=True)
+class OpenAIModel:
+    """How one model of the OpenAI-compatible API maps onto Triton LLM models (router.openai_http, docs/architecture.md)."""
+
+    name: str
+    """The name OpenAI clients pass as `model` (and `/v1/models` lists)."""
+    model: str
+    """The Triton model that answers requests without `stream` (Triton's generate endpoint)."""
+    stream_model: str = ""
+    """The Triton model that answers `stream: true` (generate_stream; a decoupled model streams token by token); "" = `model`."""
+    prompt_input: str = "text_input"
+    """The model's input that takes the prompt (BYTES)."""
+    max_tokens_input: str = "max_tokens"
+    """The model's input that takes the number of tokens to generate."""
+    output: str = "text_output"
+    """The model's output that holds the generated text (each streamed response's piece of it)."""
+    stream_separator: str = ""
+    """Put between streamed pieces, so the pieces join into the unary answer's text (" " for models that stream bare words)."""
+    chat_template: str = DEFAULT_CHAT_TEMPLATE
+    """Jinja2 template (as Hugging Face chat templates are written) turning `messages` into the prompt."""
+    default_max_tokens: int = 16
+    """Tokens generated when a request names no max_tokens (OpenAI's own default for completions)."""
+
+    @property
+    def streaming_model(self) -> str:
+        return self.stream_model or self.model
+
+
+DEFAULT_OPENAI_MODELS = (OpenAIModel(name="llm", model="llm", stream_model="llm_stream", stream_separator=" "),)
+"""The emulated LLM as OpenAI model `llm`: unary `llm` answers, decoupled `llm_stream` streams (one word per token)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +95,9 @@ class RouterConfig:
     """host:port of this service's own gRPC API (health, reflection, status, its APIs) when it runs as its own process; port 0 picks one."""
     metrics_listen: str = "127.0.0.1:0"
     """host:port of this service's Prometheus /metrics when it runs as its own process; port 0 picks one."""
+    openai: tuple[OpenAIModel, ...] = DEFAULT_OPENAI_MODELS
+    """The OpenAI-compatible API's models (`/v1/...` on the HTTP port), in YAML a mapping of name → OpenAIModel
+    settings under `router.openai`; empty serves none."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +241,41 @@ def _section(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
     return cls(**typed_values(cls, raw, where))
 
 
+def openai_models(raw: Any) -> tuple[OpenAIModel, ...]:
+    """`router.openai` (name → settings) as OpenAIModel mappings, each template compiled once to name its errors."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("router.openai must map an OpenAI model name to its settings (model, stream_model, ...)")
+    models = []
+    for name, settings in raw.items():
+        where = f"router.openai.{name}"
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where} must be a mapping of settings (at least `model`)")
+        values = typed_values(OpenAIModel, {**settings, "name": str(name)}, where)
+        if not values.get("model"):
+            raise ConfigError(f"{where}.model is required: the Triton model that answers it")
+        model = OpenAIModel(**values)
+        if model.default_max_tokens < 1:
+            raise ConfigError(f"{where}.default_max_tokens must be >= 1, got {model.default_max_tokens}")
+        try:
+            jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(model.chat_template)
+        except jinja2.TemplateError as error:
+            raise ConfigError(f"{where}.chat_template is not a valid Jinja2 template: {error}") from None
+        models.append(model)
+    return tuple(models)
+
+
+def router_config(raw: Mapping[str, Any] | None, where: str = "router") -> RouterConfig:
+    """The router section: its flat settings, and the OpenAI API's models under `openai`."""
+    raw = dict(raw or {})
+    mapping = raw.pop("openai", None)
+    config = _section(RouterConfig, raw, where)
+    if mapping is None:
+        return config
+    if isinstance(mapping, (list, tuple)) and all(isinstance(m, Mapping) and "name" in m for m in mapping):  # as asdict() writes it (a worker's)
+        mapping = {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in mapping}
+    return replace(config, openai=openai_models(mapping))
+
+
 def _check_ranges(config: Config) -> None:
     c = config.collector
     if not 0.1 <= c.interval_s <= 10:
@@ -286,7 +364,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
             raise ConfigError("models must map a model name to its policy")
         models = tuple(replace(ModelPolicy(model=str(name)), **policy_patch(str(name), policy)).validate() for name, policy in models_raw.items())
     config = Config(
-        router=_section(RouterConfig, raw.get("router"), "router"),
+        router=router_config(raw.get("router")),
         collector=_section(CollectorConfig, raw.get("collector"), "collector"),
         forecaster=_section(ForecasterConfig, raw.get("forecaster"), "forecaster"),
         scheduler=_section(SchedulerConfig, raw.get("scheduler"), "scheduler"),
