@@ -26,7 +26,19 @@ from ebbflow.runtime.discovery import SERVICE_NAMES
 from ebbflow.runtime.errors import ConfigError, EbbflowError
 from ebbflow.status import status_json, status_table
 from ebbflow.up import default_state_dir, down, up
-from ebbflow.v1 import collector_pb2, collector_pb2_grpc, forecast_pb2, forecast_pb2_grpc, load_pb2, policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc
+from ebbflow.v1 import (
+    collector_pb2,
+    collector_pb2_grpc,
+    forecast_pb2,
+    forecast_pb2_grpc,
+    load_pb2,
+    policy_pb2,
+    policy_pb2_grpc,
+    scheduling_pb2,
+    scheduling_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
+)
 
 # ---- up and down ----------------------------------------------------------------
 
@@ -102,14 +114,18 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, least: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    return _positive_int(text, 0)
 
 
 def _collector_call(state_dir: Where, call: Callable[[collector_pb2_grpc.CollectorServiceStub], Any]) -> Any:
@@ -295,6 +311,53 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- tenants ---------------------------------------------------------------------
+
+
+def _tenant_line(tenant: tenant_pb2.Tenant) -> str:
+    limits = ", ".join(
+        text for value, text in (
+            (tenant.requests_per_minute, f"{tenant.requests_per_minute} requests/min"),
+            (tenant.tokens_per_minute, f"{tenant.tokens_per_minute} tokens/min"),
+            (tenant.priority, f"priority {tenant.priority}"),
+        ) if value
+    ) or "no limits"  # fmt: skip
+    state = f"revoked {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(tenant.revoked_unix_s))}" if tenant.revoked_unix_s else "active"
+    return f"{tenant.name:<16} {state:<28} models: {', '.join(tenant.models) or 'all'}; {limits}"
+
+
+def cmd_tenant(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    where = _where(args)
+    token = os.environ.get("EBBFLOW_ADMIN_TOKEN", "")
+    admin = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def call(fn: Callable[[tenant_pb2_grpc.TenantServiceStub], Any]) -> Any:
+        return control_call(where, tenant_pb2_grpc.TenantServiceStub, fn)
+
+    if args.action != "list" and not args.name:
+        raise EbbflowError(f"tenant {args.action} needs a tenant name")
+    if args.action == "add":
+        models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+        asked = tenant_pb2.Tenant(
+            name=args.name, models=models, requests_per_minute=args.requests_per_minute, tokens_per_minute=args.tokens_per_minute, priority=args.priority,
+        )
+        response = call(lambda stub: stub.AddTenant(tenant_pb2.AddTenantRequest(tenant=asked), timeout=5.0, metadata=admin))
+        print(_tenant_line(response.tenant))
+        print(f"API key (shown only now; clients send `authorization: Bearer <key>`): {response.api_key}")
+    elif args.action == "list":
+        response = call(lambda stub: stub.ListTenants(tenant_pb2.ListTenantsRequest(), timeout=5.0, metadata=admin))
+        for tenant in response.tenants:
+            print(json_format.MessageToJson(tenant, indent=None) if args.json else _tenant_line(tenant))
+        if not response.tenants and not args.json:
+            print("no tenants (ebbflow tenant add NAME)")
+    else:
+        response = call(lambda stub: stub.RevokeTenant(tenant_pb2.RevokeTenantRequest(name=args.name), timeout=5.0, metadata=admin))
+        print(_tenant_line(response.tenant))
+    return 0
+
+
 # ---- decisions -------------------------------------------------------------------
 
 
@@ -476,6 +539,21 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
     policy.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
     policy.set_defaults(func=cmd_policy)
+
+    tenant = sub.add_parser(
+        "tenant", help="add, list or revoke tenants: API keys (router.require_api_key), the models each may call, its limits",
+        description="Needs the admin token in EBBFLOW_ADMIN_TOKEN when scheduler.admin_token is set. Limits are per router process.",
+    )  # fmt: skip
+    tenant.add_argument("action", choices=("add", "list", "revoke"), help="add prints the new API key once; revoke refuses the key from then on")
+    tenant.add_argument("name", nargs="?", default="", help="the tenant (add, revoke)")
+    tenant.add_argument("--models", help="add: comma-separated models the tenant may call (default: all)")
+    tenant.add_argument("--requests-per-minute", type=_non_negative_int, default=0, help="add: request limit (default: none)")
+    tenant.add_argument("--tokens-per-minute", type=_non_negative_int, default=0, help="add: prompt plus requested output tokens (default: none)")
+    tenant.add_argument("--priority", type=int, default=0, help="add: higher is admitted first under overload (default: %(default)s)")
+    tenant.add_argument("--json", action="store_true", help="list: Tenant messages as JSON (key hashes included)")
+    tenant.add_argument("--state-dir", default=str(default_state_dir()), help="state directory of the running ebbflow up (default: %(default)s)")
+    tenant.add_argument("--nats", metavar="URL", help="find the services through this NATS instead of the state directory (a stack on other machines)")
+    tenant.set_defaults(func=cmd_tenant)
 
     decisions = sub.add_parser("decisions", help="a model's recent scaling decisions (the DECISIONS stream)")
     decisions.add_argument("model")

@@ -16,7 +16,7 @@ import grpc
 
 from ebbflow.runtime.errors import EbbflowError
 from ebbflow.up import read_state
-from ebbflow.v1 import collector_pb2_grpc, forecast_pb2_grpc, policy_pb2_grpc, scheduling_pb2_grpc, status_pb2, status_pb2_grpc
+from ebbflow.v1 import collector_pb2_grpc, forecast_pb2_grpc, policy_pb2_grpc, scheduling_pb2_grpc, status_pb2, status_pb2_grpc, tenant_pb2_grpc
 
 ANSWERED = (
     grpc.StatusCode.NOT_FOUND,
@@ -34,6 +34,7 @@ SERVICE_OF_STUB: dict[Any, tuple[str, ...]] = {
     forecast_pb2_grpc.ForecasterServiceStub: ("forecaster",),
     policy_pb2_grpc.PolicyServiceStub: ("scheduler",),
     scheduling_pb2_grpc.SchedulerServiceStub: ("scheduler",),
+    tenant_pb2_grpc.TenantServiceStub: ("scheduler",),
     # Every service answers status; the actuator first (it also knows the registry writes waiting for NATS).
     status_pb2_grpc.StatusServiceStub: ("actuator", "scheduler", "collector", "router", "forecaster"),
 }

@@ -62,6 +62,7 @@ from ebbflow.keda import externalscaler_pb2, externalscaler_pb2_grpc
 from ebbflow.scheduler.api import PolicyApi, SchedulerApi, config_policies, import_policies
 from ebbflow.scheduler.keda import KedaScaler
 from ebbflow.scheduler.service import Scheduler, SchedulerMetrics
+from ebbflow.scheduler.tenants_api import TenantApi
 from ebbflow.status import LiveStatus, StatusService
 from ebbflow.v1 import (
     collector_pb2,
@@ -75,6 +76,8 @@ from ebbflow.v1 import (
     scheduling_pb2_grpc,
     status_pb2,
     status_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -350,10 +353,11 @@ class SchedulerUnit:
         )
         host.spawn("decide", scheduler.run(host.stop_event))
         await host.serve(
-            _names(policy_pb2, scheduling_pb2, externalscaler_pb2),
+            _names(policy_pb2, scheduling_pb2, tenant_pb2, externalscaler_pb2),
             [
                 lambda server: policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyApi(bus, view, config.scheduler.admin_token), server),
                 lambda server: scheduling_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerApi(bus, view, scheduler), server),
+                lambda server: tenant_pb2_grpc.add_TenantServiceServicer_to_server(TenantApi(bus, config.scheduler.admin_token), server),
                 lambda server: externalscaler_pb2_grpc.add_ExternalScalerServicer_to_server(KedaScaler(bus, view, scheduler, host.stop_event), server),
             ],
         )

@@ -43,7 +43,7 @@ async def reset_jetstream(url: str) -> None:
     """Every test starts from empty buckets and streams on the shared nats-server."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    for bucket in (subjects.REPLICAS_BUCKET, subjects.DESIRED_BUCKET, subjects.POLICIES_BUCKET, subjects.MODELS_BUCKET, subjects.LEASES_BUCKET):
+    for bucket in (subjects.REPLICAS_BUCKET, subjects.DESIRED_BUCKET, subjects.POLICIES_BUCKET, subjects.MODELS_BUCKET, subjects.LEASES_BUCKET, subjects.TENANTS_BUCKET):
         try:
             await js.delete_key_value(bucket)
         except NotFoundError:

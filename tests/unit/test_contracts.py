@@ -47,6 +47,8 @@ SHELLS = {
     "router/streaming.py": "gRPC streams",
     "router/refusal.py": "gRPC status codes of refusals (imports grpc for them; no I/O)",
     "router/answers.py": "gRPC status codes of refused methods (imports grpc for them; no I/O)",
+    "router/tenants.py": "gRPC status codes of a tenant's refusals (imports grpc for them; no I/O)",
+    "scheduler/tenants_api.py": "the TenantService: gRPC server, NATS KV writes",
     "router/worker.py": "the router's processes",
     "router/front.py": "runs HAProxy",
     "router/rest.py": "aiohttp server and client: the router's HTTP port",

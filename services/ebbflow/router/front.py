@@ -232,6 +232,7 @@ class HaproxyFront:
             lua_path=self.dir / "too_large.lua",
             http_listen=http_listen,
             http_fallback=self.http_fallback,
+            fast_path=not self.config.require_api_key,
         )
         self._admin_socket = self.spec.admin_socket
         self.dir.joinpath("too_large.lua").write_text(TOO_LARGE_LUA)

@@ -101,6 +101,8 @@ class FrontSpec:
     """host:port of the KServe v2 HTTP frontend; "" serves no HTTP."""
     http_fallback: str = ""
     """host:port of the Python router's HTTP API (router.rest)."""
+    fast_path: bool = True
+    """False (router.require_api_key): every request goes to the Python router, which checks its tenant."""
 
 
 TOO_LARGE_SERVICE = "grpc_too_large"
@@ -169,7 +171,7 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
         # the Python router, which enforces router.max_message_bytes.
         f"  http-request set-var(txn.model) req.body,ungrpc(1) if {{ path /inference.GRPCInferenceService/ModelInfer }} "
         f"{{ req.body_len lt {spec.buffer_bytes - 2048} }}",
-        f"  use_backend %[var(txn.model),map({spec.map_path})] if {{ var(txn.model),map({spec.map_path}) -m found }}",
+        *_fast_path(spec, f"  use_backend %[var(txn.model),map({spec.map_path})] if {{ var(txn.model),map({spec.map_path}) -m found }}"),
         f"  default_backend {FALLBACK}",
         "",
         f"backend {FALLBACK}",
@@ -223,12 +225,16 @@ def _http_frontend(spec: FrontSpec) -> list[str]:
         f"  http-request return status 413 content-type application/json string '{too_large}' "
         f"if {{ req.hdr_val(content-length) gt {spec.max_message_bytes} }}",
         f"  http-request set-var(txn.model) path,field(4,/) if {forwarded}",
-        f"  use_backend %[var(txn.model),map({spec.map_path})]{HTTP_SUFFIX} if {{ var(txn.model),map({spec.map_path}) -m found }}",
+        *_fast_path(spec, f"  use_backend %[var(txn.model),map({spec.map_path})]{HTTP_SUFFIX} if {{ var(txn.model),map({spec.map_path}) -m found }}"),
         f"  default_backend {HTTP_FALLBACK}",
         "",
         f"backend {HTTP_FALLBACK}",
         f"  server {FALLBACK} {spec.http_fallback}",
     ]
+
+
+def _fast_path(spec: FrontSpec, rule: str) -> list[str]:
+    return [rule] if spec.fast_path else ["  # router.require_api_key: every request to the Python router, which checks its tenant"]
 
 
 def _too_large_rules(spec: FrontSpec) -> list[str]:

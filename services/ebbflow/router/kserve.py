@@ -30,6 +30,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 STATUS_OF_CODE: dict[str, int] = {
     "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
     "NOT_FOUND": 404,
     "PERMISSION_DENIED": 403,
     "UNIMPLEMENTED": 501,

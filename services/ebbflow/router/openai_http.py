@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from ebbflow.router.kserve import http_status
 from ebbflow.router.openai_api import DONE, Catalogue, Generation, Kind, OpenAIError, count_tokens, error_of_status
+from ebbflow.router.tenants import Denial
 
 if TYPE_CHECKING:
     from ebbflow.router.rest import RestRouter
@@ -77,6 +79,12 @@ class OpenAIFront:
         if not router.is_known(model):
             router.metrics.rejections.labels("", "unknown_model").inc()
             return refuse(404, f"model '{generation.name}' maps to Triton model '{model}', which no policy or replica serves here (router.openai)")
+        try:
+            router.admit(request.headers.get("Authorization"), model, lambda: generation.prompt_tokens + generation.max_tokens)
+        except Denial as denial:
+            response = refuse(http_status(denial.code.name), denial.message)
+            response.headers.update(denial.http_headers())
+            return response
         headers = {"Content-Type": "application/json", **{k: request.headers[k] for k in _TRACE_HEADERS if k in request.headers}}
         path = f"/v2/models/{model}/{generation.endpoint}"
         return await self.rest.counted(

@@ -31,6 +31,7 @@ import grpc
 from aiohttp import web
 
 from ebbflow import __version__
+from ebbflow.router import demand
 from ebbflow.router.answers import REFUSED_METHODS
 from ebbflow.router.holding import NoDeadline
 from ebbflow.router.kserve import (
@@ -51,6 +52,7 @@ from ebbflow.router.openai_http import OpenAIFront
 from ebbflow.router.openai_http import refuse as openai_refuse
 from ebbflow.router.refusal import Refusal
 from ebbflow.router.server import Router
+from ebbflow.router.tenants import Denial
 from ebbflow.router.upstreams import Upstream
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,10 @@ _RELAYED = ("Content-Type", "Content-Encoding", HEADER_LENGTH)
 """Response headers of a replica the router passes on (the length is its own: it relays, it may chunk)."""
 _NO_DEADLINE = NoDeadline()
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "generate"]
+
+
+def _tokens(endpoint: str, body: bytes, header_length: str | None) -> int:
+    return demand.of_http_infer(body, header_length) if endpoint == "infer" else demand.of_generate(body)
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -238,6 +244,13 @@ class RestRouter:
         except BadRequest as error:
             self.router.metrics.rejections.labels(model, "malformed").inc()
             return _error(400, f"malformed {endpoint} request for model '{model}': {error}")
+        if endpoint is not None:
+            try:
+                self.router.admit(request.headers.get("Authorization"), model, lambda: _tokens(endpoint, body, request.headers.get(HEADER_LENGTH)))
+            except Denial as denial:
+                response = _error(http_status(denial.code.name), denial.message)
+                response.headers.update(denial.http_headers())
+                return response
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         sending = self.send(model, request.method, request.path_qs, body, headers, lambda answer: self._relay(request, answer), _error)
         if endpoint is None:

@@ -12,6 +12,7 @@ What the router answers itself, without a replica, is built by router.answers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
@@ -22,6 +23,7 @@ from opentelemetry import propagate, trace
 from tritonclient.grpc import service_pb2
 
 from ebbflow import __version__
+from ebbflow.router import demand
 from ebbflow.router.answers import REFUSED_METHODS, metadata_from_config, sum_statistics
 from ebbflow.router.core import SERVICE, MalformedRequest, RequestHead, read_request_head
 from ebbflow.router.forwarding import Forwarder, forwardable, with_trace_context
@@ -29,12 +31,24 @@ from ebbflow.router.holding import Holds
 from ebbflow.router.refusal import Refusal
 from ebbflow.router.streaming import StreamRelay
 from ebbflow.router.telemetry import RouterMetrics, Telemetry
+from ebbflow.router.tenants import Denial, Gate
 from ebbflow.router.upstreams import Upstreams
 from ebbflow.runtime.bus import Bus
 from ebbflow.runtime.config import RouterConfig
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.v1 import load_pb2
+
+
+def authorization(context: grpc.aio.ServicerContext) -> str | None:
+    return dict(context.invocation_metadata() or ()).get("authorization")
+
+
+async def abort(context: grpc.aio.ServicerContext, refusal: Refusal) -> None:
+    """End the call with the refusal's code and message; a tenant over its limit also gets `retry-after` (seconds)."""
+    if isinstance(refusal, Denial) and refusal.retry_after_s:
+        context.set_trailing_metadata((("retry-after", refusal.retry_after),))
+    await context.abort(refusal.code, refusal.message)
 
 
 class Router:
@@ -58,6 +72,7 @@ class Router:
         self.holds = Holds(config, bus, view, metrics, self.upstreams)
         self.forwarder = Forwarder(config, metrics, self.upstreams, self.holds)
         self.telemetry = Telemetry(config, bus, view, metrics, self.router_id)
+        self.gate = Gate(config.require_api_key)
 
     # ---- following the registry ----------------------------------------------
 
@@ -96,6 +111,20 @@ class Router:
             raise Refusal(grpc.StatusCode.NOT_FOUND, f"unknown model '{head.model}'; models served here: {self.known_list()}")
         return head
 
+    def admit(self, authorization: str | None, model: str, tokens: Callable[[], int]) -> None:
+        """The tenant check (router.tenants) with its metrics: nothing when keys are not required; a Denial raised."""
+        if not self.gate.required:
+            return
+        counted = functools.cache(tokens)
+        try:
+            tenant = self.gate.admit(authorization, model, counted, self.view.tenant_of_key, time.monotonic())
+        except Denial as denial:
+            self.metrics.tenant_rejections.labels(denial.tenant, denial.reason).inc()
+            raise
+        assert tenant is not None
+        self.metrics.tenant_requests.labels(tenant.name, model).inc()
+        self.metrics.tenant_tokens.labels(tenant.name, model).inc(counted())
+
     def upstream_metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, Any]] | None:
         """The client's metadata for the replica, with this process's trace context when tracing."""
         metadata = forwardable(context)
@@ -108,8 +137,9 @@ class Router:
     async def model_infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
             head = self.read_head(request)
+            self.admit(authorization(context), head.model, lambda: demand.of_grpc_infer(request))
         except Refusal as refusal:
-            await context.abort(refusal.code, refusal.message)
+            await abort(context, refusal)
         model = head.model
         started = time.monotonic()
         books = self.telemetry.books(model, started)

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 import grpc
 from tritonclient.grpc import service_pb2
 
+from ebbflow.router import demand
 from ebbflow.router.core import MalformedRequest, read_request_head, read_stream_response
 from ebbflow.router.refusal import Refusal
 from ebbflow.router.telemetry import ModelBooks
+from ebbflow.router.tenants import Denial
 from ebbflow.router.upstreams import Upstream
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ class StreamRelay:
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self.links: dict[str, _Link] = {}
         self.metadata = router.upstream_metadata(context)
+        self.authorization = dict(context.invocation_metadata() or ()).get("authorization")
         self._parts = 0
         self._hold_until = time.monotonic() + router.config.hold_timeout_s
 
@@ -101,6 +104,12 @@ class StreamRelay:
                     continue
                 if not self.router.is_known(head.model):
                     self.out.put_nowait(_error_response(f"unknown model '{head.model}'; models served here: {self.router.known_list()}"))
+                    continue
+                try:
+                    self.router.admit(self.authorization, head.model, lambda: demand.of_grpc_infer(raw))
+                except Denial as denial:
+                    retry = f" (retry-after {denial.retry_after} s)" if denial.retry_after_s else ""
+                    self.out.put_nowait(_error_response(f"{denial.code.name}: {denial.message}{retry}"))
                     continue
                 link = self.links.get(head.model) or await self._open(head.model, len(raw))
                 now = time.monotonic()

@@ -54,6 +54,15 @@ class RouterMetrics:
         self.hold_wait = histogram("ebbflow_router_hold_wait_seconds", "Time requests waited for a ready replica (cold start)", ["model"])
         self.retries = Counter("ebbflow_router_retries", "Requests resent to another replica", ["model"], registry=registry)
         self.rejections = Counter("ebbflow_router_rejections", "Requests refused before reaching a replica, by reason", ["model", "reason"], registry=registry)
+        self.tenant_requests = Counter("ebbflow_router_tenant_requests", "Requests admitted, by tenant and model (router.require_api_key)", ["tenant", "model"], registry=registry)
+        self.tenant_tokens = Counter(
+            "ebbflow_router_tenant_tokens", "Tokens asked for by admitted requests (prompt plus max tokens), by tenant and model", ["tenant", "model"], registry=registry
+        )
+        self.tenant_rejections = Counter(
+            "ebbflow_router_tenant_rejections",
+            "Requests refused by the tenant check, by tenant ('' when no tenant is known) and reason: no_key, bad_key, revoked, model, rate, tokens",
+            ["tenant", "reason"], registry=registry,
+        )  # fmt: skip
         self.ejections = Counter("ebbflow_router_ejections", "Replicas taken out of routing after repeated failures", ["model", "replica"], registry=registry)
         self.ttft = histogram("ebbflow_router_ttft_seconds", "Streaming: request sent to first response", ["model"])
         self.slow = Counter(

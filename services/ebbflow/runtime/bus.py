@@ -87,6 +87,7 @@ class Bus:
     capacity: KeyValue
     leases: KeyValue
     services: KeyValue
+    tenants: KeyValue
     closing: list[bool]
     link: NatsLink
     copies: int = 1
@@ -201,6 +202,7 @@ async def _setup(nc: Client, js: JetStreamContext, closing: list[bool], link: Na
         capacity=await _bucket(js, subjects.CAPACITY_BUCKET, 1, copies),
         leases=await _bucket(js, subjects.LEASES_BUCKET, 1, copies),
         services=await _bucket(js, subjects.SERVICES_BUCKET, 1, copies, ttl_s=subjects.SERVICES_TTL_S),
+        tenants=await _bucket(js, subjects.TENANTS_BUCKET, 1, copies),
         closing=closing,
         link=link,
         copies=copies,

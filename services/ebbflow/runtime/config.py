@@ -95,6 +95,10 @@ class RouterConfig:
     """host:port of this service's own gRPC API (health, reflection, status, its APIs) when it runs as its own process; port 0 picks one."""
     metrics_listen: str = "127.0.0.1:0"
     """host:port of this service's Prometheus /metrics when it runs as its own process; port 0 picks one."""
+    require_api_key: bool = False
+    """Every inference request must carry a tenant's API key (`authorization: Bearer <key>`, `ebbflow tenant add`); the
+    tenant's models and limits are enforced (router.tenants). Off: anyone who reaches the router may call any model.
+    On, the HAProxy front forwards every request to the Python router, which checks it."""
     openai: tuple[OpenAIModel, ...] = DEFAULT_OPENAI_MODELS
     """The OpenAI-compatible API's models (`/v1/...` on the HTTP port), in YAML a mapping of name → OpenAIModel
     settings under `router.openai`; empty serves none."""

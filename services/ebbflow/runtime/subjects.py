@@ -54,6 +54,7 @@ MODELS_BUCKET = "models"  # key <model>: Triton ModelConfig from the repository,
 CAPACITY_BUCKET = "capacity"  # key <content hash>: CapacityCurves, written by the scheduler (decisions refer to them)
 LEASES_BUCKET = "leases"  # key SCHEDULER_LEASE: SchedulerLease, which scheduler decides (CAS)
 SCHEDULER_LEASE = "scheduler"
+TENANTS_BUCKET = "tenants"  # key <tenant name>: Tenant (API key hash, models, limits), written by the scheduler's TenantService
 SERVICES_BUCKET = "services"  # key <service>.<instance_id>: ServiceInstance; supervisor.<id>: Supervisor (runtime/discovery.py)
 SERVICES_TTL_S = 10.0
 """An announcement not renewed for this long is gone (a dead service's address disappears by itself)."""

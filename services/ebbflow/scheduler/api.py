@@ -40,13 +40,13 @@ from ebbflow.scheduler.service import Scheduler
 from ebbflow.v1 import policy_pb2, policy_pb2_grpc, scheduling_pb2, scheduling_pb2_grpc
 
 
-async def require_admin(token: str, context: grpc.aio.ServicerContext) -> None:
+async def require_admin(token: str, context: grpc.aio.ServicerContext, what: str = "changing policies") -> None:
     """With an admin token configured, the call must carry `authorization: Bearer <token>`."""
     if not token:
         return
     sent = dict(context.invocation_metadata() or ()).get("authorization", "")
     if not sent:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "changing policies needs the admin token: metadata 'authorization: Bearer <token>'")
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{what} needs the admin token: metadata 'authorization: Bearer <token>'")
     scheme, _, value = sent.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the admin token sent is not the configured one")
