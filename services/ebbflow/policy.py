@@ -131,6 +131,9 @@ class ModelPolicy:
     activation_probability: float = 0.0
     """With min_replicas 0, the forecast keeps (or brings back) a replica only when its chance of at least one arrival
     within the idle window (Poisson at the forecast's peak rate) is at least this, (0, 1); 0: 0.5 (KEDA's activation threshold)."""
+    shed_in_flight_per_replica: float = 0.0
+    """Overload: at max_replicas ready, a request arriving with this many per ready replica already in flight at the
+    router is refused at once (RESOURCE_EXHAUSTED / 429) instead of queueing past the SLO (router.shedding); 0: never."""
 
     @property
     def has_slo(self) -> bool:
@@ -232,6 +235,8 @@ class ModelPolicy:
             problems.append(f"vertical_max_instances must be 1-16 (0: {DEFAULT_VERTICAL_MAX_INSTANCES}), got {self.vertical_max_instances}")
         if not 0 <= self.vertical_max_batch_size <= 1024:
             problems.append(f"vertical_max_batch_size must be 1-1024 (0: {DEFAULT_VERTICAL_MAX_BATCH}), got {self.vertical_max_batch_size}")
+        if self.shed_in_flight_per_replica < 0:
+            problems.append(f"shed_in_flight_per_replica must be >= 0 (0: never shed), got {self.shed_in_flight_per_replica}")
         if not 0 <= self.activation_probability < 1:
             problems.append(f"activation_probability must be in (0, 1) (0: {DEFAULT_ACTIVATION_PROBABILITY}), got {self.activation_probability}")
         if self.routing not in ROUTING_POLICIES:

@@ -55,7 +55,7 @@ def test_every_field_converts_both_ways_through_the_one_table():
         pinned=True, pin_replicas=4, pin_by="ops", pin_reason="launch", pin_until_unix_s=1e9, panic_threshold=3.0, panic_hold_s=30,
         slo_ttft_s=2.0, slo_tpot_s=0.1, slo_latency_s=5.0, slo_percentile=99.5, scale_to_zero_idle_s=0, vertical_auto=True,
         vertical_max_instances=3, vertical_max_batch_size=64, gpu_memory_gb_per_instance=20, priority=7, scale_tolerance=0.2,
-        activation_probability=0.3,
+        activation_probability=0.3, shed_in_flight_per_replica=6,
     ).validate()
     defaults = ModelPolicy(model="llm")
     same = [f.name for f in fields(ModelPolicy) if f.name != "model" and getattr(policy, f.name) == getattr(defaults, f.name)]

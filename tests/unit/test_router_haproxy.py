@@ -8,6 +8,8 @@ from dataclasses import replace
 import pytest
 
 from ebbflow.router.haproxy import (
+    OVERLOAD_GRPC,
+    OVERLOAD_HTTP,
     TOO_LARGE_LUA,
     EarlierFront,
     FrontBackend,
@@ -61,6 +63,23 @@ def test_a_request_over_the_message_limit_is_answered_by_the_front_with_resource
     assert "{ var(txn.msg_bytes) -m int gt 1000 }" in frontend and "int(1000)" in frontend
     assert 'add_header("grpc-status", "8")' in TOO_LARGE_LUA and "applet:receive()" in TOO_LARGE_LUA  # drained, then answered
     assert "lua" not in render(SPEC, [])[0]  # without the service file nothing refers to it
+
+
+def test_a_model_that_sheds_caps_each_replica_and_answers_what_waits_too_long_itself():
+    spec = replace(SPEC, overload_dir=Path("/s"), http_listen="0.0.0.0:8000", http_fallback="127.0.0.1:9001")
+    servers = (FrontServer("a1", "10.0.0.1:8001", "10.0.0.1:8000"),)
+    text, _ = render(spec, [FrontBackend("llm", "least_outstanding", servers, max_in_flight=3), FrontBackend("free", "least_outstanding", servers)])
+    shedding = text.split("backend model_1\n")[1].split("\n\n")[0]
+    assert "server a1 10.0.0.1:8001 proto h2 check" in shedding and "maxconn 3" in shedding
+    assert "timeout queue 10ms" in shedding and "errorfile 503 /s/overload_grpc.http" in shedding
+    http = text.split("backend model_1_http\n")[1].split("\n\n")[0]
+    assert "maxconn 3" in http and "errorfile 503 /s/overload_http.http" in http
+    free = text.split("backend model_0\n")[1].split("\n\n")[0]
+    assert "maxconn" not in free and "errorfile" not in free
+    assert "grpc-status: 8" in OVERLOAD_GRPC and OVERLOAD_GRPC.endswith("\r\n\r\n")
+    head, body = OVERLOAD_HTTP.split("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 429") and f"content-length: {len(body)}" in head and "retry-after: 1" in head
+    assert "maxconn" not in render(replace(spec, overload_dir=None), [FrontBackend("llm", "least_outstanding", servers, max_in_flight=3)])[0]
 
 
 def test_statistics_give_each_replica_server_its_calls_and_in_flight():

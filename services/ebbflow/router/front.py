@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import shutil
 import signal
@@ -48,6 +49,8 @@ from ebbflow.router.core import ModelMeter
 from ebbflow.router.haproxy import (
     FALLBACK,
     HTTP_SUFFIX,
+    OVERLOAD_GRPC,
+    OVERLOAD_HTTP,
     TOO_LARGE_LUA,
     EarlierFront,
     FrontBackend,
@@ -65,6 +68,7 @@ from ebbflow.router.haproxy import (
     running_configuration,
     servers_in,
 )
+from ebbflow.router.shedding import shed_limit
 from ebbflow.router.telemetry import RouterMetrics, misses_objective, model_telemetry
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus
@@ -232,10 +236,13 @@ class HaproxyFront:
             lua_path=self.dir / "too_large.lua",
             http_listen=http_listen,
             http_fallback=self.http_fallback,
+            overload_dir=self.dir,
             fast_path=not self.config.require_api_key,
         )
         self._admin_socket = self.spec.admin_socket
         self.dir.joinpath("too_large.lua").write_text(TOO_LARGE_LUA)
+        self.dir.joinpath("overload_grpc.http").write_text(OVERLOAD_GRPC)
+        self.dir.joinpath("overload_http.http").write_text(OVERLOAD_HTTP)
         # Processes of an earlier front that are not adopted: replaced ones finishing their calls, or one that
         # cannot be adopted. Each is told to finish softly (a second SIGUSR1 is harmless) and watched until it exits.
         for pid in sorted(earlier.processes - {adopted}):
@@ -383,7 +390,12 @@ class HaproxyFront:
             if entry.state == READY:
                 by_model.setdefault(entry.model, []).append(FrontServer(entry.replica_id, address(entry), http_address(entry)))
         routing = {model: routing_from_proto(policy.routing) for model, policy in self.view.policies.items()}
-        return [FrontBackend(model, routing.get(model, "least_outstanding"), tuple(servers)) for model, servers in by_model.items()]
+        backends = []
+        for model, servers in by_model.items():
+            limit = shed_limit(self.view.policies.get(model), len(servers))  # the whole limit: one front, one process
+            per_replica = math.ceil(limit / len(servers)) if limit is not None else 0
+            backends.append(FrontBackend(model, routing.get(model, "least_outstanding"), tuple(servers), per_replica))
+        return backends
 
     async def _apply(self, backends: list[FrontBackend]) -> None:
         """Write the configuration for `backends` and start an HAProxy on it, replacing the running one."""

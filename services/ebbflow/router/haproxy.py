@@ -81,6 +81,9 @@ class FrontBackend:
     model: str
     routing: str
     servers: tuple[FrontServer, ...]
+    max_in_flight: int = 0
+    """Overload (router.shedding): each replica's `maxconn`, a request that waits SHED_QUEUE_MS for a free slot
+    answered RESOURCE_EXHAUSTED / 429 by the front; 0: no limit."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class FrontSpec:
     """host:port of the KServe v2 HTTP frontend; "" serves no HTTP."""
     http_fallback: str = ""
     """host:port of the Python router's HTTP API (router.rest)."""
+    overload_dir: Path | None = None
+    """Where the overload answers (OVERLOAD_GRPC, OVERLOAD_HTTP) are written; None: no backend sheds."""
     fast_path: bool = True
     """False (router.require_api_key): every request goes to the Python router, which checks its tenant."""
 
@@ -122,6 +127,21 @@ core.register_service("{TOO_LARGE_SERVICE}", "http", function(applet)
 end)
 """
 """A trailers-only gRPC answer (headers with grpc-status and END_STREAM) after draining the request."""
+
+
+SHED_QUEUE_MS = 10
+"""How long a request may wait at the front for a replica slot of a model that sheds before it is refused."""
+OVERLOAD_MESSAGE = "the model is overloaded: its max_replicas replicas each have shed_in_flight_per_replica requests in flight; retry after 1 s"
+OVERLOAD_GRPC = (
+    "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: 8\r\n"
+    f"grpc-message: {OVERLOAD_MESSAGE}\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"
+)
+"""The front's answer to a gRPC request it sheds: trailers-only RESOURCE_EXHAUSTED (HAProxy's 503 errorfile)."""
+_OVERLOAD_BODY = '{"error": "' + OVERLOAD_MESSAGE + '"}'
+OVERLOAD_HTTP = (
+    "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    f"content-length: {len(_OVERLOAD_BODY)}\r\n\r\n{_OVERLOAD_BODY}"
+)
 
 
 def backend_name(index: int) -> str:
@@ -190,10 +210,13 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
             "  retry-on conn-failure empty-response",
             "  option redispatch 1",
             "  http-response set-var(txn.grpc_status) res.hdr(grpc-status)",
+            *_shedding(spec, backend, "grpc"),
         ]
         # Ejection: eject_after connection failures in a row mark a replica down; a TCP check every second
         # (two successes) brings it back.
         health = f"check inter 1s fall 3 rise 2 observe layer4 error-limit {spec.eject_after} on-error mark-down"
+        if backend.max_in_flight and spec.overload_dir is not None:
+            health += f" maxconn {backend.max_in_flight}"
         lines += [f"  server {server.name} {server.address} proto h2 {health}" for server in sorted(backend.servers, key=lambda s: s.name)]
         lines.append(f"  server {FALLBACK} {spec.fallback} proto h2 backup")
         if spec.http_listen:
@@ -204,6 +227,7 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
                 f"  retries {spec.retries}",
                 "  retry-on conn-failure empty-response",
                 "  option redispatch 1",
+                *_shedding(spec, backend, "http"),
             ]
             lines += [f"  server {server.name} {server.http_address} {health}" for server in sorted(backend.servers, key=lambda s: s.name) if server.http_address]
             lines.append(f"  server {FALLBACK} {spec.http_fallback} backup")
@@ -231,6 +255,13 @@ def _http_frontend(spec: FrontSpec) -> list[str]:
         f"backend {HTTP_FALLBACK}",
         f"  server {FALLBACK} {spec.http_fallback}",
     ]
+
+
+def _shedding(spec: FrontSpec, backend: FrontBackend, kind: str) -> list[str]:
+    """A shedding backend's queue bound and its answer when a request waited it out (HAProxy's 503)."""
+    if not backend.max_in_flight or spec.overload_dir is None:
+        return []
+    return [f"  timeout queue {SHED_QUEUE_MS}ms", f"  errorfile 503 {spec.overload_dir / f'overload_{kind}.http'}"]
 
 
 def _fast_path(spec: FrontSpec, rule: str) -> list[str]:

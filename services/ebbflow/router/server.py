@@ -29,6 +29,7 @@ from ebbflow.router.core import SERVICE, MalformedRequest, RequestHead, read_req
 from ebbflow.router.forwarding import Forwarder, forwardable, with_trace_context
 from ebbflow.router.holding import Holds
 from ebbflow.router.refusal import Refusal
+from ebbflow.router.shedding import retry_after_s, shed_limit
 from ebbflow.router.streaming import StreamRelay
 from ebbflow.router.telemetry import RouterMetrics, Telemetry
 from ebbflow.router.tenants import Denial, Gate
@@ -112,18 +113,38 @@ class Router:
         return head
 
     def admit(self, authorization: str | None, model: str, tokens: Callable[[], int]) -> None:
-        """The tenant check (router.tenants) with its metrics: nothing when keys are not required; a Denial raised."""
-        if not self.gate.required:
-            return
-        counted = functools.cache(tokens)
-        try:
-            tenant = self.gate.admit(authorization, model, counted, self.view.tenant_of_key, time.monotonic())
-        except Denial as denial:
-            self.metrics.tenant_rejections.labels(denial.tenant, denial.reason).inc()
-            raise
-        assert tenant is not None
-        self.metrics.tenant_requests.labels(tenant.name, model).inc()
-        self.metrics.tenant_tokens.labels(tenant.name, model).inc(counted())
+        """The tenant check (router.tenants) and the overload check (router.shedding), with their metrics; a
+        Denial raised."""
+        tenant = None
+        if self.gate.required:
+            counted = functools.cache(tokens)
+            try:
+                tenant = self.gate.admit(authorization, model, counted, self.view.tenant_of_key, time.monotonic())
+            except Denial as denial:
+                self.metrics.tenant_rejections.labels(denial.tenant, denial.reason).inc()
+                raise
+            assert tenant is not None
+        policy = self.view.policies.get(model)
+        ready = len(self.upstreams.ready.get(model, ()))
+        limit = shed_limit(policy, ready, self.config.workers, tenant.priority if tenant else 0)
+        if limit is not None:
+            in_flight = self.telemetry.books(model, time.monotonic()).meter.in_flight
+            if in_flight >= limit:
+                assert policy is not None
+                self.metrics.rejections.labels(model, "overload").inc()
+                name = tenant.name if tenant else ""
+                if tenant:
+                    self.metrics.tenant_rejections.labels(name, "overload").inc()
+                retry = retry_after_s(policy)
+                raise Denial(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"model '{model}' is overloaded: {in_flight} requests in flight at its {ready} replicas (max_replicas), over the "
+                    f"limit of {limit:g} (shed_in_flight_per_replica {policy.shed_in_flight_per_replica:g}); retry after {retry:g} s",
+                    "overload", name, retry,
+                )  # fmt: skip
+        if tenant is not None:
+            self.metrics.tenant_requests.labels(tenant.name, model).inc()
+            self.metrics.tenant_tokens.labels(tenant.name, model).inc(counted())
 
     def upstream_metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, Any]] | None:
         """The client's metadata for the replica, with this process's trace context when tracing."""

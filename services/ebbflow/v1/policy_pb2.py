@@ -25,39 +25,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x62\x62\x66low/v1/policy.proto\x12\nebbflow.v1\x1a google/protobuf/field_mask.proto\"\xbb\x07\n\rScalingPolicy\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmin_replicas\x18\x02 \x01(\r\x12\x14\n\x0cmax_replicas\x18\x03 \x01(\r\x12$\n\x1ctarget_in_flight_per_replica\x18\x04 \x01(\x01\x12\x1a\n\x12scale_down_delay_s\x18\x05 \x01(\x01\x12\x1d\n\x15instances_per_replica\x18\x06 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12*\n\x07routing\x18\x08 \x01(\x0e\x32\x19.ebbflow.v1.RoutingPolicy\x12\x19\n\x11\x66orecast_quantile\x18\t \x01(\x01\x12\x0e\n\x06lead_s\x18\n \x01(\x01\x12\x18\n\x10scale_up_delay_s\x18\x0b \x01(\x01\x12\x19\n\x11max_scale_up_step\x18\x0c \x01(\r\x12\x1c\n\x14max_scale_up_percent\x18\r \x01(\x01\x12\x1b\n\x13max_scale_down_step\x18\x0e \x01(\r\x12\x1e\n\x16max_scale_down_percent\x18\x0f \x01(\x01\x12\x1a\n\x12target_utilization\x18\x10 \x01(\x01\x12$\n\x04mode\x18\x11 \x01(\x0e\x32\x16.ebbflow.v1.PolicyMode\x12\x0e\n\x06pinned\x18\x12 \x01(\x08\x12\x14\n\x0cpin_replicas\x18\x13 \x01(\r\x12\x0e\n\x06pin_by\x18\x14 \x01(\t\x12\x12\n\npin_reason\x18\x15 \x01(\t\x12\x18\n\x10pin_until_unix_s\x18\x16 \x01(\x01\x12\x17\n\x0fpanic_threshold\x18\x17 \x01(\x01\x12\x14\n\x0cpanic_hold_s\x18\x18 \x01(\x01\x12\x12\n\nslo_ttft_s\x18\x19 \x01(\x01\x12\x12\n\nslo_tpot_s\x18\x1a \x01(\x01\x12\x15\n\rslo_latency_s\x18\x1b \x01(\x01\x12\x16\n\x0eslo_percentile\x18\x1c \x01(\x01\x12\x1c\n\x14scale_to_zero_idle_s\x18\x1d \x01(\x01\x12\x15\n\rvertical_auto\x18\x1e \x01(\x08\x12\x1e\n\x16vertical_max_instances\x18\x1f \x01(\r\x12\x1f\n\x17vertical_max_batch_size\x18  \x01(\r\x12\"\n\x1agpu_memory_gb_per_instance\x18! \x01(\x01\x12\x10\n\x08priority\x18\" \x01(\x05\x12\x17\n\x0fscale_tolerance\x18# \x01(\x01\x12\x1e\n\x16\x61\x63tivation_probability\x18$ \x01(\x01\"!\n\x10GetPolicyRequest\x12\r\n\x05model\x18\x01 \x01(\t\">\n\x11GetPolicyResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\"\x15\n\x13ListPoliciesRequest\"C\n\x14ListPoliciesResponse\x12+\n\x08policies\x18\x01 \x03(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\"\x8e\x01\n\x10SetPolicyRequest\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0f\n\x07replace\x18\x03 \x01(\x08\x12\r\n\x05unpin\x18\x04 \x01(\x08\"O\n\x11SetPolicyResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12\x0f\n\x07\x63hanges\x18\x02 \x03(\t\"$\n\x13\x44\x65letePolicyRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x16\n\x14\x44\x65letePolicyResponse\"B\n\x10ImportHpaRequest\x12\x10\n\x08manifest\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x61pply\x18\x03 \x01(\x08\"^\n\x11ImportHpaResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12\r\n\x05notes\x18\x02 \x03(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08*\x96\x01\n\rRoutingPolicy\x12\x1e\n\x1aROUTING_POLICY_UNSPECIFIED\x10\x00\x12$\n ROUTING_POLICY_LEAST_OUTSTANDING\x10\x01\x12\x1f\n\x1bROUTING_POLICY_POWER_OF_TWO\x10\x02\x12\x1e\n\x1aROUTING_POLICY_ROUND_ROBIN\x10\x03*[\n\nPolicyMode\x12\x1b\n\x17POLICY_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12POLICY_MODE_ACTIVE\x10\x01\x12\x18\n\x14POLICY_MODE_ADVISORY\x10\x02\x32\x93\x03\n\rPolicyService\x12H\n\tGetPolicy\x12\x1c.ebbflow.v1.GetPolicyRequest\x1a\x1d.ebbflow.v1.GetPolicyResponse\x12Q\n\x0cListPolicies\x12\x1f.ebbflow.v1.ListPoliciesRequest\x1a .ebbflow.v1.ListPoliciesResponse\x12H\n\tSetPolicy\x12\x1c.ebbflow.v1.SetPolicyRequest\x1a\x1d.ebbflow.v1.SetPolicyResponse\x12Q\n\x0c\x44\x65letePolicy\x12\x1f.ebbflow.v1.DeletePolicyRequest\x1a .ebbflow.v1.DeletePolicyResponse\x12H\n\tImportHpa\x12\x1c.ebbflow.v1.ImportHpaRequest\x1a\x1d.ebbflow.v1.ImportHpaResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x62\x62\x66low/v1/policy.proto\x12\nebbflow.v1\x1a google/protobuf/field_mask.proto\"\xdf\x07\n\rScalingPolicy\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmin_replicas\x18\x02 \x01(\r\x12\x14\n\x0cmax_replicas\x18\x03 \x01(\r\x12$\n\x1ctarget_in_flight_per_replica\x18\x04 \x01(\x01\x12\x1a\n\x12scale_down_delay_s\x18\x05 \x01(\x01\x12\x1d\n\x15instances_per_replica\x18\x06 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12*\n\x07routing\x18\x08 \x01(\x0e\x32\x19.ebbflow.v1.RoutingPolicy\x12\x19\n\x11\x66orecast_quantile\x18\t \x01(\x01\x12\x0e\n\x06lead_s\x18\n \x01(\x01\x12\x18\n\x10scale_up_delay_s\x18\x0b \x01(\x01\x12\x19\n\x11max_scale_up_step\x18\x0c \x01(\r\x12\x1c\n\x14max_scale_up_percent\x18\r \x01(\x01\x12\x1b\n\x13max_scale_down_step\x18\x0e \x01(\r\x12\x1e\n\x16max_scale_down_percent\x18\x0f \x01(\x01\x12\x1a\n\x12target_utilization\x18\x10 \x01(\x01\x12$\n\x04mode\x18\x11 \x01(\x0e\x32\x16.ebbflow.v1.PolicyMode\x12\x0e\n\x06pinned\x18\x12 \x01(\x08\x12\x14\n\x0cpin_replicas\x18\x13 \x01(\r\x12\x0e\n\x06pin_by\x18\x14 \x01(\t\x12\x12\n\npin_reason\x18\x15 \x01(\t\x12\x18\n\x10pin_until_unix_s\x18\x16 \x01(\x01\x12\x17\n\x0fpanic_threshold\x18\x17 \x01(\x01\x12\x14\n\x0cpanic_hold_s\x18\x18 \x01(\x01\x12\x12\n\nslo_ttft_s\x18\x19 \x01(\x01\x12\x12\n\nslo_tpot_s\x18\x1a \x01(\x01\x12\x15\n\rslo_latency_s\x18\x1b \x01(\x01\x12\x16\n\x0eslo_percentile\x18\x1c \x01(\x01\x12\x1c\n\x14scale_to_zero_idle_s\x18\x1d \x01(\x01\x12\x15\n\rvertical_auto\x18\x1e \x01(\x08\x12\x1e\n\x16vertical_max_instances\x18\x1f \x01(\r\x12\x1f\n\x17vertical_max_batch_size\x18  \x01(\r\x12\"\n\x1agpu_memory_gb_per_instance\x18! \x01(\x01\x12\x10\n\x08priority\x18\" \x01(\x05\x12\x17\n\x0fscale_tolerance\x18# \x01(\x01\x12\x1e\n\x16\x61\x63tivation_probability\x18$ \x01(\x01\x12\"\n\x1ashed_in_flight_per_replica\x18% \x01(\x01\"!\n\x10GetPolicyRequest\x12\r\n\x05model\x18\x01 \x01(\t\">\n\x11GetPolicyResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\"\x15\n\x13ListPoliciesRequest\"C\n\x14ListPoliciesResponse\x12+\n\x08policies\x18\x01 \x03(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\"\x8e\x01\n\x10SetPolicyRequest\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0f\n\x07replace\x18\x03 \x01(\x08\x12\r\n\x05unpin\x18\x04 \x01(\x08\"O\n\x11SetPolicyResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12\x0f\n\x07\x63hanges\x18\x02 \x03(\t\"$\n\x13\x44\x65letePolicyRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x16\n\x14\x44\x65letePolicyResponse\"B\n\x10ImportHpaRequest\x12\x10\n\x08manifest\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x61pply\x18\x03 \x01(\x08\"^\n\x11ImportHpaResponse\x12)\n\x06policy\x18\x01 \x01(\x0b\x32\x19.ebbflow.v1.ScalingPolicy\x12\r\n\x05notes\x18\x02 \x03(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08*\x96\x01\n\rRoutingPolicy\x12\x1e\n\x1aROUTING_POLICY_UNSPECIFIED\x10\x00\x12$\n ROUTING_POLICY_LEAST_OUTSTANDING\x10\x01\x12\x1f\n\x1bROUTING_POLICY_POWER_OF_TWO\x10\x02\x12\x1e\n\x1aROUTING_POLICY_ROUND_ROBIN\x10\x03*[\n\nPolicyMode\x12\x1b\n\x17POLICY_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12POLICY_MODE_ACTIVE\x10\x01\x12\x18\n\x14POLICY_MODE_ADVISORY\x10\x02\x32\x93\x03\n\rPolicyService\x12H\n\tGetPolicy\x12\x1c.ebbflow.v1.GetPolicyRequest\x1a\x1d.ebbflow.v1.GetPolicyResponse\x12Q\n\x0cListPolicies\x12\x1f.ebbflow.v1.ListPoliciesRequest\x1a .ebbflow.v1.ListPoliciesResponse\x12H\n\tSetPolicy\x12\x1c.ebbflow.v1.SetPolicyRequest\x1a\x1d.ebbflow.v1.SetPolicyResponse\x12Q\n\x0c\x44\x65letePolicy\x12\x1f.ebbflow.v1.DeletePolicyRequest\x1a .ebbflow.v1.DeletePolicyResponse\x12H\n\tImportHpa\x12\x1c.ebbflow.v1.ImportHpaRequest\x1a\x1d.ebbflow.v1.ImportHpaResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ebbflow.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUTINGPOLICY']._serialized_start=1675
-  _globals['_ROUTINGPOLICY']._serialized_end=1825
-  _globals['_POLICYMODE']._serialized_start=1827
-  _globals['_POLICYMODE']._serialized_end=1918
+  _globals['_ROUTINGPOLICY']._serialized_start=1711
+  _globals['_ROUTINGPOLICY']._serialized_end=1861
+  _globals['_POLICYMODE']._serialized_start=1863
+  _globals['_POLICYMODE']._serialized_end=1954
   _globals['_SCALINGPOLICY']._serialized_start=74
-  _globals['_SCALINGPOLICY']._serialized_end=1029
-  _globals['_GETPOLICYREQUEST']._serialized_start=1031
-  _globals['_GETPOLICYREQUEST']._serialized_end=1064
-  _globals['_GETPOLICYRESPONSE']._serialized_start=1066
-  _globals['_GETPOLICYRESPONSE']._serialized_end=1128
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=1130
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=1151
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1153
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1220
-  _globals['_SETPOLICYREQUEST']._serialized_start=1223
-  _globals['_SETPOLICYREQUEST']._serialized_end=1365
-  _globals['_SETPOLICYRESPONSE']._serialized_start=1367
-  _globals['_SETPOLICYRESPONSE']._serialized_end=1446
-  _globals['_DELETEPOLICYREQUEST']._serialized_start=1448
-  _globals['_DELETEPOLICYREQUEST']._serialized_end=1484
-  _globals['_DELETEPOLICYRESPONSE']._serialized_start=1486
-  _globals['_DELETEPOLICYRESPONSE']._serialized_end=1508
-  _globals['_IMPORTHPAREQUEST']._serialized_start=1510
-  _globals['_IMPORTHPAREQUEST']._serialized_end=1576
-  _globals['_IMPORTHPARESPONSE']._serialized_start=1578
-  _globals['_IMPORTHPARESPONSE']._serialized_end=1672
-  _globals['_POLICYSERVICE']._serialized_start=1921
-  _globals['_POLICYSERVICE']._serialized_end=2324
+  _globals['_SCALINGPOLICY']._serialized_end=1065
+  _globals['_GETPOLICYREQUEST']._serialized_start=1067
+  _globals['_GETPOLICYREQUEST']._serialized_end=1100
+  _globals['_GETPOLICYRESPONSE']._serialized_start=1102
+  _globals['_GETPOLICYRESPONSE']._serialized_end=1164
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=1166
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=1187
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1189
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1256
+  _globals['_SETPOLICYREQUEST']._serialized_start=1259
+  _globals['_SETPOLICYREQUEST']._serialized_end=1401
+  _globals['_SETPOLICYRESPONSE']._serialized_start=1403
+  _globals['_SETPOLICYRESPONSE']._serialized_end=1482
+  _globals['_DELETEPOLICYREQUEST']._serialized_start=1484
+  _globals['_DELETEPOLICYREQUEST']._serialized_end=1520
+  _globals['_DELETEPOLICYRESPONSE']._serialized_start=1522
+  _globals['_DELETEPOLICYRESPONSE']._serialized_end=1544
+  _globals['_IMPORTHPAREQUEST']._serialized_start=1546
+  _globals['_IMPORTHPAREQUEST']._serialized_end=1612
+  _globals['_IMPORTHPARESPONSE']._serialized_start=1614
+  _globals['_IMPORTHPARESPONSE']._serialized_end=1708
+  _globals['_POLICYSERVICE']._serialized_start=1957
+  _globals['_POLICYSERVICE']._serialized_end=2360
 # @@protoc_insertion_point(module_scope)

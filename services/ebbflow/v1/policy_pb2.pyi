@@ -28,7 +28,7 @@ POLICY_MODE_ACTIVE: PolicyMode
 POLICY_MODE_ADVISORY: PolicyMode
 
 class ScalingPolicy(_message.Message):
-    __slots__ = ("model", "min_replicas", "max_replicas", "target_in_flight_per_replica", "scale_down_delay_s", "instances_per_replica", "max_batch_size", "routing", "forecast_quantile", "lead_s", "scale_up_delay_s", "max_scale_up_step", "max_scale_up_percent", "max_scale_down_step", "max_scale_down_percent", "target_utilization", "mode", "pinned", "pin_replicas", "pin_by", "pin_reason", "pin_until_unix_s", "panic_threshold", "panic_hold_s", "slo_ttft_s", "slo_tpot_s", "slo_latency_s", "slo_percentile", "scale_to_zero_idle_s", "vertical_auto", "vertical_max_instances", "vertical_max_batch_size", "gpu_memory_gb_per_instance", "priority", "scale_tolerance", "activation_probability")
+    __slots__ = ("model", "min_replicas", "max_replicas", "target_in_flight_per_replica", "scale_down_delay_s", "instances_per_replica", "max_batch_size", "routing", "forecast_quantile", "lead_s", "scale_up_delay_s", "max_scale_up_step", "max_scale_up_percent", "max_scale_down_step", "max_scale_down_percent", "target_utilization", "mode", "pinned", "pin_replicas", "pin_by", "pin_reason", "pin_until_unix_s", "panic_threshold", "panic_hold_s", "slo_ttft_s", "slo_tpot_s", "slo_latency_s", "slo_percentile", "scale_to_zero_idle_s", "vertical_auto", "vertical_max_instances", "vertical_max_batch_size", "gpu_memory_gb_per_instance", "priority", "scale_tolerance", "activation_probability", "shed_in_flight_per_replica")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class ScalingPolicy(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     SCALE_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    SHED_IN_FLIGHT_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
     model: str
     min_replicas: int
     max_replicas: int
@@ -101,7 +102,8 @@ class ScalingPolicy(_message.Message):
     priority: int
     scale_tolerance: float
     activation_probability: float
-    def __init__(self, model: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_in_flight_per_replica: _Optional[float] = ..., scale_down_delay_s: _Optional[float] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., routing: _Optional[_Union[RoutingPolicy, str]] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., scale_up_delay_s: _Optional[float] = ..., max_scale_up_step: _Optional[int] = ..., max_scale_up_percent: _Optional[float] = ..., max_scale_down_step: _Optional[int] = ..., max_scale_down_percent: _Optional[float] = ..., target_utilization: _Optional[float] = ..., mode: _Optional[_Union[PolicyMode, str]] = ..., pinned: bool = ..., pin_replicas: _Optional[int] = ..., pin_by: _Optional[str] = ..., pin_reason: _Optional[str] = ..., pin_until_unix_s: _Optional[float] = ..., panic_threshold: _Optional[float] = ..., panic_hold_s: _Optional[float] = ..., slo_ttft_s: _Optional[float] = ..., slo_tpot_s: _Optional[float] = ..., slo_latency_s: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., scale_to_zero_idle_s: _Optional[float] = ..., vertical_auto: bool = ..., vertical_max_instances: _Optional[int] = ..., vertical_max_batch_size: _Optional[int] = ..., gpu_memory_gb_per_instance: _Optional[float] = ..., priority: _Optional[int] = ..., scale_tolerance: _Optional[float] = ..., activation_probability: _Optional[float] = ...) -> None: ...
+    shed_in_flight_per_replica: float
+    def __init__(self, model: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_in_flight_per_replica: _Optional[float] = ..., scale_down_delay_s: _Optional[float] = ..., instances_per_replica: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., routing: _Optional[_Union[RoutingPolicy, str]] = ..., forecast_quantile: _Optional[float] = ..., lead_s: _Optional[float] = ..., scale_up_delay_s: _Optional[float] = ..., max_scale_up_step: _Optional[int] = ..., max_scale_up_percent: _Optional[float] = ..., max_scale_down_step: _Optional[int] = ..., max_scale_down_percent: _Optional[float] = ..., target_utilization: _Optional[float] = ..., mode: _Optional[_Union[PolicyMode, str]] = ..., pinned: bool = ..., pin_replicas: _Optional[int] = ..., pin_by: _Optional[str] = ..., pin_reason: _Optional[str] = ..., pin_until_unix_s: _Optional[float] = ..., panic_threshold: _Optional[float] = ..., panic_hold_s: _Optional[float] = ..., slo_ttft_s: _Optional[float] = ..., slo_tpot_s: _Optional[float] = ..., slo_latency_s: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., scale_to_zero_idle_s: _Optional[float] = ..., vertical_auto: bool = ..., vertical_max_instances: _Optional[int] = ..., vertical_max_batch_size: _Optional[int] = ..., gpu_memory_gb_per_instance: _Optional[float] = ..., priority: _Optional[int] = ..., scale_tolerance: _Optional[float] = ..., activation_probability: _Optional[float] = ..., shed_in_flight_per_replica: _Optional[float] = ...) -> None: ...
 
 class GetPolicyRequest(_message.Message):
     __slots__ = ("model",)
