@@ -86,9 +86,18 @@ async def test_tenants_keys_models_and_limits_on_every_front(nats_url: str, tmp_
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call(key)
             assert refused.value.code() == code_ and text in (refused.value.details() or ""), refused.value
+        registry = stack.router_unit.host.registry
+
+        def python_router_calls() -> float:
+            """Calls the Python router sent to replicas: the fast path, where there is a front, sends none."""
+            return sum(s.value for m in registry.collect() if m.name == "ebbflow_router_upstream_requests" for s in m.samples if s.name.endswith("_total"))
+
+        before = python_router_calls()
         for _ in range(3):
             reply = await call(keys["alice"])
             assert reply.outputs[0].name == "text_output"
+        fast_path = stack.router_unit.front is not None
+        assert (python_router_calls() == before) == fast_path, "an allowed key takes the front's fast path"
         with pytest.raises(grpc.aio.AioRpcError) as limited:
             await call(keys["alice"])
         assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "over its limit of 3 requests per minute" in (limited.value.details() or "")
@@ -148,7 +157,6 @@ async def test_tenants_keys_models_and_limits_on_every_front(nats_url: str, tmp_
         code, out = await asyncio.to_thread(tenant, "list")
         assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["alice", "bob", "carol", "dave"]
         assert "revoked" in out.splitlines()[3] and "3 requests/min" in out.splitlines()[0] and "models: llm_stream" in out.splitlines()[1]
-        registry = stack.router_unit.host.registry
         rejections = {reason: registry.get_sample_value("ebbflow_router_tenant_rejections_total", {"tenant": tenant_, "reason": reason}) or 0
                       for tenant_, reason in (("", "no_key"), ("", "bad_key"), ("bob", "model"), ("alice", "rate"), ("carol", "tokens"), ("dave", "revoked"))}  # fmt: skip
         assert all(rejections.values()), rejections

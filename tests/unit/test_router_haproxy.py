@@ -16,12 +16,14 @@ from ebbflow.router.haproxy import (
     FrontRecord,
     FrontServer,
     FrontSpec,
+    FrontTenant,
     choose_adoption,
     config_digest,
     parse_log_line,
     parse_map,
     parse_stats,
     render,
+    tenant_maps,
     running_configuration,
     servers_in,
 )
@@ -103,6 +105,34 @@ def test_log_lines_give_latency_and_the_grpc_outcome():
     assert parse_log_line("llm <NOSRV> 0 503 -").code == "HTTP_503"
     for junk in ("", "- router 1 200 -", "llm a1 x 200 -", "llm a1 1 200", "a b c d e f"):
         assert parse_log_line(junk) is None
+    tenant = parse_log_line("llm a1 3 200 - alice -")
+    assert tenant is not None and (tenant.tenant, tenant.refused, tenant.code) == ("alice", "", "OK")
+    refused = parse_log_line("llm <lua.grpc_over_rate> 0 200 - alice rate")
+    assert refused is not None and (refused.tenant, refused.refused) == ("alice", "rate")
+    assert parse_log_line("llm a1 3 200 - - -").tenant == ""  # type: ignore[union-attr]
+
+
+def test_checking_keys_the_fast_path_is_only_for_a_known_key_calling_a_model_its_tenant_may_call():
+    tenants = [
+        FrontTenant("alice", "aa11", ("llm",), requests_per_minute=3),
+        FrontTenant("bob", "bb22", ()),
+        FrontTenant("carol", "cc33", (), fast=False),  # a token budget: the Python router reads every request
+    ]
+    maps = tenant_maps(tenants)
+    assert maps == {"tenants.map": "aa11 alice\nbb22 bob\n", "allowed.map": "alice/llm 1\nbob/* 1\n", "rates.map": "alice 3\n"}
+    spec = replace(SPEC, tenant_dir=Path("/s"), http_listen="0.0.0.0:8000", http_fallback="127.0.0.1:9001")
+    text, _ = render(spec, [FrontBackend("llm", "least_outstanding", ())], tenants)
+    grpc_frontend = text.split("frontend triton\n")[1].split("\n\n")[0]
+    assert grpc_frontend.index("sha2(256),hex,lower,map(/s/tenants.map)") < grpc_frontend.index("use_backend")
+    assert "map(/s/models.map) -m found } { var(txn.allowed) -m found }" in grpc_frontend
+    assert "use-service lua.grpc_over_rate if { var(txn.rpm) -m found } { sc_http_req_rate(0),sub(txn.rpm) gt 0 }" in grpc_frontend
+    http_frontend = text.split("frontend triton_http\n")[1].split("\n\n")[0]
+    assert "http-request return status 429" in http_frontend and "{ var(txn.allowed) -m found }" in http_frontend
+    assert "stick-table type string len 64 size 100k expire 2m store http_req_rate(60s)" in text
+    # a change of tenants is a change of the configuration (HAProxy reads its maps when it starts)
+    assert render(spec, [], tenants)[0] != render(spec, [], tenants[:1])[0] == render(spec, [], tenants[:1])[0]
+    plain = render(SPEC, [FrontBackend("llm", "least_outstanding", ())])[0]
+    assert "tenants" not in plain and "txn.allowed" not in plain
 
 
 def test_a_meter_fed_by_statistics_and_logs_averages_in_flight_over_time():

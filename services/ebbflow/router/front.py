@@ -51,15 +51,17 @@ from ebbflow.router.haproxy import (
     HTTP_SUFFIX,
     OVERLOAD_GRPC,
     OVERLOAD_HTTP,
-    TOO_LARGE_LUA,
+    FRONT_LUA,
     EarlierFront,
     FrontBackend,
     FrontRecord,
     FrontServer,
     FrontSpec,
+    FrontTenant,
     ServerStats,
     backend_name,
     choose_adoption,
+    tenant_maps,
     config_digest,
     parse_log_line,
     parse_map,
@@ -181,6 +183,8 @@ class HaproxyFront:
         self._acked: dict[str, int] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._codes: dict[tuple[str, str], Any] = {}
+        self._tenant_counts: dict[tuple[str, str, str], Any] = {}
+        """Per-tenant counters of the fast path by (tenant, model, refusal), bound once."""
         self._lock = asyncio.Lock()  # one (re)load or stop at a time
         self._done = False  # stopped or released: HAProxy is no longer this shell's to start or reload
         self._released = False
@@ -237,10 +241,10 @@ class HaproxyFront:
             http_listen=http_listen,
             http_fallback=self.http_fallback,
             overload_dir=self.dir,
-            fast_path=not self.config.require_api_key,
+            tenant_dir=self.dir if self.config.require_api_key else None,
         )
         self._admin_socket = self.spec.admin_socket
-        self.dir.joinpath("too_large.lua").write_text(TOO_LARGE_LUA)
+        self.dir.joinpath("too_large.lua").write_text(FRONT_LUA)
         self.dir.joinpath("overload_grpc.http").write_text(OVERLOAD_GRPC)
         self.dir.joinpath("overload_http.http").write_text(OVERLOAD_HTTP)
         # Processes of an earlier front that are not adopted: replaced ones finishing their calls, or one that
@@ -361,7 +365,7 @@ class HaproxyFront:
                 backends = self._backends_now()
                 if self._current is None or not self._current.process.running:
                     await self._restart(backends)
-                elif render(self.spec, backends)[0] not in (self._rendered, self._refused):
+                elif render(self.spec, backends, self._tenants_now())[0] not in (self._rendered, self._refused):
                     await self._apply(backends)
                 self._reap()
                 self._acknowledge_drains()
@@ -397,6 +401,13 @@ class HaproxyFront:
             backends.append(FrontBackend(model, routing.get(model, "least_outstanding"), tuple(servers), per_replica))
         return backends
 
+    def _tenants_now(self) -> list[FrontTenant]:
+        """The active tenants, for the fast path's key check (router.require_api_key)."""
+        return [
+            FrontTenant(t.name, t.key_sha256, tuple(t.models), t.requests_per_minute, fast=not t.tokens_per_minute)
+            for t in self.view.tenants.values() if not t.revoked_unix_s
+        ]  # fmt: skip
+
     async def _apply(self, backends: list[FrontBackend]) -> None:
         """Write the configuration for `backends` and start an HAProxy on it, replacing the running one."""
         async with self._lock:
@@ -407,7 +418,11 @@ class HaproxyFront:
 
     async def _apply_locked(self, backends: list[FrontBackend]) -> None:
         """_apply's work, with no other (re)load or stop under way."""
-        text, models = render(self.spec, backends)
+        tenants = self._tenants_now()
+        text, models = render(self.spec, backends, tenants)
+        if self.spec.tenant_dir is not None:  # read when HAProxy starts: written before it is
+            for name, content in tenant_maps(tenants).items():
+                self.spec.tenant_dir.joinpath(name).write_text(content)
         config_path = self.dir / "haproxy.cfg"
         config_path.write_text(text)
         self.spec.map_path.write_text(models)
@@ -528,6 +543,13 @@ class HaproxyFront:
             child = self._codes[(done.model, done.code)] = self.metrics.requests.labels(done.model, done.code)
         child.inc()
         self.metrics.latency.labels(done.model).observe(done.seconds)
+        if done.tenant:
+            key = (done.tenant, done.model, done.refused)
+            tenant_child = self._tenant_counts.get(key)
+            if tenant_child is None:
+                counter = self.metrics.tenant_rejections.labels(done.tenant, "rate") if done.refused == "rate" else None
+                tenant_child = self._tenant_counts[key] = counter or self.metrics.tenant_requests.labels(done.tenant, done.model)
+            tenant_child.inc()
         policy = self.view.policies.get(done.model)  # HAProxy's log has no first-response time: latency only
         if done.ok and policy is not None and misses_objective(done.seconds, -1.0, policy.slo_latency_s, 0.0):
             self.metrics.slow.labels(done.model).inc()

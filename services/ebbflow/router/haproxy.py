@@ -66,7 +66,7 @@ FALLBACK = "router"
 """Name of the Python router as a server in every backend."""
 HARD_STOP_S = 300
 """How long an HAProxy replaced by a reload, or soft-stopped with no shell left to bound it, may finish the calls it holds."""
-LOG_FORMAT = "%[var(txn.model)] %s %Ta %ST %[var(txn.grpc_status)]"
+LOG_FORMAT = "%[var(txn.model)] %s %Ta %ST %[var(txn.grpc_status)] %[var(txn.tenant)] %[var(txn.refused)]"
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,35 @@ class FrontSpec:
     """host:port of the Python router's HTTP API (router.rest)."""
     overload_dir: Path | None = None
     """Where the overload answers (OVERLOAD_GRPC, OVERLOAD_HTTP) are written; None: no backend sheds."""
-    fast_path: bool = True
-    """False (router.require_api_key): every request goes to the Python router, which checks its tenant."""
+    tenant_dir: Path | None = None
+    """router.require_api_key: the directory of the tenant maps (TENANT_MAPS) the fast path checks keys against;
+    None: keys are not checked."""
+
+
+@dataclass(frozen=True)
+class FrontTenant:
+    """A tenant as the front sees it (router.tenants has the rule; this is its fast-path part)."""
+
+    name: str
+    key_sha256: str
+    models: tuple[str, ...]
+    """Empty: every model."""
+    requests_per_minute: int = 0
+    fast: bool = True
+    """False (a token budget, which needs the request read): its requests always go to the Python router."""
+
+
+TENANT_MAPS = ("tenants.map", "allowed.map", "rates.map")
+"""key hash → tenant; `tenant/model` (or `tenant/*`) → 1 for what it may call; tenant → requests per minute."""
+
+
+def tenant_maps(tenants: list[FrontTenant]) -> dict[str, str]:
+    """The contents of TENANT_MAPS for the tenants the fast path serves (active ones without a token budget)."""
+    fast = sorted((t for t in tenants if t.fast), key=lambda t: t.name)
+    keys = "".join(f"{t.key_sha256} {t.name}\n" for t in fast)
+    allowed = "".join(f"{t.name}/{model} 1\n" for t in fast for model in (t.models or ("*",)))
+    rates = "".join(f"{t.name} {t.requests_per_minute}\n" for t in fast if t.requests_per_minute)
+    return dict(zip(TENANT_MAPS, (keys, allowed, rates)))
 
 
 TOO_LARGE_SERVICE = "grpc_too_large"
@@ -126,7 +153,24 @@ core.register_service("{TOO_LARGE_SERVICE}", "http", function(applet)
   applet:start_response()
 end)
 """
+OVER_RATE_SERVICE = "grpc_over_rate"
+OVER_RATE_LUA = f"""-- ebbflow: answer a tenant's request over its limit (router.require_api_key) with gRPC RESOURCE_EXHAUSTED.
+core.register_service("{OVER_RATE_SERVICE}", "http", function(applet)
+  local tenant = applet:get_var("txn.tenant") or "?"
+  local limit = applet:get_var("txn.rpm") or "?"
+  local retry = applet:get_var("txn.retry") or "1"
+  repeat local chunk = applet:receive() until chunk == nil or chunk == ""
+  applet:set_status(200)
+  applet:add_header("content-type", "application/grpc")
+  applet:add_header("content-length", "0")
+  applet:add_header("grpc-status", "8")
+  applet:add_header("retry-after", tostring(retry))
+  applet:add_header("grpc-message", "tenant " .. tenant .. " is over its limit of " .. limit .. " requests per minute; retry after " .. retry .. " s")
+  applet:start_response()
+end)
+"""
 """A trailers-only gRPC answer (headers with grpc-status and END_STREAM) after draining the request."""
+FRONT_LUA = TOO_LARGE_LUA + OVER_RATE_LUA
 
 
 SHED_QUEUE_MS = 10
@@ -155,10 +199,13 @@ HTTP_FORWARDED = "/infer /generate /generate_stream"
 """Path endings of the HTTP requests the front forwards to a model's replicas itself."""
 
 
-def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
-    """HAProxy's configuration and its model map (model name → backend), for these backends."""
+def render(spec: FrontSpec, backends: list[FrontBackend], tenants: list[FrontTenant] | None = None) -> tuple[str, str]:
+    """HAProxy's configuration and its model map (model name → backend), for these backends (and, checking keys,
+    these tenants: their maps' digest is in the text, so a change of tenants is a change of configuration)."""
     ordered = sorted(backends, key=lambda b: b.model)
+    digest = hashlib.sha256(json.dumps(tenant_maps(tenants or []), sort_keys=True).encode()).hexdigest()[:16]
     lines = [
+        *([f"# tenants {digest}"] if spec.tenant_dir is not None else []),
         "global",
         f"  stats socket {spec.admin_socket} mode 600 level admin expose-fd listeners",
         "  nbthread 1",
@@ -191,8 +238,11 @@ def render(spec: FrontSpec, backends: list[FrontBackend]) -> tuple[str, str]:
         # the Python router, which enforces router.max_message_bytes.
         f"  http-request set-var(txn.model) req.body,ungrpc(1) if {{ path /inference.GRPCInferenceService/ModelInfer }} "
         f"{{ req.body_len lt {spec.buffer_bytes - 2048} }}",
-        *_fast_path(spec, f"  use_backend %[var(txn.model),map({spec.map_path})] if {{ var(txn.model),map({spec.map_path}) -m found }}"),
+        *_tenant_rules(spec, "grpc"),
+        f"  use_backend %[var(txn.model),map({spec.map_path})] if {{ var(txn.model),map({spec.map_path}) -m found }}{_allowed(spec)}",
         f"  default_backend {FALLBACK}",
+        "",
+        *_tenant_table(spec),
         "",
         f"backend {FALLBACK}",
         f"  server {FALLBACK} {spec.fallback} proto h2",
@@ -249,7 +299,8 @@ def _http_frontend(spec: FrontSpec) -> list[str]:
         f"  http-request return status 413 content-type application/json string '{too_large}' "
         f"if {{ req.hdr_val(content-length) gt {spec.max_message_bytes} }}",
         f"  http-request set-var(txn.model) path,field(4,/) if {forwarded}",
-        *_fast_path(spec, f"  use_backend %[var(txn.model),map({spec.map_path})]{HTTP_SUFFIX} if {{ var(txn.model),map({spec.map_path}) -m found }}"),
+        *_tenant_rules(spec, "http"),
+        f"  use_backend %[var(txn.model),map({spec.map_path})]{HTTP_SUFFIX} if {{ var(txn.model),map({spec.map_path}) -m found }}{_allowed(spec)}",
         f"  default_backend {HTTP_FALLBACK}",
         "",
         f"backend {HTTP_FALLBACK}",
@@ -264,8 +315,49 @@ def _shedding(spec: FrontSpec, backend: FrontBackend, kind: str) -> list[str]:
     return [f"  timeout queue {SHED_QUEUE_MS}ms", f"  errorfile 503 {spec.overload_dir / f'overload_{kind}.http'}"]
 
 
-def _fast_path(spec: FrontSpec, rule: str) -> list[str]:
-    return [rule] if spec.fast_path else ["  # router.require_api_key: every request to the Python router, which checks its tenant"]
+TENANT_TABLE = "tenant_rates"
+
+
+def _allowed(spec: FrontSpec) -> str:
+    """Checking keys, the fast path is only for a known key calling a model its tenant may call."""
+    return " { var(txn.allowed) -m found }" if spec.tenant_dir is not None else ""
+
+
+def _tenant_table(spec: FrontSpec) -> list[str]:
+    if spec.tenant_dir is None:
+        return []
+    return [f"backend {TENANT_TABLE}", "  stick-table type string len 64 size 100k expire 2m store http_req_rate(60s)", ""]
+
+
+def _tenant_rules(spec: FrontSpec, kind: str) -> list[str]:
+    """The tenant check on the fast path (router.tenants' rule, for tenants without a token budget).
+
+    The key's SHA-256 finds the tenant, `tenant/model` or `tenant/*` whether it may call the model; only then is
+    the request the fast path's. A tenant with a request limit is tracked in a stick table (requests in the last
+    60 s) and answered RESOURCE_EXHAUSTED / 429 by the front when over it, with a retry hint of 60 / limit s.
+    Anything else (no key, an unknown or revoked one, a model not allowed, a token budget) goes to the Python
+    router, which refuses it precisely or serves it."""
+    if spec.tenant_dir is None:
+        return []
+    tenants, allowed, rates = (spec.tenant_dir / name for name in TENANT_MAPS)
+    over = "{ var(txn.rpm) -m found } { sc_http_req_rate(0),sub(txn.rpm) gt 0 }"
+    lines = [
+        f'  http-request set-var(txn.tenant) req.hdr(authorization),regsub("^[Bb]earer +",""),sha2(256),hex,lower,map({tenants}) '
+        "if { req.hdr(authorization) -m found }",
+        f"  http-request set-var(txn.allowed) int(1) if {{ var(txn.tenant),concat(/,txn.model),map({allowed}) -m found }}",
+        f"  http-request set-var(txn.allowed) int(1) if {{ var(txn.tenant),concat(/*),map({allowed}) -m found }}",
+        f"  http-request set-var(txn.rpm) var(txn.tenant),map({rates}) if {{ var(txn.allowed) -m found }}",
+        f"  http-request track-sc0 var(txn.tenant) table {TENANT_TABLE} if {{ var(txn.rpm) -m found }}",
+        # ceil(60 / limit): the mean gap between requests at the limit
+        "  http-request set-var(txn.retry) int(59),add(txn.rpm),div(txn.rpm) if { var(txn.rpm) -m found }",
+        f"  http-request set-var(txn.refused) str(rate) if {over}",
+    ]
+    if kind == "grpc":
+        lines.append(f"  http-request use-service lua.{OVER_RATE_SERVICE} if {over}")
+    else:
+        message = '{"error":"tenant %[var(txn.tenant)] is over its limit of %[var(txn.rpm)] requests per minute; retry after %[var(txn.retry)] s"}'
+        lines.append(f'  http-request return status 429 content-type application/json hdr retry-after "%[var(txn.retry)]" lf-string \'{message}\' if {over}')
+    return lines
 
 
 def _too_large_rules(spec: FrontSpec) -> list[str]:
@@ -309,6 +401,8 @@ class Completed:
     seconds: float
     ok: bool
     code: str  # the gRPC status name, or HTTP_<status> when HAProxy itself answered
+    tenant: str = ""  # router.require_api_key: the tenant of the key ("" when none was found)
+    refused: str = ""  # why the front answered the call itself: "rate" (a tenant over its request limit)
 
 
 _GRPC_CODES = (
@@ -324,9 +418,10 @@ def parse_log_line(line: str) -> Completed | None:
     when HTTP says 200 and no grpc-status header came early (Triton sends errors as trailers-only responses).
     """
     parts = line.strip().split(" ")
-    if len(parts) != 5 or parts[0] in ("", "-"):
+    if len(parts) not in (5, 7) or parts[0] in ("", "-"):  # 5: an HAProxy started on the format before tenants
         return None
-    model, server, active_ms, http_status, grpc_status = parts
+    model, server, active_ms, http_status, grpc_status = parts[:5]
+    tenant, refused = (part if part != "-" else "" for part in (parts[5:] or ["-", "-"]))
     try:
         seconds = max(0.0, float(active_ms)) / 1000.0
         status = int(http_status)
@@ -342,7 +437,7 @@ def parse_log_line(line: str) -> Completed | None:
         code = _GRPC_CODES[int(grpc_status)]
     else:
         code = "UNKNOWN"
-    return Completed(model, server, seconds, code == "OK", code)
+    return Completed(model, server, seconds, code == "OK", code, tenant, refused)
 
 
 # ---- adoption: finding the front an earlier shell left running ---------------------------------------------
