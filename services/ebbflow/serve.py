@@ -388,8 +388,11 @@ class RouterUnit:
         router_config = config.router
         # auto: the front wherever haproxy is installed, unless spans are wanted for every request (the fast path has none)
         use_front = router_config.front == "haproxy" or (router_config.front == "auto" and not router_config.tracing and haproxy_binary() is not None)
-        if use_front:  # the Python router serves HAProxy's fallback on private ports
-            router_config = replace(router_config, host="127.0.0.1", port=0, http_port=0 if router_config.http_port >= 0 else -1)
+        if use_front:  # the Python router serves HAProxy's fallback on private ports (plaintext: the front ends TLS)
+            router_config = replace(
+                router_config, host="127.0.0.1", port=0, http_port=0 if router_config.http_port >= 0 else -1,
+                tls_cert_file="", tls_key_file="", tls_client_ca_file="",
+            )  # fmt: skip
         router_metrics = None
         if router_config.workers == 1:
             self.router = RouterService(router_config, bus, view, host.registry)

@@ -106,7 +106,8 @@ class RouterBed:
         # A short drain: a test that ends with a connection in an odd state would otherwise wait the default 10 s
         config = replace(RouterConfig(port=0, http_port=0, hold_timeout_s=20.0, drain_timeout_s=3.0), **settings_)  # type: ignore[arg-type]
         self.registries.append(CollectorRegistry())
-        service = RouterService(config, self.bus, self.view, self.registries[-1])
+        internal = replace(config, tls_cert_file="", tls_key_file="", tls_client_ca_file="") if front else config  # the front ends TLS
+        service = RouterService(internal, self.bus, self.view, self.registries[-1])
         self.routers.append(service)
         port = await service.start()
         self.http_address = f"127.0.0.1:{service.http_port}"

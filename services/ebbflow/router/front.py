@@ -79,6 +79,7 @@ from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.loops import wait_any
 from ebbflow.runtime.process import DetachedProcess, find_processes, free_port, start_detached
 from ebbflow.runtime.registry import RegistryView
+from ebbflow.runtime.tls import ServerTls, server_tls
 from ebbflow.runtime.wire import DRAINING, READY, address, http_address
 from ebbflow.v1 import load_pb2, registry_pb2
 
@@ -174,6 +175,7 @@ class HaproxyFront:
         self._current: _Process | None = None
         self._retiring: list[_Process] = []
         self._rendered = ""  # the configuration the serving HAProxy runs
+        self.tls: ServerTls | None = None  # router.tls_cert_file, read at start
         self._rendered_map = ""
         self._refused = ""  # a configuration HAProxy would not start on
         self._next_restart_s = 0.0
@@ -217,6 +219,7 @@ class HaproxyFront:
         if binary is None:
             raise UnavailableError("router.front is haproxy but no haproxy binary was found (Debian: apt-get install haproxy)")
         self.binary = binary
+        self.tls = server_tls(self.config.tls_cert_file, self.config.tls_key_file, self.config.tls_client_ca_file)
         self.dir.mkdir(parents=True, exist_ok=True)
         earlier = await self._find_earlier()
         http_port = self.config.http_port if self.http_fallback else -1
@@ -240,11 +243,18 @@ class HaproxyFront:
             lua_path=self.dir / "too_large.lua",
             http_listen=http_listen,
             http_fallback=self.http_fallback,
+            tls_pem=self.dir / "front.pem" if self.tls else None,
+            tls_client_ca=Path(self.config.tls_client_ca_file).resolve() if self.tls and self.config.tls_client_ca_file else None,
             overload_dir=self.dir,
             tenant_dir=self.dir if self.config.require_api_key else None,
         )
         self._admin_socket = self.spec.admin_socket
         self.dir.joinpath("too_large.lua").write_text(FRONT_LUA)
+        if self.tls is not None:  # the key too: readable by this user only
+            pem = self.dir / "front.pem"
+            pem.touch(mode=0o600)
+            pem.chmod(0o600)
+            pem.write_bytes(self.tls.haproxy_pem())
         self.dir.joinpath("overload_grpc.http").write_text(OVERLOAD_GRPC)
         self.dir.joinpath("overload_http.http").write_text(OVERLOAD_HTTP)
         # Processes of an earlier front that are not adopted: replaced ones finishing their calls, or one that

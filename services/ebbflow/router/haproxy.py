@@ -104,6 +104,10 @@ class FrontSpec:
     """host:port of the KServe v2 HTTP frontend; "" serves no HTTP."""
     http_fallback: str = ""
     """host:port of the Python router's HTTP API (router.rest)."""
+    tls_pem: Path | None = None
+    """router.tls_cert_file: the certificate chain and key in one file; the client ports speak TLS only."""
+    tls_client_ca: Path | None = None
+    """router.tls_client_ca_file: clients must present a certificate this CA signed."""
     overload_dir: Path | None = None
     """Where the overload answers (OVERLOAD_GRPC, OVERLOAD_HTTP) are written; None: no backend sheds."""
     tenant_dir: Path | None = None
@@ -230,7 +234,7 @@ def render(spec: FrontSpec, backends: list[FrontBackend], tenants: list[FrontTen
         "  timeout server 3600s",
         "",
         "frontend triton",
-        f"  bind {spec.listen} proto h2",
+        f"  bind {spec.listen} {_bind_options(spec, 'h2')}",
         # Wait for a unary call's body (never for a stream's: it stays open) before reading the model name.
         "  http-request wait-for-body time 30s if { path /inference.GRPCInferenceService/ModelInfer }",
         *_too_large_rules(spec),
@@ -295,7 +299,7 @@ def _http_frontend(spec: FrontSpec) -> list[str]:
     return [
         "",
         "frontend triton_http",
-        f"  bind {spec.http_listen}",
+        f"  bind {spec.http_listen}{' ' + _bind_options(spec, 'http/1.1') if spec.tls_pem else ''}",
         f"  http-request return status 413 content-type application/json string '{too_large}' "
         f"if {{ req.hdr_val(content-length) gt {spec.max_message_bytes} }}",
         f"  http-request set-var(txn.model) path,field(4,/) if {forwarded}",
@@ -313,6 +317,14 @@ def _shedding(spec: FrontSpec, backend: FrontBackend, kind: str) -> list[str]:
     if not backend.max_in_flight or spec.overload_dir is None:
         return []
     return [f"  timeout queue {SHED_QUEUE_MS}ms", f"  errorfile 503 {spec.overload_dir / f'overload_{kind}.http'}"]
+
+
+def _bind_options(spec: FrontSpec, alpn: str) -> str:
+    """Plain gRPC is HTTP/2 without TLS (`proto h2`); with TLS, the protocol is negotiated (ALPN)."""
+    if spec.tls_pem is None:
+        return "proto h2"
+    verify = f" ca-file {spec.tls_client_ca} verify required" if spec.tls_client_ca else ""
+    return f"ssl crt {spec.tls_pem} alpn {alpn}{verify}"
 
 
 TENANT_TABLE = "tenant_rates"

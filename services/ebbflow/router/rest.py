@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from typing import Any, Awaitable, Callable
 
@@ -94,8 +95,8 @@ class RestRouter:
 
     # ---- lifecycle ------------------------------------------------------------------
 
-    async def start(self, host: str, port: int, share_port: bool = False) -> int:
-        """Serve on host:port (0 picks a free port); return the port."""
+    async def start(self, host: str, port: int, share_port: bool = False, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Serve on host:port (0 picks a free port), over TLS with `ssl_context`; return the port."""
         # No response timeout: a generate_stream answer lasts as long as the model generates; the hold limit
         # and the replica bound everything else.
         self._session = aiohttp.ClientSession(
@@ -109,7 +110,7 @@ class RestRouter:
         # A client that leaves cancels its handler: a held request stops waiting, a forwarded one is cut upstream.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_port=share_port or None)
+        site = web.TCPSite(self._runner, host, port, reuse_port=share_port or None, ssl_context=ssl_context)
         await site.start()
         sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
         return int(sockets[0].getsockname()[1]) if sockets else port

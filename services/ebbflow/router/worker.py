@@ -43,6 +43,7 @@ from ebbflow.runtime.config import RouterConfig, router_config
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.runtime.process import ChildProcess, spawn, venv_environment
+from ebbflow.runtime.tls import server_tls
 from ebbflow.runtime.registry import RegistryView, following
 from ebbflow.v1 import load_pb2
 
@@ -77,7 +78,8 @@ class RouterService:
 
     async def start(self) -> int:
         """Bind, start serving and following the registry; return the port."""
-        port = self.server.bind(self.config.host, self.config.port)
+        tls = server_tls(self.config.tls_cert_file, self.config.tls_key_file, self.config.tls_client_ca_file)
+        port = self.server.bind(self.config.host, self.config.port, tls)
         self.router.sync()
         self._tasks = [
             asyncio.create_task(self.router.follow(self._stop), name="router follower"),
@@ -93,7 +95,7 @@ class RouterService:
         self._subscription = await self.bus.nc.subscribe(f"{subjects.LOAD}.*", cb=on_load)
         await self.server.start()
         if self.rest is not None:
-            self.http_port = await self.rest.start(self.config.host, self.config.http_port, self.share_port)
+            self.http_port = await self.rest.start(self.config.host, self.config.http_port, self.share_port, tls.ssl_context() if tls else None)
         return port
 
     def answer_holds_by(self, deadline_s: float) -> None:

@@ -13,6 +13,7 @@ import yaml
 from ebbflow.placement import parse_node
 from ebbflow.policy import ModelPolicy, policy_patch
 from ebbflow.runtime.errors import ConfigError
+from ebbflow.runtime.tls import server_tls
 from ebbflow.runtime.typed import typed_values
 
 
@@ -95,6 +96,13 @@ class RouterConfig:
     """host:port of this service's own gRPC API (health, reflection, status, its APIs) when it runs as its own process; port 0 picks one."""
     metrics_listen: str = "127.0.0.1:0"
     """host:port of this service's Prometheus /metrics when it runs as its own process; port 0 picks one."""
+    tls_cert_file: str = ""
+    """PEM certificate chain of the router's client ports (gRPC and HTTP, the HAProxy front's too): set with
+    tls_key_file, those ports speak TLS only (runtime.tls)."""
+    tls_key_file: str = ""
+    """PEM private key of tls_cert_file."""
+    tls_client_ca_file: str = ""
+    """PEM CA: clients must present a certificate it signed (mutual TLS); needs tls_cert_file."""
     require_api_key: bool = False
     """Every inference request must carry a tenant's API key (`authorization: Bearer <key>`, `ebbflow tenant add`); the
     tenant's models and limits are enforced (router.tenants). Off: anyone who reaches the router may call any model.
@@ -323,6 +331,7 @@ def _check_ranges(config: Config) -> None:
         raise ConfigError("router.hold_timeout_s, hold_max_requests and hold_max_bytes must be positive")
     if not 0 <= r.drain_timeout_s <= 300:
         raise ConfigError(f"router.drain_timeout_s must be 0-300, got {r.drain_timeout_s}")
+    server_tls(r.tls_cert_file, r.tls_key_file, r.tls_client_ca_file, read=False)  # a half-set pair: ConfigError now
     if r.max_retries < 0 or r.retry_buffer_bytes < 0 or r.eject_after_failures < 1 or r.eject_s < 0:
         raise ConfigError("router.max_retries, retry_buffer_bytes and eject_s must be >= 0 and eject_after_failures >= 1")
 

@@ -10,6 +10,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ebbflow.runtime.errors import AlreadyRunningError, ConfigError, EbbflowError, NotFoundError, UnavailableError
+from ebbflow.runtime.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,11 @@ class GrpcServer:
         reflection.enable_server_reflection([*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         self.port = 0
 
-    def bind(self, host: str, port: int) -> int:
-        """Bind host:port (0 picks a free port); raise AlreadyRunningError if it is taken."""
+    def bind(self, host: str, port: int, tls: ServerTls | None = None) -> int:
+        """Bind host:port (0 picks a free port), with TLS when given; raise AlreadyRunningError if it is taken."""
         try:
-            bound = self.server.add_insecure_port(f"{host}:{port}")
+            address = f"{host}:{port}"
+            bound = self.server.add_secure_port(address, tls.grpc_credentials()) if tls else self.server.add_insecure_port(address)
         except RuntimeError:
             bound = 0
         if bound == 0:
