@@ -55,6 +55,7 @@ from ebbflow.runtime.discovery import Announcer, instance_id, wait_for_service
 from ebbflow.runtime.errors import UnavailableError
 from ebbflow.runtime.grpc_server import GrpcServer
 from ebbflow.runtime.loops import wait_any
+from ebbflow.runtime.nats_auth import redact
 from ebbflow.runtime.nats_server import NatsSupervisor
 from ebbflow.runtime.process import free_port
 from ebbflow.runtime.registry import RegistryView
@@ -153,7 +154,7 @@ class ServiceHost:
             except UnavailableError as error:
                 if not told:
                     log.warning("%s: %s; waiting for it", self.service, error)
-                    self.say(f"{self.service}: waiting for NATS at {self.nats_url}")
+                    self.say(f"{self.service}: waiting for NATS at {redact(self.nats_url)}")
                     told = True
                 await asyncio.sleep(NATS_RETRY_S)
         if told:

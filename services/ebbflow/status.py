@@ -23,6 +23,7 @@ from ebbflow.policy import mode_from_proto
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, unsubscribe, watch_bucket
 from ebbflow.runtime.discovery import list_services, supervisors
+from ebbflow.runtime.nats_auth import same_servers
 from ebbflow.runtime.registry import RegistryView
 from ebbflow.runtime.wire import DRAINING, READY, STARTING, address, state_name
 from ebbflow.v1 import discovery_pb2, forecast_pb2, load_pb2, policy_pb2, registry_pb2, scheduling_pb2, status_pb2, status_pb2_grpc
@@ -187,7 +188,7 @@ class StatusService(status_pb2_grpc.StatusServiceServicer):
             except Exception as error:  # NATS went away meanwhile: the table says so through the NATS line
                 log.debug("listing services failed: %s", error)
         for supervisor in found:
-            if supervisor.nats_url and supervisor.nats_url == nats.url:  # the nats-server `ebbflow up` runs for us
+            if supervisor.nats_url and same_servers(supervisor.nats_url, nats.url):  # the nats-server `ebbflow up` runs for us
                 nats.supervised = True
                 nats.server_restarts = supervisor.nats_restarts
                 nats.last_server_exit = supervisor.nats_last_exit

@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, TextIO
 from ebbflow.runtime.config import Config
 from ebbflow.runtime.errors import AlreadyRunningError, EbbflowError
 from ebbflow.runtime.loops import wait_any
+from ebbflow.runtime.nats_auth import SUPERVISOR, NatsUsers, write_private
 from ebbflow.runtime.process import ChildProcess
 from ebbflow.v1 import discovery_pb2
 
@@ -149,9 +150,13 @@ class Services:
     is where it was, and `state.json` can name them for the CLI even while NATS is away.
     """
 
-    def __init__(self, config_path: Path | None, overrides: dict[str, str], config: Config, nats_url: str, state_dir: Path) -> None:
+    def __init__(
+        self, config_path: Path | None, overrides: dict[str, str], config: Config, nats_url: str, state_dir: Path, users: NatsUsers | None = None
+    ) -> None:
         from ebbflow.runtime.nats_server import Supervised
 
+        self.users = users
+        """`ebbflow up`'s own nats-server: each service connects as its own user (runtime.nats_auth)."""
         self.config_path = config_path
         self.overrides = dict(overrides)
         self.nats_url = nats_url
@@ -182,7 +187,11 @@ class Services:
         ready = self.ready_dir / service
         ready.unlink(missing_ok=True)
         env["EBBFLOW_READY_FILE"] = str(ready)
-        argv = [sys.executable, "-m", "ebbflow.cli", "serve", service, "--nats", self.nats_url, "--state-dir", str(self.state_dir)]
+        argv = [sys.executable, "-m", "ebbflow.cli", "serve", service, "--state-dir", str(self.state_dir)]
+        if self.users is not None:  # in the environment, not the command line everyone can read
+            env["EBBFLOW_NATS__URL"] = self.users.url(service, self.nats_url)
+        else:
+            argv += ["--nats", self.nats_url]
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
         child = await spawn(service, argv, self.state_dir / "logs" / f"{service}.log", env)
@@ -320,23 +329,27 @@ async def _run(
     supervising: list[asyncio.Task[None]] = []
     supervisor_stop = asyncio.Event()  # the supervisors outlive the wait below: services stop in order, NATS last
     try:
+        users = None
         if nats_url is None:
             ports = _previous_nats_ports(state_dir)
+            users = NatsUsers.for_state_dir(state_dir)  # one user per service, each writing only what it owns
+            auth = users.write_server_config(state_dir)
             if nats_cluster > 1:
-                nats = NatsCluster(state_dir, nats_cluster, say, ports)
+                nats = NatsCluster(state_dir, nats_cluster, say, ports, config_file=auth)
             else:
-                nats = NatsSupervisor(state_dir, say, port=ports[0] if len(ports) == 1 else 0)
-            nats_url = await nats.start()
+                nats = NatsSupervisor(state_dir, say, port=ports[0] if len(ports) == 1 else 0, config_file=auth)
+            plain_url = await nats.start()
+            nats_url = users.url(SUPERVISOR, plain_url)
             supervising.append(asyncio.create_task(nats.run(supervisor_stop), name="nats-server supervisor"))
             what = f"a {nats_cluster}-node JetStream cluster (buckets and streams on 3 nodes)" if nats_cluster > 1 else "nats-server with JetStream"
-            say(f"{what} at {nats_url} (started again if it dies)")
+            say(f"{what} at {plain_url}, one user per service (started again if it dies)")
         if prometheus:
             from ebbflow.monitoring import Prometheus
 
             monitor = await Prometheus.start(state_dir)
             supervising.append(asyncio.create_task(monitor.follow(nats_url, supervisor_stop), name="prometheus targets"))
             say(f"prometheus at {monitor.url} (scraping every service and replica found in NATS; rules from deploy/prometheus)")
-        services = Services(config_path, overrides, config, nats_url, state_dir)
+        services = Services(config_path, overrides, config, nats_url, state_dir, users)
         supervising.append(asyncio.create_task(_announce(nats_url, services, nats, supervisor_stop), name="supervisor announcement"))
         starting = asyncio.ensure_future(services.start())
         stopper = asyncio.ensure_future(stop.wait())
@@ -352,7 +365,8 @@ async def _run(
         router = f"{config.router.host}:{router_port}"
         router_http = f"{config.router.host}:{http_port}" if http_port >= 0 else ""
         scheduler_grpc, scheduler_metrics = services.addresses["scheduler"]
-        (state_dir / STATE_FILE).write_text(
+        write_private(  # the NATS URL carries the supervisor's password
+            state_dir / STATE_FILE,
             json.dumps(
                 {
                     "pid": os.getpid(),
@@ -364,7 +378,7 @@ async def _run(
                     "services": {name: {"grpc": grpc, "metrics": metrics} for name, (grpc, metrics) in services.addresses.items()},
                     "prometheus": monitor.url if monitor is not None else "",
                 }
-            )
+            ),
         )
         if router_http:
             say(f"KServe v2 HTTP on http://{router_http}/v2 (tritonclient.http, curl; generate and generate_stream)")

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from ebbflow.runtime import subjects
 from ebbflow.runtime.errors import UnavailableError
+from ebbflow.runtime.nats_auth import redact
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +146,18 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0, credentia
     """Connect (with a NATS .creds file when given) and make sure every bucket and stream exists (idempotent,
     any service may start first)."""
     closing: list[bool] = []
-    link = NatsLink(url)
+    shown = redact(url)  # what logs and status show: no password
+    link = NatsLink(shown)
 
     async def _on_disconnected() -> None:
         if not closing:
             link.went_down()
-            log.warning("NATS at %s disconnected; reconnecting (load data goes stale, so scaling holds)", url)
+            log.warning("NATS at %s disconnected; reconnecting (load data goes stale, so scaling holds)", shown)
 
     async def _on_reconnected() -> None:
         down_s = time.time() - link.since_unix_s
         link.came_back()
-        log.warning("NATS at %s reconnected after %.1f s", url, down_s)
+        log.warning("NATS at %s reconnected after %.1f s", shown, down_s)
 
     try:
         nc = await nats.connect(
@@ -172,7 +174,7 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0, credentia
             reconnected_cb=_on_reconnected,
         )
     except Exception as error:
-        raise UnavailableError(f"cannot connect to NATS at {url}: {error}; is nats-server running?") from error
+        raise UnavailableError(f"cannot connect to NATS at {shown}: {error}; is nats-server running?") from error
     js = nc.jetstream()
     copies = copies_for(url)
     deadline = time.monotonic() + (CLUSTER_READY_S if copies > 1 else 0.0)
@@ -182,8 +184,8 @@ async def connect(url: str, name: str, connect_timeout_s: float = 5.0, credentia
         except Exception as error:  # a cluster just started elects its JetStream leader first
             if time.monotonic() > deadline:
                 await nc.close()
-                raise UnavailableError(f"JetStream at {url} is not ready: {error}") from error
-            log.info("JetStream at %s not ready yet (%s); retrying", url, error)
+                raise UnavailableError(f"JetStream at {shown} is not ready: {error}") from error
+            log.info("JetStream at %s not ready yet (%s); retrying", shown, error)
             await asyncio.sleep(0.5)
 
 

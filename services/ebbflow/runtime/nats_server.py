@@ -60,13 +60,16 @@ class ClusterNode:
 
 
 async def start_nats_server(
-    state_dir: Path, ready_timeout_s: float = 10.0, port: int = 0, node: ClusterNode | None = None
+    state_dir: Path, ready_timeout_s: float = 10.0, port: int = 0, node: ClusterNode | None = None, config_file: Path | None = None
 ) -> tuple[ChildProcess, str]:
     """Start nats-server with JetStream storing under state_dir (on `port`, or a free one when 0), as one node
-    of a cluster when `node` is given; return it and its URL once it accepts connections."""
+    of a cluster when `node` is given, with its users from `config_file` (runtime.nats_auth) when given; return it
+    and its URL (without credentials) once it accepts connections."""
     port = port or free_port()
     store, log_name = ("jetstream", "nats-server.log") if node is None else (f"jetstream-{node.name}", f"nats-server-{node.name}.log")
     argv = [find_nats_server(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(state_dir / store), *(node.argv() if node else [])]
+    if config_file is not None:
+        argv += ["-c", str(config_file)]
     child = await spawn("nats-server", argv, state_dir / "logs" / log_name)
     deadline = time.monotonic() + ready_timeout_s
     while True:
@@ -179,15 +182,18 @@ class Supervised:
 class NatsSupervisor(Supervised):
     """`ebbflow up`'s own nats-server, started again (same port, same store) whenever it dies."""
 
-    def __init__(self, state_dir: Path, say: Callable[[str], None] = lambda line: None, port: int = 0, node: ClusterNode | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, say: Callable[[str], None] = lambda line: None, port: int = 0, node: ClusterNode | None = None, config_file: Path | None = None
+    ) -> None:
         super().__init__("nats-server" if node is None else f"nats-server {node.name}", self._start_server, say)
         self.state_dir = state_dir
+        self.config_file = config_file
         self.port = port
         self.node = node
         self.url = f"nats://127.0.0.1:{port}" if port else ""
 
     async def _start_server(self) -> ChildProcess:
-        child, self.url = await start_nats_server(self.state_dir, port=self.port, node=self.node)
+        child, self.url = await start_nats_server(self.state_dir, port=self.port, node=self.node, config_file=self.config_file)
         self.port = int(self.url.rsplit(":", 1)[1])
         self.where = f" on {self.url}"
         return child
@@ -202,13 +208,16 @@ class NatsCluster:
     by its own NatsSupervisor (same ports and store when it dies). Clients get every node's URL and the buckets
     and streams are replicated on up to three nodes (runtime/bus.py), so losing one node loses nothing."""
 
-    def __init__(self, state_dir: Path, size: int, say: Callable[[str], None] = lambda line: None, ports: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, state_dir: Path, size: int, say: Callable[[str], None] = lambda line: None, ports: tuple[int, ...] = (), config_file: Path | None = None
+    ) -> None:
         if size < 3:
             raise ConfigError(f"a NATS cluster needs at least 3 nodes (a JetStream quorum survives losing one), got {size}")
         client_ports = ports if len(ports) == size else tuple(free_ports(size))
         route_ports = tuple(free_ports(size))
         self.nodes = [
-            NatsSupervisor(state_dir, say, port=client_ports[i], node=ClusterNode(f"n{i + 1}", route_ports[i], route_ports)) for i in range(size)
+            NatsSupervisor(state_dir, say, port=client_ports[i], node=ClusterNode(f"n{i + 1}", route_ports[i], route_ports), config_file=config_file)
+            for i in range(size)
         ]
 
     @property
