@@ -1,0 +1,155 @@
+"""Triton on a real Kubernetes control plane: a Deployment scaled through its scale subresource, pods bound by the
+real scheduler (GPU limits enforced), run by the loopback kubelet as real tritonservers, and served from the pod IP.
+
+One cluster per module (tests/kube/cluster.py: etcd, kube-apiserver with token auth and RBAC, controller-manager,
+scheduler; ~10 s to start) with two loopback nodes holding 3 + 2 GPUs. Skipped when `make kube` has not built the
+binaries on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_asyncio
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.utils import InferenceServerException
+
+from ebbflow.kube.client import ConflictError, KubeClient
+from ebbflow.runtime.triton import shm_prefix
+from tests.conftest import expected_output, llm_inputs, wait_for
+from tests.kube.cluster import KubeCluster, find_binaries
+from tests.kube.kubelet import LoopbackKubelet
+from tests.kube.workloads import DEPLOYMENT, NAMESPACE, SCALE_PATH, SELECTOR, is_ready, triton_deployment, unschedulable
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(find_binaries() is None, reason="no Kubernetes control plane built here: run `make kube`"),
+]
+
+NODES = {"gpu-node-a": 3, "gpu-node-b": 2}
+DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}"
+
+
+class Bed:
+    def __init__(self, cluster: KubeCluster, client: KubeClient, kubelet: LoopbackKubelet) -> None:
+        self.cluster, self.client, self.kubelet = cluster, client, kubelet
+        self.pods: list[dict[str, Any]] = []
+
+    async def refresh(self) -> list[dict[str, Any]]:
+        listed = await self.client.get(f"/api/v1/namespaces/{NAMESPACE}/pods", SELECTOR)
+        self.pods = [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
+        return self.pods
+
+    async def scale(self, replicas: int) -> None:
+        """Write the scale subresource from a fresh read; a conflict (the controllers wrote the Deployment's status
+        meanwhile) is retried from a fresh read, as any writer must."""
+        for _ in range(10):
+            scale = await self.client.get(SCALE_PATH)
+            scale["spec"]["replicas"] = replicas
+            try:
+                await self.client.replace(SCALE_PATH, scale)
+                return
+            except ConflictError:
+                continue
+        raise AssertionError("10 conflicts in a row writing the scale")
+
+    async def wait_pods(self, ready: int, pending: int = 0, timeout_s: float = 60) -> None:
+        """Until exactly `ready` pods are Ready and `pending` unschedulable, and there are no others."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            pods = await self.refresh()
+            counts = (sum(1 for p in pods if is_ready(p)), sum(1 for p in pods if unschedulable(p)), len(pods))
+            if counts == (ready, pending, ready + pending):
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"after {timeout_s:.0f} s: (ready, unschedulable, all) pods are {counts}, not {(ready, pending, ready + pending)}")
+            await asyncio.sleep(0.1)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def bed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bed]:
+    binaries = find_binaries()
+    assert binaries is not None
+    root = tmp_path_factory.mktemp("kube")
+    cluster = KubeCluster(root / "cluster", binaries)
+    try:
+        await cluster.start()
+        client = cluster.client()
+        kubelet = LoopbackKubelet(client, root / "kubelet", NODES)
+        await kubelet.start()
+        await client.create(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", triton_deployment())
+        yield Bed(cluster, client, kubelet)
+        await kubelet.stop()
+        await client.close()
+    finally:
+        await cluster.stop()
+
+
+async def test_scaled_deployment_serves_from_pod_ips(bed: Bed) -> None:
+    await bed.scale(1)
+    await bed.wait_pods(ready=1)
+    await bed.scale(5)
+    await bed.wait_pods(ready=5)
+    pods = bed.pods
+    assert {p["spec"]["nodeName"] for p in pods} == set(NODES), "the scheduler spreads the pods over both nodes"
+    assert sorted(sum(1 for p in pods if p["spec"]["nodeName"] == n) for n in NODES) == sorted(NODES.values())
+    ips = {p["status"]["podIP"] for p in pods}
+    assert len(ips) == 5 and all(ip.startswith("127.0.1.") for ip in ips)
+    for ip in sorted(ips):
+        client = triton_aio.InferenceServerClient(f"{ip}:8001")
+        try:
+            result = await client.infer("llm", llm_inputs("alpha beta gamma", 4))
+        finally:
+            await client.close()
+        assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output("alpha beta gamma", 4)
+    status = (await bed.client.get(DEPLOYMENT_PATH))["status"]
+    assert status["readyReplicas"] == 5 and status["availableReplicas"] == 5
+
+
+async def test_beyond_gpu_capacity_pods_stay_pending(bed: Bed) -> None:
+    await bed.scale(7)
+    await bed.wait_pods(ready=5, pending=2)
+    pending = [p for p in bed.pods if unschedulable(p)]
+    message = next(c["message"] for c in pending[0]["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert "Insufficient nvidia.com/gpu" in message
+    # Back within capacity: the ReplicaSet removes the unscheduled pods first, the serving ones stay.
+    serving = {p["metadata"]["uid"] for p in bed.pods if is_ready(p)}
+    await bed.scale(5)
+    await bed.wait_pods(ready=5)
+    assert {p["metadata"]["uid"] for p in bed.pods} == serving
+
+
+async def test_stale_resource_version_is_refused(bed: Bed) -> None:
+    read = await bed.client.get(SCALE_PATH)
+    first = {**read, "spec": {"replicas": 2}}
+    written = await bed.client.replace(SCALE_PATH, first)
+    assert written["spec"]["replicas"] == 2
+    stale = {**read, "spec": {"replicas": 4}}  # still carries the resourceVersion read before the first write
+    with pytest.raises(ConflictError) as refused:
+        await bed.client.replace(SCALE_PATH, stale)
+    assert refused.value.status == 409
+    assert (await bed.client.get(SCALE_PATH))["spec"]["replicas"] == 2
+    await bed.wait_pods(ready=2)
+
+
+async def test_scale_to_zero_stops_every_server(bed: Bed) -> None:
+    pods = await bed.refresh()
+    assert pods, "the earlier tests leave pods running"
+    ips = [p["status"]["podIP"] for p in pods]
+    prefixes = [shm_prefix(p["metadata"]["uid"][:8]) for p in pods]
+    assert all(list(Path("/dev/shm").glob(f"{prefix}*")) for prefix in prefixes), "each running pod's Python backend has its regions"
+    await bed.scale(0)
+    await bed.wait_pods(ready=0)
+    await wait_for(lambda: not bed.kubelet.runs, 20, "the kubelet to stop every pod")
+    assert not [path.name for prefix in prefixes for path in Path("/dev/shm").glob(f"{prefix}*")]
+    for ip in ips:
+        client = triton_aio.InferenceServerClient(f"{ip}:8001")
+        try:
+            with pytest.raises(InferenceServerException):
+                await client.is_server_live()
+        finally:
+            await client.close()
