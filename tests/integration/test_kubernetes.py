@@ -17,7 +17,11 @@ import pytest_asyncio
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
-from ebbflow.kube.client import ConflictError, KubeClient
+from ebbflow.actuator.core import Phase
+from ebbflow.actuator.kubernetes import DeploymentRef, DeploymentScaler, PodWatch
+from ebbflow.actuator.pods import replica_entry, summarise
+from ebbflow.kube.client import ConflictError, ForbiddenError, KubeClient
+from ebbflow.runtime.errors import NotFoundError
 from ebbflow.runtime.triton import shm_prefix
 from tests.conftest import expected_output, llm_inputs, wait_for
 from tests.kube.cluster import KubeCluster, find_binaries
@@ -30,6 +34,9 @@ pytestmark = [
 ]
 
 NODES = {"gpu-node-a": 3, "gpu-node-b": 2}
+READER = "ebbflow-reader"
+"""A user RBAC lets read the Deployment's scale and nothing more."""
+REF = DeploymentRef(NAMESPACE, DEPLOYMENT)
 DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}"
 
 
@@ -75,7 +82,7 @@ async def bed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bed]:
     binaries = find_binaries()
     assert binaries is not None
     root = tmp_path_factory.mktemp("kube")
-    cluster = KubeCluster(root / "cluster", binaries)
+    cluster = KubeCluster(root / "cluster", binaries, users=(READER,))
     try:
         await cluster.start()
         client = cluster.client()
@@ -134,6 +141,95 @@ async def test_stale_resource_version_is_refused(bed: Bed) -> None:
     assert refused.value.status == 409
     assert (await bed.client.get(SCALE_PATH))["spec"]["replicas"] == 2
     await bed.wait_pods(ready=2)
+
+
+class InterferingApi:
+    """The real client, but before its first scale write another writer changes the Deployment (an annotation),
+    so that write carries a stale resourceVersion and the real API server refuses it."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self.interfered = False
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        return await self.client.get(path, params)
+
+    async def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.interfered:
+            self.interfered = True
+            await self.client.merge_patch(DEPLOYMENT_PATH, {"metadata": {"annotations": {"example.com/touched": "yes"}}})
+        return await self.client.replace(path, body)
+
+    def watch(self, path: str, resource_version: str, params: dict[str, str] | None = None) -> Any:
+        return self.client.watch(path, resource_version, params)
+
+
+async def test_scaler_retries_a_conflict_from_a_fresh_read(bed: Bed) -> None:
+    api = InterferingApi(bed.client)
+    outcome = await DeploymentScaler(api).scale(REF, 3)
+    assert (outcome.previous, outcome.replicas, outcome.written, outcome.conflicts) == (2, 3, True, 1)
+    deployment = await bed.client.get(DEPLOYMENT_PATH)
+    assert deployment["spec"]["replicas"] == 3 and deployment["metadata"]["annotations"]["example.com/touched"] == "yes"
+    before = bed.client.requests
+    again = await DeploymentScaler(bed.client).scale(REF, 3)
+    assert (again.written, again.conflicts, bed.client.requests - before) == (False, 0, 1), "in sync: one read, no write"
+    await bed.wait_pods(ready=3)
+
+
+async def test_pod_watch_feeds_replica_entries_and_reports_unplaced_pods(bed: Bed) -> None:
+    changes = asyncio.Event()
+    watch = PodWatch(bed.client, NAMESPACE, SELECTOR["labelSelector"], on_change=changes.set)
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch.run(stop))
+    try:
+        await asyncio.wait_for(watch.listed.wait(), 10)
+        assert summarise(watch.pods).ready == 3
+        await DeploymentScaler(bed.client).scale(REF, 7)
+        await wait_for(lambda: (summarise(watch.pods).ready, summarise(watch.pods).unplaced) == (5, 2), 60, "5 ready and 2 unplaced pods in the watch")
+        unplaced = [v for v in watch.pods.values() if v.unplaced]
+        assert all("Insufficient nvidia.com/gpu" in v.reason and replica_entry(v, "llm") is None for v in unplaced)
+        entries = [replica_entry(v, "llm") for v in watch.pods.values() if v.phase == Phase.READY]
+        assert sorted(e.host for e in entries if e) == sorted(p["status"]["podIP"] for p in await bed.refresh() if is_ready(p))
+        entry = entries[0]
+        assert entry is not None
+        client = triton_aio.InferenceServerClient(f"{entry.host}:{entry.grpc_port}")
+        try:
+            result = await client.infer("llm", llm_inputs("delta epsilon", 3))
+        finally:
+            await client.close()
+        assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output("delta epsilon", 3)
+        await DeploymentScaler(bed.client).scale(REF, 5)
+        await wait_for(lambda: summarise(watch.pods).unplaced == 0 and len(watch.pods) == 5, 30, "the unplaced pods gone from the watch")
+    finally:
+        stop.set()
+        await task
+
+
+async def test_missing_deployment_and_refused_verb_scale_nothing(bed: Bed) -> None:
+    with pytest.raises(NotFoundError, match="Deployment default/no-such-model does not exist.*nothing was scaled"):
+        await DeploymentScaler(bed.client).scale(DeploymentRef(NAMESPACE, "no-such-model"), 1)
+    rule = {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get"]}
+    await bed.client.create(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles", {
+        "metadata": {"name": "scale-reader"}, "rules": [rule],
+    })  # fmt: skip
+    await bed.client.create(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings", {
+        "metadata": {"name": "scale-reader"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "scale-reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": READER}],
+    })  # fmt: skip
+    async with bed.cluster.client(user=READER) as reader:
+        for _ in range(50):  # the authorizer's cache takes the new binding within moments
+            try:
+                await reader.get(SCALE_PATH)
+                break
+            except ForbiddenError:
+                await asyncio.sleep(0.1)
+        assert (await reader.get(SCALE_PATH))["spec"]["replicas"] == 5, "the reader may get the scale"
+        with pytest.raises(ForbiddenError, match='cannot update resource "deployments/scale"') as refused:
+            await DeploymentScaler(reader).scale(REF, 1)
+        assert refused.value.status == 403
+        with pytest.raises(ForbiddenError, match='cannot list resource "pods"'):
+            await reader.get(f"/api/v1/namespaces/{NAMESPACE}/pods")
+    assert (await bed.client.get(SCALE_PATH))["spec"]["replicas"] == 5
 
 
 async def test_scale_to_zero_stops_every_server(bed: Bed) -> None:

@@ -20,7 +20,7 @@ import os
 import secrets
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -60,9 +60,11 @@ def find_binaries() -> KubeBinaries | None:
 class KubeCluster:
     """Start with `start()`, use `credentials` (the admin token) or `client()`, end with `stop()`."""
 
-    def __init__(self, root: Path, binaries: KubeBinaries) -> None:
+    def __init__(self, root: Path, binaries: KubeBinaries, users: tuple[str, ...] = ()) -> None:
         self.root = root
         self.binaries = binaries
+        self.tokens = {user: secrets.token_hex(16) for user in users}
+        """Other users' bearer tokens, by user name: no groups, so they may do only what RBAC grants them."""
         self.children: list[ChildProcess] = []
         self.credentials: KubeCredentials | None = None
         self.ready_s = 0.0
@@ -89,7 +91,8 @@ class KubeCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         etcd_port, peer_port, api_port = free_ports(3)
         token = secrets.token_hex(16)
-        (self.root / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+        lines = [f'{token},admin,admin,"system:masters"'] + [f"{t},{user},{user}" for user, t in self.tokens.items()]
+        (self.root / "tokens.csv").write_text("\n".join(lines) + "\n")
         key, pub = self.root / "sa.key", self.root / "sa.pub"
         subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
         subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(pub)], check=True, capture_output=True)
@@ -145,9 +148,11 @@ class KubeCluster:
         self.ready_s = time.monotonic() - started
         return credentials
 
-    def client(self, timeout_s: float = 10.0) -> KubeClient:
+    def client(self, timeout_s: float = 10.0, user: str = "") -> KubeClient:
+        """A client as the admin, or as one of `users`."""
         assert self.credentials is not None, "start the cluster first"
-        return KubeClient(self.credentials, timeout_s)
+        credentials = replace(self.credentials, token=self.tokens[user]) if user else self.credentials
+        return KubeClient(credentials, timeout_s)
 
     async def _until(self, deadline: float, probe, what: str) -> None:  # type: ignore[no-untyped-def]
         while not await probe():

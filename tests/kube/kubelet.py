@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Coroutine
 
 import aiohttp
 
@@ -131,6 +131,8 @@ class LoopbackKubelet:
         """By pod uid."""
         self._watch: asyncio.Task[None] | None = None
         self._listed = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        """Stops and deletions under way."""
 
     async def start(self) -> None:
         for name, gpus in self.nodes.items():
@@ -153,6 +155,9 @@ class LoopbackKubelet:
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.gather(*(self._stop_process(run) for run in list(self.runs.values())), return_exceptions=True)
         for run in self.runs.values():
             if run.task is not None:
@@ -197,20 +202,25 @@ class LoopbackKubelet:
         if kind == "DELETED":
             if run is not None and not run.deleting:
                 run.deleting = True
-                asyncio.create_task(self._stop_process(run))
+                self._spawn(self._stop_process(run))
             return
         if meta.get("deletionTimestamp"):
             if run is not None and not run.deleting:
                 run.deleting = True
                 grace_s = float(meta.get("deletionGracePeriodSeconds") or spec.get("terminationGracePeriodSeconds") or 30)
-                asyncio.create_task(self._terminate(run, grace_s))
+                self._spawn(self._terminate(run, grace_s))
             elif run is None:  # not ours to stop (a restart of this kubelet): only finish the deletion
-                asyncio.create_task(self._finish_deletion(PodRun(meta["namespace"], meta["name"], uid, node)))
+                self._spawn(self._finish_deletion(PodRun(meta["namespace"], meta["name"], uid, node)))
             return
         if run is None and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
             run = PodRun(meta["namespace"], meta["name"], uid, node)
             self.runs[uid] = run
             run.task = asyncio.create_task(self._run(run, pod))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _run(self, run: PodRun, pod: dict[str, Any]) -> None:
         try:
