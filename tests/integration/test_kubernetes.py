@@ -18,11 +18,13 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from ebbflow.actuator.core import Phase
-from ebbflow.actuator.kubernetes import DeploymentRef, DeploymentScaler, PodWatch
+from ebbflow.actuator.kubernetes import DeploymentRef, DeploymentScaler, KubernetesActuator, ModelDeployment, PodWatch
 from ebbflow.actuator.pods import replica_entry, summarise
 from ebbflow.kube.client import ConflictError, ForbiddenError, KubeClient
 from ebbflow.runtime.errors import NotFoundError
 from ebbflow.runtime.triton import shm_prefix
+from ebbflow.v1 import registry_pb2, scheduling_pb2
+from tests.integration.conftest import RouterBed
 from tests.conftest import expected_output, llm_inputs, wait_for
 from tests.kube.cluster import KubeCluster, find_binaries
 from tests.kube.kubelet import LoopbackKubelet
@@ -249,3 +251,32 @@ async def test_scale_to_zero_stops_every_server(bed: Bed) -> None:
                 await client.is_server_live()
         finally:
             await client.close()
+
+
+async def test_actuator_applies_desired_states_and_routers_route_to_pods(bed: Bed, testbed: RouterBed) -> None:
+    """The whole path but the container runtime: desired state in NATS -> scale subresource -> ReplicaSet ->
+    scheduler -> loopback kubelet's tritonservers -> registry entries at pod IPs -> the router -> a client."""
+    actuator = KubernetesActuator(testbed.bus, bed.client, {"llm": ModelDeployment(REF, SELECTOR["labelSelector"])}, interval_s=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(actuator.run(stop))
+    try:
+        await testbed.bus.desired.put("llm", scheduling_pb2.DesiredState(model="llm", horizontal=scheduling_pb2.HorizontalDecision(replicas=2)).SerializeToString())
+        router = await testbed.router()
+        await testbed.wait_routable("llm", 2)
+        ready = [e for e in testbed.view.replicas.values() if e.model == "llm" and e.state == registry_pb2.REPLICA_STATE_READY]
+        assert sorted(e.host for e in ready) == sorted(p["status"]["podIP"] for p in await bed.refresh() if is_ready(p))
+        client = triton_aio.InferenceServerClient(router)
+        try:
+            for prompt in ("one two", "three four five"):
+                result = await client.infer("llm", llm_inputs(prompt, 3))
+                assert result.as_numpy("text_output").reshape(-1)[0].decode() == expected_output(prompt, 3)
+        finally:
+            await client.close()
+        await testbed.bus.desired.put("llm", scheduling_pb2.DesiredState(model="llm", horizontal=scheduling_pb2.HorizontalDecision(replicas=0)).SerializeToString())
+        await testbed.wait_routable("llm", 0)
+        await bed.wait_pods(ready=0)
+        await wait_for(lambda: not [e for e in testbed.view.replicas.values() if e.model == "llm"], 10, "the pods' registry entries gone")
+    finally:
+        stop.set()
+        await task
+        await actuator.release()

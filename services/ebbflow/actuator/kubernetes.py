@@ -1,8 +1,7 @@
-"""The Kubernetes actuator's two halves against the API server: scaling a Deployment, and watching its pods.
+"""The Kubernetes actuator: desired states applied to Triton Deployments, their pods fed to the replica registry.
 
-Not yet wired into `ebbflow serve`: the actuator that runs is the local one (actuator/local.py). These are the
-parts a `kubernetes` actuator is built from, each tested against the real API server
-(tests/integration/test_kubernetes.py):
+Not yet wired into `ebbflow serve` or the config: the actuator that runs is the local one (actuator/local.py).
+What is here is tested against the real API server with the loopback kubelet (tests/integration/test_kubernetes.py):
 
 - `DeploymentScaler.scale` writes a model's replica count through the Deployment's scale subresource with the
   `resourceVersion` it read (optimistic concurrency, as every Kubernetes controller does). A conflict (someone
@@ -13,6 +12,11 @@ parts a `kubernetes` actuator is built from, each tested against the real API se
   again when the watch is too old, retrying when the API server is away), keeping each pod's view
   (actuator/pods.py): what the replica registry is fed from, with pod IPs and Triton's ports, and which pods the
   scheduler left unplaced.
+- `KubernetesActuator` joins them, level-triggered: every desired state in NATS is written to its model's
+  Deployment (a model without one is left alone: no state is no decision), and every pod with an address becomes
+  that model's registry entry (key `model.podname`), so routers route to pod IPs; a pod gone, or being deleted,
+  leaves or drains its entry. A scale that fails (the API server away, a verb refused) is logged and held: nothing
+  else changes and the next tick tries again. Drain before scale-down, vertical changes and adoption are not here yet.
 """
 
 from __future__ import annotations
@@ -22,9 +26,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from ebbflow.actuator.pods import PodView, pod_view
+from google.protobuf.message import DecodeError
+
+from ebbflow.actuator.pods import PodView, pod_view, replica_entry
 from ebbflow.kube.client import ConflictError, KubeError, KubeNotFoundError, WatchExpiredError
-from ebbflow.runtime.errors import NotFoundError, UnavailableError
+from ebbflow.runtime import subjects
+from ebbflow.runtime.bus import Bus, watch_bucket
+from ebbflow.runtime.errors import EbbflowError, NotFoundError, UnavailableError
+from ebbflow.runtime.loops import wait_any
+from ebbflow.v1 import scheduling_pb2
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +162,108 @@ class PodWatch:
                 self.error = str(error)
                 log.warning("watching pods %s in %s failed (%s); trying again", self.selector, self.namespace, error)
                 await asyncio.sleep(self.retry_s)
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    """Where a model's Triton pods come from."""
+
+    deployment: DeploymentRef
+    selector: str
+    """The Deployment's pod label selector, e.g. `app=triton-llm`."""
+
+
+class KubernetesActuator:
+    def __init__(self, bus: Bus, api: KubeApi, models: dict[str, ModelDeployment], interval_s: float = 1.0) -> None:
+        self.bus = bus
+        self.api = api
+        self.models = dict(models)
+        self.interval_s = interval_s
+        self.scaler = DeploymentScaler(api)
+        self.desired: dict[str, scheduling_pb2.DesiredState] = {}
+        self.scale_errors: dict[str, str] = {}
+        """Per model, why its last scale did not happen (held until a later tick succeeds)."""
+        self._changed = asyncio.Event()
+        self.watches = {
+            model: PodWatch(api, target.deployment.namespace, target.selector, on_change=self._changed.set) for model, target in self.models.items()
+        }
+        self._written: dict[str, bytes] = {}
+        """Registry entries as last stored, by key."""
+
+    def _on_desired(self, key: str, value: bytes, revision: int) -> None:
+        try:
+            desired = scheduling_pb2.DesiredState.FromString(value)
+        except DecodeError:
+            log.warning("ignoring undecodable desired state for %s", key)
+            return
+        desired.generation = revision
+        self.desired[key] = desired
+        self._changed.set()
+
+    def _on_desired_deleted(self, key: str) -> None:
+        self.desired.pop(key, None)
+
+    def unplaced(self) -> dict[str, list[str]]:
+        """Per model, why each pod the scheduler could not place is waiting (e.g. no free nvidia.com/gpu)."""
+        return {model: [v.reason for v in watch.pods.values() if v.unplaced] for model, watch in self.watches.items()}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loaded = asyncio.Event()
+        tasks = [
+            asyncio.create_task(watch_bucket(self.bus.desired, self._on_desired, self._on_desired_deleted, loaded=loaded, stop=stop, link=self.bus.link)),
+            *(asyncio.create_task(watch.run(stop)) for watch in self.watches.values()),
+        ]
+        try:
+            await wait_any(None, loaded, stop)
+            while not stop.is_set():
+                self._changed.clear()
+                await self.reconcile_once()
+                await wait_any(self.interval_s, self._changed, stop)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def reconcile_once(self) -> None:
+        for model, target in self.models.items():
+            desired = self.desired.get(model)
+            if desired is not None:
+                try:
+                    outcome = await self.scaler.scale(target.deployment, desired.horizontal.replicas)
+                    self.scale_errors.pop(model, None)
+                    if outcome.written:
+                        log.info("scaled %s to %d (from %d, %d conflicts)", target.deployment, outcome.replicas, outcome.previous, outcome.conflicts)
+                except EbbflowError as error:
+                    if self.scale_errors.get(model) != str(error):
+                        log.warning("holding %s at its current scale: %s", model, error)
+                    self.scale_errors[model] = str(error)
+            await self._sync_registry(model, self.watches[model].pods)
+
+    async def _sync_registry(self, model: str, pods: dict[str, PodView]) -> None:
+        """The model's registry entries follow its pods: one per pod with an address, none for the others."""
+        if not self.watches[model].listed.is_set():
+            return
+        wanted = {}
+        for view in pods.values():
+            entry = replica_entry(view, model)
+            if entry is not None:
+                wanted[subjects.replica_key(model, view.name)] = entry.SerializeToString()
+        try:
+            for key, value in wanted.items():
+                if self._written.get(key) != value:
+                    await self.bus.replicas.put(key, value)
+                    self._written[key] = value
+            for key in [k for k in self._written if k.startswith(f"{model}.") and k not in wanted]:
+                await self.bus.replicas.delete(key)
+                del self._written[key]
+        except Exception as error:  # NATS away: the next tick writes what is still missing
+            log.warning("registry entries of %s not stored (%s); retrying", model, error)
+
+    async def release(self) -> None:
+        """Remove this actuator's registry entries (the pods keep serving; a later actuator writes them again)."""
+        for key in list(self._written):
+            try:
+                await self.bus.replicas.delete(key)
+            except Exception as error:
+                log.warning("registry entry %s not removed: %s", key, error)
+            del self._written[key]
