@@ -21,7 +21,8 @@ have_binaries() {
     [ -f "$bin/.complete" ]
 }
 
-have_tools() { command -v etcd >/dev/null 2>&1; }
+# etcd for the tests' control plane, openssl for its ServiceAccount signing key.
+have_tools() { command -v etcd >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; }
 
 if have_binaries && have_tools; then
     exit 0
@@ -61,9 +62,9 @@ apt_install() {
 
 if have_binaries; then
     if ! have_tools; then
-        echo "installing etcd-server (Debian) for the Kubernetes test cluster"
+        echo "installing etcd-server and openssl (Debian) for the Kubernetes test cluster"
         $sudo apt-get update -qq
-        apt_install etcd-server
+        apt_install etcd-server openssl
     fi
     exit 0
 fi
@@ -78,7 +79,7 @@ if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-s
         | $sudo tee "$srclist" >/dev/null
 fi
 $sudo apt-get update -qq
-apt_install golang-go rsync etcd-server
+apt_install golang-go rsync etcd-server openssl
 
 work="$dest/work"
 rm -rf "$work"
