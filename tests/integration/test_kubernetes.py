@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import pytest
 import pytest_asyncio
@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from ebbflow.actuator.core import Phase
 from ebbflow.actuator.kubernetes import DeploymentRef, DeploymentScaler, KubernetesActuator, ModelDeployment, PodWatch
-from ebbflow.actuator.pods import replica_entry, summarise
+from ebbflow.actuator.pods import PodView, replica_entry, summarise
 from ebbflow.kube.client import ConflictError, ForbiddenError, KubeClient
 from ebbflow.runtime.errors import NotFoundError
 from ebbflow.runtime.triton import shm_prefix
@@ -276,6 +276,53 @@ async def test_actuator_applies_desired_states_and_routers_route_to_pods(bed: Be
         await testbed.wait_routable("llm", 0)
         await bed.wait_pods(ready=0)
         await wait_for(lambda: not [e for e in testbed.view.replicas.values() if e.model == "llm"], 10, "the pods' registry entries gone")
+    finally:
+        stop.set()
+        await task
+        await actuator.release()
+
+
+def oldest_first(live: Sequence[PodView], desired_replicas: int) -> list[str]:
+    """The opposite of what the ReplicaSet would remove among ready pods (the newest), so the test tells them apart."""
+    return [v.name for v in sorted(live, key=lambda v: v.created_at_unix_s)[: max(0, len(live) - desired_replicas)]]
+
+
+async def test_scale_down_removes_the_drained_pod_and_not_another(bed: Bed, testbed: RouterBed) -> None:
+    actuator = KubernetesActuator(
+        testbed.bus, bed.client, {"llm": ModelDeployment(REF, SELECTOR["labelSelector"])}, interval_s=0.5, choose_drains=oldest_first,
+        drain_propagation_s=0.2,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(actuator.run(stop))
+
+    async def desire(replicas: int) -> None:
+        await testbed.bus.desired.put("llm", scheduling_pb2.DesiredState(model="llm", horizontal=scheduling_pb2.HorizontalDecision(replicas=replicas)).SerializeToString())
+
+    try:
+        await desire(1)
+        await bed.wait_pods(ready=1)
+        first = bed.pods[0]["metadata"]["name"]
+        await asyncio.sleep(1.1)  # creation times have whole seconds: the first pod must be older than the others
+        await desire(3)
+        await bed.wait_pods(ready=3)
+        newer = {p["metadata"]["name"] for p in bed.pods} - {first}
+        states: list[int] = []
+
+        async def follow_first() -> None:
+            """The first pod's registry states, as routers see them, until its entry is gone."""
+            while (entry := testbed.view.replicas.get(f"llm.{first}")) is not None:
+                if not states or states[-1] != entry.state:
+                    states.append(entry.state)
+                await asyncio.sleep(0.02)
+
+        follower = asyncio.create_task(follow_first())
+        await desire(2)
+        await bed.wait_pods(ready=2)
+        assert {p["metadata"]["name"] for p in bed.pods} == newer, "the drained (oldest) pod went; the ReplicaSet alone removes the newest"
+        await asyncio.wait_for(follower, 10)
+        assert states[:2] == [registry_pb2.REPLICA_STATE_READY, registry_pb2.REPLICA_STATE_DRAINING], "routers saw it drain before it went"
+        await desire(0)
+        await bed.wait_pods(ready=0)
     finally:
         stop.set()
         await task

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from ebbflow.actuator.kubernetes import DeploymentRef, DeploymentScaler, KubernetesActuator, ModelDeployment
-from ebbflow.actuator.pods import pod_view
+from ebbflow.actuator.pods import PodView, pod_view
 from ebbflow.kube.client import ConflictError, ForbiddenError
 from ebbflow.runtime.errors import UnavailableError
+from ebbflow.runtime.process import free_port
 from ebbflow.v1 import registry_pb2, scheduling_pb2
 
 PODS = json.loads((Path(__file__).parent.parent / "data" / "kube_pods.json").read_text())
@@ -70,10 +71,48 @@ class FakeBus:
     replicas: FakeKv = field(default_factory=FakeKv)
 
 
+def renamed(kind: str, name: str) -> PodView:
+    """A captured pod under another name, at 127.0.0.1 with its Triton HTTP port on one nothing listens on."""
+    pod = copy.deepcopy(PODS[kind])
+    pod["metadata"]["name"] = name
+    pod["status"]["podIP"] = "127.0.0.1"
+    pod["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": free_port()}]
+    return pod_view(pod)
+
+
 def actuator(api: FakeApi, bus: FakeBus) -> KubernetesActuator:
     made = KubernetesActuator(bus, api, {"llm": ModelDeployment(REF, "app=triton-llm")})  # type: ignore[arg-type]
     made.desired["llm"] = scheduling_pb2.DesiredState(model="llm", horizontal=scheduling_pb2.HorizontalDecision(replicas=3))
+    made.watches["llm"].listed.set()
     return made
+
+
+async def test_nothing_is_scaled_before_the_pods_are_listed() -> None:
+    api, bus = FakeApi(), FakeBus()
+    act = actuator(api, bus)
+    act.watches["llm"].listed.clear()
+    await act.reconcile_once()
+    assert api.writes == [] and "not listed yet" in act.scale_errors["llm"]
+
+
+async def test_scale_down_drains_the_chosen_pods_first_and_counts_them_out() -> None:
+    api, bus = FakeApi(replicas=2), FakeBus()
+    act = actuator(api, bus)
+    act.drain_propagation_s = act.unready_timeout_s = 0.0
+    act.desired["llm"].horizontal.replicas = 1
+    ready, starting, other = renamed("ready", "chosen"), renamed("running_not_ready", "starting"), renamed("ready", "other")
+    act.watches["llm"].pods = {starting.name: starting, ready.name: ready}
+    await act.reconcile_once()
+    assert act.draining == set() and api.replicas == 1, "a starting pod goes first, with no drain: the ReplicaSet removes it first"
+    api.replicas = 2
+    act.watches["llm"].pods = {ready.name: ready, other.name: other}
+    act.choose_drains = lambda live, desired: [ready.name]
+    await act.reconcile_once()  # nothing serves there: the unload fails, the pod stays ready, so no scale-down
+    assert act.draining == {ready.name} and api.replicas == 2 and "still ready" in act.scale_errors["llm"]
+    assert registry_pb2.ReplicaEntry.FromString(bus.replicas.values[f"llm.{ready.name}"]).state == registry_pb2.REPLICA_STATE_DRAINING
+    act.watches["llm"].pods = {ready.name: renamed("running_not_ready", "chosen"), other.name: other}
+    await act.reconcile_once()
+    assert api.replicas == 1 and "llm" not in act.scale_errors, "once not ready it is counted out and the scale is written"
 
 
 async def test_conflicts_are_retried_from_a_fresh_read_up_to_a_bound() -> None:

@@ -16,25 +16,35 @@ What is here is tested against the real API server with the loopback kubelet (te
   Deployment (a model without one is left alone: no state is no decision), and every pod with an address becomes
   that model's registry entry (key `model.podname`), so routers route to pod IPs; a pod gone, or being deleted,
   leaves or drains its entry. A scale that fails (the API server away, a verb refused) is logged and held: nothing
-  else changes and the next tick tries again. Drain before scale-down, vertical changes and adoption are not here yet.
+  else changes and the next tick tries again. Vertical changes and adoption are not here yet.
+- Scale-down removes the pods ebbflow chose (`drain_choice`, or the rule passed in), not the ReplicaSet's pick:
+  each chosen ready pod is marked DRAINING in the registry (routers stop sending to it), after
+  `drain_propagation_s` its Triton unloads the model (Triton lets the requests in flight finish first), its
+  readiness probe (the model-ready endpoint) then fails, and only once the pod is seen not ready is the scale
+  written: the ReplicaSet deletes not-ready pods before ready ones. Kubernetes 1.20 has no
+  `controller.kubernetes.io/pod-deletion-cost` (1.22), so readiness is the lever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
+
+import aiohttp
 
 from google.protobuf.message import DecodeError
 
-from ebbflow.actuator.pods import PodView, pod_view, replica_entry
+from ebbflow.actuator.core import Phase
+from ebbflow.actuator.pods import PodView, drain_choice, pod_view, replica_entry
 from ebbflow.kube.client import ConflictError, KubeError, KubeNotFoundError, WatchExpiredError
 from ebbflow.runtime import subjects
 from ebbflow.runtime.bus import Bus, watch_bucket
 from ebbflow.runtime.errors import EbbflowError, NotFoundError, UnavailableError
 from ebbflow.runtime.loops import wait_any
-from ebbflow.v1 import scheduling_pb2
+from ebbflow.v1 import registry_pb2, scheduling_pb2
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +184,22 @@ class ModelDeployment:
 
 
 class KubernetesActuator:
-    def __init__(self, bus: Bus, api: KubeApi, models: dict[str, ModelDeployment], interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        api: KubeApi,
+        models: dict[str, ModelDeployment],
+        interval_s: float = 1.0,
+        choose_drains: Callable[[Sequence[PodView], int], list[str]] = drain_choice,
+        drain_propagation_s: float = 1.0,
+        unready_timeout_s: float = 30.0,
+    ) -> None:
         self.bus = bus
+        self.choose_drains = choose_drains
+        self.drain_propagation_s = drain_propagation_s
+        self.unready_timeout_s = unready_timeout_s
+        self.draining: set[str] = set()
+        """Pods (by name) this actuator is removing: DRAINING in the registry, no longer counted as live."""
         self.api = api
         self.models = dict(models)
         self.interval_s = interval_s
@@ -229,6 +253,7 @@ class KubernetesActuator:
             desired = self.desired.get(model)
             if desired is not None:
                 try:
+                    await self._drain_extra(model, desired.horizontal.replicas)
                     outcome = await self.scaler.scale(target.deployment, desired.horizontal.replicas)
                     self.scale_errors.pop(model, None)
                     if outcome.written:
@@ -239,6 +264,36 @@ class KubernetesActuator:
                     self.scale_errors[model] = str(error)
             await self._sync_registry(model, self.watches[model].pods)
 
+    async def _drain_extra(self, model: str, desired_replicas: int) -> None:
+        """Before a scale-down, make the pods chosen to go not ready (see the module's docstring)."""
+        watch = self.watches[model]
+        if not watch.listed.is_set():
+            raise UnavailableError(f"the pods of {model} are not listed yet; not scaling down blind")
+        live = [v for v in watch.pods.values() if v.phase in (Phase.STARTING, Phase.READY) and v.name not in self.draining]
+        if len(live) <= desired_replicas:
+            return
+        chosen = [watch.pods[name] for name in self.choose_drains(live, desired_replicas)]
+        ready = [v for v in chosen if v.phase == Phase.READY and v.ip]
+        if not ready:
+            return  # starting or unplaced pods: the ReplicaSet removes those first anyway
+        self.draining.update(v.name for v in ready)
+        await self._sync_registry(model, watch.pods)
+        await asyncio.sleep(self.drain_propagation_s)  # routers stop sending before the model goes
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.unready_timeout_s)) as session:
+            for view in ready:
+                url = f"http://{view.ip}:{view.ports['http']}/v2/repository/models/{model}/unload"
+                try:
+                    async with session.post(url, json={}) as response:
+                        if response.status != 200:
+                            log.warning("unloading %s on pod %s answered %d: %s", model, view.name, response.status, await response.text())
+                except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                    log.warning("unloading %s on pod %s failed (%s); waiting for it to turn not ready anyway", model, view.name, error)
+        deadline = time.monotonic() + self.unready_timeout_s
+        while any(watch.pods.get(v.name) is not None and watch.pods[v.name].phase == Phase.READY for v in ready):
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"pods {[v.name for v in ready]} of {model} still ready {self.unready_timeout_s:.0f} s after unloading; not scaling down")
+            await asyncio.sleep(0.05)
+
     async def _sync_registry(self, model: str, pods: dict[str, PodView]) -> None:
         """The model's registry entries follow its pods: one per pod with an address, none for the others."""
         if not self.watches[model].listed.is_set():
@@ -246,6 +301,8 @@ class KubernetesActuator:
         wanted = {}
         for view in pods.values():
             entry = replica_entry(view, model)
+            if entry is not None and view.name in self.draining:
+                entry.state = registry_pb2.REPLICA_STATE_DRAINING
             if entry is not None:
                 wanted[subjects.replica_key(model, view.name)] = entry.SerializeToString()
         try:
@@ -253,6 +310,7 @@ class KubernetesActuator:
                 if self._written.get(key) != value:
                     await self.bus.replicas.put(key, value)
                     self._written[key] = value
+            self.draining &= set(pods)  # a pod gone is drained
             for key in [k for k in self._written if k.startswith(f"{model}.") and k not in wanted]:
                 await self.bus.replicas.delete(key)
                 del self._written[key]

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from ebbflow.actuator.core import Phase
+from ebbflow.actuator.core import ActualReplica, Phase, reconcile
 from ebbflow.v1 import registry_pb2
 
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
@@ -146,3 +146,10 @@ def summarise(views: Mapping[str, PodView] | list[PodView]) -> Placement:
         draining=sum(1 for v in items if v.phase == Phase.DRAINING),
         failed=sum(1 for v in items if v.phase == Phase.FAILED),
     )
+
+
+def drain_choice(live: Sequence[PodView], desired_replicas: int) -> list[str]:
+    """Which of the live (starting or ready) pods go when there are more than desired: the local actuator's rule
+    (actuator.core.reconcile): starting ones first (unplaced included: they serve nobody), then the newest ready."""
+    actual = [ActualReplica(v.name, v.phase, v.created_at_unix_s) for v in live if v.phase in (Phase.STARTING, Phase.READY)]
+    return list(reconcile(desired_replicas, actual).drain)
