@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from ebbflow.actuator.core import Phase
 from ebbflow.actuator.kubernetes import DeploymentRef, DeploymentScaler, KubernetesActuator, ModelDeployment, PodWatch
-from ebbflow.actuator.pods import PodView, replica_entry, summarise
+from ebbflow.actuator.pods import PodView, pod_view, replica_entry, summarise
 from ebbflow.kube.client import ConflictError, ForbiddenError, KubeClient
 from ebbflow.runtime.errors import NotFoundError
 from ebbflow.runtime.triton import shm_prefix
@@ -75,7 +75,8 @@ class Bed:
             if counts == (ready, pending, ready + pending):
                 return
             if loop.time() > deadline:
-                raise AssertionError(f"after {timeout_s:.0f} s: (ready, unschedulable, all) pods are {counts}, not {(ready, pending, ready + pending)}")
+                seen = [(v.name, v.phase.value, v.reason) for v in map(pod_view, pods)]
+                raise AssertionError(f"after {timeout_s:.0f} s: (ready, unschedulable, all) pods are {counts}, not {(ready, pending, ready + pending)}: {seen}")
             await asyncio.sleep(0.1)
 
 

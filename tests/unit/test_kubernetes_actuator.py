@@ -65,6 +65,9 @@ class FakeKv:
             raise self.error
         self.values.pop(key, None)
 
+    async def keys(self) -> list[str]:
+        return list(self.values)
+
 
 @dataclass
 class FakeBus:
@@ -159,3 +162,15 @@ async def test_registry_entries_follow_the_pods_and_wait_out_a_nats_outage() -> 
     watch.pods = {}
     await act.reconcile_once()
     assert bus.replicas.values == {}
+
+
+async def test_a_restarted_actuator_takes_over_the_entries_of_an_earlier_one() -> None:
+    api, bus = FakeApi(replicas=3), FakeBus()
+    kept, gone = pod_view(PODS["ready"]), "triton-llm-549c7689b7-gone1"
+    bus.replicas.values = {f"llm.{kept.name}": b"old", f"llm.{gone}": b"old", "other-model.x": b"not ours"}
+    act = actuator(api, bus)
+    act.watches["llm"].pods = {kept.name: kept}
+    await act.adopt_entries()
+    await act.reconcile_once()
+    assert set(bus.replicas.values) == {f"llm.{kept.name}", "other-model.x"}, "the entry of a pod gone meanwhile is removed, others' untouched"
+    assert registry_pb2.ReplicaEntry.FromString(bus.replicas.values[f"llm.{kept.name}"]).host == "127.0.1.2"

@@ -16,7 +16,9 @@ What is here is tested against the real API server with the loopback kubelet (te
   Deployment (a model without one is left alone: no state is no decision), and every pod with an address becomes
   that model's registry entry (key `model.podname`), so routers route to pod IPs; a pod gone, or being deleted,
   leaves or drains its entry. A scale that fails (the API server away, a verb refused) is logged and held: nothing
-  else changes and the next tick tries again. Vertical changes and adoption are not here yet.
+  else changes and the next tick tries again. A restarted actuator takes over the entries an earlier one wrote
+  (`adopt_entries`): the pods went on serving, and an entry whose pod went meanwhile is deleted. Vertical changes
+  are not here yet.
 - Scale-down removes the pods ebbflow chose (`drain_choice`, or the rule passed in), not the ReplicaSet's pick:
   each chosen ready pod is marked DRAINING in the registry (routers stop sending to it), after
   `drain_propagation_s` its Triton unloads the model (Triton lets the requests in flight finish first), its
@@ -36,6 +38,7 @@ from typing import Any, Callable, Protocol, Sequence
 import aiohttp
 
 from google.protobuf.message import DecodeError
+from nats.js.errors import NoKeysError
 
 from ebbflow.actuator.core import Phase
 from ebbflow.actuator.pods import PodView, drain_choice, pod_view, replica_entry
@@ -239,6 +242,7 @@ class KubernetesActuator:
         ]
         try:
             await wait_any(None, loaded, stop)
+            await self.adopt_entries()
             while not stop.is_set():
                 self._changed.clear()
                 await self.reconcile_once()
@@ -247,6 +251,20 @@ class KubernetesActuator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def adopt_entries(self) -> None:
+        """Take over the registry entries an earlier run wrote for these models: each is rewritten from its pod, or
+        deleted when its pod is gone, rather than left behind (the pods themselves simply go on; nothing restarts)."""
+        try:
+            keys = await self.bus.replicas.keys()
+        except NoKeysError:
+            return
+        except Exception as error:  # NATS away: entries of pods gone meanwhile stay until a later restart
+            log.warning("registry entries of an earlier run not read (%s)", error)
+            return
+        for key in keys:
+            if key.split(".", 1)[0] in self.models:
+                self._written.setdefault(key, b"")
 
     async def reconcile_once(self) -> None:
         for model, target in self.models.items():
