@@ -7,7 +7,7 @@ TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 DASHBOARD_TOOLS := $(TOOLS)/.dashboard-tools-installed
 
-.PHONY: install demo test test-unit test-integration test-e2e proto lint-proto buf haproxy prometheus dashboards clean
+.PHONY: install demo test test-unit test-integration test-e2e proto lint-proto buf haproxy prometheus kube dashboards clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ haproxy:
 # promtool for the rule tests, prometheus for `ebbflow up --prometheus` (Debian's; its service is not started).
 prometheus:
 	@scripts/install_prometheus.sh
+
+# kube-apiserver, kube-controller-manager and kube-scheduler built from Debian's source (once per machine, 8-12 min on
+# 2 cores), cached in ~/.cache/ebbflow/kubernetes-1.20.2/bin, plus Debian's etcd: the tests' real Kubernetes API server.
+kube:
+	@nice -n 10 scripts/build-kube.sh
 
 $(BUF):
 	mkdir -p $(TOOLS)
@@ -51,13 +56,13 @@ lint-proto: $(BUF)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
-test: $(STAMP) lint-proto haproxy prometheus $(DASHBOARD_TOOLS)
+test: $(STAMP) lint-proto haproxy prometheus kube $(DASHBOARD_TOOLS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: $(STAMP) prometheus $(DASHBOARD_TOOLS)
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: $(STAMP) haproxy
+test-integration: $(STAMP) haproxy kube
 	$(BIN)/python -m pytest -q tests/integration
 
 test-e2e: $(STAMP) haproxy prometheus $(DASHBOARD_TOOLS)

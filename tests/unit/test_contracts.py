@@ -62,6 +62,7 @@ SHELLS = {
     "actuator/crashes.py": "keeps each model's back-off on the clock (backoff.py is its pure rule)",
     "actuator/static.py": "fixed replicas for tests and benchmarks",
     "actuator/leftovers.py": "finds and kills processes left by a crash",
+    "actuator/kubernetes.py": "scales Deployments and watches pods through the Kubernetes API, writes the registry (pods.py is its pure rule)",
     "sim/compare.py": "runs policies in worker processes",
     "sim/replay.py": "the replay command's run: reads the trace, times the run, writes results",
 }

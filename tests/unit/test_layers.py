@@ -4,7 +4,7 @@ inside functions included, go to its own layer or a lower one, never up and neve
     apps        cli, up, serve, client, status, stack, demo, live_replay, replay_commands
     simulator   sim (uses the services' pure rules; no service imports it)
     services    collector, forecaster, scheduler, router, actuator
-    shared      runtime, policy, placement, traces (import no service)
+    shared      runtime, policy, placement, traces, kube (import no service)
     physics     emulator
     base        ebbflow itself, v1 (generated protos)
 
@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "ebbflow.policy": 2,
     "ebbflow.placement": 2,
     "ebbflow.traces": 2,
+    "ebbflow.kube": 2,
     "ebbflow.collector": 3,
     "ebbflow.forecaster": 3,
     "ebbflow.scheduler": 3,
